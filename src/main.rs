@@ -1,1 +1,28 @@
-fn main() {}
+use std::process::ExitCode;
+
+use clap::Parser;
+use claude_swarm::{agent::simulated, cli, config::SIMULATE_AGENT};
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    // The simulated CLI takes Claude Code's own flags, so it bypasses clap.
+    if args.get(1).map(String::as_str) == Some(SIMULATE_AGENT) {
+        return ExitCode::from(simulated::main(&args[2..]).clamp(0, 255) as u8);
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SWARM_LOG")
+                .unwrap_or_else(|_| "claude_swarm=info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = cli::Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(cli::main(cli))
+}

@@ -1,0 +1,5 @@
+//! How a task runs on a process. Only this module knows Claude Code's stream-json protocol.
+
+pub mod process;
+pub mod protocol;
+pub mod simulated;

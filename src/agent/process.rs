@@ -1,0 +1,358 @@
+//! Runs a task as a Claude Code CLI process in print mode: the prompt goes to stdin,
+//! stream-json lines come back on stdout and are forwarded as they arrive; the result
+//! comes from the `result` line and the exit code. The process leads its own process
+//! group, so a stop (cancel, timeout) reaches everything it started: SIGTERM to the
+//! group, then SIGKILL after a grace period.
+
+use std::{
+    io,
+    os::unix::process::ExitStatusExt,
+    path::PathBuf,
+    process::Stdio,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use tokio::{
+    io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader},
+    process::{Child, Command},
+};
+
+use super::protocol::{self, cut};
+use crate::engine::{
+    events::AgentOutput,
+    run::{Agent, BoxFuture, RunRequest, StopSignal},
+    scheduler::OutputSink,
+    task::RunOutcome,
+};
+
+/// Longest stdout line read; longer ones are reported and skipped.
+const MAX_LINE: usize = 16 * 1024 * 1024;
+/// Bytes of stderr kept for error messages.
+const STDERR_TAIL: usize = 4096;
+/// How long to wait for the pipes to close once the process is gone.
+const DRAIN_LIMIT: Duration = Duration::from_secs(2);
+
+/// How to start the agent.
+#[derive(Clone, Debug)]
+pub struct AgentCommand {
+    /// The program (`claude`, or this binary for the simulation).
+    pub program: PathBuf,
+    /// Arguments before the CLI's own (`simulate-agent`).
+    pub leading_args: Vec<String>,
+    /// Shown in status ("claude", "simulated").
+    pub label: String,
+    /// Between SIGTERM and SIGKILL.
+    pub stop_grace: Duration,
+}
+
+/// An [`Agent`] that runs one CLI process per task.
+#[derive(Clone, Debug)]
+pub struct ProcessAgent {
+    command: Arc<AgentCommand>,
+}
+
+impl ProcessAgent {
+    pub fn new(command: AgentCommand) -> Self {
+        Self {
+            command: Arc::new(command),
+        }
+    }
+
+    fn build(&self, request: &RunRequest) -> Command {
+        let spec = &self.command;
+        let mut cmd = Command::new(&spec.program);
+        cmd.args(&spec.leading_args)
+            .args(["-p", "--output-format", "stream-json", "--verbose"]);
+        if let Some(model) = &request.model {
+            cmd.arg("--model").arg(model);
+        }
+        if !request.allowed_tools.is_empty() {
+            cmd.arg("--allowedTools")
+                .arg(request.allowed_tools.join(","));
+        }
+        if let Some(turns) = request.max_turns {
+            cmd.arg("--max-turns").arg(turns.to_string());
+        }
+        cmd.current_dir(&request.working_directory)
+            // A CLI started from inside Claude Code otherwise behaves as nested.
+            .env_remove("CLAUDECODE")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        cmd
+    }
+
+    async fn run_process(
+        self,
+        request: RunRequest,
+        sink: OutputSink,
+        mut stop: StopSignal,
+    ) -> RunOutcome {
+        let started = Instant::now();
+        let mut outcome = RunOutcome::default();
+        if !request.working_directory.is_dir() {
+            outcome.failure = Some(format!(
+                "working directory {} does not exist",
+                request.working_directory.display()
+            ));
+            return outcome;
+        }
+        let mut child = match self.build(&request).spawn() {
+            Ok(child) => child,
+            Err(e) => {
+                outcome.failure = Some(spawn_error(&self.command, &e));
+                return outcome;
+            }
+        };
+        let pid = child.id();
+        sink.started(pid).await;
+
+        if let Some(mut stdin) = child.stdin.take() {
+            let prompt = request.prompt.clone();
+            // A child that never reads its stdin must not block us.
+            tokio::spawn(async move {
+                let _ = stdin.write_all(prompt.as_bytes()).await;
+            });
+        }
+        let stderr = child.stderr.take().map(|e| tokio::spawn(read_tail(e)));
+        let mut lines = LineReader::new(child.stdout.take().expect("stdout is piped"));
+
+        let mut exited = None;
+        loop {
+            tokio::select! {
+                line = lines.next() => match line {
+                    Ok(Some(line)) => forward(&sink, &mut outcome, line).await,
+                    Ok(None) => break,
+                    Err(e) => {
+                        outcome.failure = Some(format!("reading the agent's output failed: {e}"));
+                        break;
+                    }
+                },
+                status = child.wait(), if exited.is_none() => {
+                    exited = Some(status);
+                    // Whatever it left behind goes with it; this also closes the pipes of
+                    // any grandchild still holding them.
+                    signal_group(pid, libc::SIGKILL);
+                }
+                reason = &mut stop => {
+                    outcome.stopped = Some(reason);
+                    break;
+                }
+            }
+        }
+        let status = match exited {
+            Some(status) => status,
+            None if outcome.stopped.is_some() => {
+                terminate(&mut child, pid, self.command.stop_grace).await
+            }
+            None => {
+                // Stdout closed: the process is ending. It may still be stopped meanwhile.
+                tokio::select! {
+                    status = child.wait() => status,
+                    reason = &mut stop => {
+                        outcome.stopped = Some(reason);
+                        terminate(&mut child, pid, self.command.stop_grace).await
+                    }
+                }
+            }
+        };
+        signal_group(pid, libc::SIGKILL);
+        if outcome.stopped.is_none() {
+            // Lines still in the pipe after the exit.
+            let _ = tokio::time::timeout(DRAIN_LIMIT, async {
+                while let Ok(Some(line)) = lines.next().await {
+                    forward(&sink, &mut outcome, line).await;
+                }
+            })
+            .await;
+        }
+        match status {
+            Ok(status) => {
+                outcome.exit_code = status.code();
+                outcome.signal = status.signal();
+            }
+            Err(e) => outcome.failure = Some(format!("waiting for the agent failed: {e}")),
+        }
+        if let Some(stderr) = stderr
+            && let Ok(Ok(tail)) = tokio::time::timeout(DRAIN_LIMIT, stderr).await
+        {
+            outcome.stderr_tail = tail;
+        }
+        outcome.duration = started.elapsed();
+        outcome
+    }
+}
+
+impl Agent for ProcessAgent {
+    fn run(
+        &self,
+        request: RunRequest,
+        sink: OutputSink,
+        stop: StopSignal,
+    ) -> BoxFuture<RunOutcome> {
+        Box::pin(self.clone().run_process(request, sink, stop))
+    }
+
+    fn describe(&self) -> String {
+        self.command.label.clone()
+    }
+}
+
+async fn forward(sink: &OutputSink, outcome: &mut RunOutcome, line: Line) {
+    let output = match line {
+        Line::Text(text) => {
+            let parsed = protocol::parse_line(&text);
+            if let Some(result) = parsed.result {
+                outcome.result = Some(result);
+            }
+            parsed.output
+        }
+        Line::TooLong => AgentOutput {
+            message_type: "unparsed".into(),
+            text: format!("a line longer than {MAX_LINE} bytes was skipped"),
+            ..AgentOutput::default()
+        },
+    };
+    sink.output(output).await;
+}
+
+fn spawn_error(command: &AgentCommand, e: &io::Error) -> String {
+    let program = command.program.display();
+    if e.kind() == io::ErrorKind::NotFound {
+        format!(
+            "agent command `{program}` not found: install Claude Code \
+             (`npm install -g @anthropic-ai/claude-code@2.1.332`), point `agent.command` \
+             (or SWARM_CLAUDE_COMMAND) at it, or run with `--agent simulated`"
+        )
+    } else {
+        format!("could not start agent command `{program}`: {e}")
+    }
+}
+
+/// SIGTERM to the group, SIGKILL after `grace`; returns the exit status.
+async fn terminate(
+    child: &mut Child,
+    pid: Option<u32>,
+    grace: Duration,
+) -> io::Result<std::process::ExitStatus> {
+    signal_group(pid, libc::SIGTERM);
+    match tokio::time::timeout(grace, child.wait()).await {
+        Ok(status) => status,
+        Err(_) => {
+            signal_group(pid, libc::SIGKILL);
+            child.wait().await
+        }
+    }
+}
+
+/// Signals the process group led by `pid` (the child was started with `process_group(0)`).
+fn signal_group(pid: Option<u32>, signal: i32) {
+    if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
+        // SAFETY: killpg has no memory effects; a group that is already gone gives ESRCH.
+        unsafe {
+            libc::killpg(pid, signal);
+        }
+    }
+}
+
+async fn read_tail(mut stderr: impl AsyncRead + Unpin) -> String {
+    let mut tail: Vec<u8> = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = stderr.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+        tail.extend_from_slice(&buf[..n]);
+        if tail.len() > STDERR_TAIL {
+            tail.drain(..tail.len() - STDERR_TAIL);
+        }
+    }
+    let text = String::from_utf8_lossy(&tail);
+    cut(text.trim(), STDERR_TAIL).to_owned()
+}
+
+enum Line {
+    Text(String),
+    TooLong,
+}
+
+/// Reads newline-separated lines of bounded length. Cancel-safe: a partial line survives
+/// a `select!` that picks another branch.
+struct LineReader<R> {
+    reader: BufReader<R>,
+    buf: Vec<u8>,
+    overflow: bool,
+}
+
+impl<R: AsyncRead + Unpin> LineReader<R> {
+    fn new(reader: R) -> Self {
+        Self {
+            reader: BufReader::with_capacity(64 * 1024, reader),
+            buf: Vec::new(),
+            overflow: false,
+        }
+    }
+
+    async fn next(&mut self) -> io::Result<Option<Line>> {
+        loop {
+            let available = self.reader.fill_buf().await?;
+            if available.is_empty() {
+                return Ok(self.take_line());
+            }
+            let (chunk, found) = match available.iter().position(|b| *b == b'\n') {
+                Some(i) => (&available[..i], Some(i + 1)),
+                None => (available, None),
+            };
+            if !self.overflow {
+                if self.buf.len() + chunk.len() > MAX_LINE {
+                    self.overflow = true;
+                    self.buf = Vec::new();
+                } else {
+                    self.buf.extend_from_slice(chunk);
+                }
+            }
+            let consumed = found.unwrap_or(available.len());
+            self.reader.consume(consumed);
+            if found.is_some()
+                && let Some(line) = self.take_line()
+            {
+                return Ok(Some(line));
+            }
+        }
+    }
+
+    /// The line gathered so far; `None` when there is none (blank lines are skipped).
+    fn take_line(&mut self) -> Option<Line> {
+        if std::mem::take(&mut self.overflow) {
+            self.buf.clear();
+            return Some(Line::TooLong);
+        }
+        let bytes = std::mem::take(&mut self.buf);
+        let text = String::from_utf8_lossy(&bytes);
+        let text = text.trim_end_matches('\r');
+        (!text.trim().is_empty()).then(|| Line::Text(text.to_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn lines_are_split_bounded_and_blank_ones_skipped() {
+        let big = "y".repeat(MAX_LINE + 1);
+        let input = format!("one\n\n two \r\n{big}\nlast");
+        let mut reader = LineReader::new(input.as_bytes());
+        let mut seen = Vec::new();
+        while let Some(line) = reader.next().await.unwrap() {
+            seen.push(match line {
+                Line::Text(t) => t,
+                Line::TooLong => "<too long>".into(),
+            });
+        }
+        assert_eq!(seen, ["one", " two ", "<too long>", "last"]);
+    }
+}

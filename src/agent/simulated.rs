@@ -1,0 +1,449 @@
+//! The simulated Claude Code CLI: `claude-swarm simulate-agent -p --output-format
+//! stream-json --verbose [--model M] ...` reads its prompt like the real one (argument or
+//! stdin) and prints the same stream-json lines. Its lines are the real CLI's captured
+//! lines with the variable fields replaced, so their shape cannot drift from the real thing.
+//!
+//! Behaviour is driven by `sim:` directives anywhere in the prompt (see the README):
+//! `sim:delay=MS`, `sim:chunks=N`, `sim:error[=STATUS]`, `sim:auth`, `sim:crash`,
+//! `sim:hang`, `sim:garbage`, `sim:large=BYTES`, `sim:cost=USD`, `sim:exit=CODE`,
+//! `sim:tool`, `sim:stderr=WORD`, `sim:reply=WORD`.
+
+use std::{
+    io::{self, Read, Write},
+    thread,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use serde_json::{Value, json};
+
+const SUCCESS: &str =
+    include_str!("../../tests/fixtures/claude-code-cli/success-against-local-fake-api.jsonl");
+const NOT_LOGGED_IN: &str =
+    include_str!("../../tests/fixtures/claude-code-cli/not-logged-in.jsonl");
+
+/// What the prompt asked the simulation to do.
+#[derive(Debug, Default, PartialEq)]
+pub struct Directives {
+    pub delay: Duration,
+    pub chunks: u32,
+    /// Answer with an API error of this HTTP status.
+    pub error: Option<u16>,
+    /// Answer like a CLI that is not logged in.
+    pub auth: bool,
+    pub crash: bool,
+    pub hang: bool,
+    pub garbage: bool,
+    pub large: usize,
+    pub cost: Option<f64>,
+    pub exit: Option<i32>,
+    pub tool: bool,
+    pub stderr: Option<String>,
+    pub reply: Option<String>,
+}
+
+impl Directives {
+    pub fn parse(prompt: &str) -> Result<Self, String> {
+        let mut d = Directives {
+            chunks: 1,
+            ..Self::default()
+        };
+        for word in prompt.split_whitespace() {
+            let Some(directive) = word.strip_prefix("sim:") else {
+                continue;
+            };
+            let (key, value) = directive
+                .split_once('=')
+                .map_or((directive, None), |(k, v)| (k, Some(v)));
+            let number = |v: Option<&str>| -> Result<f64, String> {
+                v.ok_or(format!("sim:{key} needs a value"))?
+                    .parse::<f64>()
+                    .map_err(|_| format!("sim:{key} needs a number"))
+            };
+            match key {
+                "delay" => d.delay = Duration::from_secs_f64(number(value)?.max(0.0) / 1000.0),
+                "chunks" => d.chunks = number(value)?.max(1.0) as u32,
+                "error" => d.error = Some(value.map_or(Ok(529.0), |v| number(Some(v)))? as u16),
+                "auth" => d.auth = true,
+                "crash" => d.crash = true,
+                "hang" => d.hang = true,
+                "garbage" => d.garbage = true,
+                "large" => d.large = number(value)? as usize,
+                "cost" => d.cost = Some(number(value)?),
+                "exit" => d.exit = Some(number(value)? as i32),
+                "tool" => d.tool = true,
+                "stderr" => d.stderr = value.map(str::to_owned),
+                "reply" => d.reply = value.map(str::to_owned),
+                other => return Err(format!("unknown directive sim:{other}")),
+            }
+        }
+        Ok(d)
+    }
+}
+
+/// The prompt with the directives taken out.
+fn plain_prompt(prompt: &str) -> String {
+    prompt
+        .split_whitespace()
+        .filter(|w| !w.starts_with("sim:"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Command-line options the simulation understands, as the real CLI spells them.
+#[derive(Debug, Default)]
+struct Options {
+    print: bool,
+    output_format: Option<String>,
+    verbose: bool,
+    model: Option<String>,
+    session_id: Option<String>,
+    prompt: Option<String>,
+}
+
+fn parse_args(args: &[String]) -> Result<Options, String> {
+    let mut o = Options::default();
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_owned())),
+            _ => (arg.as_str(), None),
+        };
+        let mut value = || {
+            inline
+                .clone()
+                .or_else(|| it.next().cloned())
+                .ok_or(format!("{flag} needs a value"))
+        };
+        match flag {
+            "-p" | "--print" => o.print = true,
+            "--verbose" => o.verbose = true,
+            "--output-format" => o.output_format = Some(value()?),
+            "--model" => o.model = Some(value()?),
+            "--session-id" | "--resume" => o.session_id = Some(value()?),
+            "--allowedTools"
+            | "--allowed-tools"
+            | "--disallowedTools"
+            | "--max-turns"
+            | "--permission-mode"
+            | "--append-system-prompt"
+            | "--input-format"
+            | "--fallback-model"
+            | "--add-dir" => {
+                value()?;
+            }
+            f if f.starts_with('-') => return Err(format!("error: unknown option '{f}'")),
+            prompt => o.prompt = Some(prompt.to_owned()),
+        }
+    }
+    Ok(o)
+}
+
+/// Runs the simulation with the process's arguments (after `simulate-agent`); returns the
+/// exit code.
+pub fn main(args: &[String]) -> i32 {
+    let options = match parse_args(args) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("{e}");
+            return 1;
+        }
+    };
+    if !options.print || options.output_format.as_deref() != Some("stream-json") || !options.verbose
+    {
+        eprintln!("the simulated agent speaks only -p --output-format stream-json --verbose");
+        return 1;
+    }
+    let prompt = match options.prompt.clone() {
+        Some(p) => p,
+        None => {
+            let mut p = String::new();
+            if io::stdin().read_to_string(&mut p).is_err() || p.trim().is_empty() {
+                eprintln!(
+                    "Error: Input must be provided either through stdin or as a prompt argument when using --print"
+                );
+                return 1;
+            }
+            p
+        }
+    };
+    let directives = match Directives::parse(&prompt) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("{e}");
+            return 1;
+        }
+    };
+    let session = Session::new(&options);
+    let mut out = io::stdout().lock();
+    match session.play(&plain_prompt(&prompt), &directives, &mut out) {
+        Ok(code) => code,
+        // Stdout closed under us: the reader went away.
+        Err(_) => 1,
+    }
+}
+
+struct Session {
+    id: String,
+    model: String,
+    cwd: String,
+    started: Instant,
+}
+
+impl Session {
+    fn new(options: &Options) -> Self {
+        Self {
+            id: options
+                .session_id
+                .clone()
+                .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+            model: options
+                .model
+                .clone()
+                .unwrap_or_else(|| "claude-simulated".into()),
+            cwd: std::env::current_dir()
+                .map(|d| d.display().to_string())
+                .unwrap_or_default(),
+            started: Instant::now(),
+        }
+    }
+
+    fn play(&self, prompt: &str, d: &Directives, out: &mut impl Write) -> io::Result<i32> {
+        if let Some(word) = &d.stderr {
+            eprintln!("{word}");
+        }
+        if d.garbage {
+            writeln!(out, "simulated garbage: this line is not JSON {{")?;
+        }
+        self.emit(out, self.init())?;
+        if d.garbage {
+            writeln!(out, "[1/3] more noise that is not a message")?;
+        }
+        if d.hang {
+            out.flush()?;
+            loop {
+                thread::sleep(Duration::from_secs(3600));
+            }
+        }
+        if d.auth {
+            self.emit(
+                out,
+                self.api_error_message(
+                    "Not logged in · Please run /login",
+                    "authentication_failed",
+                ),
+            )?;
+            self.emit(
+                out,
+                self.result("Not logged in · Please run /login", true, 1, 0.0, None),
+            )?;
+            return Ok(d.exit.unwrap_or(1));
+        }
+        if let Some(status) = d.error {
+            let text = format!(
+                "API Error: {status} {{\"type\":\"error\",\"error\":{{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}}}"
+            );
+            self.emit(out, self.api_error_message(&text, "server_error"))?;
+            self.emit(out, self.result(&text, true, 1, 0.0, Some(status)))?;
+            return Ok(d.exit.unwrap_or(1));
+        }
+        let mut turns = 1;
+        if d.tool {
+            let tool_id = format!("toolu_sim_{}", &self.id[..8]);
+            self.emit(out, self.assistant(json!([{ "type": "tool_use", "id": tool_id, "name": "Bash", "input": { "command": "echo simulated", "description": "Say something" } }])))?;
+            self.emit(out, self.user_tool_result(&tool_id, "simulated"))?;
+            turns += 1;
+        }
+        let reply = match (&d.reply, d.large) {
+            (_, n) if n > 0 => "x".repeat(n),
+            (Some(word), _) => word.clone(),
+            (None, _) => format!(
+                "Simulated answer to: {}",
+                crate::agent::protocol::cut(prompt, 200)
+            ),
+        };
+        let chunk_delay = d.delay / d.chunks;
+        for i in 0..d.chunks {
+            thread::sleep(chunk_delay);
+            let text = if i + 1 == d.chunks {
+                reply.clone()
+            } else {
+                format!("Working ({}/{})...", i + 1, d.chunks)
+            };
+            self.emit(
+                out,
+                self.assistant(json!([{ "type": "text", "text": text }])),
+            )?;
+            if d.crash {
+                out.flush()?;
+                // Die the way a crashed process does: by a signal, with no result line.
+                unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+            }
+        }
+        let cost = d
+            .cost
+            .unwrap_or(0.00001 * (prompt.len() + reply.len()) as f64 / 4.0);
+        self.emit(out, self.result(&reply, false, turns, cost, None))?;
+        Ok(d.exit.unwrap_or(0))
+    }
+
+    fn emit(&self, out: &mut impl Write, line: Value) -> io::Result<()> {
+        serde_json::to_writer(&mut *out, &line)?;
+        out.write_all(b"\n")?;
+        out.flush()
+    }
+
+    fn init(&self) -> Value {
+        let mut line = template(SUCCESS, 0);
+        set(&mut line, "session_id", json!(self.id));
+        set(&mut line, "uuid", json!(uuid::Uuid::new_v4().to_string()));
+        set(&mut line, "cwd", json!(self.cwd));
+        set(&mut line, "original_cwd", json!(self.cwd));
+        set(&mut line, "model", json!(self.model));
+        set(&mut line, "apiKeySource", json!("none"));
+        line
+    }
+
+    fn assistant(&self, content: Value) -> Value {
+        let mut line = template(SUCCESS, 1);
+        line["message"]["content"] = content;
+        line["message"]["model"] = json!(self.model);
+        line["message"]["id"] = json!(format!("msg_sim_{}", uuid::Uuid::new_v4().simple()));
+        self.stamp(&mut line);
+        line
+    }
+
+    fn api_error_message(&self, text: &str, error: &str) -> Value {
+        let mut line = template(NOT_LOGGED_IN, 1);
+        line["message"]["content"] = json!([{ "type": "text", "text": text }]);
+        line["message"]["id"] = json!(uuid::Uuid::new_v4().to_string());
+        set(&mut line, "error", json!(error));
+        self.stamp(&mut line);
+        line
+    }
+
+    fn user_tool_result(&self, tool_use_id: &str, output: &str) -> Value {
+        let mut line = template(SUCCESS, 1);
+        set(&mut line, "type", json!("user"));
+        line["message"] = json!({
+            "role": "user",
+            "content": [{ "type": "tool_result", "tool_use_id": tool_use_id, "content": output, "is_error": false }],
+        });
+        self.stamp(&mut line);
+        line
+    }
+
+    fn result(
+        &self,
+        text: &str,
+        is_error: bool,
+        turns: u32,
+        cost: f64,
+        status: Option<u16>,
+    ) -> Value {
+        let mut line = template(if is_error { NOT_LOGGED_IN } else { SUCCESS }, 2);
+        let elapsed = self.started.elapsed().as_millis() as u64;
+        let input_tokens = if is_error {
+            0
+        } else {
+            10 + text.len() as u64 / 8
+        };
+        let output_tokens = if is_error {
+            0
+        } else {
+            1 + text.len() as u64 / 4
+        };
+        set(&mut line, "result", json!(text));
+        set(&mut line, "is_error", json!(is_error));
+        set(&mut line, "num_turns", json!(turns));
+        set(&mut line, "session_id", json!(self.id));
+        set(&mut line, "uuid", json!(uuid::Uuid::new_v4().to_string()));
+        set(&mut line, "total_cost_usd", json!(cost));
+        set(&mut line, "duration_ms", json!(elapsed));
+        set(&mut line, "duration_api_ms", json!(elapsed));
+        set(&mut line, "api_error_status", json!(status));
+        line["usage"]["input_tokens"] = json!(input_tokens);
+        line["usage"]["output_tokens"] = json!(output_tokens);
+        if !is_error {
+            let usage = line["modelUsage"]
+                .as_object_mut()
+                .and_then(|m| m.values().next().cloned());
+            if let Some(mut usage) = usage {
+                usage["inputTokens"] = json!(input_tokens);
+                usage["outputTokens"] = json!(output_tokens);
+                usage["costUSD"] = json!(cost);
+                line["modelUsage"] = json!({ self.model.clone(): usage });
+            }
+        }
+        line
+    }
+
+    fn stamp(&self, line: &mut Value) {
+        set(line, "session_id", json!(self.id));
+        set(line, "uuid", json!(uuid::Uuid::new_v4().to_string()));
+        set(line, "timestamp", json!(timestamp()));
+    }
+}
+
+fn template(capture: &str, index: usize) -> Value {
+    let line = capture.lines().nth(index).expect("capture has the line");
+    serde_json::from_str(line).expect("capture line is JSON")
+}
+
+fn set(line: &mut Value, key: &str, value: Value) {
+    line[key] = value;
+}
+
+/// `2026-11-25T19:36:38.878Z`, as the CLI prints it.
+fn timestamp() -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let (secs, millis) = (now.as_secs() as i64, now.subsec_millis());
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn directives_parse() {
+        let d =
+            Directives::parse("do it sim:delay=250 sim:error sim:chunks=3 sim:cost=0.5").unwrap();
+        assert_eq!(d.delay, Duration::from_millis(250));
+        assert_eq!(d.error, Some(529));
+        assert_eq!(d.chunks, 3);
+        assert_eq!(d.cost, Some(0.5));
+        assert!(
+            Directives::parse("sim:bogus")
+                .unwrap_err()
+                .contains("sim:bogus")
+        );
+        assert!(Directives::parse("sim:delay=soon").is_err());
+        assert_eq!(plain_prompt("do it sim:hang  now"), "do it now");
+    }
+
+    #[test]
+    fn timestamp_has_the_cli_shape() {
+        let t = timestamp();
+        assert_eq!(t.len(), 24, "{t}");
+        assert!(t.ends_with('Z') && t.as_bytes()[10] == b'T', "{t}");
+    }
+}

@@ -1,0 +1,384 @@
+//! The one conversion between engine types and API messages, used by every surface
+//! (gRPC, REST, the command line).
+
+use std::{collections::BTreeMap, time::Duration, time::SystemTime};
+
+use crate::{
+    engine::{
+        EngineError,
+        events::{AgentOutput, Event, EventKind, Payload},
+        pool::{Instance, InstanceStatus},
+        scheduler::SwarmStatus,
+        task::{Priority, Task, TaskResult, TaskSpec, TaskStatus},
+        workflow::{WorkflowInfo, WorkflowStatus},
+    },
+    pb,
+};
+
+type Result<T> = std::result::Result<T, EngineError>;
+
+pub fn timestamp(time: SystemTime) -> pbjson_types::Timestamp {
+    let since = time
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    pbjson_types::Timestamp {
+        seconds: since.as_secs() as i64,
+        nanos: since.subsec_nanos() as i32,
+    }
+}
+
+// ---- enums ------------------------------------------------------------------------------
+
+pub fn priority_to_pb(p: Priority) -> pb::Priority {
+    match p {
+        Priority::Low => pb::Priority::Low,
+        Priority::Normal => pb::Priority::Normal,
+        Priority::High => pb::Priority::High,
+        Priority::Critical => pb::Priority::Critical,
+    }
+}
+
+/// UNSPECIFIED means NORMAL; values outside the enum are refused.
+pub fn priority_from_pb(field: &str, value: i32) -> Result<Priority> {
+    match pb::Priority::try_from(value) {
+        Ok(pb::Priority::Unspecified | pb::Priority::Normal) => Ok(Priority::Normal),
+        Ok(pb::Priority::Low) => Ok(Priority::Low),
+        Ok(pb::Priority::High) => Ok(Priority::High),
+        Ok(pb::Priority::Critical) => Ok(Priority::Critical),
+        Err(_) => Err(unknown_enum(field, value)),
+    }
+}
+
+pub fn status_to_pb(s: TaskStatus) -> pb::TaskStatus {
+    match s {
+        TaskStatus::Pending => pb::TaskStatus::Pending,
+        TaskStatus::Queued => pb::TaskStatus::Queued,
+        TaskStatus::Running => pb::TaskStatus::Running,
+        TaskStatus::Completed => pb::TaskStatus::Completed,
+        TaskStatus::Failed => pb::TaskStatus::Failed,
+        TaskStatus::Cancelled => pb::TaskStatus::Cancelled,
+        TaskStatus::Skipped => pb::TaskStatus::Skipped,
+    }
+}
+
+pub fn status_from_pb(field: &str, value: i32) -> Result<TaskStatus> {
+    TaskStatus::ALL
+        .into_iter()
+        .find(|s| status_to_pb(*s) as i32 == value)
+        .ok_or_else(|| unknown_enum(field, value))
+}
+
+const EVENT_KINDS: [(EventKind, pb::EventKind); 13] = [
+    (EventKind::TaskSubmitted, pb::EventKind::TaskSubmitted),
+    (EventKind::TaskQueued, pb::EventKind::TaskQueued),
+    (EventKind::TaskStarted, pb::EventKind::TaskStarted),
+    (EventKind::TaskOutput, pb::EventKind::TaskOutput),
+    (EventKind::TaskCompleted, pb::EventKind::TaskCompleted),
+    (EventKind::TaskFailed, pb::EventKind::TaskFailed),
+    (EventKind::TaskCancelled, pb::EventKind::TaskCancelled),
+    (EventKind::TaskSkipped, pb::EventKind::TaskSkipped),
+    (EventKind::InstanceSpawned, pb::EventKind::InstanceSpawned),
+    (
+        EventKind::InstanceStatusChanged,
+        pb::EventKind::InstanceStatusChanged,
+    ),
+    (
+        EventKind::InstanceTerminated,
+        pb::EventKind::InstanceTerminated,
+    ),
+    (EventKind::WorkflowStarted, pb::EventKind::WorkflowStarted),
+    (EventKind::WorkflowFinished, pb::EventKind::WorkflowFinished),
+];
+
+pub fn event_kind_to_pb(kind: EventKind) -> pb::EventKind {
+    EVENT_KINDS
+        .iter()
+        .find(|(k, _)| *k == kind)
+        .map(|(_, p)| *p)
+        .expect("every kind is mapped")
+}
+
+pub fn event_kind_from_pb(field: &str, value: i32) -> Result<EventKind> {
+    EVENT_KINDS
+        .iter()
+        .find(|(_, p)| *p as i32 == value)
+        .map(|(k, _)| *k)
+        .ok_or_else(|| unknown_enum(field, value))
+}
+
+fn unknown_enum(field: &str, value: i32) -> EngineError {
+    EngineError::invalid(field, format!("{value} is not a known value"))
+}
+
+// ---- tasks ------------------------------------------------------------------------------
+
+impl TryFrom<pb::TaskSpec> for TaskSpec {
+    type Error = EngineError;
+
+    /// Wire-level checks (enum values, numbers); the engine checks the rest.
+    fn try_from(spec: pb::TaskSpec) -> Result<Self> {
+        let timeout = match spec.timeout {
+            t if t == 0.0 => None,
+            t if t.is_finite() && t > 0.0 => Some(Duration::from_secs_f64(t)),
+            t => {
+                return Err(EngineError::invalid(
+                    "timeout",
+                    format!("must be a positive number of seconds, not {t}"),
+                ));
+            }
+        };
+        Ok(TaskSpec {
+            id: non_empty(spec.id),
+            name: spec.name,
+            prompt: spec.prompt,
+            working_directory: non_empty(spec.working_directory).map(Into::into),
+            priority: priority_from_pb("priority", spec.priority)?,
+            timeout,
+            instance_id: non_empty(spec.instance_id),
+            depends_on: spec.depends_on,
+            metadata: spec.metadata.into_iter().collect(),
+            model: non_empty(spec.model),
+            allowed_tools: spec.allowed_tools,
+            max_turns: (spec.max_turns > 0).then_some(spec.max_turns),
+            labels: spec.labels.into_iter().collect(),
+        })
+    }
+}
+
+fn non_empty(s: String) -> Option<String> {
+    (!s.is_empty()).then_some(s)
+}
+
+fn map(m: &BTreeMap<String, String>) -> std::collections::HashMap<String, String> {
+    m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+impl From<&TaskResult> for pb::TaskResult {
+    fn from(r: &TaskResult) -> Self {
+        pb::TaskResult {
+            text: r.text.clone(),
+            session_id: r.session_id.clone(),
+            cost_usd: r.cost_usd,
+            usage: Some(pb::Usage {
+                input_tokens: r.usage.input_tokens,
+                output_tokens: r.usage.output_tokens,
+                cache_creation_input_tokens: r.usage.cache_creation_input_tokens,
+                cache_read_input_tokens: r.usage.cache_read_input_tokens,
+            }),
+            num_turns: r.num_turns,
+            duration_ms: r.duration.as_millis() as u64,
+            exit_code: r.exit_code,
+            is_error: r.is_error,
+        }
+    }
+}
+
+impl From<&Task> for pb::Task {
+    fn from(t: &Task) -> Self {
+        let s = &t.spec;
+        pb::Task {
+            id: t.id.clone(),
+            name: s.name.clone(),
+            prompt: s.prompt.clone(),
+            working_directory: s
+                .working_directory
+                .as_ref()
+                .map(|d| d.display().to_string())
+                .unwrap_or_default(),
+            priority: priority_to_pb(s.priority) as i32,
+            timeout: s.timeout.map_or(0.0, |d| d.as_secs_f64()),
+            instance_id: t
+                .instance_id
+                .clone()
+                .or_else(|| s.instance_id.clone())
+                .unwrap_or_default(),
+            depends_on: s.depends_on.clone(),
+            metadata: map(&s.metadata),
+            model: s.model.clone().unwrap_or_default(),
+            allowed_tools: s.allowed_tools.clone(),
+            max_turns: s.max_turns.unwrap_or(0),
+            labels: map(&s.labels),
+            status: status_to_pb(t.status) as i32,
+            workflow_id: t.workflow_id.clone().unwrap_or_default(),
+            created_at: Some(timestamp(t.created_at)),
+            started_at: t.started_at.map(timestamp),
+            completed_at: t.completed_at.map(timestamp),
+            result: t.result.as_ref().map(Into::into),
+            error: t.error.clone().unwrap_or_default(),
+        }
+    }
+}
+
+// ---- instances, workflows, status ---------------------------------------------------------
+
+impl From<&Instance> for pb::Instance {
+    fn from(i: &Instance) -> Self {
+        pb::Instance {
+            id: i.id.clone(),
+            status: match i.status {
+                InstanceStatus::Idle => pb::InstanceStatus::Idle,
+                InstanceStatus::Busy => pb::InstanceStatus::Busy,
+                InstanceStatus::Stopping => pb::InstanceStatus::Stopping,
+                InstanceStatus::Terminated => pb::InstanceStatus::Terminated,
+            } as i32,
+            current_task_id: i.current_task.clone().unwrap_or_default(),
+            working_directory: i
+                .working_directory
+                .as_ref()
+                .map(|d| d.display().to_string())
+                .unwrap_or_default(),
+            created_at: Some(timestamp(i.created_at)),
+            tasks_completed: i.tasks_completed,
+            tasks_failed: i.tasks_failed,
+            pid: i.pid.unwrap_or(0),
+            total_cost_usd: i.total_cost_usd,
+        }
+    }
+}
+
+pub fn task_counts(counts: &[u64; 7]) -> pb::TaskCounts {
+    let n = |s: TaskStatus| counts[s.index()];
+    pb::TaskCounts {
+        pending: n(TaskStatus::Pending),
+        queued: n(TaskStatus::Queued),
+        running: n(TaskStatus::Running),
+        completed: n(TaskStatus::Completed),
+        failed: n(TaskStatus::Failed),
+        cancelled: n(TaskStatus::Cancelled),
+        skipped: n(TaskStatus::Skipped),
+    }
+}
+
+impl From<&WorkflowInfo> for pb::Workflow {
+    fn from(w: &WorkflowInfo) -> Self {
+        pb::Workflow {
+            id: w.id.clone(),
+            name: w.name.clone(),
+            description: w.description.clone(),
+            status: match w.status {
+                WorkflowStatus::Running => pb::WorkflowStatus::Running,
+                WorkflowStatus::Completed => pb::WorkflowStatus::Completed,
+                WorkflowStatus::Failed => pb::WorkflowStatus::Failed,
+                WorkflowStatus::Cancelled => pb::WorkflowStatus::Cancelled,
+            } as i32,
+            task_ids: w.task_ids.clone(),
+            created_at: Some(timestamp(w.created_at)),
+            completed_at: w.completed_at.map(timestamp),
+            total_cost_usd: w.total_cost_usd,
+            task_counts: Some(task_counts(&w.task_counts)),
+        }
+    }
+}
+
+impl From<&SwarmStatus> for pb::GetStatusResponse {
+    fn from(s: &SwarmStatus) -> Self {
+        let q = |p: Priority| s.queued[p.index()];
+        pb::GetStatusResponse {
+            version: s.version.to_string(),
+            uptime_seconds: s.uptime.as_secs_f64(),
+            instances: Some(pb::InstanceCounts {
+                idle: s.instances_idle,
+                busy: s.instances_busy,
+                stopping: s.instances_stopping,
+                total: s.instances_idle + s.instances_busy + s.instances_stopping,
+                max: s.max_instances,
+            }),
+            tasks: Some(task_counts(&s.tasks)),
+            queue: Some(pb::QueueDepth {
+                low: q(Priority::Low),
+                normal: q(Priority::Normal),
+                high: q(Priority::High),
+                critical: q(Priority::Critical),
+            }),
+            workflows_running: s.workflows_running,
+            total_cost_usd: s.total_cost_usd,
+            agent: s.agent.clone(),
+        }
+    }
+}
+
+// ---- events -----------------------------------------------------------------------------
+
+impl From<&AgentOutput> for pb::AgentOutput {
+    fn from(o: &AgentOutput) -> Self {
+        pb::AgentOutput {
+            message_type: o.message_type.clone(),
+            subtype: o.subtype.clone(),
+            text: o.text.clone(),
+            raw: o.raw.clone(),
+            truncated: o.truncated,
+        }
+    }
+}
+
+impl From<&Event> for pb::Event {
+    fn from(e: &Event) -> Self {
+        use pb::event::Payload as P;
+        pb::Event {
+            sequence: e.sequence,
+            time: Some(timestamp(e.time)),
+            kind: event_kind_to_pb(e.kind) as i32,
+            task_id: e.task_id.clone().unwrap_or_default(),
+            instance_id: e.instance_id.clone().unwrap_or_default(),
+            workflow_id: e.workflow_id.clone().unwrap_or_default(),
+            payload: Some(match &e.payload {
+                Payload::Task(t) => P::Task(t.as_ref().into()),
+                Payload::Instance(i) => P::Instance(i.into()),
+                Payload::Workflow(w) => P::Workflow(w.into()),
+                Payload::Output(o) => P::Output(o.into()),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_wire_values_name_their_field() {
+        let spec = pb::TaskSpec {
+            prompt: "x".into(),
+            priority: 42,
+            ..Default::default()
+        };
+        assert_eq!(
+            TaskSpec::try_from(spec).unwrap_err().field(),
+            Some("priority")
+        );
+        let spec = pb::TaskSpec {
+            prompt: "x".into(),
+            timeout: -1.0,
+            ..Default::default()
+        };
+        assert_eq!(
+            TaskSpec::try_from(spec).unwrap_err().field(),
+            Some("timeout")
+        );
+        let spec = pb::TaskSpec {
+            prompt: "x".into(),
+            timeout: f64::NAN,
+            ..Default::default()
+        };
+        assert_eq!(
+            TaskSpec::try_from(spec).unwrap_err().field(),
+            Some("timeout")
+        );
+    }
+
+    #[test]
+    fn every_event_kind_round_trips() {
+        for (kind, _) in EVENT_KINDS {
+            assert_eq!(
+                event_kind_from_pb("k", event_kind_to_pb(kind) as i32).unwrap(),
+                kind
+            );
+        }
+        for status in TaskStatus::ALL {
+            assert_eq!(
+                status_from_pb("s", status_to_pb(status) as i32).unwrap(),
+                status
+            );
+        }
+    }
+}

@@ -1,0 +1,7 @@
+//! Adapters only: convert, call the engine, map errors. No rule lives here.
+
+pub mod convert;
+pub mod error;
+pub mod grpc;
+pub mod rest;
+pub mod server;

@@ -1,0 +1,282 @@
+//! Server configuration: defaults < config file (YAML) < environment (`SWARM_*`) < flags.
+//! The environment and flags arrive together through clap (`env = ...`), so a flag wins
+//! over its variable. Everything is checked before any port opens.
+
+use std::{
+    fmt,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use clap::{Args, ValueEnum};
+use serde::Deserialize;
+
+use crate::{
+    agent::process::{AgentCommand, ProcessAgent},
+    engine::EngineConfig,
+};
+
+/// Which agent runs tasks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum AgentKind {
+    /// The real Claude Code CLI.
+    Claude,
+    /// The built-in simulation of the CLI (same stream-json protocol; no account needed).
+    Simulated,
+}
+
+/// Settings shared by `serve` and `run`. Every one is optional: unset ones come from the
+/// config file or the defaults.
+#[derive(Args, Clone, Debug, Default)]
+pub struct Overrides {
+    /// YAML config file.
+    #[arg(long, env = "SWARM_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Which agent runs tasks [default: claude].
+    #[arg(long, env = "SWARM_AGENT", value_enum)]
+    pub agent: Option<AgentKind>,
+    /// The Claude Code command [default: claude].
+    #[arg(long, env = "SWARM_CLAUDE_COMMAND")]
+    pub claude_command: Option<PathBuf>,
+    /// Instances spawned at start [default: 2].
+    #[arg(long, env = "SWARM_INSTANCES")]
+    pub instances: Option<usize>,
+    /// Most live instances [default: 32].
+    #[arg(long, env = "SWARM_MAX_INSTANCES")]
+    pub max_instances: Option<usize>,
+    /// Seconds before a task that sets no timeout is stopped [default: 1800].
+    #[arg(long, env = "SWARM_TASK_TIMEOUT")]
+    pub task_timeout: Option<f64>,
+    /// Directory of tasks that name none [default: the current directory].
+    #[arg(long, env = "SWARM_WORKING_DIRECTORY")]
+    pub working_directory: Option<PathBuf>,
+}
+
+/// The config file's shape. Unknown keys are errors.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<SocketAddr>,
+    agent: Option<AgentKind>,
+    claude_command: Option<PathBuf>,
+    instances: Option<usize>,
+    max_instances: Option<usize>,
+    task_timeout: Option<f64>,
+    working_directory: Option<PathBuf>,
+    /// Seconds between SIGTERM and SIGKILL when a task is stopped.
+    stop_grace: Option<f64>,
+    /// Events kept for replay.
+    event_retention: Option<usize>,
+}
+
+/// The checked configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub agent: AgentKind,
+    pub claude_command: PathBuf,
+    pub stop_grace: Duration,
+    pub engine: EngineConfig,
+}
+
+#[derive(Debug)]
+pub struct ConfigError(String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
+
+impl Config {
+    pub fn load(overrides: &Overrides, listen: Option<SocketAddr>) -> Result<Self, ConfigError> {
+        let file = match &overrides.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let defaults = EngineConfig::default();
+        let working_directory = match overrides
+            .working_directory
+            .clone()
+            .or(file.working_directory)
+        {
+            Some(dir) => dir,
+            None => std::env::current_dir()
+                .map_err(|e| ConfigError(format!("no current directory: {e}")))?,
+        };
+        if !working_directory.is_dir() {
+            return Err(ConfigError(format!(
+                "working_directory: {} is not a directory",
+                working_directory.display()
+            )));
+        }
+        let max_instances = overrides
+            .max_instances
+            .or(file.max_instances)
+            .unwrap_or(defaults.max_instances);
+        if max_instances == 0 {
+            return Err(ConfigError("max_instances: must be at least 1".into()));
+        }
+        let initial_instances = overrides
+            .instances
+            .or(file.instances)
+            .unwrap_or(defaults.initial_instances);
+        if initial_instances > max_instances {
+            return Err(ConfigError(format!(
+                "instances: {initial_instances} is more than max_instances ({max_instances})"
+            )));
+        }
+        let default_timeout =
+            seconds("task_timeout", overrides.task_timeout.or(file.task_timeout))?
+                .unwrap_or(defaults.default_timeout);
+        let stop_grace = seconds("stop_grace", file.stop_grace)?.unwrap_or(Duration::from_secs(5));
+        Ok(Self {
+            listen: listen
+                .or(file.listen)
+                .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default")),
+            agent: overrides.agent.or(file.agent).unwrap_or(AgentKind::Claude),
+            claude_command: overrides
+                .claude_command
+                .clone()
+                .or(file.claude_command)
+                .unwrap_or_else(|| "claude".into()),
+            stop_grace,
+            engine: EngineConfig {
+                initial_instances,
+                max_instances,
+                default_timeout,
+                working_directory,
+                event_retention: file.event_retention.unwrap_or(defaults.event_retention),
+                ..defaults
+            },
+        })
+    }
+
+    /// The agent to run tasks with. A missing `claude` is an error that says what to do,
+    /// never a silent switch to the simulation.
+    pub fn agent(&self) -> Result<ProcessAgent, ConfigError> {
+        let command = match self.agent {
+            AgentKind::Claude => {
+                let program = find_program(&self.claude_command).ok_or_else(|| {
+                    ConfigError(format!(
+                        "the Claude Code CLI `{}` was not found on PATH. Install it with \
+                         `npm install -g @anthropic-ai/claude-code@2.1.332`, point --claude-command \
+                         (or SWARM_CLAUDE_COMMAND) at it, or try claude-swarm without an account \
+                         with `--agent simulated`",
+                        self.claude_command.display()
+                    ))
+                })?;
+                AgentCommand {
+                    program,
+                    leading_args: Vec::new(),
+                    label: "claude".into(),
+                    stop_grace: self.stop_grace,
+                }
+            }
+            AgentKind::Simulated => AgentCommand {
+                program: std::env::current_exe().map_err(|e| {
+                    ConfigError(format!(
+                        "cannot locate this executable for the simulated agent: {e}"
+                    ))
+                })?,
+                leading_args: vec![SIMULATE_AGENT.into()],
+                label: "simulated".into(),
+                stop_grace: self.stop_grace,
+            },
+        };
+        Ok(ProcessAgent::new(command))
+    }
+}
+
+/// The hidden subcommand that runs the simulated CLI.
+pub const SIMULATE_AGENT: &str = "simulate-agent";
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError(format!("cannot read config file {}: {e}", path.display())))?;
+    serde_norway::from_str(&text)
+        .map_err(|e| ConfigError(format!("config file {}: {e}", path.display())))
+}
+
+fn seconds(field: &str, value: Option<f64>) -> Result<Option<Duration>, ConfigError> {
+    match value {
+        None => Ok(None),
+        Some(s) if s.is_finite() && s > 0.0 => Ok(Some(Duration::from_secs_f64(s))),
+        Some(s) => Err(ConfigError(format!(
+            "{field}: must be a positive number of seconds, not {s}"
+        ))),
+    }
+}
+
+/// `program` itself when it names a path, else the first match on PATH.
+fn find_program(program: &Path) -> Option<PathBuf> {
+    let is_file = |p: &Path| p.is_file();
+    if program.components().count() > 1 {
+        return is_file(program).then(|| program.to_path_buf());
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|p| is_file(p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_claude_is_a_clear_error() {
+        let overrides = Overrides {
+            claude_command: Some("claude-not-installed-here".into()),
+            ..Default::default()
+        };
+        let config = Config::load(&overrides, None).unwrap();
+        let err = config.agent().unwrap_err().to_string();
+        assert!(
+            err.contains("was not found") && err.contains("--agent simulated"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn file_then_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("swarm.yaml");
+        std::fs::write(
+            &path,
+            "listen: 127.0.0.1:6000\ninstances: 3\nmax_instances: 4\nagent: simulated\n",
+        )
+        .unwrap();
+        let overrides = Overrides {
+            config: Some(path.clone()),
+            instances: Some(1),
+            ..Default::default()
+        };
+        let config = Config::load(&overrides, None).unwrap();
+        assert_eq!(config.listen.port(), 6000);
+        assert_eq!(config.engine.initial_instances, 1);
+        assert_eq!(config.engine.max_instances, 4);
+        assert_eq!(config.agent, AgentKind::Simulated);
+
+        std::fs::write(&path, "instances: 3\nbogus: 1\n").unwrap();
+        let err = Config::load(&overrides, None).unwrap_err().to_string();
+        assert!(err.contains("bogus"), "{err}");
+        let overrides = Overrides {
+            instances: Some(9),
+            max_instances: Some(2),
+            ..Default::default()
+        };
+        assert!(
+            Config::load(&overrides, None)
+                .unwrap_err()
+                .to_string()
+                .starts_with("instances:")
+        );
+    }
+}

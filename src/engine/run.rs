@@ -1,0 +1,39 @@
+//! The seam between the engine and whatever runs a task: the engine hands an [`Agent`] a
+//! [`RunRequest`], a sink for its output and a stop signal, and gets a `RunOutcome` back.
+
+use std::{future::Future, path::PathBuf, pin::Pin, time::Duration};
+
+use super::{
+    scheduler::OutputSink,
+    task::{RunOutcome, StopReason, TaskId},
+};
+
+/// Everything an agent needs to run one task.
+#[derive(Clone, Debug)]
+pub struct RunRequest {
+    pub task_id: TaskId,
+    pub prompt: String,
+    pub working_directory: PathBuf,
+    pub model: Option<String>,
+    pub allowed_tools: Vec<String>,
+    pub max_turns: Option<u32>,
+}
+
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// Resolves when the run must stop (cancel, timeout, instance terminated, shutdown).
+pub type StopSignal = BoxFuture<StopReason>;
+
+/// Runs tasks. The default is a Claude Code CLI process per task.
+pub trait Agent: Send + Sync + 'static {
+    /// Runs one task to its end. Must return once `stop` resolves, after the work it
+    /// started (a process group) is gone.
+    fn run(&self, request: RunRequest, sink: OutputSink, stop: StopSignal)
+    -> BoxFuture<RunOutcome>;
+
+    /// What runs tasks, for status displays ("claude", "simulated").
+    fn describe(&self) -> String;
+}
+
+/// How long a stop may take before a caller stops waiting.
+pub const STOP_WAIT_SLACK: Duration = Duration::from_secs(2);

@@ -1,0 +1,1333 @@
+//! The scheduler: one task owns every piece of mutable state (tasks, queue, pool,
+//! workflows, events) and reacts to messages; [`Engine`] is the cheap, cloneable handle
+//! everyone else holds. Nothing polls: submissions, run ends, cancels and timeouts each
+//! arrive as a message and dispatching happens right there.
+
+use std::{
+    cmp::Reverse,
+    collections::{HashMap, HashSet},
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant, SystemTime},
+};
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::{
+    error::{EngineError, Result},
+    events::{AgentOutput, EventFilter, EventKind, EventLog, Payload, Subscription},
+    pool::{Instance, InstanceStatus, Pool},
+    queue::{ReadyQueue, find_cycle},
+    run::{Agent, RunRequest},
+    task::{Priority, RunOutcome, StopReason, Task, TaskId, TaskSpec, TaskStatus, WorkflowId},
+    workflow::{WorkflowInfo, WorkflowPlan, WorkflowStatus},
+};
+
+/// Settings the engine needs; filled from the server configuration.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// Instances spawned at start.
+    pub initial_instances: usize,
+    /// Most live instances at once.
+    pub max_instances: usize,
+    /// Timeout of tasks that set none.
+    pub default_timeout: Duration,
+    /// Directory of tasks and instances that set none.
+    pub working_directory: PathBuf,
+    /// Events kept for replay.
+    pub event_retention: usize,
+    /// How far a live subscriber may fall behind before it is told it lost events.
+    pub event_buffer: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            initial_instances: 2,
+            max_instances: 32,
+            default_timeout: Duration::from_secs(30 * 60),
+            working_directory: PathBuf::from("."),
+            event_retention: 100_000,
+            event_buffer: 16_384,
+        }
+    }
+}
+
+/// A page of `list_tasks`.
+#[derive(Clone, Debug, Default)]
+pub struct TaskQuery {
+    pub statuses: Vec<TaskStatus>,
+    pub priorities: Vec<Priority>,
+    pub workflow_id: Option<WorkflowId>,
+    /// Page size (clamped to 1..=1000; 0 means 100).
+    pub limit: usize,
+    /// Where the previous page ended.
+    pub page_token: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct TaskPage {
+    pub tasks: Vec<Task>,
+    pub next_page_token: Option<String>,
+}
+
+/// A snapshot of the whole swarm.
+#[derive(Clone, Debug)]
+pub struct SwarmStatus {
+    pub version: &'static str,
+    pub uptime: Duration,
+    pub agent: String,
+    pub instances_idle: u64,
+    pub instances_busy: u64,
+    pub instances_stopping: u64,
+    pub max_instances: u64,
+    /// Tasks per state, indexed by `TaskStatus::index`.
+    pub tasks: [u64; 7],
+    /// Queued tasks per priority, indexed by `Priority::index`.
+    pub queued: [u64; 4],
+    pub workflows_running: u64,
+    pub total_cost_usd: f64,
+}
+
+type Reply<T> = oneshot::Sender<Result<T>>;
+
+enum Msg {
+    Submit {
+        specs: Vec<TaskSpec>,
+        batch: bool,
+        reply: Reply<Vec<Task>>,
+    },
+    GetTask {
+        id: TaskId,
+        reply: Reply<Task>,
+    },
+    ListTasks {
+        query: TaskQuery,
+        reply: Reply<TaskPage>,
+    },
+    CancelTask {
+        id: TaskId,
+        reply: Reply<Task>,
+    },
+    Spawn {
+        count: u32,
+        working_directory: Option<PathBuf>,
+        reply: Reply<Vec<Instance>>,
+    },
+    ListInstances {
+        reply: Reply<Vec<Instance>>,
+    },
+    GetInstance {
+        id: String,
+        reply: Reply<Instance>,
+    },
+    Terminate {
+        id: String,
+        reply: Reply<Instance>,
+    },
+    Scale {
+        target: i64,
+        reply: Reply<Vec<Instance>>,
+    },
+    ExecuteWorkflow {
+        plan: WorkflowPlan,
+        reply: Reply<WorkflowInfo>,
+    },
+    GetWorkflow {
+        id: WorkflowId,
+        reply: Reply<WorkflowInfo>,
+    },
+    ListWorkflows {
+        reply: Reply<Vec<WorkflowInfo>>,
+    },
+    CancelWorkflow {
+        id: WorkflowId,
+        reply: Reply<WorkflowInfo>,
+    },
+    Status {
+        reply: Reply<SwarmStatus>,
+    },
+    Subscribe {
+        after: Option<u64>,
+        filter: EventFilter,
+        reply: Reply<Subscription>,
+    },
+    Shutdown {
+        reply: oneshot::Sender<()>,
+    },
+    // From runners.
+    Started {
+        task_id: TaskId,
+        pid: Option<u32>,
+    },
+    Output {
+        task_id: TaskId,
+        output: AgentOutput,
+    },
+    Finished {
+        task_id: TaskId,
+        outcome: RunOutcome,
+    },
+}
+
+/// Where an agent sends what it sees while a task runs.
+#[derive(Clone)]
+pub struct OutputSink {
+    task_id: TaskId,
+    tx: mpsc::Sender<Msg>,
+}
+
+impl OutputSink {
+    /// The agent process is up.
+    pub async fn started(&self, pid: Option<u32>) {
+        let _ = self
+            .tx
+            .send(Msg::Started {
+                task_id: self.task_id.clone(),
+                pid,
+            })
+            .await;
+    }
+
+    /// One line of output. Waits when the scheduler is busy, which slows a chatty agent
+    /// down instead of buffering without bound.
+    pub async fn output(&self, output: AgentOutput) {
+        let _ = self
+            .tx
+            .send(Msg::Output {
+                task_id: self.task_id.clone(),
+                output,
+            })
+            .await;
+    }
+}
+
+/// The handle to the engine. Cheap to clone; every surface (gRPC, REST, CLI) uses it.
+#[derive(Clone)]
+pub struct Engine {
+    tx: mpsc::Sender<Msg>,
+    started: Instant,
+}
+
+impl Engine {
+    /// Starts the scheduler task on the current tokio runtime.
+    pub fn start(config: EngineConfig, agent: Arc<dyn Agent>) -> Self {
+        let (tx, rx) = mpsc::channel(4096);
+        let mut state = State::new(config, agent, tx.downgrade());
+        for _ in 0..state
+            .config
+            .initial_instances
+            .min(state.config.max_instances)
+        {
+            state.spawn_instance(None);
+        }
+        tokio::spawn(state.run(rx));
+        Self {
+            tx,
+            started: Instant::now(),
+        }
+    }
+
+    async fn call<T>(&self, msg: impl FnOnce(Reply<T>) -> Msg) -> Result<T> {
+        let (reply, rx) = oneshot::channel();
+        let gone = || EngineError::Unavailable("the engine has stopped".into());
+        self.tx.send(msg(reply)).await.map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?
+    }
+
+    /// Submits one task. Field names in errors are the spec's (`prompt`).
+    pub async fn submit(&self, spec: TaskSpec) -> Result<Task> {
+        let mut tasks = self
+            .call(|reply| Msg::Submit {
+                specs: vec![spec],
+                batch: false,
+                reply,
+            })
+            .await?;
+        Ok(tasks.remove(0))
+    }
+
+    /// Submits tasks all or nothing; they may depend on each other by client-chosen id.
+    /// Field names in errors are `tasks[i].field`.
+    pub async fn submit_batch(&self, specs: Vec<TaskSpec>) -> Result<Vec<Task>> {
+        self.call(|reply| Msg::Submit {
+            specs,
+            batch: true,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn task(&self, id: TaskId) -> Result<Task> {
+        self.call(|reply| Msg::GetTask { id, reply }).await
+    }
+
+    pub async fn list_tasks(&self, query: TaskQuery) -> Result<TaskPage> {
+        self.call(|reply| Msg::ListTasks { query, reply }).await
+    }
+
+    /// Cancels a task; for a running one, answers once its process group is gone.
+    pub async fn cancel_task(&self, id: TaskId) -> Result<Task> {
+        self.call(|reply| Msg::CancelTask { id, reply }).await
+    }
+
+    pub async fn spawn_instances(
+        &self,
+        count: u32,
+        working_directory: Option<PathBuf>,
+    ) -> Result<Vec<Instance>> {
+        self.call(|reply| Msg::Spawn {
+            count,
+            working_directory,
+            reply,
+        })
+        .await
+    }
+
+    /// Live instances in creation order.
+    pub async fn instances(&self) -> Result<Vec<Instance>> {
+        self.call(|reply| Msg::ListInstances { reply }).await
+    }
+
+    pub async fn instance(&self, id: String) -> Result<Instance> {
+        self.call(|reply| Msg::GetInstance { id, reply }).await
+    }
+
+    /// Stops an instance now; a task running on it fails. Answers once its process is gone.
+    pub async fn terminate_instance(&self, id: String) -> Result<Instance> {
+        self.call(|reply| Msg::Terminate { id, reply }).await
+    }
+
+    /// Spawns or stops instances to reach `target` live ones; returns the live instances.
+    pub async fn scale(&self, target: i64) -> Result<Vec<Instance>> {
+        self.call(|reply| Msg::Scale { target, reply }).await
+    }
+
+    pub async fn execute_workflow(&self, plan: WorkflowPlan) -> Result<WorkflowInfo> {
+        self.call(|reply| Msg::ExecuteWorkflow { plan, reply })
+            .await
+    }
+
+    pub async fn workflow(&self, id: WorkflowId) -> Result<WorkflowInfo> {
+        self.call(|reply| Msg::GetWorkflow { id, reply }).await
+    }
+
+    pub async fn workflows(&self) -> Result<Vec<WorkflowInfo>> {
+        self.call(|reply| Msg::ListWorkflows { reply }).await
+    }
+
+    /// Cancels every unfinished task of the workflow; answers once none is running.
+    pub async fn cancel_workflow(&self, id: WorkflowId) -> Result<WorkflowInfo> {
+        self.call(|reply| Msg::CancelWorkflow { id, reply }).await
+    }
+
+    pub async fn status(&self) -> Result<SwarmStatus> {
+        let mut status = self.call(|reply| Msg::Status { reply }).await?;
+        status.uptime = self.started.elapsed();
+        Ok(status)
+    }
+
+    /// Events after `after` (see [`EventLog::subscribe`]), then live ones.
+    pub async fn subscribe(&self, after: Option<u64>, filter: EventFilter) -> Result<Subscription> {
+        self.call(|reply| Msg::Subscribe {
+            after,
+            filter,
+            reply,
+        })
+        .await
+    }
+
+    /// Stops every running task (their processes are stopped, the tasks end CANCELLED)
+    /// and stops dispatching. Waits at most `limit`.
+    pub async fn shutdown(&self, limit: Duration) {
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(Msg::Shutdown { reply }).await.is_ok() {
+            let _ = tokio::time::timeout(limit, rx).await;
+        }
+    }
+}
+
+/// A task and its place in the dependency graph.
+struct Entry {
+    task: Task,
+    /// Dependencies not yet completed.
+    waiting_on: usize,
+    /// Tasks that depend on this one.
+    dependents: Vec<TaskId>,
+}
+
+/// Someone waiting for a running task's process to be gone.
+enum Waiter {
+    Cancel(Reply<Task>),
+    Terminate(Reply<Instance>),
+}
+
+struct Running {
+    /// Taken when the stop is sent.
+    stop: Option<oneshot::Sender<StopReason>>,
+    waiters: Vec<Waiter>,
+}
+
+struct WorkflowRecord {
+    info: WorkflowInfo,
+    /// Tasks not yet terminal.
+    remaining: usize,
+    cancelled: bool,
+    cancel_waiters: Vec<Reply<WorkflowInfo>>,
+}
+
+struct State {
+    config: EngineConfig,
+    agent: Arc<dyn Agent>,
+    /// For runners; weak so the scheduler ends when every handle is gone.
+    tx: mpsc::WeakSender<Msg>,
+    tasks: HashMap<TaskId, Entry>,
+    /// Task ids in submission order (listing and paging).
+    order: Vec<TaskId>,
+    queue: ReadyQueue,
+    /// Ready tasks pinned to one instance.
+    pinned: HashMap<String, ReadyQueue>,
+    /// Arrival counter shared by all queues, for FIFO across them.
+    arrivals: u64,
+    pool: Pool,
+    running: HashMap<TaskId, Running>,
+    workflows: HashMap<WorkflowId, WorkflowRecord>,
+    workflow_order: Vec<WorkflowId>,
+    /// Tasks per state.
+    counts: [u64; 7],
+    /// Queued tasks per priority.
+    queued: [u64; 4],
+    total_cost_usd: f64,
+    events: EventLog,
+    shutdown_waiters: Vec<oneshot::Sender<()>>,
+    shutting_down: bool,
+}
+
+impl State {
+    fn new(config: EngineConfig, agent: Arc<dyn Agent>, tx: mpsc::WeakSender<Msg>) -> Self {
+        let events = EventLog::new(config.event_retention, config.event_buffer);
+        Self {
+            config,
+            agent,
+            tx,
+            tasks: HashMap::new(),
+            order: Vec::new(),
+            queue: ReadyQueue::default(),
+            pinned: HashMap::new(),
+            arrivals: 0,
+            pool: Pool::default(),
+            running: HashMap::new(),
+            workflows: HashMap::new(),
+            workflow_order: Vec::new(),
+            counts: [0; 7],
+            queued: [0; 4],
+            total_cost_usd: 0.0,
+            events,
+            shutdown_waiters: Vec::new(),
+            shutting_down: false,
+        }
+    }
+
+    async fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
+        while let Some(msg) = rx.recv().await {
+            self.handle(msg);
+        }
+    }
+
+    fn handle(&mut self, msg: Msg) {
+        match msg {
+            Msg::Submit {
+                specs,
+                batch,
+                reply,
+            } => {
+                let _ = reply.send(self.submit(specs, batch, None));
+            }
+            Msg::GetTask { id, reply } => {
+                let _ = reply.send(self.entry(&id).map(|e| e.task.clone()));
+            }
+            Msg::ListTasks { query, reply } => {
+                let _ = reply.send(self.list_tasks(query));
+            }
+            Msg::CancelTask { id, reply } => self.cancel_task(id, reply),
+            Msg::Spawn {
+                count,
+                working_directory,
+                reply,
+            } => {
+                let _ = reply.send(self.spawn(count, working_directory));
+            }
+            Msg::ListInstances { reply } => {
+                let _ = reply.send(Ok(self.pool.live().cloned().collect()));
+            }
+            Msg::GetInstance { id, reply } => {
+                let _ = reply.send(self.instance(&id).cloned());
+            }
+            Msg::Terminate { id, reply } => self.terminate(id, reply),
+            Msg::Scale { target, reply } => {
+                let _ = reply.send(self.scale(target));
+            }
+            Msg::ExecuteWorkflow { plan, reply } => {
+                let _ = reply.send(self.execute_workflow(plan));
+            }
+            Msg::GetWorkflow { id, reply } => {
+                let _ = reply.send(self.workflow(&id).map(|w| self.workflow_info(w)));
+            }
+            Msg::ListWorkflows { reply } => {
+                let all = self
+                    .workflow_order
+                    .iter()
+                    .map(|id| self.workflow_info(&self.workflows[id]))
+                    .collect();
+                let _ = reply.send(Ok(all));
+            }
+            Msg::CancelWorkflow { id, reply } => self.cancel_workflow(id, reply),
+            Msg::Status { reply } => {
+                let _ = reply.send(Ok(self.status()));
+            }
+            Msg::Subscribe {
+                after,
+                filter,
+                reply,
+            } => {
+                let _ = reply.send(self.events.subscribe(after, filter));
+            }
+            Msg::Shutdown { reply } => self.shutdown(reply),
+            Msg::Started { task_id, pid } => {
+                let instance = self
+                    .tasks
+                    .get(&task_id)
+                    .and_then(|e| e.task.instance_id.clone());
+                if let Some(instance) = instance.and_then(|id| self.pool.get_mut(&id)) {
+                    instance.pid = pid;
+                }
+            }
+            Msg::Output { task_id, output } => {
+                if let Some(entry) = self.tasks.get(&task_id) {
+                    let task = &entry.task;
+                    self.events.publish(
+                        EventKind::TaskOutput,
+                        Some(&task.id),
+                        task.instance_id.as_deref(),
+                        task.workflow_id.as_deref(),
+                        Payload::Output(output),
+                    );
+                }
+            }
+            Msg::Finished { task_id, outcome } => self.finished(task_id, outcome),
+        }
+    }
+
+    // ---- lookups ---------------------------------------------------------------------
+
+    fn entry(&self, id: &str) -> Result<&Entry> {
+        self.tasks
+            .get(id)
+            .ok_or_else(|| EngineError::not_found("task", id))
+    }
+
+    fn instance(&self, id: &str) -> Result<&Instance> {
+        self.pool
+            .get(id)
+            .ok_or_else(|| EngineError::not_found("instance", id))
+    }
+
+    fn workflow(&self, id: &str) -> Result<&WorkflowRecord> {
+        self.workflows
+            .get(id)
+            .ok_or_else(|| EngineError::not_found("workflow", id))
+    }
+
+    // ---- submission ------------------------------------------------------------------
+
+    /// Checks every rule before changing anything, so a refused batch leaves no trace.
+    fn check(&self, specs: &[TaskSpec], batch: bool) -> Result<()> {
+        let at = |i: usize| {
+            if batch {
+                format!("tasks[{i}]")
+            } else {
+                String::new()
+            }
+        };
+        let locate = |i: usize, e: EngineError| if batch { e.within(&at(i)) } else { e };
+        if specs.is_empty() {
+            return Err(EngineError::invalid(
+                "tasks",
+                "at least one task is required",
+            ));
+        }
+        let mut new_ids: HashSet<&str> = HashSet::new();
+        for (i, spec) in specs.iter().enumerate() {
+            spec.validate().map_err(|e| locate(i, e))?;
+            if let Some(id) = &spec.id {
+                if self.tasks.contains_key(id) {
+                    return Err(EngineError::AlreadyExists {
+                        kind: "task",
+                        id: id.clone(),
+                    });
+                }
+                if !new_ids.insert(id) {
+                    return Err(locate(
+                        i,
+                        EngineError::invalid("id", format!("{id:?} is used twice in this batch")),
+                    ));
+                }
+            }
+            if let Some(instance) = &spec.instance_id
+                && !self.pool.get(instance).is_some_and(|x| x.status.is_live())
+            {
+                return Err(locate(
+                    i,
+                    EngineError::invalid("instance_id", format!("no live instance {instance:?}")),
+                ));
+            }
+        }
+        for (i, spec) in specs.iter().enumerate() {
+            for (j, dep) in spec.depends_on.iter().enumerate() {
+                if !self.tasks.contains_key(dep) && !new_ids.contains(dep.as_str()) {
+                    return Err(locate(
+                        i,
+                        EngineError::invalid(
+                            format!("depends_on[{j}]"),
+                            format!("unknown task id {dep:?}"),
+                        ),
+                    ));
+                }
+            }
+        }
+        let graph: HashMap<&str, Vec<&str>> = specs
+            .iter()
+            .filter_map(|s| {
+                s.id.as_deref()
+                    .map(|id| (id, s.depends_on.iter().map(String::as_str).collect()))
+            })
+            .collect();
+        if let Some(cycle) = find_cycle(&graph) {
+            let field = if batch { "tasks" } else { "depends_on" };
+            return Err(EngineError::invalid(
+                field,
+                format!("dependency cycle: {}", cycle.join(" -> ")),
+            ));
+        }
+        Ok(())
+    }
+
+    fn submit(
+        &mut self,
+        specs: Vec<TaskSpec>,
+        batch: bool,
+        workflow: Option<&WorkflowId>,
+    ) -> Result<Vec<Task>> {
+        if self.shutting_down {
+            return Err(EngineError::Unavailable(
+                "the server is shutting down".into(),
+            ));
+        }
+        self.check(&specs, batch)?;
+        let now = SystemTime::now();
+        let mut ids = Vec::with_capacity(specs.len());
+        for mut spec in specs {
+            let id = spec
+                .id
+                .clone()
+                .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+            spec.id = Some(id.clone());
+            if spec.name.is_empty() {
+                spec.name = id.clone();
+            }
+            let task = Task {
+                id: id.clone(),
+                spec,
+                status: TaskStatus::Pending,
+                workflow_id: workflow.cloned(),
+                instance_id: None,
+                created_at: now,
+                started_at: None,
+                completed_at: None,
+                result: None,
+                error: None,
+            };
+            self.counts[TaskStatus::Pending.index()] += 1;
+            self.tasks.insert(
+                id.clone(),
+                Entry {
+                    task,
+                    waiting_on: 0,
+                    dependents: Vec::new(),
+                },
+            );
+            self.order.push(id.clone());
+            ids.push(id);
+        }
+        // Wire up dependencies now that every new task exists.
+        let mut doomed: Vec<(TaskId, String)> = Vec::new();
+        for id in &ids {
+            let deps = self.tasks[id].task.spec.depends_on.clone();
+            for dep in deps {
+                let dep_entry = self.tasks.get_mut(&dep).expect("checked");
+                match dep_entry.task.status {
+                    TaskStatus::Completed => {}
+                    status if status.is_terminal() => {
+                        doomed.push((
+                            id.clone(),
+                            format!("dependency {dep} was {}", status.as_str()),
+                        ));
+                    }
+                    _ => {
+                        dep_entry.dependents.push(id.clone());
+                        self.tasks.get_mut(id).expect("inserted").waiting_on += 1;
+                    }
+                }
+            }
+        }
+        for id in &ids {
+            self.publish_task(EventKind::TaskSubmitted, id);
+        }
+        for (id, reason) in doomed {
+            self.finish(&id, TaskStatus::Skipped, None, Some(reason));
+        }
+        for id in &ids {
+            let entry = &self.tasks[id];
+            if entry.task.status == TaskStatus::Pending && entry.waiting_on == 0 {
+                self.enqueue(id);
+            }
+        }
+        self.dispatch();
+        Ok(ids.iter().map(|id| self.tasks[id].task.clone()).collect())
+    }
+
+    fn list_tasks(&self, query: TaskQuery) -> Result<TaskPage> {
+        let limit = match query.limit {
+            0 => 100,
+            n => n.min(1000),
+        };
+        let start = match &query.page_token {
+            None => 0,
+            Some(token) => token
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n <= self.order.len())
+                .ok_or_else(|| {
+                    EngineError::invalid("page_token", "not a token this server gave out")
+                })?,
+        };
+        let mut tasks = Vec::new();
+        let mut next = None;
+        for (pos, id) in self.order.iter().enumerate().skip(start) {
+            let task = &self.tasks[id].task;
+            let wanted = (query.statuses.is_empty() || query.statuses.contains(&task.status))
+                && (query.priorities.is_empty() || query.priorities.contains(&task.spec.priority))
+                && (query.workflow_id.is_none() || query.workflow_id == task.workflow_id);
+            if !wanted {
+                continue;
+            }
+            if tasks.len() == limit {
+                next = Some(pos.to_string());
+                break;
+            }
+            tasks.push(task.clone());
+        }
+        Ok(TaskPage {
+            tasks,
+            next_page_token: next,
+        })
+    }
+
+    // ---- state changes ---------------------------------------------------------------
+
+    fn set_status(&mut self, id: &str, status: TaskStatus) {
+        let task = &mut self.tasks.get_mut(id).expect("known task").task;
+        let priority = task.spec.priority.index();
+        if task.status == TaskStatus::Queued {
+            self.queued[priority] -= 1;
+        }
+        if status == TaskStatus::Queued {
+            self.queued[priority] += 1;
+        }
+        self.counts[task.status.index()] -= 1;
+        self.counts[status.index()] += 1;
+        task.status = status;
+    }
+
+    fn publish_task(&mut self, kind: EventKind, id: &str) {
+        let task = &self.tasks[id].task;
+        self.events.publish(
+            kind,
+            Some(&task.id),
+            task.instance_id.as_deref(),
+            task.workflow_id.as_deref(),
+            Payload::Task(Box::new(task.clone())),
+        );
+    }
+
+    fn publish_instance(&mut self, id: &str) {
+        let Some(instance) = self.pool.get(id) else {
+            return;
+        };
+        let kind = match instance.status {
+            InstanceStatus::Terminated => EventKind::InstanceTerminated,
+            _ => EventKind::InstanceStatusChanged,
+        };
+        self.events.publish(
+            kind,
+            instance.current_task.as_deref(),
+            Some(id),
+            None,
+            Payload::Instance(instance.clone()),
+        );
+    }
+
+    /// A ready task joins its queue (or fails if its pinned instance is gone).
+    fn enqueue(&mut self, id: &str) {
+        let task = &self.tasks[id].task;
+        let priority = task.spec.priority;
+        if let Some(instance) = task.spec.instance_id.clone() {
+            if !self.pool.get(&instance).is_some_and(|i| i.status.is_live()) {
+                let reason = format!("its instance {instance} is gone");
+                self.finish(id, TaskStatus::Failed, None, Some(reason));
+                return;
+            }
+            self.arrivals += 1;
+            self.pinned
+                .entry(instance)
+                .or_default()
+                .push(priority, self.arrivals, id.to_owned());
+        } else {
+            self.arrivals += 1;
+            self.queue.push(priority, self.arrivals, id.to_owned());
+        }
+        self.set_status(id, TaskStatus::Queued);
+        self.publish_task(EventKind::TaskQueued, id);
+    }
+
+    /// Starts ready tasks on idle instances until one of the two runs out.
+    fn dispatch(&mut self) {
+        if self.shutting_down {
+            return;
+        }
+        while let Some(instance) = self.pool.first_idle().cloned() {
+            let Some(task_id) = self.next_task_for(&instance) else {
+                // The longest-idle instance has nothing: only pinned work could be left for
+                // the others.
+                let others: Vec<String> = self
+                    .pinned
+                    .keys()
+                    .filter(|i| **i != instance && self.pool.is_idle(i))
+                    .cloned()
+                    .collect();
+                for other in others {
+                    if let Some(task_id) = self.next_task_for(&other) {
+                        self.start(task_id, &other);
+                    }
+                }
+                return;
+            };
+            self.start(task_id, &instance);
+        }
+    }
+
+    /// The most urgent, oldest ready task this instance may run: the better of the shared
+    /// queue's head and the head of the queue pinned to it.
+    fn next_task_for(&mut self, instance: &str) -> Option<TaskId> {
+        let tasks = &self.tasks;
+        let ready = |id: &str| {
+            tasks
+                .get(id)
+                .is_some_and(|e| e.task.status == TaskStatus::Queued)
+        };
+        let shared = self.queue.peek(ready);
+        let pinned = self.pinned.get_mut(instance).and_then(|q| q.peek(ready));
+        let take_pinned = match (shared, pinned) {
+            (None, None) => return None,
+            (Some(_), None) => false,
+            (None, Some(_)) => true,
+            (Some((sp, sa)), Some((pp, pa))) => (pp, Reverse(pa)) > (sp, Reverse(sa)),
+        };
+        if take_pinned {
+            self.pinned.get_mut(instance)?.pop(ready)
+        } else {
+            self.queue.pop(ready)
+        }
+    }
+
+    fn start(&mut self, task_id: TaskId, instance_id: &str) {
+        let Some(tx) = self.tx.upgrade() else { return };
+        self.pool.assign(instance_id, &task_id);
+        self.set_status(&task_id, TaskStatus::Running);
+        let instance_dir = self
+            .pool
+            .get(instance_id)
+            .and_then(|i| i.working_directory.clone());
+        let entry = self.tasks.get_mut(&task_id).expect("queued task");
+        let task = &mut entry.task;
+        task.started_at = Some(SystemTime::now());
+        task.instance_id = Some(instance_id.to_owned());
+        let timeout = task.spec.timeout.unwrap_or(self.config.default_timeout);
+        let request = RunRequest {
+            task_id: task_id.clone(),
+            prompt: task.spec.prompt.clone(),
+            working_directory: task
+                .spec
+                .working_directory
+                .clone()
+                .or(instance_dir)
+                .unwrap_or_else(|| self.config.working_directory.clone()),
+            model: task.spec.model.clone(),
+            allowed_tools: task.spec.allowed_tools.clone(),
+            max_turns: task.spec.max_turns,
+        };
+        self.publish_task(EventKind::TaskStarted, &task_id);
+        self.publish_instance(instance_id);
+
+        let (stop_tx, stop_rx) = oneshot::channel();
+        self.running.insert(
+            task_id.clone(),
+            Running {
+                stop: Some(stop_tx),
+                waiters: Vec::new(),
+            },
+        );
+        let agent = self.agent.clone();
+        let sink = OutputSink {
+            task_id: task_id.clone(),
+            tx: tx.clone(),
+        };
+        tokio::spawn(async move {
+            let stop = Box::pin(async move {
+                tokio::select! {
+                    reason = stop_rx => reason.unwrap_or(StopReason::Shutdown),
+                    () = tokio::time::sleep(timeout) => StopReason::TimedOut(timeout),
+                }
+            });
+            let outcome = agent.run(request, sink, stop).await;
+            let _ = tx.send(Msg::Finished { task_id, outcome }).await;
+        });
+    }
+
+    /// A run ended: record it, free the instance, release dependents, dispatch.
+    fn finished(&mut self, task_id: TaskId, outcome: RunOutcome) {
+        let running = self.running.remove(&task_id);
+        let verdict = outcome.verdict();
+        let cost = verdict.result.as_ref().map_or(0.0, |r| r.cost_usd);
+        let instance_id = self
+            .tasks
+            .get(&task_id)
+            .and_then(|e| e.task.instance_id.clone());
+        if let Some(instance) = instance_id.as_deref().and_then(|id| self.pool.get_mut(id)) {
+            instance.total_cost_usd += cost;
+            if verdict.status == TaskStatus::Completed {
+                instance.tasks_completed += 1;
+            } else {
+                instance.tasks_failed += 1;
+            }
+        }
+        self.total_cost_usd += cost;
+        self.finish(&task_id, verdict.status, verdict.result, verdict.error);
+        if let Some(id) = &instance_id {
+            let was_terminated = self
+                .pool
+                .get(id)
+                .is_some_and(|i| i.status == InstanceStatus::Terminated);
+            self.pool.release(id);
+            if !was_terminated {
+                self.publish_instance(id);
+            }
+        }
+        for waiter in running.map(|r| r.waiters).unwrap_or_default() {
+            match waiter {
+                Waiter::Cancel(reply) => {
+                    let _ = reply.send(Ok(self.tasks[&task_id].task.clone()));
+                }
+                Waiter::Terminate(reply) => {
+                    let id = instance_id.as_deref().unwrap_or_default();
+                    let _ = reply.send(self.instance(id).cloned());
+                }
+            }
+        }
+        if self.shutting_down && self.running.is_empty() {
+            for waiter in self.shutdown_waiters.drain(..) {
+                let _ = waiter.send(());
+            }
+        }
+        self.dispatch();
+    }
+
+    /// Moves a task to a terminal state and settles everything downstream: dependents are
+    /// released when it completed, skipped (or cancelled, in a cancelled workflow) when not.
+    fn finish(
+        &mut self,
+        id: &str,
+        status: TaskStatus,
+        result: Option<super::task::TaskResult>,
+        error: Option<String>,
+    ) {
+        let mut work = vec![(id.to_owned(), status, result, error)];
+        while let Some((id, status, result, error)) = work.pop() {
+            if self.tasks[&id].task.status.is_terminal() {
+                continue;
+            }
+            self.set_status(&id, status);
+            let entry = self.tasks.get_mut(&id).expect("known task");
+            entry.task.completed_at = Some(SystemTime::now());
+            entry.task.result = result;
+            entry.task.error = error;
+            let dependents = std::mem::take(&mut entry.dependents);
+            let kind = match status {
+                TaskStatus::Completed => EventKind::TaskCompleted,
+                TaskStatus::Failed => EventKind::TaskFailed,
+                TaskStatus::Cancelled => EventKind::TaskCancelled,
+                _ => EventKind::TaskSkipped,
+            };
+            self.publish_task(kind, &id);
+            self.workflow_task_done(&id);
+            for dependent in dependents {
+                if status == TaskStatus::Completed {
+                    let entry = self.tasks.get_mut(&dependent).expect("known task");
+                    entry.waiting_on -= 1;
+                    if entry.waiting_on == 0 && entry.task.status == TaskStatus::Pending {
+                        self.enqueue(&dependent);
+                    }
+                } else {
+                    let cancelling = self.tasks[&dependent]
+                        .task
+                        .workflow_id
+                        .as_ref()
+                        .is_some_and(|w| self.workflows.get(w).is_some_and(|w| w.cancelled));
+                    let (next, reason) = if cancelling {
+                        (
+                            TaskStatus::Cancelled,
+                            "cancelled with its workflow".to_string(),
+                        )
+                    } else {
+                        (
+                            TaskStatus::Skipped,
+                            format!("dependency {id} was {}", status.as_str()),
+                        )
+                    };
+                    work.push((dependent, next, None, Some(reason)));
+                }
+            }
+        }
+    }
+
+    // ---- cancellation ----------------------------------------------------------------
+
+    fn cancel_task(&mut self, id: TaskId, reply: Reply<Task>) {
+        let status = match self.entry(&id) {
+            Ok(entry) => entry.task.status,
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                return;
+            }
+        };
+        match status {
+            TaskStatus::Pending | TaskStatus::Queued => {
+                self.finish(&id, TaskStatus::Cancelled, None, Some("cancelled".into()));
+                let _ = reply.send(Ok(self.tasks[&id].task.clone()));
+            }
+            TaskStatus::Running => {
+                self.stop_running(&id, StopReason::Cancelled, Some(Waiter::Cancel(reply)))
+            }
+            done => {
+                let _ = reply.send(Err(EngineError::FailedPrecondition(format!(
+                    "task {id} is already {}; only pending, queued or running tasks can be cancelled",
+                    done.as_str()
+                ))));
+            }
+        }
+    }
+
+    fn stop_running(&mut self, id: &str, reason: StopReason, waiter: Option<Waiter>) {
+        if let Some(running) = self.running.get_mut(id) {
+            if let Some(stop) = running.stop.take() {
+                let _ = stop.send(reason);
+            }
+            running.waiters.extend(waiter);
+        }
+    }
+
+    // ---- instances -------------------------------------------------------------------
+
+    fn spawn_instance(&mut self, working_directory: Option<PathBuf>) -> Instance {
+        let instance = self.pool.spawn(working_directory).clone();
+        self.events.publish(
+            EventKind::InstanceSpawned,
+            None,
+            Some(&instance.id),
+            None,
+            Payload::Instance(instance.clone()),
+        );
+        instance
+    }
+
+    fn spawn(&mut self, count: u32, working_directory: Option<PathBuf>) -> Result<Vec<Instance>> {
+        if count == 0 {
+            return Err(EngineError::invalid("count", "must be at least 1"));
+        }
+        let live = self.pool.active_count();
+        let max = self.config.max_instances;
+        if live + count as usize > max {
+            return Err(EngineError::invalid(
+                "count",
+                format!("{count} more would exceed the maximum of {max} instances ({live} live)"),
+            ));
+        }
+        if let Some(dir) = &working_directory
+            && !dir.is_dir()
+        {
+            return Err(EngineError::invalid(
+                "working_directory",
+                format!("{} is not a directory", dir.display()),
+            ));
+        }
+        let spawned = (0..count)
+            .map(|_| self.spawn_instance(working_directory.clone()))
+            .collect();
+        self.dispatch();
+        Ok(spawned)
+    }
+
+    fn scale(&mut self, target: i64) -> Result<Vec<Instance>> {
+        let max = self.config.max_instances;
+        if target < 0 {
+            return Err(EngineError::invalid("target", "must be at least 0"));
+        }
+        let target = target as usize;
+        if target > max {
+            return Err(EngineError::invalid(
+                "target",
+                format!("must be at most the maximum of {max} instances"),
+            ));
+        }
+        let active = self.pool.active_count();
+        if target > active {
+            for _ in active..target {
+                self.spawn_instance(None);
+            }
+            self.dispatch();
+        } else {
+            for id in self.pool.scale_down_candidates(target) {
+                if self.pool.is_idle(&id) {
+                    self.retire(&id);
+                } else {
+                    self.pool.set_status(&id, InstanceStatus::Stopping);
+                    self.publish_instance(&id);
+                }
+            }
+        }
+        Ok(self.pool.live().cloned().collect())
+    }
+
+    /// Terminates an instance and fails the tasks pinned to it.
+    fn retire(&mut self, id: &str) {
+        self.pool.set_status(id, InstanceStatus::Terminated);
+        self.publish_instance(id);
+        if let Some(mut queue) = self.pinned.remove(id) {
+            let tasks = &self.tasks;
+            let mut stranded = Vec::new();
+            while let Some(task) = queue.pop(|t| {
+                tasks
+                    .get(t)
+                    .is_some_and(|e| e.task.status == TaskStatus::Queued)
+            }) {
+                stranded.push(task);
+            }
+            for task in stranded {
+                self.finish(
+                    &task,
+                    TaskStatus::Failed,
+                    None,
+                    Some(format!("its instance {id} was terminated")),
+                );
+            }
+        }
+    }
+
+    fn terminate(&mut self, id: String, reply: Reply<Instance>) {
+        let instance = match self.instance(&id) {
+            Ok(i) => i.clone(),
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                return;
+            }
+        };
+        if instance.status == InstanceStatus::Terminated {
+            let _ = reply.send(Err(EngineError::FailedPrecondition(format!(
+                "instance {id} is already terminated"
+            ))));
+            return;
+        }
+        self.retire(&id);
+        match instance.current_task {
+            Some(task) => self.stop_running(
+                &task,
+                StopReason::InstanceTerminated,
+                Some(Waiter::Terminate(reply)),
+            ),
+            None => {
+                let _ = reply.send(self.instance(&id).cloned());
+            }
+        }
+    }
+
+    // ---- workflows -------------------------------------------------------------------
+
+    fn execute_workflow(&mut self, plan: WorkflowPlan) -> Result<WorkflowInfo> {
+        self.check(&plan.tasks, true)?;
+        let id = uuid::Uuid::now_v7().to_string();
+        let info = WorkflowInfo {
+            id: id.clone(),
+            name: plan.name,
+            description: plan.description,
+            status: WorkflowStatus::Running,
+            task_ids: plan.tasks.iter().filter_map(|t| t.id.clone()).collect(),
+            created_at: SystemTime::now(),
+            completed_at: None,
+            total_cost_usd: 0.0,
+            task_counts: [0; 7],
+        };
+        let remaining = plan.tasks.len();
+        self.workflows.insert(
+            id.clone(),
+            WorkflowRecord {
+                info: info.clone(),
+                remaining,
+                cancelled: false,
+                cancel_waiters: Vec::new(),
+            },
+        );
+        self.workflow_order.push(id.clone());
+        self.events.publish(
+            EventKind::WorkflowStarted,
+            None,
+            None,
+            Some(&id),
+            Payload::Workflow(info),
+        );
+        if let Some(wanted) = plan.instances {
+            let wanted = (wanted as usize).min(self.config.max_instances);
+            let active = self.pool.active_count();
+            for _ in active..wanted {
+                self.spawn_instance(None);
+            }
+        }
+        self.submit(plan.tasks, true, Some(&id))?;
+        Ok(self.workflow_info(&self.workflows[&id]))
+    }
+
+    fn workflow_info(&self, record: &WorkflowRecord) -> WorkflowInfo {
+        let mut info = record.info.clone();
+        for task_id in &info.task_ids {
+            let task = &self.tasks[task_id].task;
+            info.task_counts[task.status.index()] += 1;
+            info.total_cost_usd += task.result.as_ref().map_or(0.0, |r| r.cost_usd);
+        }
+        info
+    }
+
+    fn workflow_task_done(&mut self, task_id: &str) {
+        let Some(workflow_id) = self.tasks[task_id].task.workflow_id.clone() else {
+            return;
+        };
+        let Some(record) = self.workflows.get_mut(&workflow_id) else {
+            return;
+        };
+        record.remaining -= 1;
+        if record.remaining > 0 {
+            return;
+        }
+        let all_completed = record
+            .info
+            .task_ids
+            .iter()
+            .all(|t| self.tasks[t].task.status == TaskStatus::Completed);
+        record.info.status = match (record.cancelled, all_completed) {
+            (_, true) => WorkflowStatus::Completed,
+            (true, false) => WorkflowStatus::Cancelled,
+            (false, false) => WorkflowStatus::Failed,
+        };
+        record.info.completed_at = Some(SystemTime::now());
+        let waiters = std::mem::take(&mut record.cancel_waiters);
+        let info = self.workflow_info(&self.workflows[&workflow_id]);
+        for waiter in waiters {
+            let _ = waiter.send(Ok(info.clone()));
+        }
+        self.events.publish(
+            EventKind::WorkflowFinished,
+            None,
+            None,
+            Some(&workflow_id),
+            Payload::Workflow(info),
+        );
+    }
+
+    fn cancel_workflow(&mut self, id: WorkflowId, reply: Reply<WorkflowInfo>) {
+        let record = match self.workflows.get_mut(&id) {
+            Some(r) => r,
+            None => {
+                let _ = reply.send(Err(EngineError::not_found("workflow", &id)));
+                return;
+            }
+        };
+        if record.info.status != WorkflowStatus::Running {
+            let status = record.info.status.as_str();
+            let _ = reply.send(Err(EngineError::FailedPrecondition(format!(
+                "workflow {id} is already {status}"
+            ))));
+            return;
+        }
+        record.cancelled = true;
+        record.cancel_waiters.push(reply);
+        let task_ids = record.info.task_ids.clone();
+        for task_id in task_ids {
+            match self.tasks[&task_id].task.status {
+                TaskStatus::Pending | TaskStatus::Queued => {
+                    self.finish(
+                        &task_id,
+                        TaskStatus::Cancelled,
+                        None,
+                        Some("cancelled with its workflow".into()),
+                    );
+                }
+                TaskStatus::Running => self.stop_running(&task_id, StopReason::Cancelled, None),
+                _ => {}
+            }
+        }
+    }
+
+    // ---- status and shutdown ---------------------------------------------------------
+
+    fn status(&self) -> SwarmStatus {
+        let count = |status| self.pool.live().filter(|i| i.status == status).count() as u64;
+        SwarmStatus {
+            version: env!("CARGO_PKG_VERSION"),
+            uptime: Duration::ZERO,
+            agent: self.agent.describe(),
+            instances_idle: count(InstanceStatus::Idle),
+            instances_busy: count(InstanceStatus::Busy),
+            instances_stopping: count(InstanceStatus::Stopping),
+            max_instances: self.config.max_instances as u64,
+            tasks: self.counts,
+            queued: self.queued,
+            workflows_running: self
+                .workflows
+                .values()
+                .filter(|w| w.info.status == WorkflowStatus::Running)
+                .count() as u64,
+            total_cost_usd: self.total_cost_usd,
+        }
+    }
+
+    fn shutdown(&mut self, reply: oneshot::Sender<()>) {
+        self.shutting_down = true;
+        if self.running.is_empty() {
+            let _ = reply.send(());
+            return;
+        }
+        self.shutdown_waiters.push(reply);
+        let running: Vec<TaskId> = self.running.keys().cloned().collect();
+        for id in running {
+            self.stop_running(&id, StopReason::Shutdown, None);
+        }
+    }
+}

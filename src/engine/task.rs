@@ -1,0 +1,479 @@
+//! Tasks: what a client asks for (`TaskSpec`), what the engine tracks (`Task`), and what a
+//! run produced (`TaskResult`, `RunOutcome`).
+
+use std::{collections::BTreeMap, path::PathBuf, time::Duration, time::SystemTime};
+
+use super::error::{EngineError, Result};
+
+pub type TaskId = String;
+pub type InstanceId = String;
+pub type WorkflowId = String;
+
+/// Longest client-chosen id.
+const MAX_ID_LEN: usize = 128;
+
+/// CRITICAL > HIGH > NORMAL > LOW. The derive order makes `Ord` follow urgency.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Priority {
+    Low,
+    #[default]
+    Normal,
+    High,
+    Critical,
+}
+
+impl Priority {
+    /// Most urgent first.
+    pub const DESCENDING: [Priority; 4] = [
+        Priority::Critical,
+        Priority::High,
+        Priority::Normal,
+        Priority::Low,
+    ];
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The lowercase word of the original service and of workflow files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::Low => "low",
+            Priority::Normal => "normal",
+            Priority::High => "high",
+            Priority::Critical => "critical",
+        }
+    }
+
+    /// Accepts `low`/`LOW`/`PRIORITY_LOW` and the like.
+    pub fn parse(word: &str) -> Option<Self> {
+        let word = word.trim().to_ascii_lowercase();
+        let word = word.strip_prefix("priority_").unwrap_or(&word);
+        [
+            Priority::Low,
+            Priority::Normal,
+            Priority::High,
+            Priority::Critical,
+        ]
+        .into_iter()
+        .find(|p| p.as_str() == word)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TaskStatus {
+    Pending,
+    Queued,
+    Running,
+    Completed,
+    Failed,
+    Cancelled,
+    Skipped,
+}
+
+impl TaskStatus {
+    pub const ALL: [TaskStatus; 7] = [
+        TaskStatus::Pending,
+        TaskStatus::Queued,
+        TaskStatus::Running,
+        TaskStatus::Completed,
+        TaskStatus::Failed,
+        TaskStatus::Cancelled,
+        TaskStatus::Skipped,
+    ];
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            Self::Completed | Self::Failed | Self::Cancelled | Self::Skipped
+        )
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Completed => "completed",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+            Self::Skipped => "skipped",
+        }
+    }
+}
+
+/// What a client asks to run. Validated by [`TaskSpec::validate`] before the engine takes it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TaskSpec {
+    /// Client-chosen id; generated when `None`.
+    pub id: Option<TaskId>,
+    /// Human-readable name; the id when empty.
+    pub name: String,
+    pub prompt: String,
+    /// Directory the agent runs in; the instance's or the server's when `None`.
+    pub working_directory: Option<PathBuf>,
+    pub priority: Priority,
+    /// Stop and fail the task after this long; the configured default when `None`.
+    pub timeout: Option<Duration>,
+    /// Run only on this instance.
+    pub instance_id: Option<InstanceId>,
+    /// Tasks that must complete first.
+    pub depends_on: Vec<TaskId>,
+    /// Free-form data kept with the task.
+    pub metadata: BTreeMap<String, String>,
+    /// `--model` for the agent.
+    pub model: Option<String>,
+    /// `--allowedTools` for the agent.
+    pub allowed_tools: Vec<String>,
+    /// `--max-turns` for the agent.
+    pub max_turns: Option<u32>,
+    /// Labels for filtering and grouping.
+    pub labels: BTreeMap<String, String>,
+}
+
+impl TaskSpec {
+    pub fn new(prompt: impl Into<String>) -> Self {
+        Self {
+            prompt: prompt.into(),
+            ..Self::default()
+        }
+    }
+
+    /// Rules that need no engine state. Field names are those of the API.
+    pub fn validate(&self) -> Result<()> {
+        if self.prompt.trim().is_empty() {
+            return Err(EngineError::invalid("prompt", "must not be empty"));
+        }
+        if let Some(id) = &self.id {
+            validate_id("id", id)?;
+        }
+        if self.timeout == Some(Duration::ZERO) {
+            return Err(EngineError::invalid("timeout", "must be positive"));
+        }
+        for (i, dep) in self.depends_on.iter().enumerate() {
+            if dep.is_empty() {
+                return Err(EngineError::invalid(
+                    format!("depends_on[{i}]"),
+                    "must not be empty",
+                ));
+            }
+            if self.depends_on[..i].contains(dep) {
+                return Err(EngineError::invalid(
+                    format!("depends_on[{i}]"),
+                    format!("{dep:?} is listed twice"),
+                ));
+            }
+            if self.id.as_deref() == Some(dep.as_str()) {
+                return Err(EngineError::invalid(
+                    format!("depends_on[{i}]"),
+                    "a task cannot depend on itself",
+                ));
+            }
+        }
+        if self.allowed_tools.iter().any(|t| t.trim().is_empty()) {
+            return Err(EngineError::invalid(
+                "allowed_tools",
+                "tool names must not be empty",
+            ));
+        }
+        if self.max_turns == Some(0) {
+            return Err(EngineError::invalid("max_turns", "must be positive"));
+        }
+        Ok(())
+    }
+}
+
+/// Ids chosen by clients end up in URLs, logs and command lines: keep them plain.
+pub fn validate_id(field: &str, id: &str) -> Result<()> {
+    if id.is_empty() || id.len() > MAX_ID_LEN {
+        return Err(EngineError::invalid(
+            field,
+            format!("must be 1 to {MAX_ID_LEN} characters"),
+        ));
+    }
+    if !id
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return Err(EngineError::invalid(
+            field,
+            format!("{id:?} may contain only letters, digits, '-', '_' and '.'"),
+        ));
+    }
+    Ok(())
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Usage {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cache_creation_input_tokens: u64,
+    pub cache_read_input_tokens: u64,
+}
+
+/// What a run produced, from the agent's `result` line and its exit.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TaskResult {
+    pub text: String,
+    pub session_id: String,
+    pub cost_usd: f64,
+    pub usage: Usage,
+    pub num_turns: u32,
+    pub duration: Duration,
+    /// `None` when the process was killed by a signal or never started.
+    pub exit_code: Option<i32>,
+    pub is_error: bool,
+}
+
+/// A task as the engine tracks it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Task {
+    pub id: TaskId,
+    pub spec: TaskSpec,
+    pub status: TaskStatus,
+    pub workflow_id: Option<WorkflowId>,
+    /// The instance that ran (or runs) it.
+    pub instance_id: Option<InstanceId>,
+    pub created_at: SystemTime,
+    pub started_at: Option<SystemTime>,
+    pub completed_at: Option<SystemTime>,
+    pub result: Option<TaskResult>,
+    /// Why it failed, was cancelled or skipped.
+    pub error: Option<String>,
+}
+
+/// Why a run was stopped from outside.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    Cancelled,
+    TimedOut(Duration),
+    InstanceTerminated,
+    Shutdown,
+}
+
+/// The agent's `result` line, reduced to what the engine keeps.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ResultLine {
+    pub text: String,
+    pub session_id: String,
+    pub cost_usd: f64,
+    pub usage: Usage,
+    pub num_turns: u32,
+    pub is_error: bool,
+    /// `terminal_reason` / `subtype`, for error messages.
+    pub reason: String,
+}
+
+/// Everything the agent layer reports about one run.
+#[derive(Clone, Debug, Default)]
+pub struct RunOutcome {
+    pub result: Option<ResultLine>,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub stopped: Option<StopReason>,
+    /// The process could not be started or read.
+    pub failure: Option<String>,
+    /// The end of what the process wrote to stderr.
+    pub stderr_tail: String,
+    pub duration: Duration,
+}
+
+/// How a run ends for the task.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Verdict {
+    pub status: TaskStatus,
+    pub result: Option<TaskResult>,
+    pub error: Option<String>,
+}
+
+impl RunOutcome {
+    /// Success is decided by `is_error` and the exit code, never by `subtype` alone.
+    pub fn verdict(&self) -> Verdict {
+        let result = self.result.as_ref().map(|r| TaskResult {
+            text: r.text.clone(),
+            session_id: r.session_id.clone(),
+            cost_usd: r.cost_usd,
+            usage: r.usage.clone(),
+            num_turns: r.num_turns,
+            duration: self.duration,
+            exit_code: self.exit_code,
+            is_error: r.is_error,
+        });
+        let (status, error) = match (self.stopped, &self.failure, &self.result) {
+            (Some(StopReason::Cancelled), ..) => (TaskStatus::Cancelled, "cancelled".to_string()),
+            (Some(StopReason::Shutdown), ..) => (
+                TaskStatus::Cancelled,
+                "cancelled: the server shut down".to_string(),
+            ),
+            (Some(StopReason::TimedOut(after)), ..) => (
+                TaskStatus::Failed,
+                format!("timed out after {}", seconds(after)),
+            ),
+            (Some(StopReason::InstanceTerminated), ..) => (
+                TaskStatus::Failed,
+                "its instance was terminated".to_string(),
+            ),
+            (None, Some(failure), _) => (TaskStatus::Failed, failure.clone()),
+            (None, None, Some(r)) if r.is_error => {
+                let reason = if r.reason.is_empty() {
+                    "error"
+                } else {
+                    &r.reason
+                };
+                (
+                    TaskStatus::Failed,
+                    format!("agent reported an error ({reason}): {}", r.text),
+                )
+            }
+            (None, None, Some(_)) if self.exit_code == Some(0) => {
+                return Verdict {
+                    status: TaskStatus::Completed,
+                    result,
+                    error: None,
+                };
+            }
+            (None, None, Some(_)) => (
+                TaskStatus::Failed,
+                format!("agent {} after its result", self.exit_text()),
+            ),
+            (None, None, None) => (
+                TaskStatus::Failed,
+                format!(
+                    "agent {} without a result line{}",
+                    self.exit_text(),
+                    self.stderr_note()
+                ),
+            ),
+        };
+        Verdict {
+            status,
+            result,
+            error: Some(error),
+        }
+    }
+
+    fn exit_text(&self) -> String {
+        match (self.exit_code, self.signal) {
+            (_, Some(sig)) => format!("was killed by signal {sig}"),
+            (Some(code), _) => format!("exited with code {code}"),
+            (None, None) => "ended".to_string(),
+        }
+    }
+
+    fn stderr_note(&self) -> String {
+        let tail = self.stderr_tail.trim();
+        if tail.is_empty() {
+            String::new()
+        } else {
+            format!("; stderr: {tail}")
+        }
+    }
+}
+
+/// `1.5s`, `30s`.
+pub fn seconds(d: Duration) -> String {
+    format!("{}s", d.as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(is_error: bool) -> ResultLine {
+        ResultLine {
+            text: "hi".into(),
+            is_error,
+            reason: "api_error".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn is_error_decides_not_subtype() {
+        let out = RunOutcome {
+            result: Some(result(true)),
+            exit_code: Some(0),
+            ..Default::default()
+        };
+        let v = out.verdict();
+        assert_eq!(v.status, TaskStatus::Failed);
+        assert!(v.error.unwrap().contains("api_error"));
+        assert!(v.result.unwrap().is_error);
+    }
+
+    #[test]
+    fn clean_result_and_exit_zero_completes() {
+        let out = RunOutcome {
+            result: Some(result(false)),
+            exit_code: Some(0),
+            ..Default::default()
+        };
+        assert_eq!(out.verdict().status, TaskStatus::Completed);
+        let out = RunOutcome {
+            result: Some(result(false)),
+            exit_code: Some(3),
+            ..Default::default()
+        };
+        assert_eq!(out.verdict().status, TaskStatus::Failed);
+    }
+
+    #[test]
+    fn missing_result_line_fails_with_stderr() {
+        let out = RunOutcome {
+            signal: Some(9),
+            stderr_tail: "boom".into(),
+            ..Default::default()
+        };
+        let v = out.verdict();
+        assert_eq!(v.status, TaskStatus::Failed);
+        assert_eq!(
+            v.error.unwrap(),
+            "agent was killed by signal 9 without a result line; stderr: boom"
+        );
+    }
+
+    #[test]
+    fn stop_reasons_win() {
+        let out = RunOutcome {
+            stopped: Some(StopReason::Cancelled),
+            result: Some(result(false)),
+            exit_code: Some(0),
+            ..Default::default()
+        };
+        assert_eq!(out.verdict().status, TaskStatus::Cancelled);
+        let out = RunOutcome {
+            stopped: Some(StopReason::TimedOut(Duration::from_millis(1500))),
+            ..Default::default()
+        };
+        assert_eq!(out.verdict().error.unwrap(), "timed out after 1.5s");
+    }
+
+    #[test]
+    fn spec_rules_name_the_field() {
+        let mut spec = TaskSpec::new("  ");
+        assert_eq!(spec.validate().unwrap_err().field(), Some("prompt"));
+        spec.prompt = "x".into();
+        spec.id = Some("a b".into());
+        assert_eq!(spec.validate().unwrap_err().field(), Some("id"));
+        spec.id = Some("a".into());
+        spec.depends_on = vec!["b".into(), "b".into()];
+        assert_eq!(spec.validate().unwrap_err().field(), Some("depends_on[1]"));
+        spec.depends_on = vec!["a".into()];
+        assert_eq!(spec.validate().unwrap_err().field(), Some("depends_on[0]"));
+        spec.depends_on.clear();
+        spec.timeout = Some(Duration::ZERO);
+        assert_eq!(spec.validate().unwrap_err().field(), Some("timeout"));
+    }
+
+    #[test]
+    fn priority_words() {
+        assert_eq!(Priority::parse("HIGH"), Some(Priority::High));
+        assert_eq!(Priority::parse("priority_low"), Some(Priority::Low));
+        assert_eq!(Priority::parse("urgent"), None);
+        assert!(Priority::Critical > Priority::High && Priority::Normal > Priority::Low);
+    }
+}
