@@ -9,14 +9,14 @@ pub fn router(engine: Engine) -> Router {
     Router::new()
         .route("/health", get(health))
         .with_state(engine)
-        .fallback(not_found)
 }
 
 async fn health() -> impl IntoResponse {
     Json(json!({ "status": "healthy" }))
 }
 
-async fn not_found() -> impl IntoResponse {
+/// A JSON 404 for any path no route serves.
+pub async fn not_found() -> impl IntoResponse {
     (
         StatusCode::NOT_FOUND,
         Json(json!({ "error": { "code": "not_found", "message": "no such route" } })),

@@ -54,7 +54,7 @@ pub async fn router(engine: Engine, shutdown: watch::Receiver<bool>) -> axum::Ro
         .add_service(reflection_v1alpha)
         .into_axum_router();
     // The REST router's fallback (a JSON 404) replaces tonic's "unimplemented" one.
-    grpc.merge(rest::router(engine))
+    grpc.merge(rest::router(engine)).fallback(rest::not_found)
 }
 
 /// Serves on `listener` until `shutdown` resolves, then ends event streams, drains
