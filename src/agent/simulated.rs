@@ -175,11 +175,8 @@ pub fn main(args: &[String]) -> i32 {
     };
     let session = Session::new(&options);
     let mut out = io::stdout().lock();
-    match session.play(&plain_prompt(&prompt), &directives, &mut out) {
-        Ok(code) => code,
-        // Stdout closed under us: the reader went away.
-        Err(_) => 1,
-    }
+    // An error means stdout closed under us: the reader went away.
+    session.play(&plain_prompt(&prompt), &directives, &mut out).unwrap_or(1)
 }
 
 struct Session {
@@ -294,12 +291,12 @@ impl Session {
 
     fn init(&self) -> Value {
         let mut line = template(SUCCESS, 0);
-        set(&mut line, "session_id", json!(self.id));
-        set(&mut line, "uuid", json!(uuid::Uuid::new_v4().to_string()));
-        set(&mut line, "cwd", json!(self.cwd));
-        set(&mut line, "original_cwd", json!(self.cwd));
-        set(&mut line, "model", json!(self.model));
-        set(&mut line, "apiKeySource", json!("none"));
+        line["session_id"] = json!(self.id);
+        line["uuid"] = json!(uuid::Uuid::new_v4().to_string());
+        line["cwd"] = json!(self.cwd);
+        line["original_cwd"] = json!(self.cwd);
+        line["model"] = json!(self.model);
+        line["apiKeySource"] = json!("none");
         line
     }
 
@@ -316,14 +313,14 @@ impl Session {
         let mut line = template(NOT_LOGGED_IN, 1);
         line["message"]["content"] = json!([{ "type": "text", "text": text }]);
         line["message"]["id"] = json!(uuid::Uuid::new_v4().to_string());
-        set(&mut line, "error", json!(error));
+        line["error"] = json!(error);
         self.stamp(&mut line);
         line
     }
 
     fn user_tool_result(&self, tool_use_id: &str, output: &str) -> Value {
         let mut line = template(SUCCESS, 1);
-        set(&mut line, "type", json!("user"));
+        line["type"] = json!("user");
         line["message"] = json!({
             "role": "user",
             "content": [{ "type": "tool_result", "tool_use_id": tool_use_id, "content": output, "is_error": false }],
@@ -352,15 +349,15 @@ impl Session {
         } else {
             1 + text.len() as u64 / 4
         };
-        set(&mut line, "result", json!(text));
-        set(&mut line, "is_error", json!(is_error));
-        set(&mut line, "num_turns", json!(turns));
-        set(&mut line, "session_id", json!(self.id));
-        set(&mut line, "uuid", json!(uuid::Uuid::new_v4().to_string()));
-        set(&mut line, "total_cost_usd", json!(cost));
-        set(&mut line, "duration_ms", json!(elapsed));
-        set(&mut line, "duration_api_ms", json!(elapsed));
-        set(&mut line, "api_error_status", json!(status));
+        line["result"] = json!(text);
+        line["is_error"] = json!(is_error);
+        line["num_turns"] = json!(turns);
+        line["session_id"] = json!(self.id);
+        line["uuid"] = json!(uuid::Uuid::new_v4().to_string());
+        line["total_cost_usd"] = json!(cost);
+        line["duration_ms"] = json!(elapsed);
+        line["duration_api_ms"] = json!(elapsed);
+        line["api_error_status"] = json!(status);
         line["usage"]["input_tokens"] = json!(input_tokens);
         line["usage"]["output_tokens"] = json!(output_tokens);
         if !is_error {
@@ -378,19 +375,15 @@ impl Session {
     }
 
     fn stamp(&self, line: &mut Value) {
-        set(line, "session_id", json!(self.id));
-        set(line, "uuid", json!(uuid::Uuid::new_v4().to_string()));
-        set(line, "timestamp", json!(timestamp()));
+        line["session_id"] = json!(self.id);
+        line["uuid"] = json!(uuid::Uuid::new_v4().to_string());
+        line["timestamp"] = json!(timestamp());
     }
 }
 
 fn template(capture: &str, index: usize) -> Value {
     let line = capture.lines().nth(index).expect("capture has the line");
     serde_json::from_str(line).expect("capture line is JSON")
-}
-
-fn set(line: &mut Value, key: &str, value: Value) {
-    line[key] = value;
 }
 
 /// `2026-11-25T19:36:38.878Z`, as the CLI prints it.

@@ -118,7 +118,7 @@ impl TryFrom<pb::TaskSpec> for TaskSpec {
     /// Wire-level checks (enum values, numbers); the engine checks the rest.
     fn try_from(spec: pb::TaskSpec) -> Result<Self> {
         let timeout = match spec.timeout {
-            t if t == 0.0 => None,
+            0.0 => None,
             t if t.is_finite() && t > 0.0 => Some(Duration::from_secs_f64(t)),
             t => {
                 return Err(EngineError::invalid(

@@ -1,7 +1,7 @@
 //! The seam between the engine and whatever runs a task: the engine hands an [`Agent`] a
 //! [`RunRequest`], a sink for its output and a stop signal, and gets a `RunOutcome` back.
 
-use std::{future::Future, path::PathBuf, pin::Pin, time::Duration};
+use std::{future::Future, path::PathBuf, pin::Pin};
 
 use super::{
     scheduler::OutputSink,
@@ -34,6 +34,3 @@ pub trait Agent: Send + Sync + 'static {
     /// What runs tasks, for status displays ("claude", "simulated").
     fn describe(&self) -> String;
 }
-
-/// How long a stop may take before a caller stops waiting.
-pub const STOP_WAIT_SLACK: Duration = Duration::from_secs(2);

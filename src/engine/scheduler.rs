@@ -768,11 +768,16 @@ impl State {
             InstanceStatus::Terminated => EventKind::InstanceTerminated,
             _ => EventKind::InstanceStatusChanged,
         };
+        // An instance busy with a task shows up in that task's (and workflow's) stream too.
+        let task = instance.current_task.as_deref();
+        let workflow = task
+            .and_then(|t| self.tasks.get(t))
+            .and_then(|e| e.task.workflow_id.as_deref());
         self.events.publish(
             kind,
-            instance.current_task.as_deref(),
+            task,
             Some(id),
-            None,
+            workflow,
             Payload::Instance(instance.clone()),
         );
     }

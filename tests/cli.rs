@@ -1,0 +1,242 @@
+//! The command line and grpcurl, as a user runs them.
+
+mod common;
+
+use std::process::Command;
+
+use common::{BIN, TestServer, config};
+
+#[test]
+fn every_example_workflow_runs_to_completion() {
+    let mut ran = 0;
+    for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/workflows")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
+            continue;
+        }
+        let out = Command::new(BIN)
+            .args(["run", "--agent", "simulated", "--json"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}: {}\n{}",
+            path.display(),
+            stdout,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+        let tasks = report["tasks"].as_array().unwrap();
+        assert!(!tasks.is_empty());
+        for task in tasks {
+            assert_eq!(task["status"], "TASK_STATUS_COMPLETED", "{task}");
+        }
+        ran += 1;
+    }
+    assert!(ran > 0, "workflows/ holds examples");
+}
+
+#[test]
+fn a_failing_workflow_exits_non_zero_with_a_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fails.yaml");
+    std::fs::write(&path, "name: fails\ntasks:\n  - id: bad\n    prompt: boom sim:error\n  - id: next\n    prompt: after\n    depends_on: [bad]\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["run", "--agent", "simulated"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("failed") && stdout.contains("skipped"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("workflow fails"), "{stdout}");
+}
+
+#[test]
+fn a_missing_claude_is_a_clear_error_not_a_simulation() {
+    let out = Command::new(BIN)
+        .args([
+            "run",
+            "workflows/demo.yaml",
+            "--claude-command",
+            "no-such-claude-here",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_remove("SWARM_AGENT")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("`no-such-claude-here` was not found on PATH"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--agent simulated"), "{stderr}");
+}
+
+#[test]
+fn an_invalid_workflow_is_refused_before_anything_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(
+        &path,
+        "name: bad\ntasks:\n  - id: a\n    prompt: p\n    colour: blue\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["run", "--agent", "simulated"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("unknown field `colour`") && stderr.contains("line 5"),
+        "{stderr}"
+    );
+}
+
+fn client(server: &TestServer, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(BIN)
+        .arg("--server")
+        .arg(format!("http://{}", server.addr))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_subcommands_drive_a_server() {
+    let server = TestServer::start(config(2)).await;
+    let (ok, out, err) = client(
+        &server,
+        &[
+            "submit",
+            "hello from the cli sim:cost=0.5",
+            "--name",
+            "cli",
+            "--wait",
+            "--json",
+        ],
+    );
+    assert!(ok, "{out}{err}");
+    let task: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(task["status"], "TASK_STATUS_COMPLETED");
+    assert_eq!(task["result"]["cost_usd"], 0.5);
+    let id = task["id"].as_str().unwrap().to_owned();
+
+    let (ok, out, _) = client(&server, &["task", "get", &id]);
+    assert!(
+        ok && out.contains("status:    completed") && out.contains("$0.500000"),
+        "{out}"
+    );
+    let (ok, out, _) = client(&server, &["task", "list", "--status", "completed"]);
+    assert!(ok && out.contains(&id), "{out}");
+    let (ok, _, err) = client(&server, &["task", "cancel", &id]);
+    assert!(!ok && err.contains("FailedPrecondition"), "{err}");
+    let (ok, out, _) = client(&server, &["instance", "scale", "3"]);
+    assert!(ok && out.lines().count() == 4, "{out}");
+    let (ok, out, _) = client(&server, &["status"]);
+    assert!(
+        ok && out.contains("1 completed") && out.contains("3 idle"),
+        "{out}"
+    );
+    let demo = concat!(env!("CARGO_MANIFEST_DIR"), "/workflows/demo.yaml");
+    let (ok, out, err) = client(&server, &["workflow", "run", demo]);
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains("workflow demo pipeline") && out.contains("completed in"),
+        "{out}"
+    );
+    let (ok, out, _) = client(&server, &["workflow", "list"]);
+    assert!(
+        ok && out.contains("demo pipeline") && out.contains("5/5"),
+        "{out}"
+    );
+    // `watch` follows events live until stopped: read until the task's completion shows.
+    let mut watch = Command::new(BIN)
+        .arg("--server")
+        .arg(format!("http://{}", server.addr))
+        .args(["watch", "--after", "0", "--task", &id])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = std::io::BufRead::lines(std::io::BufReader::new(watch.stdout.take().unwrap()));
+    let seen: Vec<String> = lines
+        .map(Result::unwrap)
+        .take_while(|l| !l.contains("task_completed"))
+        .collect();
+    watch.kill().unwrap();
+    watch.wait().unwrap();
+    assert!(seen.iter().any(|l| l.contains("task_started")), "{seen:?}");
+    assert!(
+        seen.iter()
+            .any(|l| l.contains("task_output") && l.contains("result")),
+        "{seen:?}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpcurl_lists_every_service_and_runs_a_task() {
+    let server = TestServer::start(config(1)).await;
+    let addr = server.addr.to_string();
+    let out = Command::new("grpcurl")
+        .args(["-plaintext", &addr, "list"])
+        .output()
+        .expect("grpcurl is installed (scripts/setup)");
+    let listed = String::from_utf8_lossy(&out.stdout);
+    for service in [
+        "claude_swarm.v1.EventService",
+        "claude_swarm.v1.InstanceService",
+        "claude_swarm.v1.SwarmService",
+        "claude_swarm.v1.TaskService",
+        "claude_swarm.v1.WorkflowService",
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1alpha.ServerReflection",
+    ] {
+        assert!(
+            listed.lines().any(|l| l == service),
+            "{service} missing from:\n{listed}"
+        );
+    }
+    let out = Command::new("grpcurl")
+        .args([
+            "-plaintext",
+            "-d",
+            r#"{"task":{"prompt":"via grpcurl sim:cost=0.75"}}"#,
+            &addr,
+        ])
+        .arg("claude_swarm.v1.TaskService/SubmitTask")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let reply: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let done = server.wait(reply["taskId"].as_str().unwrap()).await;
+    let result = done.result.unwrap();
+    assert_eq!(
+        (result.cost_usd, result.text.as_str()),
+        (0.75, "Simulated answer to: via grpcurl")
+    );
+    assert!(!result.session_id.is_empty());
+    let out = Command::new("grpcurl")
+        .args(["-plaintext", &addr, "grpc.health.v1.Health/Check"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("SERVING"));
+    server.stop().await;
+}

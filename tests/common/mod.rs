@@ -1,0 +1,180 @@
+//! A real server on 127.0.0.1:0 with the simulated agent, and tonic clients for it.
+#![allow(dead_code)]
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use claude_swarm::{
+    agent::process::{AgentCommand, ProcessAgent},
+    api::server,
+    config::SIMULATE_AGENT,
+    engine::{Engine, EngineConfig},
+    pb::{
+        self, event_service_client::EventServiceClient,
+        instance_service_client::InstanceServiceClient, swarm_service_client::SwarmServiceClient,
+        task_service_client::TaskServiceClient, workflow_service_client::WorkflowServiceClient,
+    },
+};
+use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+use tonic::transport::Channel;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_claude-swarm");
+
+pub fn simulated_agent() -> ProcessAgent {
+    ProcessAgent::new(AgentCommand {
+        program: BIN.into(),
+        leading_args: vec![SIMULATE_AGENT.into()],
+        label: "simulated".into(),
+        stop_grace: Duration::from_secs(2),
+    })
+}
+
+pub fn config(instances: usize) -> EngineConfig {
+    EngineConfig {
+        initial_instances: instances,
+        max_instances: 8,
+        ..EngineConfig::default()
+    }
+}
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub channel: Channel,
+    stop: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl TestServer {
+    pub async fn start(config: EngineConfig) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let engine = Engine::start(config, Arc::new(simulated_agent()));
+        let (stop, stopped) = oneshot::channel::<()>();
+        let handle = tokio::spawn(server::serve(listener, engine, async {
+            let _ = stopped.await;
+        }));
+        // The listener is bound already: connecting needs no wait.
+        let channel = Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        Self {
+            addr,
+            channel,
+            stop: Some(stop),
+            handle: Some(handle),
+        }
+    }
+
+    pub fn tasks(&self) -> TaskServiceClient<Channel> {
+        TaskServiceClient::new(self.channel.clone())
+    }
+
+    pub fn instances(&self) -> InstanceServiceClient<Channel> {
+        InstanceServiceClient::new(self.channel.clone())
+    }
+
+    pub fn workflows(&self) -> WorkflowServiceClient<Channel> {
+        WorkflowServiceClient::new(self.channel.clone())
+    }
+
+    pub fn events(&self) -> EventServiceClient<Channel> {
+        EventServiceClient::new(self.channel.clone())
+    }
+
+    pub fn swarm(&self) -> SwarmServiceClient<Channel> {
+        SwarmServiceClient::new(self.channel.clone())
+    }
+
+    pub async fn submit(&self, spec: pb::TaskSpec) -> pb::Task {
+        self.tasks()
+            .submit_task(pb::SubmitTaskRequest { task: Some(spec) })
+            .await
+            .unwrap()
+            .into_inner()
+            .task
+            .unwrap()
+    }
+
+    pub async fn get(&self, id: &str) -> pb::Task {
+        self.tasks()
+            .get_task(pb::GetTaskRequest { task_id: id.into() })
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
+    /// Waits for the task's terminal event (replayed if it already happened), then reads it.
+    pub async fn wait(&self, id: &str) -> pb::Task {
+        use pb::EventKind as K;
+        let request = pb::StreamEventsRequest {
+            after_sequence: Some(0),
+            task_id: id.into(),
+            kinds: [
+                K::TaskCompleted,
+                K::TaskFailed,
+                K::TaskCancelled,
+                K::TaskSkipped,
+            ]
+            .map(|k| k as i32)
+            .to_vec(),
+            ..Default::default()
+        };
+        let mut stream = self
+            .events()
+            .stream_events(request)
+            .await
+            .unwrap()
+            .into_inner();
+        let event = tokio::time::timeout(Duration::from_secs(30), stream.message())
+            .await
+            .expect("task finished within 30s")
+            .unwrap()
+            .expect("an event");
+        assert_eq!(event.task_id, id);
+        self.get(id).await
+    }
+
+    /// Waits for the first event matching `kind` for this task.
+    pub async fn wait_for(&self, id: &str, kind: pb::EventKind) -> pb::Event {
+        let request = pb::StreamEventsRequest {
+            after_sequence: Some(0),
+            task_id: id.into(),
+            kinds: vec![kind as i32],
+            ..Default::default()
+        };
+        let mut stream = self
+            .events()
+            .stream_events(request)
+            .await
+            .unwrap()
+            .into_inner();
+        tokio::time::timeout(Duration::from_secs(30), stream.message())
+            .await
+            .expect("event within 30s")
+            .unwrap()
+            .unwrap()
+    }
+
+    /// Stops the server the way a signal would, and waits for it to finish.
+    pub async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.handle.take().unwrap().await.unwrap().unwrap();
+    }
+}
+
+pub fn spec(prompt: &str) -> pb::TaskSpec {
+    pb::TaskSpec {
+        prompt: prompt.into(),
+        ..Default::default()
+    }
+}
+
+pub fn status(task: &pb::Task) -> pb::TaskStatus {
+    pb::TaskStatus::try_from(task.status).unwrap()
+}
+
+/// True while any process of the group led by `pid` is alive.
+pub fn group_alive(pid: u32) -> bool {
+    unsafe { libc::kill(-(pid as i32), 0) == 0 }
+}
