@@ -69,6 +69,9 @@ struct FileConfig {
     stop_grace: Option<f64>,
     /// Events kept for replay.
     event_retention: Option<usize>,
+    /// Variables set for every agent process.
+    #[serde(default)]
+    agent_env: std::collections::BTreeMap<String, String>,
 }
 
 /// The checked configuration.
@@ -78,6 +81,8 @@ pub struct Config {
     pub agent: AgentKind,
     pub claude_command: PathBuf,
     pub stop_grace: Duration,
+    /// Variables set for every agent process.
+    pub agent_env: Vec<(String, String)>,
     pub engine: EngineConfig,
 }
 
@@ -147,6 +152,7 @@ impl Config {
                 .or(file.claude_command)
                 .unwrap_or_else(|| "claude".into()),
             stop_grace,
+            agent_env: file.agent_env.into_iter().collect(),
             engine: EngineConfig {
                 initial_instances,
                 max_instances,
@@ -177,6 +183,7 @@ impl Config {
                     leading_args: Vec::new(),
                     label: "claude".into(),
                     stop_grace: self.stop_grace,
+                    env: self.agent_env.clone(),
                 }
             }
             AgentKind::Simulated => AgentCommand {
@@ -188,6 +195,7 @@ impl Config {
                 leading_args: vec![SIMULATE_AGENT.into()],
                 label: "simulated".into(),
                 stop_grace: self.stop_grace,
+                env: self.agent_env.clone(),
             },
         };
         Ok(ProcessAgent::new(command))

@@ -44,6 +44,50 @@ pub struct AgentCommand {
     pub label: String,
     /// Between SIGTERM and SIGKILL.
     pub stop_grace: Duration,
+    /// Variables set for the agent on top of the ones passed through (see [`PASSED_ENV`]).
+    pub env: Vec<(String, String)>,
+}
+
+/// The only variables of ours an agent process sees (plus [`AgentCommand::env`]): what a
+/// CLI needs to find its tools, its login and the API. Prefixes end with `_`.
+/// `CLAUDECODE` is never passed: a CLI started from inside Claude Code would act as nested.
+pub const PASSED_ENV: &[&str] = &[
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "SHELL",
+    "LANG",
+    "LC_",
+    "TZ",
+    "TMPDIR",
+    "TERM",
+    "XDG_",
+    "ANTHROPIC_",
+    "CLAUDE_",
+    "DISABLE_",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "NODE_EXTRA_CA_CERTS",
+    "AWS_",
+    "GOOGLE_",
+    "CLOUD_ML_REGION",
+];
+
+/// Whether our variable `name` is passed to agents.
+fn passed(name: &str) -> bool {
+    name != "CLAUDECODE"
+        && PASSED_ENV.iter().any(|p| {
+            if p.ends_with('_') {
+                name.starts_with(p)
+            } else {
+                name == *p
+            }
+        })
 }
 
 /// An [`Agent`] that runs one CLI process per task.
@@ -74,9 +118,10 @@ impl ProcessAgent {
         if let Some(turns) = request.max_turns {
             cmd.arg("--max-turns").arg(turns.to_string());
         }
-        cmd.current_dir(&request.working_directory)
-            // A CLI started from inside Claude Code otherwise behaves as nested.
-            .env_remove("CLAUDECODE")
+        cmd.env_clear()
+            .envs(std::env::vars().filter(|(name, _)| passed(name)))
+            .envs(spec.env.iter().map(|(k, v)| (k, v)))
+            .current_dir(&request.working_directory)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -340,6 +385,14 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_listed_variables_pass() {
+        assert!(passed("PATH") && passed("ANTHROPIC_API_KEY") && passed("CLAUDE_CODE_MAX_RETRIES"));
+        assert!(
+            !passed("CLAUDECODE") && !passed("SWARM_SERVER") && !passed("PATHX") && !passed("AWS")
+        );
+    }
 
     #[tokio::test]
     async fn lines_are_split_bounded_and_blank_ones_skipped() {

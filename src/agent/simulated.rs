@@ -176,7 +176,9 @@ pub fn main(args: &[String]) -> i32 {
     let session = Session::new(&options);
     let mut out = io::stdout().lock();
     // An error means stdout closed under us: the reader went away.
-    session.play(&plain_prompt(&prompt), &directives, &mut out).unwrap_or(1)
+    session
+        .play(&plain_prompt(&prompt), &directives, &mut out)
+        .unwrap_or(1)
 }
 
 struct Session {

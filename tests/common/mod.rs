@@ -25,6 +25,7 @@ pub fn simulated_agent() -> ProcessAgent {
         leading_args: vec![SIMULATE_AGENT.into()],
         label: "simulated".into(),
         stop_grace: Duration::from_secs(2),
+        env: Vec::new(),
     })
 }
 
