@@ -185,7 +185,11 @@ async fn serve(listen: Option<SocketAddr>, overrides: &Overrides) -> CliResult {
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     let engine = Engine::start(config.engine.clone(), Arc::new(agent));
     tracing::info!(address = %listener.local_addr()?, agent = ?config.agent, "serving gRPC, grpc-web and REST");
-    server::serve(listener, engine, server::shutdown_signal()).await?;
+    let options = server::ServerOptions {
+        workspace_root: config.engine.working_directory.clone(),
+        cors_origins: config.cors_origins.clone(),
+    };
+    server::serve_with(listener, engine, options, server::shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -72,6 +72,9 @@ struct FileConfig {
     /// Variables set for every agent process.
     #[serde(default)]
     agent_env: std::collections::BTreeMap<String, String>,
+    /// Browser origins allowed besides loopback ones (grpc-web and REST).
+    #[serde(default)]
+    cors_origins: Vec<String>,
 }
 
 /// The checked configuration.
@@ -83,6 +86,8 @@ pub struct Config {
     pub stop_grace: Duration,
     /// Variables set for every agent process.
     pub agent_env: Vec<(String, String)>,
+    /// Browser origins allowed besides loopback ones.
+    pub cors_origins: Vec<String>,
     pub engine: EngineConfig,
 }
 
@@ -153,6 +158,7 @@ impl Config {
                 .unwrap_or_else(|| "claude".into()),
             stop_grace,
             agent_env: file.agent_env.into_iter().collect(),
+            cors_origins: file.cors_origins,
             engine: EngineConfig {
                 initial_instances,
                 max_instances,

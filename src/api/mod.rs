@@ -5,3 +5,4 @@ pub mod error;
 pub mod grpc;
 pub mod rest;
 pub mod server;
+pub mod service;

@@ -1,13 +1,16 @@
 //! One port for everything: gRPC (HTTP/2), grpc-web (HTTP/1.1 or 2), reflection, health
 //! and the REST gateway, all on one axum router.
 
-use std::{future::Future, io, time::Duration};
+use std::{future::Future, io, path::PathBuf, time::Duration};
+
+use axum::http::HeaderName;
 
 use tokio::{net::TcpListener, sync::watch};
 use tonic_web::GrpcWebLayer;
 use tower::Layer;
+use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 
-use super::{grpc::Api, rest};
+use super::{rest, service::Service};
 use crate::{
     engine::Engine,
     pb::{
@@ -20,15 +23,37 @@ use crate::{
 /// How long running tasks get to stop when the server shuts down.
 const SHUTDOWN_LIMIT: Duration = Duration::from_secs(15);
 
+/// Settings of the HTTP side.
+#[derive(Clone, Debug)]
+pub struct ServerOptions {
+    /// `POST /workflows/execute {"workflow_path"}` reads only inside this directory.
+    pub workspace_root: PathBuf,
+    /// Browser origins allowed to call (grpc-web, REST) besides loopback ones.
+    pub cors_origins: Vec<String>,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        Self {
+            workspace_root: std::env::current_dir().unwrap_or_else(|_| ".".into()),
+            cors_origins: Vec::new(),
+        }
+    }
+}
+
 /// Builds the router serving every surface of `engine`.
-pub async fn router(engine: Engine, shutdown: watch::Receiver<bool>) -> axum::Router {
-    let api = Api::new(engine.clone(), shutdown);
+pub async fn router(
+    engine: Engine,
+    options: ServerOptions,
+    shutdown: watch::Receiver<bool>,
+) -> axum::Router {
+    let api = Service::new(engine, shutdown);
     let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<SwarmServiceServer<Api>>().await;
-    health.set_serving::<TaskServiceServer<Api>>().await;
-    health.set_serving::<InstanceServiceServer<Api>>().await;
-    health.set_serving::<WorkflowServiceServer<Api>>().await;
-    health.set_serving::<EventServiceServer<Api>>().await;
+    health.set_serving::<SwarmServiceServer<Service>>().await;
+    health.set_serving::<TaskServiceServer<Service>>().await;
+    health.set_serving::<InstanceServiceServer<Service>>().await;
+    health.set_serving::<WorkflowServiceServer<Service>>().await;
+    health.set_serving::<EventServiceServer<Service>>().await;
 
     // grpcurl 1.8 speaks only v1alpha; newer clients use v1.
     let reflection = || {
@@ -48,13 +73,51 @@ pub async fn router(engine: Engine, shutdown: watch::Receiver<bool>) -> axum::Ro
         .add_service(web.layer(TaskServiceServer::new(api.clone())))
         .add_service(web.layer(InstanceServiceServer::new(api.clone())))
         .add_service(web.layer(WorkflowServiceServer::new(api.clone())))
-        .add_service(web.layer(EventServiceServer::new(api)))
+        .add_service(web.layer(EventServiceServer::new(api.clone())))
         .add_service(web.layer(health_service))
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .into_axum_router();
     // The REST router's fallback (a JSON 404) replaces tonic's "unimplemented" one.
-    grpc.merge(rest::router(engine)).fallback(rest::not_found)
+    grpc.merge(rest::router(api, options.workspace_root))
+        .fallback(rest::not_found)
+        .layer(cors(&options.cors_origins))
+}
+
+/// Browsers may call from loopback origins and the configured ones, nothing else.
+fn cors(origins: &[String]) -> CorsLayer {
+    let allowed: Vec<String> = origins.to_vec();
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::predicate(move |origin, _| {
+            let Ok(origin) = origin.to_str() else {
+                return false;
+            };
+            allowed.iter().any(|a| a == origin) || is_loopback_origin(origin)
+        }))
+        .allow_methods(Any)
+        .allow_headers(Any)
+        .expose_headers([
+            HeaderName::from_static("grpc-status"),
+            HeaderName::from_static("grpc-message"),
+            HeaderName::from_static("grpc-status-details-bin"),
+        ])
+}
+
+fn is_loopback_origin(origin: &str) -> bool {
+    let Some(rest) = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"))
+    else {
+        return false;
+    };
+    let host = rest.rsplit_once(':').map_or(rest, |(host, port)| {
+        if port.parse::<u16>().is_ok() {
+            host
+        } else {
+            rest
+        }
+    });
+    matches!(host, "localhost" | "127.0.0.1" | "[::1]")
 }
 
 /// Serves on `listener` until `shutdown` resolves, then ends event streams, drains
@@ -64,8 +127,18 @@ pub async fn serve(
     engine: Engine,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
+    serve_with(listener, engine, ServerOptions::default(), shutdown).await
+}
+
+/// [`serve`] with explicit options.
+pub async fn serve_with(
+    listener: TcpListener,
+    engine: Engine,
+    options: ServerOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
     let (down_tx, down_rx) = watch::channel(false);
-    let app = router(engine.clone(), down_rx).await;
+    let app = router(engine.clone(), options, down_rx).await;
     let signal = async move {
         shutdown.await;
         let _ = down_tx.send(true);

@@ -1,0 +1,223 @@
+//! The API as plain async methods: API messages in, API messages out, engine errors. The
+//! gRPC services and the REST gateway are both thin wrappers around this, so a rule or a
+//! conversion exists once.
+
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::convert::{event_kind_from_pb, priority_from_pb, status_from_pb};
+use crate::{
+    engine::{
+        Engine, EngineError, events::EventFilter, scheduler::TaskQuery, task::TaskSpec, workflow,
+    },
+    pb,
+};
+
+type Result<T> = std::result::Result<T, EngineError>;
+
+/// Live events as API messages; ends on server shutdown or when the client goes away.
+pub type EventFeed = ReceiverStream<Result<pb::Event>>;
+
+#[derive(Clone)]
+pub struct Service {
+    engine: Engine,
+    /// Flips to true when the server shuts down, ending event feeds.
+    shutdown: watch::Receiver<bool>,
+}
+
+fn opt(s: String) -> Option<String> {
+    (!s.is_empty()).then_some(s)
+}
+
+impl Service {
+    pub fn new(engine: Engine, shutdown: watch::Receiver<bool>) -> Self {
+        Self { engine, shutdown }
+    }
+
+    pub async fn get_status(&self) -> Result<pb::GetStatusResponse> {
+        Ok((&self.engine.status().await?).into())
+    }
+
+    pub async fn submit_task(
+        &self,
+        request: pb::SubmitTaskRequest,
+    ) -> Result<pb::SubmitTaskResponse> {
+        let spec = request
+            .task
+            .ok_or_else(|| EngineError::invalid("task", "is required"))?;
+        self.submit_spec(spec).await.map_err(|e| e.within("task"))
+    }
+
+    /// Submits one spec; errors name its fields bare (`prompt`), as a flat REST body has them.
+    pub async fn submit_spec(&self, spec: pb::TaskSpec) -> Result<pb::SubmitTaskResponse> {
+        let task = self.engine.submit(TaskSpec::try_from(spec)?).await?;
+        Ok(pb::SubmitTaskResponse {
+            task_id: task.id.clone(),
+            task: Some((&task).into()),
+        })
+    }
+
+    pub async fn submit_tasks(
+        &self,
+        request: pb::SubmitTasksRequest,
+    ) -> Result<pb::SubmitTasksResponse> {
+        let specs = request
+            .tasks
+            .into_iter()
+            .enumerate()
+            .map(|(i, spec)| TaskSpec::try_from(spec).map_err(|e| e.within(&format!("tasks[{i}]"))))
+            .collect::<Result<Vec<_>>>()?;
+        let tasks = self.engine.submit_batch(specs).await?;
+        Ok(pb::SubmitTasksResponse {
+            task_ids: tasks.iter().map(|t| t.id.clone()).collect(),
+            tasks: tasks.iter().map(Into::into).collect(),
+        })
+    }
+
+    pub async fn list_tasks(&self, request: pb::ListTasksRequest) -> Result<pb::ListTasksResponse> {
+        let query = TaskQuery {
+            statuses: request
+                .status
+                .iter()
+                .map(|s| status_from_pb("status", *s))
+                .collect::<Result<_>>()?,
+            priorities: request
+                .priority
+                .iter()
+                .map(|p| priority_from_pb("priority", *p))
+                .collect::<Result<_>>()?,
+            workflow_id: opt(request.workflow_id),
+            limit: request.limit as usize,
+            page_token: opt(request.page_token),
+        };
+        let page = self.engine.list_tasks(query).await?;
+        Ok(pb::ListTasksResponse {
+            tasks: page.tasks.iter().map(Into::into).collect(),
+            next_page_token: page.next_page_token.unwrap_or_default(),
+        })
+    }
+
+    pub async fn get_task(&self, request: pb::GetTaskRequest) -> Result<pb::Task> {
+        Ok((&self.engine.task(request.task_id).await?).into())
+    }
+
+    pub async fn cancel_task(&self, request: pb::CancelTaskRequest) -> Result<pb::Task> {
+        Ok((&self.engine.cancel_task(request.task_id).await?).into())
+    }
+
+    pub async fn spawn_instances(
+        &self,
+        request: pb::SpawnInstancesRequest,
+    ) -> Result<pb::SpawnInstancesResponse> {
+        let dir = opt(request.working_directory).map(Into::into);
+        let instances = self.engine.spawn_instances(request.count, dir).await?;
+        Ok(pb::SpawnInstancesResponse {
+            instances: instances.iter().map(Into::into).collect(),
+        })
+    }
+
+    pub async fn list_instances(&self) -> Result<pb::ListInstancesResponse> {
+        let instances = self.engine.instances().await?;
+        Ok(pb::ListInstancesResponse {
+            instances: instances.iter().map(Into::into).collect(),
+        })
+    }
+
+    pub async fn get_instance(&self, request: pb::GetInstanceRequest) -> Result<pb::Instance> {
+        Ok((&self.engine.instance(request.instance_id).await?).into())
+    }
+
+    pub async fn terminate_instance(
+        &self,
+        request: pb::TerminateInstanceRequest,
+    ) -> Result<pb::Instance> {
+        Ok((&self.engine.terminate_instance(request.instance_id).await?).into())
+    }
+
+    pub async fn scale_instances(
+        &self,
+        request: pb::ScaleInstancesRequest,
+    ) -> Result<pb::ScaleInstancesResponse> {
+        let instances = self.engine.scale(request.target.into()).await?;
+        Ok(pb::ScaleInstancesResponse {
+            instances: instances.iter().map(Into::into).collect(),
+        })
+    }
+
+    pub async fn execute_workflow(
+        &self,
+        request: pb::ExecuteWorkflowRequest,
+    ) -> Result<pb::ExecuteWorkflowResponse> {
+        let plan = workflow::parse(&request.yaml)?;
+        let info = self.engine.execute_workflow(plan).await?;
+        Ok(pb::ExecuteWorkflowResponse {
+            workflow_id: info.id.clone(),
+            workflow: Some((&info).into()),
+        })
+    }
+
+    pub async fn get_workflow(&self, request: pb::GetWorkflowRequest) -> Result<pb::Workflow> {
+        Ok((&self.engine.workflow(request.workflow_id).await?).into())
+    }
+
+    pub async fn list_workflows(&self) -> Result<pb::ListWorkflowsResponse> {
+        let workflows = self.engine.workflows().await?;
+        Ok(pb::ListWorkflowsResponse {
+            workflows: workflows.iter().map(Into::into).collect(),
+        })
+    }
+
+    pub async fn cancel_workflow(
+        &self,
+        request: pb::CancelWorkflowRequest,
+    ) -> Result<pb::Workflow> {
+        Ok((&self.engine.cancel_workflow(request.workflow_id).await?).into())
+    }
+
+    /// Replayed, then live events. A subscriber that falls behind gets one `DataLoss` and
+    /// the feed ends.
+    pub async fn stream_events(&self, request: pb::StreamEventsRequest) -> Result<EventFeed> {
+        let filter = EventFilter {
+            task_id: opt(request.task_id),
+            workflow_id: opt(request.workflow_id),
+            instance_id: opt(request.instance_id),
+            kinds: request
+                .kinds
+                .iter()
+                .map(|k| event_kind_from_pb("kinds", *k))
+                .collect::<Result<_>>()?,
+        };
+        let mut subscription = self
+            .engine
+            .subscribe(request.after_sequence, filter)
+            .await?;
+        let mut shutdown = self.shutdown.clone();
+        let (tx, rx) = mpsc::channel(256);
+        tokio::spawn(async move {
+            let ended = async {
+                tokio::select! {
+                    () = tx.closed() => {},
+                    _ = shutdown.wait_for(|down| *down) => {},
+                }
+            };
+            tokio::pin!(ended);
+            loop {
+                let item = tokio::select! {
+                    item = subscription.next() => item,
+                    () = &mut ended => None,
+                };
+                let Some(item) = item else { break };
+                let lost = item.is_err();
+                if tx
+                    .send(item.map(|event| pb::Event::from(event.as_ref())))
+                    .await
+                    .is_err()
+                    || lost
+                {
+                    break;
+                }
+            }
+        });
+        Ok(ReceiverStream::new(rx))
+    }
+}
