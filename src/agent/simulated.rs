@@ -307,6 +307,8 @@ impl Session {
         line["message"]["content"] = content;
         line["message"]["model"] = json!(self.model);
         line["message"]["id"] = json!(format!("msg_sim_{}", uuid::Uuid::new_v4().simple()));
+        // The real CLI copies the API's `request-id` header here.
+        line["request_id"] = json!(format!("req_sim_{}", uuid::Uuid::new_v4().simple()));
         self.stamp(&mut line);
         line
     }
@@ -327,6 +329,14 @@ impl Session {
             "role": "user",
             "content": [{ "type": "tool_result", "tool_use_id": tool_use_id, "content": output, "is_error": false }],
         });
+        // As the real CLI 2.1.332 prints after a Bash call.
+        line["tool_use_result"] = json!({
+            "stdout": output, "stderr": "", "interrupted": false, "isImage": false, "noOutputExpected": false,
+        });
+        line["tool_result_meta"] = json!([{
+            "id": tool_use_id,
+            "permission_decision": { "decision": "accept", "source": "config", "reason_type": "rule" },
+        }]);
         self.stamp(&mut line);
         line
     }

@@ -1,5 +1,8 @@
-//! A real server on 127.0.0.1:0 with the simulated agent, and tonic clients for it.
+//! A real server on 127.0.0.1:0 with the simulated agent (or another), and tonic clients
+//! for it.
 #![allow(dead_code)]
+
+pub mod fake_api;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -7,7 +10,7 @@ use claude_swarm::{
     agent::process::{AgentCommand, ProcessAgent},
     api::server,
     config::SIMULATE_AGENT,
-    engine::{Engine, EngineConfig},
+    engine::{Engine, EngineConfig, run::Agent},
     pb::{
         self, event_service_client::EventServiceClient,
         instance_service_client::InstanceServiceClient, swarm_service_client::SwarmServiceClient,
@@ -46,9 +49,14 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start(config: EngineConfig) -> Self {
+        Self::start_with_agent(config, simulated_agent()).await
+    }
+
+    /// A server whose tasks run on `agent`.
+    pub async fn start_with_agent(config: EngineConfig, agent: impl Agent) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let engine = Engine::start(config, Arc::new(simulated_agent()));
+        let engine = Engine::start(config, Arc::new(agent));
         let (stop, stopped) = oneshot::channel::<()>();
         let handle = tokio::spawn(server::serve(listener, engine, async {
             let _ = stopped.await;
