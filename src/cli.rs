@@ -55,6 +55,9 @@ enum Command {
     /// Run a workflow file in this process, end to end; exits non-zero if a task did not complete.
     Run {
         file: PathBuf,
+        /// Set a workflow variable (repeatable).
+        #[arg(long = "var", value_name = "NAME=VALUE", value_parser = parse_var)]
+        vars: Vec<(String, String)>,
         #[command(flatten)]
         overrides: Overrides,
     },
@@ -146,6 +149,15 @@ enum WorkflowCommand {
     /// Submit a workflow file and follow it to its end.
     Run {
         file: PathBuf,
+        /// Set a workflow variable (repeatable).
+        #[arg(long = "var", value_name = "NAME=VALUE", value_parser = parse_var)]
+        vars: Vec<(String, String)>,
+    },
+    /// Check a workflow file without running anything (locally; no server needed).
+    Validate {
+        file: PathBuf,
+        #[arg(long = "var", value_name = "NAME=VALUE", value_parser = parse_var)]
+        vars: Vec<(String, String)>,
     },
     Get {
         id: String,
@@ -162,7 +174,12 @@ pub async fn main(cli: Cli) -> ExitCode {
     let json = cli.json;
     let outcome = match cli.command {
         Command::Serve { listen, overrides } => serve(listen, &overrides).await,
-        Command::Run { file, overrides } => run_local(&file, &overrides, json).await,
+        Command::Run {
+            file,
+            vars,
+            overrides,
+        } => run_local(&file, &vars, &overrides, json).await,
+        Command::Workflow(WorkflowCommand::Validate { file, vars }) => validate(&file, &vars),
         command => client(command, &cli.server, json).await,
     };
     match outcome {
@@ -193,11 +210,47 @@ async fn serve(listen: Option<SocketAddr>, overrides: &Overrides) -> CliResult {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn run_local(file: &PathBuf, overrides: &Overrides, json: bool) -> CliResult {
-    let config = Config::load(overrides, None)?;
+/// `NAME=VALUE` of `--var`.
+fn parse_var(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((name, value)) if !name.trim().is_empty() => {
+            Ok((name.trim().to_owned(), value.to_owned()))
+        }
+        _ => Err(format!("{text:?} is not NAME=VALUE")),
+    }
+}
+
+/// Reads and checks a workflow file; errors name the file, the field, the line and column.
+fn load_workflow(
+    file: &PathBuf,
+    vars: &[(String, String)],
+) -> Result<(String, workflow::WorkflowPlan), String> {
     let yaml = std::fs::read_to_string(file)
         .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-    let plan = workflow::parse(&yaml).map_err(|e| format!("{}: {e}", file.display()))?;
+    let vars = vars.iter().cloned().collect();
+    let plan = workflow::parse(&yaml, &vars).map_err(|e| format!("{}: {e}", file.display()))?;
+    Ok((yaml, plan))
+}
+
+fn validate(file: &PathBuf, vars: &[(String, String)]) -> CliResult {
+    let (_, plan) = load_workflow(file, vars)?;
+    println!(
+        "{}: workflow {:?} is valid, {} tasks",
+        file.display(),
+        plan.name,
+        plan.tasks.len()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run_local(
+    file: &PathBuf,
+    vars: &[(String, String)],
+    overrides: &Overrides,
+    json: bool,
+) -> CliResult {
+    let config = Config::load(overrides, None)?;
+    let (_, plan) = load_workflow(file, vars)?;
     let agent = config.agent()?;
     let engine = Engine::start(config.engine.clone(), Arc::new(agent));
     let info = engine.execute_workflow(plan).await?;
@@ -256,10 +309,12 @@ async fn follow_workflow(
                 | K::TaskCompleted
                 | K::TaskFailed
                 | K::TaskCancelled
+                | K::TaskRetrying
                 | K::TaskSkipped,
                 Some(Payload::Task(t)),
             ) if !quiet => {
                 let detail = match kind {
+                    K::TaskStarted if t.instance_id.is_empty() => "one task per item".to_string(),
                     K::TaskStarted => format!("on {}", t.instance_id),
                     K::TaskCompleted => format!("in {} for ${:.4}", duration(&t), cost(&t)),
                     _ => t.error.clone(),
@@ -312,7 +367,11 @@ async fn client(command: Command, server: &str, json: bool) -> CliResult {
     let mut instances = InstanceServiceClient::new(channel.clone());
     let mut workflows = WorkflowServiceClient::new(channel.clone());
     match command {
-        Command::Serve { .. } | Command::Run { .. } => unreachable!("handled by main"),
+        Command::Serve { .. }
+        | Command::Run { .. }
+        | Command::Workflow(WorkflowCommand::Validate { .. }) => {
+            unreachable!("handled by main")
+        }
         Command::Status => {
             let status = SwarmServiceClient::new(channel)
                 .get_status(pb::GetStatusRequest {})
@@ -473,11 +532,12 @@ async fn client(command: Command, server: &str, json: bool) -> CliResult {
                 print_instances(std::slice::from_ref(i))
             })?;
         }
-        Command::Workflow(WorkflowCommand::Run { file }) => {
+        Command::Workflow(WorkflowCommand::Run { file, vars }) => {
             let yaml = std::fs::read_to_string(&file)
                 .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+            let variables = vars.into_iter().collect();
             let reply = workflows
-                .execute_workflow(pb::ExecuteWorkflowRequest { yaml })
+                .execute_workflow(pb::ExecuteWorkflowRequest { yaml, variables })
                 .await?
                 .into_inner();
             let request = pb::StreamEventsRequest {

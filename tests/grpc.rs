@@ -646,7 +646,10 @@ async fn events_are_complete_ordered_and_resumable() {
     let yaml = "name: events\ntasks:\n  - id: one\n    prompt: one sim:chunks=2\n  - id: two\n    prompt: two\n    depends_on: [one]\n  - id: three\n    prompt: three\n    depends_on: [one]\n";
     let reply = server
         .workflows()
-        .execute_workflow(pb::ExecuteWorkflowRequest { yaml: yaml.into() })
+        .execute_workflow(pb::ExecuteWorkflowRequest {
+            yaml: yaml.into(),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -754,7 +757,10 @@ async fn workflows_run_list_and_cancel() {
     let mut workflows = server.workflows();
     let yaml = "name: slow\ntasks:\n  - id: first\n    prompt: wait sim:hang\n  - id: second\n    prompt: after\n    depends_on: [first]\n  - id: other\n    prompt: queued behind first\n";
     let reply = workflows
-        .execute_workflow(pb::ExecuteWorkflowRequest { yaml: yaml.into() })
+        .execute_workflow(pb::ExecuteWorkflowRequest {
+            yaml: yaml.into(),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -786,6 +792,7 @@ async fn workflows_run_list_and_cancel() {
     let err = workflows
         .execute_workflow(pb::ExecuteWorkflowRequest {
             yaml: "name: x\ntasks:\n  - id: a\n    prompt: p\n    depends_on: [a]\n".into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();

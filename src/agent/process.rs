@@ -23,11 +23,13 @@ use crate::engine::{
     events::AgentOutput,
     run::{Agent, BoxFuture, RunRequest, StopSignal},
     scheduler::OutputSink,
-    task::RunOutcome,
+    task::{ResultLine, RunOutcome},
 };
 
 /// Longest stdout line read; longer ones are reported and skipped.
 const MAX_LINE: usize = 16 * 1024 * 1024;
+/// Bytes of a shell step's stdout kept as its result.
+const MAX_STDOUT_RESULT: usize = 1024 * 1024;
 /// Bytes of stderr kept for error messages.
 const STDERR_TAIL: usize = 4096;
 /// How long to wait for the pipes to close once the process is gone.
@@ -105,22 +107,42 @@ impl ProcessAgent {
 
     fn build(&self, request: &RunRequest) -> Command {
         let spec = &self.command;
-        let mut cmd = Command::new(&spec.program);
-        cmd.args(&spec.leading_args)
-            .args(["-p", "--output-format", "stream-json", "--verbose"]);
-        if let Some(model) = &request.model {
-            cmd.arg("--model").arg(model);
-        }
-        if !request.allowed_tools.is_empty() {
-            cmd.arg("--allowedTools")
-                .arg(request.allowed_tools.join(","));
-        }
-        if let Some(turns) = request.max_turns {
-            cmd.arg("--max-turns").arg(turns.to_string());
-        }
+        let mut cmd = match &request.command {
+            Some(shell) => {
+                let mut cmd = Command::new("sh");
+                cmd.arg("-c").arg(shell);
+                cmd
+            }
+            None => {
+                let mut cmd = Command::new(&spec.program);
+                cmd.args(&spec.leading_args).args([
+                    "-p",
+                    "--output-format",
+                    "stream-json",
+                    "--verbose",
+                ]);
+                if let Some(model) = &request.model {
+                    cmd.arg("--model").arg(model);
+                }
+                if !request.allowed_tools.is_empty() {
+                    cmd.arg("--allowedTools")
+                        .arg(request.allowed_tools.join(","));
+                }
+                if let Some(turns) = request.max_turns {
+                    cmd.arg("--max-turns").arg(turns.to_string());
+                }
+                if let Some(mode) = &request.permission_mode {
+                    cmd.arg("--permission-mode").arg(mode);
+                }
+                cmd
+            }
+        };
         cmd.env_clear()
             .envs(std::env::vars().filter(|(name, _)| passed(name)))
             .envs(spec.env.iter().map(|(k, v)| (k, v)))
+            // Which task and which attempt this is, for scripts and the simulation.
+            .env("SWARM_TASK_ID", &request.task_id)
+            .env("SWARM_ATTEMPT", request.attempt.to_string())
             .current_dir(&request.working_directory)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -155,8 +177,14 @@ impl ProcessAgent {
         let pid = child.id();
         sink.started(pid).await;
 
+        // A shell step's stdout is its result; the agent's is stream-json.
+        let mut stdout_text = request.command.as_ref().map(|_| String::new());
         if let Some(mut stdin) = child.stdin.take() {
-            let prompt = request.prompt.clone();
+            let prompt = if request.command.is_some() {
+                String::new()
+            } else {
+                request.prompt.clone()
+            };
             // A child that never reads its stdin must not block us.
             tokio::spawn(async move {
                 let _ = stdin.write_all(prompt.as_bytes()).await;
@@ -169,7 +197,7 @@ impl ProcessAgent {
         loop {
             tokio::select! {
                 line = lines.next() => match line {
-                    Ok(Some(line)) => forward(&sink, &mut outcome, line).await,
+                    Ok(Some(line)) => forward(&sink, &mut outcome, stdout_text.as_mut(), line).await,
                     Ok(None) => break,
                     Err(e) => {
                         outcome.failure = Some(format!("reading the agent's output failed: {e}"));
@@ -209,7 +237,7 @@ impl ProcessAgent {
             // Lines still in the pipe after the exit.
             let _ = tokio::time::timeout(DRAIN_LIMIT, async {
                 while let Ok(Some(line)) = lines.next().await {
-                    forward(&sink, &mut outcome, line).await;
+                    forward(&sink, &mut outcome, stdout_text.as_mut(), line).await;
                 }
             })
             .await;
@@ -220,6 +248,14 @@ impl ProcessAgent {
                 outcome.signal = status.signal();
             }
             Err(e) => outcome.failure = Some(format!("waiting for the agent failed: {e}")),
+        }
+        if let (Some(text), None, Some(code)) = (stdout_text, outcome.stopped, outcome.exit_code) {
+            outcome.result = Some(ResultLine {
+                text: text.trim_end().to_owned(),
+                is_error: code != 0,
+                reason: format!("exit code {code}"),
+                ..ResultLine::default()
+            });
         }
         if let Some(stderr) = stderr
             && let Ok(Ok(tail)) = tokio::time::timeout(DRAIN_LIMIT, stderr).await
@@ -246,16 +282,35 @@ impl Agent for ProcessAgent {
     }
 }
 
-async fn forward(sink: &OutputSink, outcome: &mut RunOutcome, line: Line) {
-    let output = match line {
-        Line::Text(text) => {
+/// Sends one line on as an event; keeps the result line (agent) or the text (shell step).
+async fn forward(
+    sink: &OutputSink,
+    outcome: &mut RunOutcome,
+    stdout_text: Option<&mut String>,
+    line: Line,
+) {
+    let output = match (line, stdout_text) {
+        (Line::Text(text), Some(collected)) => {
+            if collected.len() + text.len() < MAX_STDOUT_RESULT {
+                collected.push_str(&text);
+                collected.push('\n');
+            }
+            AgentOutput {
+                message_type: "stdout".into(),
+                truncated: text.len() > AgentOutput::MAX_RAW,
+                raw: cut(&text, AgentOutput::MAX_RAW).to_owned(),
+                text,
+                ..AgentOutput::default()
+            }
+        }
+        (Line::Text(text), None) => {
             let parsed = protocol::parse_line(&text);
             if let Some(result) = parsed.result {
                 outcome.result = Some(result);
             }
             parsed.output
         }
-        Line::TooLong => AgentOutput {
+        (Line::TooLong, _) => AgentOutput {
             message_type: "unparsed".into(),
             text: format!("a line longer than {MAX_LINE} bytes was skipped"),
             ..AgentOutput::default()

@@ -39,6 +39,8 @@ pub struct Directives {
     pub tool: bool,
     pub stderr: Option<String>,
     pub reply: Option<String>,
+    /// Fail (as `sim:error`) while `SWARM_ATTEMPT` is at most this.
+    pub flaky: Option<u32>,
 }
 
 impl Directives {
@@ -73,6 +75,7 @@ impl Directives {
                 "tool" => d.tool = true,
                 "stderr" => d.stderr = value.map(str::to_owned),
                 "reply" => d.reply = value.map(str::to_owned),
+                "flaky" => d.flaky = Some(number(value)? as u32),
                 other => return Err(format!("unknown directive sim:{other}")),
             }
         }
@@ -167,7 +170,16 @@ pub fn main(args: &[String]) -> i32 {
         }
     };
     let directives = match Directives::parse(&prompt) {
-        Ok(d) => d,
+        Ok(mut d) => {
+            let attempt: u32 = std::env::var("SWARM_ATTEMPT")
+                .ok()
+                .and_then(|a| a.parse().ok())
+                .unwrap_or(1);
+            if d.flaky.is_some_and(|n| attempt <= n) {
+                d.error = Some(529);
+            }
+            d
+        }
         Err(e) => {
             eprintln!("{e}");
             return 1;

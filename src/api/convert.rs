@@ -9,7 +9,7 @@ use crate::{
         events::{AgentOutput, Event, EventKind, Payload},
         pool::{Instance, InstanceStatus},
         scheduler::SwarmStatus,
-        task::{Priority, Task, TaskResult, TaskSpec, TaskStatus},
+        task::{FailurePolicy, Priority, Task, TaskResult, TaskSpec, TaskStatus},
         workflow::{WorkflowInfo, WorkflowStatus},
     },
     pb,
@@ -68,7 +68,7 @@ pub fn status_from_pb(field: &str, value: i32) -> Result<TaskStatus> {
         .ok_or_else(|| unknown_enum(field, value))
 }
 
-const EVENT_KINDS: [(EventKind, pb::EventKind); 13] = [
+const EVENT_KINDS: [(EventKind, pb::EventKind); 14] = [
     (EventKind::TaskSubmitted, pb::EventKind::TaskSubmitted),
     (EventKind::TaskQueued, pb::EventKind::TaskQueued),
     (EventKind::TaskStarted, pb::EventKind::TaskStarted),
@@ -88,7 +88,25 @@ const EVENT_KINDS: [(EventKind, pb::EventKind); 13] = [
     ),
     (EventKind::WorkflowStarted, pb::EventKind::WorkflowStarted),
     (EventKind::WorkflowFinished, pb::EventKind::WorkflowFinished),
+    (EventKind::TaskRetrying, pb::EventKind::TaskRetrying),
 ];
+
+pub fn policy_to_pb(p: FailurePolicy) -> pb::FailurePolicy {
+    match p {
+        FailurePolicy::Continue => pb::FailurePolicy::Continue,
+        FailurePolicy::FailFast => pb::FailurePolicy::FailFast,
+    }
+}
+
+pub fn policy_from_pb(field: &str, value: i32) -> Result<FailurePolicy> {
+    match pb::FailurePolicy::try_from(value) {
+        Ok(pb::FailurePolicy::Unspecified | pb::FailurePolicy::Continue) => {
+            Ok(FailurePolicy::Continue)
+        }
+        Ok(pb::FailurePolicy::FailFast) => Ok(FailurePolicy::FailFast),
+        Err(_) => Err(unknown_enum(field, value)),
+    }
+}
 
 pub fn event_kind_to_pb(kind: EventKind) -> pb::EventKind {
     EVENT_KINDS
@@ -117,10 +135,11 @@ impl TryFrom<pb::TaskSpec> for TaskSpec {
 
     /// Wire-level checks (enum values, numbers); the engine checks the rest.
     fn try_from(spec: pb::TaskSpec) -> Result<Self> {
-        let timeout = match spec.timeout {
-            0.0 => None,
-            t if t.is_finite() && t > 0.0 => Some(Duration::from_secs_f64(t)),
-            t => {
+        // Negative, NaN, infinite and too large for a Duration are all refused.
+        let timeout = match (spec.timeout, Duration::try_from_secs_f64(spec.timeout)) {
+            (0.0, _) => None,
+            (_, Ok(timeout)) => Some(timeout),
+            (t, Err(_)) => {
                 return Err(EngineError::invalid(
                     "timeout",
                     format!("must be a positive number of seconds, not {t}"),
@@ -141,6 +160,22 @@ impl TryFrom<pb::TaskSpec> for TaskSpec {
             allowed_tools: spec.allowed_tools,
             max_turns: (spec.max_turns > 0).then_some(spec.max_turns),
             labels: spec.labels.into_iter().collect(),
+            command: non_empty(spec.command),
+            retries: spec.retries,
+            retry_backoff: match spec.retry_backoff {
+                0.0 => None,
+                t if t.is_finite() && t > 0.0 => Some(Duration::from_secs_f64(t)),
+                t => {
+                    return Err(EngineError::invalid(
+                        "retry_backoff",
+                        format!("must be a positive number of seconds, not {t}"),
+                    ));
+                }
+            },
+            permission_mode: non_empty(spec.permission_mode),
+            on_failure: policy_from_pb("on_failure", spec.on_failure)?,
+            template: None,
+            fan_out: None,
         })
     }
 }
@@ -205,6 +240,11 @@ impl From<&Task> for pb::Task {
             completed_at: t.completed_at.map(timestamp),
             result: t.result.as_ref().map(Into::into),
             error: t.error.clone().unwrap_or_default(),
+            command: s.command.clone().unwrap_or_default(),
+            retries: s.retries,
+            attempts: t.attempts,
+            permission_mode: s.permission_mode.clone().unwrap_or_default(),
+            on_failure: policy_to_pb(s.on_failure) as i32,
         }
     }
 }
@@ -266,6 +306,7 @@ impl From<&WorkflowInfo> for pb::Workflow {
             completed_at: w.completed_at.map(timestamp),
             total_cost_usd: w.total_cost_usd,
             task_counts: Some(task_counts(&w.task_counts)),
+            outputs: w.outputs.clone().into_iter().collect(),
         }
     }
 }
@@ -364,6 +405,18 @@ mod tests {
             TaskSpec::try_from(spec).unwrap_err().field(),
             Some("timeout")
         );
+        for timeout in [f64::INFINITY, 1e300] {
+            let spec = pb::TaskSpec {
+                prompt: "x".into(),
+                timeout,
+                ..Default::default()
+            };
+            assert_eq!(
+                TaskSpec::try_from(spec).unwrap_err().field(),
+                Some("timeout"),
+                "{timeout}"
+            );
+        }
     }
 
     #[test]

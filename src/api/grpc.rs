@@ -94,6 +94,13 @@ impl pb::workflow_service_server::WorkflowService for Service {
         reply(Service::execute_workflow(self, r.into_inner()).await)
     }
 
+    async fn validate_workflow(
+        &self,
+        r: Request<pb::ValidateWorkflowRequest>,
+    ) -> Reply<pb::ValidateWorkflowResponse> {
+        reply(Service::validate_workflow(self, r.into_inner()).await)
+    }
+
     async fn get_workflow(&self, r: Request<pb::GetWorkflowRequest>) -> Reply<pb::Workflow> {
         reply(Service::get_workflow(self, r.into_inner()).await)
     }

@@ -5,22 +5,23 @@
 //! (`"status": "completed"`) and are accepted as words or as proto enum names. Requests of
 //! the original Python service are accepted as they are.
 
-use std::{convert::Infallible, path::PathBuf};
+use std::{convert::Infallible, path::PathBuf, sync::LazyLock};
 
 use axum::{
     Json, Router,
     body::Bytes,
     extract::{
-        Path, Query, State,
+        FromRequestParts, Path, Query, State,
         rejection::BytesRejection,
-        ws::{Message, WebSocket, WebSocketUpgrade},
+        ws::{Message, WebSocket, WebSocketUpgrade, rejection::WebSocketUpgradeRejection},
     },
-    http::{HeaderMap, StatusCode, header},
+    handler::Handler,
+    http::{HeaderMap, Method, StatusCode, header, request::Parts},
     response::{
-        IntoResponse, Response,
+        Html, IntoResponse, Response,
         sse::{Event as SseEvent, KeepAlive, Sse},
     },
-    routing::{get, post},
+    routing::{MethodFilter, MethodRouter, on},
 };
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::{Map, Value, json};
@@ -37,25 +38,72 @@ struct Gateway {
     workspace_root: PathBuf,
 }
 
+/// The OpenAPI 3.1 document of every route [`router`] serves, served at `GET /openapi.json`.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// One REST operation: a method, a path (`{id}` is a path parameter, in axum and in
+/// OpenAPI alike) and the handler serving it.
+struct Endpoint {
+    method: Method,
+    path: &'static str,
+    handler: MethodRouter<Gateway>,
+}
+
+fn endpoint<H, T>(method: Method, path: &'static str, handler: H) -> Endpoint
+where
+    H: Handler<T, Gateway>,
+    T: 'static,
+{
+    let filter = MethodFilter::try_from(method.clone()).expect("a method axum routes on");
+    Endpoint {
+        method,
+        path,
+        handler: on(filter, handler),
+    }
+}
+
+/// Every REST operation, once. [`router`] serves exactly these and [`route_table`] lists
+/// exactly these; a test holds `openapi.json` to the same list.
+fn endpoints() -> Vec<Endpoint> {
+    use Method as M;
+    vec![
+        endpoint(M::GET, "/health", health),
+        endpoint(M::GET, "/status", status),
+        endpoint(M::GET, "/openapi.json", openapi),
+        endpoint(M::GET, "/docs", docs),
+        endpoint(M::GET, "/instances", list_instances),
+        endpoint(M::POST, "/instances/spawn", spawn_instances),
+        endpoint(M::POST, "/instances/scale", scale_instances),
+        endpoint(M::GET, "/instances/{id}", get_instance),
+        endpoint(M::DELETE, "/instances/{id}", terminate_instance),
+        endpoint(M::POST, "/tasks", submit_task),
+        endpoint(M::GET, "/tasks", list_tasks),
+        endpoint(M::POST, "/tasks/batch", submit_tasks),
+        endpoint(M::GET, "/tasks/{id}", get_task),
+        endpoint(M::DELETE, "/tasks/{id}", cancel_task),
+        endpoint(M::GET, "/workflows", list_workflows),
+        endpoint(M::POST, "/workflows/execute", execute_workflow),
+        endpoint(M::GET, "/workflows/{id}", get_workflow),
+        endpoint(M::DELETE, "/workflows/{id}", cancel_workflow),
+        endpoint(M::GET, "/events", sse_events),
+        endpoint(M::GET, "/ws/stream", ws_events),
+    ]
+}
+
+/// The (method, path) of every operation [`router`] serves. A `GET` route answers `HEAD`
+/// too, and browsers' CORS preflights (`OPTIONS`) are answered in front of every route.
+pub fn route_table() -> Vec<(Method, &'static str)> {
+    endpoints()
+        .into_iter()
+        .map(|e| (e.method, e.path))
+        .collect()
+}
+
 pub fn router(service: Service, workspace_root: PathBuf) -> Router {
-    Router::new()
-        .route("/health", get(health))
-        .route("/status", get(status))
-        .route("/instances", get(list_instances))
-        .route("/instances/spawn", post(spawn_instances))
-        .route("/instances/scale", post(scale_instances))
-        .route(
-            "/instances/{id}",
-            get(get_instance).delete(terminate_instance),
-        )
-        .route("/tasks", post(submit_task).get(list_tasks))
-        .route("/tasks/batch", post(submit_tasks))
-        .route("/tasks/{id}", get(get_task).delete(cancel_task))
-        .route("/workflows", get(list_workflows))
-        .route("/workflows/execute", post(execute_workflow))
-        .route("/workflows/{id}", get(get_workflow).delete(cancel_workflow))
-        .route("/events", get(sse_events))
-        .route("/ws/stream", get(ws_events))
+    endpoints()
+        .into_iter()
+        .fold(Router::new(), |router, e| router.route(e.path, e.handler))
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(Gateway {
             service,
             workspace_root,
@@ -68,6 +116,17 @@ pub async fn not_found() -> Response {
         StatusCode::NOT_FOUND,
         "not_found",
         "no such route".into(),
+        None,
+    )
+    .into_response()
+}
+
+/// A JSON 405 for a method a path does not serve (axum adds the `Allow` header).
+async fn method_not_allowed(method: Method) -> Response {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{method} is not served here"),
         None,
     )
     .into_response()
@@ -144,7 +203,7 @@ type ApiResult = Result<Response, ApiError>;
 // ---- JSON conventions -------------------------------------------------------------------
 
 /// Enum-valued fields and the prefix of their proto value names.
-const ENUM_FIELDS: [(&str, &[&str]); 4] = [
+const ENUM_FIELDS: [(&str, &[&str]); 5] = [
     (
         "status",
         &["TASK_STATUS_", "INSTANCE_STATUS_", "WORKFLOW_STATUS_"],
@@ -152,6 +211,7 @@ const ENUM_FIELDS: [(&str, &[&str]); 4] = [
     ("priority", &["PRIORITY_"]),
     ("kind", &["EVENT_KIND_"]),
     ("kinds", &["EVENT_KIND_"]),
+    ("on_failure", &["FAILURE_POLICY_"]),
 ];
 
 /// Maps of free-form strings, left alone.
@@ -215,6 +275,7 @@ fn enum_name(field: &str, value: &Value) -> Result<Value, ApiError> {
             "INSTANCE_STATUS_" => pb::InstanceStatus::from_str_name(&name).is_some(),
             "WORKFLOW_STATUS_" => pb::WorkflowStatus::from_str_name(&name).is_some(),
             "PRIORITY_" => pb::Priority::from_str_name(&name).is_some(),
+            "FAILURE_POLICY_" => pb::FailurePolicy::from_str_name(&name).is_some(),
             _ => pb::EventKind::from_str_name(&name).is_some(),
         };
         if known {
@@ -320,6 +381,34 @@ fn json_body(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result
     Ok(value)
 }
 
+/// A path's `{id}`; one that does not decode (not UTF-8) is a JSON 400.
+struct Id(String);
+
+impl<S: Send + Sync> FromRequestParts<S> for Id {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Path(id) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|r| ApiError::new(r.status(), "bad_request", r.body_text(), None))?;
+        Ok(Self(id))
+    }
+}
+
+/// The query string as (key, value) pairs in order, keys repeating for lists.
+struct Params(Vec<(String, String)>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Params {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Query(pairs) = Query::from_request_parts(parts, state)
+            .await
+            .map_err(|r| ApiError::new(r.status(), "bad_request", r.body_text(), None))?;
+        Ok(Self(pairs))
+    }
+}
+
 fn content_type(headers: &HeaderMap) -> Option<String> {
     let value = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
     Some(
@@ -333,6 +422,62 @@ fn content_type(headers: &HeaderMap) -> Option<String> {
 }
 
 // ---- routes -----------------------------------------------------------------------------
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+async fn docs() -> Html<&'static str> {
+    static PAGE: LazyLock<String> = LazyLock::new(|| docs_page(OPENAPI));
+    Html(PAGE.as_str())
+}
+
+/// The keys of an OpenAPI path item that are operations.
+pub const OPENAPI_METHODS: [&str; 8] = [
+    "get", "put", "post", "delete", "options", "head", "patch", "trace",
+];
+
+/// A plain page listing the document's operations: no script, nothing fetched.
+fn docs_page(document: &str) -> String {
+    fn escape(text: &str) -> String {
+        text.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;")
+    }
+    let doc: Value = serde_json::from_str(document).expect("openapi.json is JSON");
+    let text = |v: &Value| escape(v.as_str().unwrap_or_default());
+    let mut rows = String::new();
+    for (path, item) in doc["paths"].as_object().into_iter().flatten() {
+        for (method, op) in item.as_object().into_iter().flatten() {
+            if !OPENAPI_METHODS.contains(&method.as_str()) {
+                continue;
+            }
+            rows.push_str(&format!(
+                "<tr><td class=\"method\">{}</td><td><code>{}</code></td><td>{}<div class=\"more\">{}</div></td></tr>\n",
+                method.to_ascii_uppercase(),
+                escape(path),
+                text(&op["summary"]),
+                text(&op["description"]),
+            ));
+        }
+    }
+    format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title}</title>\n\
+         <style>body{{font-family:sans-serif;margin:2em;max-width:70em}}\
+         td{{padding:.3em .8em;vertical-align:top;border-bottom:1px solid #ddd}}\
+         .method{{font-weight:bold;font-family:monospace}}.more{{color:#555;font-size:90%}}</style>\n\
+         </head><body><h1>{title} <small>{version}</small></h1>\n<p>{summary}</p>\n\
+         <p>The OpenAPI 3.1 document: <a href=\"/openapi.json\">/openapi.json</a>. \
+         gRPC and grpc-web are served on this port too \
+         (<code>proto/claude_swarm/v1/swarm.proto</code>, or reflection).</p>\n\
+         <table><thead><tr><th>Method</th><th>Path</th><th>What it does</th></tr></thead><tbody>\n\
+         {rows}</tbody></table></body></html>\n",
+        title = text(&doc["info"]["title"]),
+        version = text(&doc["info"]["version"]),
+        summary = text(&doc["info"]["summary"]),
+    )
+}
 
 async fn health() -> Response {
     Json(json!({ "status": "healthy", "version": env!("CARGO_PKG_VERSION") })).into_response()
@@ -367,7 +512,7 @@ async fn scale_instances(
     respond(&g.service.scale_instances(from_json(value, "")?).await?)
 }
 
-async fn get_instance(State(g): State<Gateway>, Path(instance_id): Path<String>) -> ApiResult {
+async fn get_instance(State(g): State<Gateway>, Id(instance_id): Id) -> ApiResult {
     respond(
         &g.service
             .get_instance(pb::GetInstanceRequest { instance_id })
@@ -375,10 +520,7 @@ async fn get_instance(State(g): State<Gateway>, Path(instance_id): Path<String>)
     )
 }
 
-async fn terminate_instance(
-    State(g): State<Gateway>,
-    Path(instance_id): Path<String>,
-) -> ApiResult {
+async fn terminate_instance(State(g): State<Gateway>, Id(instance_id): Id) -> ApiResult {
     respond(
         &g.service
             .terminate_instance(pb::TerminateInstanceRequest { instance_id })
@@ -434,10 +576,7 @@ async fn submit_tasks(
 
 /// `?status=completed&status=failed&priority=high&workflow_id=..&limit=10&page_token=..`;
 /// lists may also be comma-separated.
-async fn list_tasks(
-    State(g): State<Gateway>,
-    Query(params): Query<Vec<(String, String)>>,
-) -> ApiResult {
+async fn list_tasks(State(g): State<Gateway>, Params(params): Params) -> ApiResult {
     let mut request = pb::ListTasksRequest::default();
     for (key, value) in params {
         let words = || value.split(',').map(str::trim).filter(|w| !w.is_empty());
@@ -479,11 +618,11 @@ async fn list_tasks(
     respond(&g.service.list_tasks(request).await?)
 }
 
-async fn get_task(State(g): State<Gateway>, Path(task_id): Path<String>) -> ApiResult {
+async fn get_task(State(g): State<Gateway>, Id(task_id): Id) -> ApiResult {
     respond(&g.service.get_task(pb::GetTaskRequest { task_id }).await?)
 }
 
-async fn cancel_task(State(g): State<Gateway>, Path(task_id): Path<String>) -> ApiResult {
+async fn cancel_task(State(g): State<Gateway>, Id(task_id): Id) -> ApiResult {
     respond(
         &g.service
             .cancel_task(pb::CancelTaskRequest { task_id })
@@ -498,6 +637,7 @@ async fn execute_workflow(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
+    let mut variables = Default::default();
     let yaml = match content_type(&headers).as_deref() {
         Some(
             "application/yaml" | "application/x-yaml" | "text/yaml" | "text/x-yaml" | "text/plain",
@@ -505,6 +645,11 @@ async fn execute_workflow(
             .map_err(|_| ApiError::invalid("yaml", "the body is not UTF-8"))?,
         _ => {
             let value = json_body(&headers, body)?;
+            if let Some(vars) = value.get("variables") {
+                variables =
+                    from_json::<pb::ExecuteWorkflowRequest>(json!({ "variables": vars }), "")?
+                        .variables;
+            }
             match (value.get("yaml"), value.get("workflow_path")) {
                 (Some(Value::String(yaml)), _) => yaml.clone(),
                 (_, Some(Value::String(path))) => read_workflow(&g.workspace_root, path)?,
@@ -519,7 +664,7 @@ async fn execute_workflow(
     };
     respond(
         &g.service
-            .execute_workflow(pb::ExecuteWorkflowRequest { yaml })
+            .execute_workflow(pb::ExecuteWorkflowRequest { yaml, variables })
             .await?,
     )
 }
@@ -546,7 +691,7 @@ async fn list_workflows(State(g): State<Gateway>) -> ApiResult {
     respond(&g.service.list_workflows().await?)
 }
 
-async fn get_workflow(State(g): State<Gateway>, Path(workflow_id): Path<String>) -> ApiResult {
+async fn get_workflow(State(g): State<Gateway>, Id(workflow_id): Id) -> ApiResult {
     respond(
         &g.service
             .get_workflow(pb::GetWorkflowRequest { workflow_id })
@@ -554,7 +699,7 @@ async fn get_workflow(State(g): State<Gateway>, Path(workflow_id): Path<String>)
     )
 }
 
-async fn cancel_workflow(State(g): State<Gateway>, Path(workflow_id): Path<String>) -> ApiResult {
+async fn cancel_workflow(State(g): State<Gateway>, Id(workflow_id): Id) -> ApiResult {
     respond(
         &g.service
             .cancel_workflow(pb::CancelWorkflowRequest { workflow_id })
@@ -610,7 +755,7 @@ fn stream_request(
 async fn sse_events(
     State(g): State<Gateway>,
     headers: HeaderMap,
-    Query(params): Query<Vec<(String, String)>>,
+    Params(params): Params,
 ) -> ApiResult {
     let last = headers.get("last-event-id").and_then(|v| v.to_str().ok());
     let feed = g
@@ -642,13 +787,19 @@ async fn sse_events(
 /// A WebSocket carrying one JSON event per text message.
 async fn ws_events(
     State(g): State<Gateway>,
-    Query(params): Query<Vec<(String, String)>>,
-    ws: WebSocketUpgrade,
+    Params(params): Params,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> ApiResult {
-    let mut feed = g
-        .service
-        .stream_events(stream_request(params, None)?)
-        .await?;
+    let request = stream_request(params, None)?;
+    let ws = ws.map_err(|r| {
+        let code = match r.status() {
+            StatusCode::UPGRADE_REQUIRED => "upgrade_required",
+            StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+            _ => "bad_request",
+        };
+        ApiError::new(r.status(), code, r.body_text(), None)
+    })?;
+    let mut feed = g.service.stream_events(request).await?;
     Ok(ws.on_upgrade(|mut socket: WebSocket| async move {
         loop {
             tokio::select! {
@@ -682,6 +833,32 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_document_lists_exactly_the_routes_served() {
+        let doc: Value = serde_json::from_str(OPENAPI).expect("openapi.json is JSON");
+        let mut documented: Vec<(String, String)> = Vec::new();
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            for method in item.as_object().expect("a path item").keys() {
+                if OPENAPI_METHODS.contains(&method.as_str()) {
+                    documented.push((method.to_ascii_uppercase(), path.clone()));
+                }
+            }
+        }
+        let mut served: Vec<(String, String)> = route_table()
+            .into_iter()
+            .map(|(method, path)| (method.to_string(), path.to_owned()))
+            .collect();
+        documented.sort();
+        served.sort();
+        assert_eq!(documented, served);
+        let page = docs_page(OPENAPI);
+        for (method, path) in &served {
+            assert!(page.contains(&format!(
+                "<td class=\"method\">{method}</td><td><code>{path}</code>"
+            )));
+        }
+    }
+
+    #[test]
     fn enums_print_as_words_but_free_form_maps_stay() {
         let task = pb::Task {
             status: pb::TaskStatus::Completed as i32,
@@ -693,6 +870,42 @@ mod tests {
         assert_eq!(value["status"], "completed");
         assert_eq!(value["priority"], "high");
         assert_eq!(value["metadata"]["status"], "TASK_STATUS_FAILED");
+    }
+
+    #[test]
+    fn every_enum_field_of_the_api_prints_as_words() {
+        use pbjson_types::{FileDescriptorSet, field_descriptor_proto::Type};
+        use prost::Message as _;
+        let set = FileDescriptorSet::decode(pb::FILE_DESCRIPTOR_SET).expect("descriptors");
+        let api = set.file.iter().filter(|f| f.package() == "claude_swarm.v1");
+        for message in api.flat_map(|f| &f.message_type) {
+            for field in message.field.iter().filter(|f| f.r#type() == Type::Enum) {
+                let (_, prefixes) = ENUM_FIELDS
+                    .iter()
+                    .find(|(k, _)| *k == field.name())
+                    .unwrap_or_else(|| {
+                        panic!("{}.{} is not in ENUM_FIELDS", message.name(), field.name())
+                    });
+                let enum_name = field.type_name().rsplit('.').next().unwrap_or_default();
+                let prefix = enum_name
+                    .chars()
+                    .flat_map(|c| {
+                        let lower = c.is_ascii_uppercase().then_some('_');
+                        lower.into_iter().chain([c.to_ascii_uppercase()])
+                    })
+                    .collect::<String>();
+                let prefix = format!("{}_", prefix.trim_start_matches('_'));
+                assert!(prefixes.contains(&prefix.as_str()), "{enum_name}: {prefix}");
+            }
+        }
+        let task = pb::Task {
+            on_failure: pb::FailurePolicy::FailFast as i32,
+            ..Default::default()
+        };
+        assert_eq!(to_json(&task)["on_failure"], "fail_fast");
+        let spec: pb::TaskSpec =
+            from_json(json!({ "prompt": "p", "on_failure": "fail_fast" }), "").unwrap();
+        assert_eq!(spec.on_failure, pb::FailurePolicy::FailFast as i32);
     }
 
     #[test]

@@ -144,11 +144,22 @@ impl Service {
         })
     }
 
+    pub async fn validate_workflow(
+        &self,
+        request: pb::ValidateWorkflowRequest,
+    ) -> Result<pb::ValidateWorkflowResponse> {
+        let plan = workflow::parse(&request.yaml, &request.variables.into_iter().collect())?;
+        Ok(pb::ValidateWorkflowResponse {
+            name: plan.name,
+            task_count: plan.tasks.len() as u32,
+        })
+    }
+
     pub async fn execute_workflow(
         &self,
         request: pb::ExecuteWorkflowRequest,
     ) -> Result<pb::ExecuteWorkflowResponse> {
-        let plan = workflow::parse(&request.yaml)?;
+        let plan = workflow::parse(&request.yaml, &request.variables.into_iter().collect())?;
         let info = self.engine.execute_workflow(plan).await?;
         Ok(pb::ExecuteWorkflowResponse {
             workflow_id: info.id.clone(),

@@ -29,6 +29,7 @@ pub enum EventKind {
     InstanceTerminated,
     WorkflowStarted,
     WorkflowFinished,
+    TaskRetrying,
 }
 
 /// One line of the agent's stream-json output, ready to show.

@@ -17,6 +17,11 @@ pub struct RunRequest {
     pub model: Option<String>,
     pub allowed_tools: Vec<String>,
     pub max_turns: Option<u32>,
+    pub permission_mode: Option<String>,
+    /// Run this shell command instead of the agent.
+    pub command: Option<String>,
+    /// 1 for the first run, 2 for the first retry, ...
+    pub attempt: u32,
 }
 
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;

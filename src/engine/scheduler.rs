@@ -19,8 +19,13 @@ use super::{
     pool::{Instance, InstanceStatus, Pool},
     queue::{ReadyQueue, find_cycle},
     run::{Agent, RunRequest},
-    task::{Priority, RunOutcome, StopReason, Task, TaskId, TaskSpec, TaskStatus, WorkflowId},
-    workflow::{WorkflowInfo, WorkflowPlan, WorkflowStatus},
+    task::{
+        FailurePolicy, Priority, RunOutcome, StopReason, Task, TaskId, TaskResult, TaskSpec,
+        TaskStatus, WorkflowId,
+    },
+    workflow::{
+        FanOutSource, MAX_ITEMS, Template, WorkflowInfo, WorkflowPlan, WorkflowStatus, items_of,
+    },
 };
 
 /// Settings the engine needs; filled from the server configuration.
@@ -90,6 +95,22 @@ pub struct SwarmStatus {
 }
 
 type Reply<T> = oneshot::Sender<Result<T>>;
+
+/// How a task ends: its id, terminal state, result and reason.
+type Ending = (TaskId, TaskStatus, Option<TaskResult>, Option<String>);
+
+/// `base` doubled for each attempt after the first, at most five minutes, with ±20% jitter
+/// so that tasks failing together do not retry together.
+fn backoff(base: Duration, attempt: u32) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let doubled = base.saturating_mul(1 << attempt.saturating_sub(1).min(16));
+    let capped = doubled.min(Duration::from_secs(300));
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    let jitter = 0.8 + (random % 1000) as f64 / 2500.0;
+    capped.mul_f64(jitter)
+}
 
 enum Msg {
     Submit {
@@ -167,6 +188,10 @@ enum Msg {
     Finished {
         task_id: TaskId,
         outcome: RunOutcome,
+    },
+    /// A failed task's backoff is over.
+    Retry {
+        task_id: TaskId,
     },
 }
 
@@ -354,6 +379,20 @@ struct Entry {
     waiting_on: usize,
     /// Tasks that depend on this one.
     dependents: Vec<TaskId>,
+    /// The `for_each` task this one is an item of.
+    parent: Option<TaskId>,
+}
+
+/// A `for_each` task's items, released at most `max_parallel` at a time.
+struct FanOutState {
+    children: Vec<TaskId>,
+    /// Children released so far (`children[..next]`).
+    next: usize,
+    /// Released children not yet terminal.
+    active: usize,
+    /// Children terminal so far.
+    done: usize,
+    max_parallel: usize,
 }
 
 /// Someone waiting for a running task's process to be gone.
@@ -372,7 +411,12 @@ struct WorkflowRecord {
     info: WorkflowInfo,
     /// Tasks not yet terminal.
     remaining: usize,
-    cancelled: bool,
+    /// Unfinished tasks are being cancelled (by a user, or a fail-fast failure).
+    cancelling: bool,
+    /// A user cancelled it (the end state is CANCELLED, not FAILED).
+    user_cancelled: bool,
+    /// Tasks nothing depends on: their results are the outputs.
+    leaves: Vec<TaskId>,
     cancel_waiters: Vec<Reply<WorkflowInfo>>,
 }
 
@@ -391,6 +435,7 @@ struct State {
     arrivals: u64,
     pool: Pool,
     running: HashMap<TaskId, Running>,
+    fan_outs: HashMap<TaskId, FanOutState>,
     workflows: HashMap<WorkflowId, WorkflowRecord>,
     workflow_order: Vec<WorkflowId>,
     /// Tasks per state.
@@ -417,6 +462,7 @@ impl State {
             arrivals: 0,
             pool: Pool::default(),
             running: HashMap::new(),
+            fan_outs: HashMap::new(),
             workflows: HashMap::new(),
             workflow_order: Vec::new(),
             counts: [0; 7],
@@ -515,6 +561,16 @@ impl State {
                 }
             }
             Msg::Finished { task_id, outcome } => self.finished(task_id, outcome),
+            Msg::Retry { task_id } => {
+                let ready = self
+                    .tasks
+                    .get(&task_id)
+                    .is_some_and(|e| e.task.status == TaskStatus::Pending && e.waiting_on == 0);
+                if ready {
+                    self.enqueue(&task_id);
+                    self.dispatch();
+                }
+            }
         }
     }
 
@@ -646,6 +702,7 @@ impl State {
                 completed_at: None,
                 result: None,
                 error: None,
+                attempts: 0,
             };
             self.counts[TaskStatus::Pending.index()] += 1;
             self.tasks.insert(
@@ -654,6 +711,7 @@ impl State {
                     task,
                     waiting_on: 0,
                     dependents: Vec::new(),
+                    parent: None,
                 },
             );
             self.order.push(id.clone());
@@ -784,6 +842,10 @@ impl State {
 
     /// A ready task joins its queue (or fails if its pinned instance is gone).
     fn enqueue(&mut self, id: &str) {
+        if self.tasks[id].task.spec.fan_out.is_some() {
+            self.expand(id);
+            return;
+        }
         let task = &self.tasks[id].task;
         let priority = task.spec.priority;
         if let Some(instance) = task.spec.instance_id.clone() {
@@ -863,8 +925,30 @@ impl State {
             .pool
             .get(instance_id)
             .and_then(|i| i.working_directory.clone());
+        // Fill in upstream results: they are all complete, or this task would not be ready.
+        let rendered = self.tasks[&task_id]
+            .task
+            .spec
+            .template
+            .as_ref()
+            .map(|template| {
+                template.render(|id| {
+                    self.tasks
+                        .get(id)
+                        .and_then(|e| e.task.result.as_ref())
+                        .map(|r| r.text.clone())
+                        .unwrap_or_default()
+                })
+            });
         let entry = self.tasks.get_mut(&task_id).expect("queued task");
         let task = &mut entry.task;
+        if let Some(text) = rendered {
+            match &mut task.spec.command {
+                Some(command) => *command = text,
+                None => task.spec.prompt = text,
+            }
+        }
+        task.attempts += 1;
         task.started_at = Some(SystemTime::now());
         task.instance_id = Some(instance_id.to_owned());
         let timeout = task.spec.timeout.unwrap_or(self.config.default_timeout);
@@ -880,6 +964,9 @@ impl State {
             model: task.spec.model.clone(),
             allowed_tools: task.spec.allowed_tools.clone(),
             max_turns: task.spec.max_turns,
+            permission_mode: task.spec.permission_mode.clone(),
+            command: task.spec.command.clone(),
+            attempt: task.attempts,
         };
         self.publish_task(EventKind::TaskStarted, &task_id);
         self.publish_instance(instance_id);
@@ -927,7 +1014,15 @@ impl State {
             }
         }
         self.total_cost_usd += cost;
-        self.finish(&task_id, verdict.status, verdict.result, verdict.error);
+        let task = &self.tasks[&task_id].task;
+        if verdict.status == TaskStatus::Failed
+            && task.attempts <= task.spec.retries
+            && !self.shutting_down
+        {
+            self.retry_later(&task_id, verdict.result, verdict.error.unwrap_or_default());
+        } else {
+            self.finish(&task_id, verdict.status, verdict.result, verdict.error);
+        }
         if let Some(id) = &instance_id {
             let was_terminated = self
                 .pool
@@ -963,10 +1058,11 @@ impl State {
         &mut self,
         id: &str,
         status: TaskStatus,
-        result: Option<super::task::TaskResult>,
+        result: Option<TaskResult>,
         error: Option<String>,
     ) {
         let mut work = vec![(id.to_owned(), status, result, error)];
+        let mut fail_fast: Vec<(WorkflowId, String)> = Vec::new();
         while let Some((id, status, result, error)) = work.pop() {
             if self.tasks[&id].task.status.is_terminal() {
                 continue;
@@ -985,6 +1081,17 @@ impl State {
             };
             self.publish_task(kind, &id);
             self.workflow_task_done(&id);
+            let task = &self.tasks[&id].task;
+            if status == TaskStatus::Failed && task.spec.on_failure == FailurePolicy::FailFast {
+                fail_fast.extend(
+                    task.workflow_id
+                        .clone()
+                        .map(|w| (w, task.spec.name.clone())),
+                );
+            }
+            if let Some(parent) = self.tasks[&id].parent.clone() {
+                work.extend(self.child_done(&parent, &id));
+            }
             for dependent in dependents {
                 if status == TaskStatus::Completed {
                     let entry = self.tasks.get_mut(&dependent).expect("known task");
@@ -997,7 +1104,7 @@ impl State {
                         .task
                         .workflow_id
                         .as_ref()
-                        .is_some_and(|w| self.workflows.get(w).is_some_and(|w| w.cancelled));
+                        .is_some_and(|w| self.workflows.get(w).is_some_and(|w| w.cancelling));
                     let (next, reason) = if cancelling {
                         (
                             TaskStatus::Cancelled,
@@ -1013,6 +1120,197 @@ impl State {
                 }
             }
         }
+        for (workflow, failed) in fail_fast {
+            self.abort_workflow(
+                &workflow,
+                &format!("cancelled: task {failed} failed and the workflow fails fast"),
+            );
+        }
+    }
+
+    /// A failed run that has retries left waits, then queues again.
+    fn retry_later(&mut self, id: &str, result: Option<TaskResult>, error: String) {
+        let Some(tx) = self.tx.upgrade() else { return };
+        let task = &self.tasks[id].task;
+        let base = task.spec.retry_backoff.unwrap_or(Duration::from_secs(1));
+        let delay = backoff(base, task.attempts);
+        let (attempt, of) = (task.attempts, task.spec.retries + 1);
+        self.set_status(id, TaskStatus::Pending);
+        let task = &mut self.tasks.get_mut(id).expect("known task").task;
+        task.result = result;
+        task.error = Some(format!(
+            "attempt {attempt} of {of} failed: {error}; retrying in {:.1}s",
+            delay.as_secs_f64()
+        ));
+        self.publish_task(EventKind::TaskRetrying, id);
+        let task_id = id.to_owned();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = tx.send(Msg::Retry { task_id }).await;
+        });
+    }
+
+    // ---- for_each ----------------------------------------------------------------------
+
+    /// A ready `for_each` task becomes one child task per item; it stays RUNNING (with no
+    /// process of its own) until every child is terminal.
+    fn expand(&mut self, id: &str) {
+        let spec = self.tasks[id].task.spec.clone();
+        let fan_out = spec.fan_out.clone().expect("a for_each task");
+        let items = match &fan_out.source {
+            FanOutSource::Items(items) => items.clone(),
+            FanOutSource::Result(source) => items_of(
+                self.tasks
+                    .get(source)
+                    .and_then(|e| e.task.result.as_ref())
+                    .map_or("", |r| r.text.as_str()),
+            ),
+        };
+        if items.len() > MAX_ITEMS {
+            let reason = format!("for_each: {} items is more than {MAX_ITEMS}", items.len());
+            self.finish(id, TaskStatus::Failed, None, Some(reason));
+            return;
+        }
+        self.set_status(id, TaskStatus::Running);
+        let parent = &mut self.tasks.get_mut(id).expect("known task").task;
+        let now = SystemTime::now();
+        parent.started_at = Some(now);
+        parent.attempts = 1;
+        let workflow = parent.workflow_id.clone();
+        self.publish_task(EventKind::TaskStarted, id);
+        let mut children = Vec::with_capacity(items.len());
+        for (index, item) in items.iter().enumerate() {
+            let child_id = format!("{id}.{index}");
+            let template = spec.template.as_ref().map(|t| t.bind(item, index));
+            let text = template.as_ref().map(Template::display);
+            let child = TaskSpec {
+                id: Some(child_id.clone()),
+                name: format!("{}[{index}]", spec.name),
+                prompt: match (&spec.command, &text) {
+                    (None, Some(text)) => text.clone(),
+                    _ => spec.prompt.clone(),
+                },
+                command: spec
+                    .command
+                    .as_ref()
+                    .map(|c| text.clone().unwrap_or(c.clone())),
+                depends_on: Vec::new(),
+                fan_out: None,
+                template,
+                ..spec.clone()
+            };
+            let task = Task {
+                id: child_id.clone(),
+                spec: child,
+                status: TaskStatus::Pending,
+                workflow_id: workflow.clone(),
+                instance_id: None,
+                created_at: now,
+                started_at: None,
+                completed_at: None,
+                result: None,
+                error: None,
+                attempts: 0,
+            };
+            self.counts[TaskStatus::Pending.index()] += 1;
+            let entry = Entry {
+                task,
+                waiting_on: 0,
+                dependents: Vec::new(),
+                parent: Some(id.to_owned()),
+            };
+            self.tasks.insert(child_id.clone(), entry);
+            self.order.push(child_id.clone());
+            if let Some(record) = workflow.as_ref().and_then(|w| self.workflows.get_mut(w)) {
+                record.remaining += 1;
+                record.info.task_ids.push(child_id.clone());
+            }
+            self.publish_task(EventKind::TaskSubmitted, &child_id);
+            children.push(child_id);
+        }
+        if children.is_empty() {
+            let result = TaskResult {
+                text: "[]".into(),
+                exit_code: Some(0),
+                ..Default::default()
+            };
+            self.finish(id, TaskStatus::Completed, Some(result), None);
+            return;
+        }
+        let state = FanOutState {
+            children,
+            next: 0,
+            active: 0,
+            done: 0,
+            max_parallel: fan_out.max_parallel,
+        };
+        self.fan_outs.insert(id.to_owned(), state);
+        self.release_children(id);
+    }
+
+    /// Queues children of a `for_each` task up to its bound.
+    fn release_children(&mut self, parent: &str) {
+        loop {
+            let Some(state) = self.fan_outs.get_mut(parent) else {
+                return;
+            };
+            if state.active >= state.max_parallel || state.next >= state.children.len() {
+                return;
+            }
+            let child = state.children[state.next].clone();
+            state.next += 1;
+            if self.tasks[&child].task.status == TaskStatus::Pending {
+                state.active += 1;
+                self.enqueue(&child);
+            }
+        }
+    }
+
+    /// A child of `parent` is terminal: release the next, or end the parent when it was the
+    /// last. Returns the parent's end for the caller's work list.
+    fn child_done(&mut self, parent: &str, child: &str) -> Option<Ending> {
+        let state = self.fan_outs.get_mut(parent)?;
+        let index: usize = child
+            .rsplit('.')
+            .next()
+            .and_then(|i| i.parse().ok())
+            .unwrap_or(usize::MAX);
+        if index < state.next {
+            state.active -= 1;
+        }
+        state.done += 1;
+        if state.done < state.children.len() {
+            self.release_children(parent);
+            return None;
+        }
+        let state = self.fan_outs.remove(parent).expect("present");
+        let children: Vec<&Task> = state.children.iter().map(|c| &self.tasks[c].task).collect();
+        let texts: Vec<&str> = children
+            .iter()
+            .map(|t| t.result.as_ref().map_or("", |r| r.text.as_str()))
+            .collect();
+        let results = || children.iter().filter_map(|t| t.result.as_ref());
+        let result = TaskResult {
+            text: serde_json::to_string(&texts).expect("strings serialize"),
+            cost_usd: results().map(|r| r.cost_usd).sum(),
+            num_turns: results().map(|r| r.num_turns).sum(),
+            exit_code: Some(0),
+            ..Default::default()
+        };
+        let unfinished = children
+            .iter()
+            .filter(|t| t.status != TaskStatus::Completed)
+            .count();
+        let cancelled = children.iter().any(|t| t.status == TaskStatus::Cancelled);
+        let (status, error) = match (unfinished, cancelled) {
+            (0, _) => (TaskStatus::Completed, None),
+            (_, true) => (TaskStatus::Cancelled, Some("cancelled".to_string())),
+            (n, false) => (
+                TaskStatus::Failed,
+                Some(format!("{n} of {} items did not complete", children.len())),
+            ),
+        };
+        Some((parent.to_owned(), status, Some(result), error))
     }
 
     // ---- cancellation ----------------------------------------------------------------
@@ -1030,6 +1328,10 @@ impl State {
                 self.finish(&id, TaskStatus::Cancelled, None, Some("cancelled".into()));
                 let _ = reply.send(Ok(self.tasks[&id].task.clone()));
             }
+            TaskStatus::Running if self.fan_outs.contains_key(&id) => {
+                self.cancel_children(&id);
+                let _ = reply.send(Ok(self.tasks[&id].task.clone()));
+            }
             TaskStatus::Running => {
                 self.stop_running(&id, StopReason::Cancelled, Some(Waiter::Cancel(reply)))
             }
@@ -1038,6 +1340,29 @@ impl State {
                     "task {id} is already {}; only pending, queued or running tasks can be cancelled",
                     done.as_str()
                 ))));
+            }
+        }
+    }
+
+    /// Cancels the unfinished items of a running `for_each` task; it ends with them.
+    fn cancel_children(&mut self, parent: &str) {
+        let children = self
+            .fan_outs
+            .get(parent)
+            .map(|f| f.children.clone())
+            .unwrap_or_default();
+        for child in children {
+            match self.tasks[&child].task.status {
+                TaskStatus::Pending | TaskStatus::Queued => {
+                    self.finish(
+                        &child,
+                        TaskStatus::Cancelled,
+                        None,
+                        Some("cancelled".into()),
+                    );
+                }
+                TaskStatus::Running => self.stop_running(&child, StopReason::Cancelled, None),
+                _ => {}
             }
         }
     }
@@ -1178,29 +1503,72 @@ impl State {
     // ---- workflows -------------------------------------------------------------------
 
     fn execute_workflow(&mut self, plan: WorkflowPlan) -> Result<WorkflowInfo> {
-        self.check(&plan.tasks, true)?;
+        let WorkflowPlan {
+            name,
+            description,
+            instances,
+            mut tasks,
+            pins,
+            leaves,
+        } = plan;
+        // Instances the workflow wants come first: `instance: N` pins refer to them.
+        let wanted = instances.map(|n| (n as usize).min(self.config.max_instances));
+        let live: Vec<String> = self.pool.live().map(|i| i.id.clone()).collect();
+        for (i, (spec, pin)) in tasks.iter_mut().zip(&pins).enumerate() {
+            if let Some(n) = pin {
+                let available = live.len().max(wanted.unwrap_or(0));
+                if *n >= available {
+                    return Err(EngineError::invalid(
+                        format!("tasks[{i}].instance"),
+                        format!(
+                            "instance {n} does not exist: the workflow has {available} (numbered from 0)"
+                        ),
+                    ));
+                }
+                // Known after spawning below; a placeholder keeps `check` honest.
+                spec.instance_id = live.get(*n).cloned();
+            }
+        }
+        let unpinned_check: Vec<TaskSpec> = tasks
+            .iter()
+            .cloned()
+            .map(|mut t| {
+                t.instance_id = None;
+                t
+            })
+            .collect();
+        self.check(&unpinned_check, true)?;
+        if let Some(wanted) = wanted {
+            for _ in self.pool.active_count()..wanted {
+                self.spawn_instance(None);
+            }
+        }
+        let live: Vec<String> = self.pool.live().map(|i| i.id.clone()).collect();
+        for (spec, pin) in tasks.iter_mut().zip(&pins) {
+            spec.instance_id = pin.and_then(|n| live.get(n).cloned());
+        }
         let id = uuid::Uuid::now_v7().to_string();
         let info = WorkflowInfo {
             id: id.clone(),
-            name: plan.name,
-            description: plan.description,
+            name,
+            description,
             status: WorkflowStatus::Running,
-            task_ids: plan.tasks.iter().filter_map(|t| t.id.clone()).collect(),
+            task_ids: tasks.iter().filter_map(|t| t.id.clone()).collect(),
             created_at: SystemTime::now(),
             completed_at: None,
             total_cost_usd: 0.0,
             task_counts: [0; 7],
+            outputs: Default::default(),
         };
-        let remaining = plan.tasks.len();
-        self.workflows.insert(
-            id.clone(),
-            WorkflowRecord {
-                info: info.clone(),
-                remaining,
-                cancelled: false,
-                cancel_waiters: Vec::new(),
-            },
-        );
+        let record = WorkflowRecord {
+            info: info.clone(),
+            remaining: tasks.len(),
+            cancelling: false,
+            user_cancelled: false,
+            leaves,
+            cancel_waiters: Vec::new(),
+        };
+        self.workflows.insert(id.clone(), record);
         self.workflow_order.push(id.clone());
         self.events.publish(
             EventKind::WorkflowStarted,
@@ -1209,14 +1577,7 @@ impl State {
             Some(&id),
             Payload::Workflow(info),
         );
-        if let Some(wanted) = plan.instances {
-            let wanted = (wanted as usize).min(self.config.max_instances);
-            let active = self.pool.active_count();
-            for _ in active..wanted {
-                self.spawn_instance(None);
-            }
-        }
-        self.submit(plan.tasks, true, Some(&id))?;
+        self.submit(tasks, true, Some(&id))?;
         Ok(self.workflow_info(&self.workflows[&id]))
     }
 
@@ -1225,7 +1586,17 @@ impl State {
         for task_id in &info.task_ids {
             let task = &self.tasks[task_id].task;
             info.task_counts[task.status.index()] += 1;
-            info.total_cost_usd += task.result.as_ref().map_or(0.0, |r| r.cost_usd);
+            // A for_each task's cost is its items' cost, counted with them.
+            if self.tasks[task_id].task.spec.fan_out.is_none() {
+                info.total_cost_usd += task.result.as_ref().map_or(0.0, |r| r.cost_usd);
+            }
+        }
+        for leaf in &record.leaves {
+            let task = &self.tasks[leaf].task;
+            if let (TaskStatus::Completed, Some(result)) = (task.status, &task.result) {
+                info.outputs
+                    .insert(task.spec.name.clone(), result.text.clone());
+            }
         }
         info
     }
@@ -1246,9 +1617,9 @@ impl State {
             .task_ids
             .iter()
             .all(|t| self.tasks[t].task.status == TaskStatus::Completed);
-        record.info.status = match (record.cancelled, all_completed) {
-            (_, true) => WorkflowStatus::Completed,
-            (true, false) => WorkflowStatus::Cancelled,
+        record.info.status = match (all_completed, record.user_cancelled) {
+            (true, _) => WorkflowStatus::Completed,
+            (false, true) => WorkflowStatus::Cancelled,
             (false, false) => WorkflowStatus::Failed,
         };
         record.info.completed_at = Some(SystemTime::now());
@@ -1281,8 +1652,18 @@ impl State {
             ))));
             return;
         }
-        record.cancelled = true;
+        record.user_cancelled = true;
         record.cancel_waiters.push(reply);
+        self.abort_workflow(&id, "cancelled with its workflow");
+    }
+
+    /// Cancels every unfinished task of a workflow: pending and queued ones now, running
+    /// ones once their process is stopped.
+    fn abort_workflow(&mut self, id: &str, reason: &str) {
+        let Some(record) = self.workflows.get_mut(id) else {
+            return;
+        };
+        record.cancelling = true;
         let task_ids = record.info.task_ids.clone();
         for task_id in task_ids {
             match self.tasks[&task_id].task.status {
@@ -1291,7 +1672,7 @@ impl State {
                         &task_id,
                         TaskStatus::Cancelled,
                         None,
-                        Some("cancelled with its workflow".into()),
+                        Some(reason.to_owned()),
                     );
                 }
                 TaskStatus::Running => self.stop_running(&task_id, StopReason::Cancelled, None),

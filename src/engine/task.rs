@@ -3,7 +3,10 @@
 
 use std::{collections::BTreeMap, path::PathBuf, time::Duration, time::SystemTime};
 
-use super::error::{EngineError, Result};
+use super::{
+    error::{EngineError, Result},
+    workflow::{FanOut, Template},
+};
 
 pub type TaskId = String;
 pub type InstanceId = String;
@@ -133,7 +136,41 @@ pub struct TaskSpec {
     pub max_turns: Option<u32>,
     /// Labels for filtering and grouping.
     pub labels: BTreeMap<String, String>,
+    /// A shell command to run instead of the agent; its stdout is the result.
+    pub command: Option<String>,
+    /// Attempts after the first when a run fails.
+    pub retries: u32,
+    /// Wait before the first retry (doubling, with jitter); one second when `None`.
+    pub retry_backoff: Option<Duration>,
+    /// `--permission-mode` for the agent.
+    pub permission_mode: Option<String>,
+    /// What a failure does to the rest of the workflow.
+    pub on_failure: FailurePolicy,
+    /// How the prompt (or command) is rendered from upstream results when the task starts.
+    pub template: Option<Template>,
+    /// Run once per item instead of once.
+    pub fan_out: Option<FanOut>,
 }
+
+/// What a task's failure does to the rest of its workflow.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FailurePolicy {
+    /// Skip only the tasks that depend on it.
+    #[default]
+    Continue,
+    /// Cancel every unfinished task of the workflow.
+    FailFast,
+}
+
+/// Permission modes the CLI accepts.
+pub const PERMISSION_MODES: [&str; 6] = [
+    "acceptEdits",
+    "auto",
+    "bypassPermissions",
+    "manual",
+    "dontAsk",
+    "plan",
+];
 
 impl TaskSpec {
     pub fn new(prompt: impl Into<String>) -> Self {
@@ -145,8 +182,26 @@ impl TaskSpec {
 
     /// Rules that need no engine state. Field names are those of the API.
     pub fn validate(&self) -> Result<()> {
-        if self.prompt.trim().is_empty() {
-            return Err(EngineError::invalid("prompt", "must not be empty"));
+        match &self.command {
+            Some(command) if command.trim().is_empty() => {
+                return Err(EngineError::invalid("command", "must not be empty"));
+            }
+            Some(_) => {}
+            None if self.prompt.trim().is_empty() => {
+                return Err(EngineError::invalid("prompt", "must not be empty"));
+            }
+            None => {}
+        }
+        if let Some(mode) = &self.permission_mode
+            && !PERMISSION_MODES.contains(&mode.as_str())
+        {
+            return Err(EngineError::invalid(
+                "permission_mode",
+                format!("{mode:?} is not one of {}", PERMISSION_MODES.join(", ")),
+            ));
+        }
+        if self.retry_backoff == Some(Duration::ZERO) {
+            return Err(EngineError::invalid("retry_backoff", "must be positive"));
         }
         if let Some(id) = &self.id {
             validate_id("id", id)?;
@@ -244,6 +299,8 @@ pub struct Task {
     pub result: Option<TaskResult>,
     /// Why it failed, was cancelled or skipped.
     pub error: Option<String>,
+    /// Runs started so far (retries included).
+    pub attempts: u32,
 }
 
 /// Why a run was stopped from outside.
