@@ -10,9 +10,7 @@ use tonic::transport::Channel;
 use crate::{
     api::{convert, server},
     config::{Config, Overrides},
-    engine::{
-        Engine, EngineError, events::EventFilter, scheduler::TaskQuery, task::Priority, workflow,
-    },
+    engine::{EngineError, events::EventFilter, scheduler::TaskQuery, task::Priority, workflow},
     pb::{
         self, event_service_client::EventServiceClient,
         instance_service_client::InstanceServiceClient, swarm_service_client::SwarmServiceClient,
@@ -168,6 +166,13 @@ enum WorkflowCommand {
     },
 }
 
+impl Cli {
+    /// Talks to a server (as opposed to being one, or running a workflow in-process).
+    pub fn is_client(&self) -> bool {
+        !matches!(self.command, Command::Serve { .. } | Command::Run { .. })
+    }
+}
+
 type CliResult = Result<ExitCode, Box<dyn std::error::Error>>;
 
 pub async fn main(cli: Cli) -> ExitCode {
@@ -200,7 +205,7 @@ async fn serve(listen: Option<SocketAddr>, overrides: &Overrides) -> CliResult {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
-    let engine = Engine::start(config.engine.clone(), Arc::new(agent));
+    let engine = config.start_engine(Arc::new(agent), crate::config::default_data_dir())?;
     tracing::info!(address = %listener.local_addr()?, agent = ?config.agent, "serving gRPC, grpc-web and REST");
     let options = server::ServerOptions {
         workspace_root: config.engine.working_directory.clone(),
@@ -252,7 +257,7 @@ async fn run_local(
     let config = Config::load(overrides, None)?;
     let (_, plan) = load_workflow(file, vars)?;
     let agent = config.agent()?;
-    let engine = Engine::start(config.engine.clone(), Arc::new(agent));
+    let engine = config.start_engine(Arc::new(agent), None)?;
     let info = engine.execute_workflow(plan).await?;
     let filter = EventFilter {
         workflow_id: Some(info.id.clone()),

@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use crate::{
     agent::process::{AgentCommand, ProcessAgent},
-    engine::EngineConfig,
+    engine::{EngineConfig, task::positive_seconds},
 };
 
 /// Which agent runs tasks.
@@ -52,6 +52,13 @@ pub struct Overrides {
     /// Directory of tasks that name none [default: the current directory].
     #[arg(long, env = "SWARM_WORKING_DIRECTORY")]
     pub working_directory: Option<PathBuf>,
+    /// Where state is kept across restarts [serve default: $XDG_DATA_HOME/claude-swarm or
+    /// ~/.local/share/claude-swarm; run default: in memory].
+    #[arg(long, env = "SWARM_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Keep state in memory only: a restart forgets everything.
+    #[arg(long, conflicts_with = "data_dir")]
+    pub in_memory: bool,
 }
 
 /// The config file's shape. Unknown keys are errors.
@@ -75,6 +82,8 @@ struct FileConfig {
     /// Browser origins allowed besides loopback ones (grpc-web and REST).
     #[serde(default)]
     cors_origins: Vec<String>,
+    /// Where state is kept across restarts.
+    data_dir: Option<PathBuf>,
 }
 
 /// The checked configuration.
@@ -88,6 +97,10 @@ pub struct Config {
     pub agent_env: Vec<(String, String)>,
     /// Browser origins allowed besides loopback ones.
     pub cors_origins: Vec<String>,
+    /// The data directory asked for, if any.
+    pub data_dir: Option<PathBuf>,
+    /// State in memory only (`--in-memory`).
+    pub in_memory: bool,
     pub engine: EngineConfig,
 }
 
@@ -159,6 +172,8 @@ impl Config {
             stop_grace,
             agent_env: file.agent_env.into_iter().collect(),
             cors_origins: file.cors_origins,
+            data_dir: overrides.data_dir.clone().or(file.data_dir),
+            in_memory: overrides.in_memory,
             engine: EngineConfig {
                 initial_instances,
                 max_instances,
@@ -208,6 +223,44 @@ impl Config {
     }
 }
 
+impl Config {
+    /// Starts the engine: on the SQLite store in `data_dir` (or `default_dir` when none is
+    /// set), or in memory.
+    pub fn start_engine(
+        &self,
+        agent: std::sync::Arc<dyn crate::engine::run::Agent>,
+        default_dir: Option<PathBuf>,
+    ) -> Result<crate::engine::Engine, ConfigError> {
+        let dir = if self.in_memory {
+            None
+        } else {
+            self.data_dir.clone().or(default_dir)
+        };
+        match dir {
+            None => Ok(crate::engine::Engine::start(self.engine.clone(), agent)),
+            Some(dir) => {
+                let store = crate::store::sqlite::SqliteStore::open(
+                    &dir,
+                    self.engine.event_retention as u64,
+                )
+                .map_err(|e| ConfigError(e.to_string()))?;
+                crate::engine::Engine::start_durable(self.engine.clone(), agent, Box::new(store))
+                    .map_err(|e| ConfigError(e.to_string()))
+            }
+        }
+    }
+}
+
+/// `$XDG_DATA_HOME/claude-swarm`, else `~/.local/share/claude-swarm`.
+pub fn default_data_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".local/share"))
+        })?;
+    Some(base.join("claude-swarm"))
+}
+
 /// The hidden subcommand that runs the simulated CLI.
 pub const SIMULATE_AGENT: &str = "simulate-agent";
 
@@ -221,10 +274,11 @@ fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
 fn seconds(field: &str, value: Option<f64>) -> Result<Option<Duration>, ConfigError> {
     match value {
         None => Ok(None),
-        Some(s) if s.is_finite() && s > 0.0 => Ok(Some(Duration::from_secs_f64(s))),
-        Some(s) => Err(ConfigError(format!(
-            "{field}: must be a positive number of seconds, not {s}"
-        ))),
+        Some(s) => positive_seconds(s).map(Some).ok_or_else(|| {
+            ConfigError(format!(
+                "{field}: must be a positive number of seconds, not {s}"
+            ))
+        }),
     }
 }
 

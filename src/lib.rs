@@ -21,6 +21,7 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod engine;
+pub mod store;
 
 /// Code generated from `proto/claude_swarm/v1/*.proto`. Nothing else includes it.
 pub mod pb {

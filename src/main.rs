@@ -15,8 +15,17 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| "claude_swarm=info".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = cli::Cli::parse();
+    if cli.is_client() {
+        // A client piped into `head` should end quietly, as command-line tools do. The
+        // server keeps ignoring SIGPIPE: a child closing its stdin must not kill it.
+        // SAFETY: setting a signal disposition before any thread is started.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

@@ -9,7 +9,7 @@ use crate::{
         events::{AgentOutput, Event, EventKind, Payload},
         pool::{Instance, InstanceStatus},
         scheduler::SwarmStatus,
-        task::{FailurePolicy, Priority, Task, TaskResult, TaskSpec, TaskStatus},
+        task::{FailurePolicy, Priority, Task, TaskResult, TaskSpec, TaskStatus, positive_seconds},
         workflow::{WorkflowInfo, WorkflowStatus},
     },
     pb,
@@ -135,17 +135,7 @@ impl TryFrom<pb::TaskSpec> for TaskSpec {
 
     /// Wire-level checks (enum values, numbers); the engine checks the rest.
     fn try_from(spec: pb::TaskSpec) -> Result<Self> {
-        // Negative, NaN, infinite and too large for a Duration are all refused.
-        let timeout = match (spec.timeout, Duration::try_from_secs_f64(spec.timeout)) {
-            (0.0, _) => None,
-            (_, Ok(timeout)) => Some(timeout),
-            (t, Err(_)) => {
-                return Err(EngineError::invalid(
-                    "timeout",
-                    format!("must be a positive number of seconds, not {t}"),
-                ));
-            }
-        };
+        let timeout = seconds("timeout", spec.timeout)?;
         Ok(TaskSpec {
             id: non_empty(spec.id),
             name: spec.name,
@@ -162,22 +152,28 @@ impl TryFrom<pb::TaskSpec> for TaskSpec {
             labels: spec.labels.into_iter().collect(),
             command: non_empty(spec.command),
             retries: spec.retries,
-            retry_backoff: match spec.retry_backoff {
-                0.0 => None,
-                t if t.is_finite() && t > 0.0 => Some(Duration::from_secs_f64(t)),
-                t => {
-                    return Err(EngineError::invalid(
-                        "retry_backoff",
-                        format!("must be a positive number of seconds, not {t}"),
-                    ));
-                }
-            },
+            retry_backoff: seconds("retry_backoff", spec.retry_backoff)?,
             permission_mode: non_empty(spec.permission_mode),
             on_failure: policy_from_pb("on_failure", spec.on_failure)?,
             template: None,
             fan_out: None,
+            idempotency_key: non_empty(spec.idempotency_key),
         })
     }
+}
+
+/// A number of seconds on the wire: 0 means unset; negative, NaN, infinite and too large
+/// for a `Duration` are refused (a finite number can still overflow one).
+fn seconds(field: &str, value: f64) -> Result<Option<Duration>> {
+    if value == 0.0 {
+        return Ok(None);
+    }
+    positive_seconds(value).map(Some).ok_or_else(|| {
+        EngineError::invalid(
+            field,
+            format!("must be a positive number of seconds, not {value}"),
+        )
+    })
 }
 
 fn non_empty(s: String) -> Option<String> {
@@ -245,6 +241,7 @@ impl From<&Task> for pb::Task {
             attempts: t.attempts,
             permission_mode: s.permission_mode.clone().unwrap_or_default(),
             on_failure: policy_to_pb(s.on_failure) as i32,
+            idempotency_key: s.idempotency_key.clone().unwrap_or_default(),
         }
     }
 }
@@ -405,16 +402,26 @@ mod tests {
             TaskSpec::try_from(spec).unwrap_err().field(),
             Some("timeout")
         );
-        for timeout in [f64::INFINITY, 1e300] {
+        for seconds in [f64::INFINITY, 1e300, -0.5] {
             let spec = pb::TaskSpec {
                 prompt: "x".into(),
-                timeout,
+                timeout: seconds,
                 ..Default::default()
             };
             assert_eq!(
                 TaskSpec::try_from(spec).unwrap_err().field(),
                 Some("timeout"),
-                "{timeout}"
+                "{seconds}"
+            );
+            let spec = pb::TaskSpec {
+                prompt: "x".into(),
+                retry_backoff: seconds,
+                ..Default::default()
+            };
+            assert_eq!(
+                TaskSpec::try_from(spec).unwrap_err().field(),
+                Some("retry_backoff"),
+                "{seconds}"
             );
         }
     }

@@ -437,7 +437,7 @@ pub const OPENAPI_METHODS: [&str; 8] = [
     "get", "put", "post", "delete", "options", "head", "patch", "trace",
 ];
 
-/// A plain page listing the document's operations: no script, nothing fetched.
+/// A plain page listing the document's operations by tag: no script, nothing fetched.
 fn docs_page(document: &str) -> String {
     fn escape(text: &str) -> String {
         text.replace('&', "&amp;")
@@ -447,32 +447,54 @@ fn docs_page(document: &str) -> String {
     }
     let doc: Value = serde_json::from_str(document).expect("openapi.json is JSON");
     let text = |v: &Value| escape(v.as_str().unwrap_or_default());
-    let mut rows = String::new();
-    for (path, item) in doc["paths"].as_object().into_iter().flatten() {
-        for (method, op) in item.as_object().into_iter().flatten() {
-            if !OPENAPI_METHODS.contains(&method.as_str()) {
-                continue;
+    let operations: Vec<(&str, &String, &Value)> = doc["paths"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .flat_map(|(path, item)| {
+            item.as_object()
+                .into_iter()
+                .flatten()
+                .filter(|(method, _)| OPENAPI_METHODS.contains(&method.as_str()))
+                .map(move |(method, op)| (method.as_str(), path, op))
+        })
+        .collect();
+    let mut sections = String::new();
+    for tag in doc["tags"].as_array().into_iter().flatten() {
+        sections.push_str(&format!(
+            "<h2>{}</h2>\n<p>{}</p>\n<table>\n",
+            text(&tag["name"]),
+            text(&tag["description"])
+        ));
+        for (method, path, op) in &operations {
+            if op["tags"]
+                .as_array()
+                .is_some_and(|t| t.contains(&tag["name"]))
+            {
+                sections.push_str(&format!(
+                    "<tr><td class=\"method\">{}</td><td><code>{}</code></td>\
+                     <td>{}<div class=\"more\">{}</div></td></tr>\n",
+                    method.to_ascii_uppercase(),
+                    escape(path),
+                    text(&op["summary"]),
+                    text(&op["description"]),
+                ));
             }
-            rows.push_str(&format!(
-                "<tr><td class=\"method\">{}</td><td><code>{}</code></td><td>{}<div class=\"more\">{}</div></td></tr>\n",
-                method.to_ascii_uppercase(),
-                escape(path),
-                text(&op["summary"]),
-                text(&op["description"]),
-            ));
         }
+        sections.push_str("</table>\n");
     }
     format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title}</title>\n\
          <style>body{{font-family:sans-serif;margin:2em;max-width:70em}}\
+         table{{border-collapse:collapse;width:100%}}\
          td{{padding:.3em .8em;vertical-align:top;border-bottom:1px solid #ddd}}\
-         .method{{font-weight:bold;font-family:monospace}}.more{{color:#555;font-size:90%}}</style>\n\
+         .method{{font-weight:bold;font-family:monospace;width:5em}}\
+         .more{{color:#555;font-size:90%}}</style>\n\
          </head><body><h1>{title} <small>{version}</small></h1>\n<p>{summary}</p>\n\
          <p>The OpenAPI 3.1 document: <a href=\"/openapi.json\">/openapi.json</a>. \
          gRPC and grpc-web are served on this port too \
          (<code>proto/claude_swarm/v1/swarm.proto</code>, or reflection).</p>\n\
-         <table><thead><tr><th>Method</th><th>Path</th><th>What it does</th></tr></thead><tbody>\n\
-         {rows}</tbody></table></body></html>\n",
+         {sections}</body></html>\n",
         title = text(&doc["info"]["title"]),
         version = text(&doc["info"]["version"]),
         summary = text(&doc["info"]["summary"]),
@@ -877,25 +899,37 @@ mod tests {
         use pbjson_types::{FileDescriptorSet, field_descriptor_proto::Type};
         use prost::Message as _;
         let set = FileDescriptorSet::decode(pb::FILE_DESCRIPTOR_SET).expect("descriptors");
-        let api = set.file.iter().filter(|f| f.package() == "claude_swarm.v1");
-        for message in api.flat_map(|f| &f.message_type) {
+        let api: Vec<_> = set
+            .file
+            .iter()
+            .filter(|f| f.package() == "claude_swarm.v1")
+            .collect();
+        // `.claude_swarm.v1.FailurePolicy` -> `FAILURE_POLICY_` (from its value 0's name).
+        let prefixes: std::collections::HashMap<String, String> = api
+            .iter()
+            .flat_map(|f| &f.enum_type)
+            .map(|e| {
+                let zero = e.value[0].name();
+                let prefix = zero
+                    .strip_suffix("UNSPECIFIED")
+                    .expect("value 0 is UNSPECIFIED");
+                (format!(".claude_swarm.v1.{}", e.name()), prefix.to_owned())
+            })
+            .collect();
+        for message in api.iter().flat_map(|f| &f.message_type) {
             for field in message.field.iter().filter(|f| f.r#type() == Type::Enum) {
-                let (_, prefixes) = ENUM_FIELDS
+                let (_, known) = ENUM_FIELDS
                     .iter()
                     .find(|(k, _)| *k == field.name())
                     .unwrap_or_else(|| {
                         panic!("{}.{} is not in ENUM_FIELDS", message.name(), field.name())
                     });
-                let enum_name = field.type_name().rsplit('.').next().unwrap_or_default();
-                let prefix = enum_name
-                    .chars()
-                    .flat_map(|c| {
-                        let lower = c.is_ascii_uppercase().then_some('_');
-                        lower.into_iter().chain([c.to_ascii_uppercase()])
-                    })
-                    .collect::<String>();
-                let prefix = format!("{}_", prefix.trim_start_matches('_'));
-                assert!(prefixes.contains(&prefix.as_str()), "{enum_name}: {prefix}");
+                let prefix = &prefixes[field.type_name()];
+                assert!(
+                    known.contains(&prefix.as_str()),
+                    "{}: {prefix}",
+                    field.name()
+                );
             }
         }
         let task = pb::Task {

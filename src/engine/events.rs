@@ -14,7 +14,7 @@ use super::{
     workflow::WorkflowInfo,
 };
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum EventKind {
     TaskSubmitted,
     TaskQueued,
@@ -33,7 +33,7 @@ pub enum EventKind {
 }
 
 /// One line of the agent's stream-json output, ready to show.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AgentOutput {
     /// The line's `type`, or `unparsed` for a line that was not JSON.
     pub message_type: String,
@@ -50,7 +50,7 @@ impl AgentOutput {
     pub const MAX_RAW: usize = 64 * 1024;
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub enum Payload {
     Task(Box<Task>),
     Instance(Instance),
@@ -58,7 +58,7 @@ pub enum Payload {
     Output(AgentOutput),
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Event {
     pub sequence: u64,
     pub time: SystemTime,
@@ -96,6 +96,8 @@ pub struct EventLog {
     retained: VecDeque<Arc<Event>>,
     capacity: usize,
     live: broadcast::Sender<Arc<Event>>,
+    /// Published but not yet sent live: they go out once stored.
+    unsent: Vec<Arc<Event>>,
 }
 
 impl EventLog {
@@ -108,6 +110,31 @@ impl EventLog {
             retained: VecDeque::new(),
             capacity: capacity.max(1),
             live,
+            unsent: Vec::new(),
+        }
+    }
+
+    /// Takes back the stored events after a restart; numbering goes on from the last.
+    pub fn restore(&mut self, events: Vec<Event>) {
+        for event in events {
+            self.next_sequence = self.next_sequence.max(event.sequence + 1);
+            if self.retained.len() == self.capacity {
+                self.retained.pop_front();
+            }
+            self.retained.push_back(Arc::new(event));
+        }
+    }
+
+    /// Events published since the last call, to store before they are sent.
+    pub fn take_unsent(&mut self) -> Vec<Arc<Event>> {
+        std::mem::take(&mut self.unsent)
+    }
+
+    /// Sends stored events to live subscribers.
+    pub fn broadcast(&self, events: Vec<Arc<Event>>) {
+        for event in events {
+            // No receivers is fine: nobody is watching.
+            let _ = self.live.send(event);
         }
     }
 
@@ -133,8 +160,7 @@ impl EventLog {
             self.retained.pop_front();
         }
         self.retained.push_back(event.clone());
-        // No receivers is fine: nobody is watching.
-        let _ = self.live.send(event);
+        self.unsent.push(event);
     }
 
     /// The last sequence number handed out (0 before the first event).
@@ -154,7 +180,7 @@ impl EventLog {
             .retained
             .front()
             .map_or(self.next_sequence, |e| e.sequence);
-        if last + 1 < oldest {
+        if last.saturating_add(1) < oldest {
             return Err(EngineError::DataLoss(format!(
                 "events after sequence {last} are no longer retained; the oldest retained is {oldest}"
             )));

@@ -9,7 +9,7 @@ use std::{
 
 use super::task::{InstanceId, TaskId};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum InstanceStatus {
     Idle,
     Busy,
@@ -24,7 +24,7 @@ impl InstanceStatus {
     }
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Instance {
     pub id: InstanceId,
     pub status: InstanceStatus,

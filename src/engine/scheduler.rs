@@ -13,6 +13,8 @@ use std::{
 
 use tokio::sync::{mpsc, oneshot};
 
+use crate::store::{Batch, Snapshot, Store, StoreError, StoreWriter, StoredTask, StoredWorkflow};
+
 use super::{
     error::{EngineError, Result},
     events::{AgentOutput, EventFilter, EventKind, EventLog, Payload, Subscription},
@@ -238,13 +240,47 @@ impl Engine {
     /// Starts the scheduler task on the current tokio runtime.
     pub fn start(config: EngineConfig, agent: Arc<dyn Agent>) -> Self {
         let (tx, rx) = mpsc::channel(4096);
+        let state = State::new(config, agent, tx.downgrade());
+        Self::launch(state, tx, rx, None)
+    }
+
+    /// Starts the engine on a durable store: what it holds comes back first (queued and
+    /// pending tasks with their priorities and dependencies, workflows, the event log;
+    /// tasks that were running are retried or failed as interrupted), and from then on
+    /// every change is stored before it is acknowledged.
+    pub fn start_durable(
+        config: EngineConfig,
+        agent: Arc<dyn Agent>,
+        mut store: Box<dyn Store>,
+    ) -> Result<Self, StoreError> {
+        let snapshot = store.load()?;
+        let (tx, rx) = mpsc::channel(4096);
         let mut state = State::new(config, agent, tx.downgrade());
+        state.store = Some(StoreWriter::spawn(store));
+        Ok(Self::launch(state, tx, rx, Some(snapshot)))
+    }
+
+    fn launch(
+        mut state: State,
+        tx: mpsc::Sender<Msg>,
+        rx: mpsc::Receiver<Msg>,
+        snapshot: Option<Snapshot>,
+    ) -> Self {
+        // Stored events first, so new ones number on from them; then the instances, so
+        // restored tasks pinned to one find it.
+        let snapshot = snapshot.map(|mut s| {
+            state.events.restore(std::mem::take(&mut s.events));
+            s
+        });
         for _ in 0..state
             .config
             .initial_instances
             .min(state.config.max_instances)
         {
             state.spawn_instance(None);
+        }
+        if let Some(snapshot) = snapshot {
+            state.restore(snapshot);
         }
         tokio::spawn(state.run(rx));
         Self {
@@ -436,6 +472,8 @@ struct State {
     pool: Pool,
     running: HashMap<TaskId, Running>,
     fan_outs: HashMap<TaskId, FanOutState>,
+    /// Idempotency key -> the task submitted with it.
+    idempotency: HashMap<String, TaskId>,
     workflows: HashMap<WorkflowId, WorkflowRecord>,
     workflow_order: Vec<WorkflowId>,
     /// Tasks per state.
@@ -446,7 +484,23 @@ struct State {
     events: EventLog,
     shutdown_waiters: Vec<oneshot::Sender<()>>,
     shutting_down: bool,
+    /// Where state is kept across restarts; `None` keeps it in memory only.
+    store: Option<StoreWriter>,
+    /// Tasks changed this turn, in the order they first changed.
+    dirty_tasks: Vec<TaskId>,
+    dirty_task_set: HashSet<TaskId>,
+    dirty_workflows: HashSet<WorkflowId>,
+    /// Answers held back until this turn's changes are stored.
+    outbox: Vec<Deferred>,
+    /// Set once a commit failed: nothing more is acknowledged.
+    store_failed: Option<StoreError>,
 }
+
+/// An answer waiting for its turn to be stored; given the store's error if that failed.
+type Deferred = Box<dyn FnOnce(Option<&StoreError>) + Send>;
+
+/// Messages handled in one turn at most, before their changes are stored together.
+const MAX_TURN: usize = 1024;
 
 impl State {
     fn new(config: EngineConfig, agent: Arc<dyn Agent>, tx: mpsc::WeakSender<Msg>) -> Self {
@@ -463,6 +517,7 @@ impl State {
             pool: Pool::default(),
             running: HashMap::new(),
             fan_outs: HashMap::new(),
+            idempotency: HashMap::new(),
             workflows: HashMap::new(),
             workflow_order: Vec::new(),
             counts: [0; 7],
@@ -471,13 +526,273 @@ impl State {
             events,
             shutdown_waiters: Vec::new(),
             shutting_down: false,
+            store: None,
+            dirty_tasks: Vec::new(),
+            dirty_task_set: HashSet::new(),
+            dirty_workflows: HashSet::new(),
+            outbox: Vec::new(),
+            store_failed: None,
         }
     }
 
+    /// Handles what has arrived (up to [`MAX_TURN`] messages), stores the turn's changes
+    /// in one batch (group commit), then answers and sends the turn's events.
     async fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
         while let Some(msg) = rx.recv().await {
             self.handle(msg);
+            for _ in 1..MAX_TURN {
+                match rx.try_recv() {
+                    Ok(msg) => self.handle(msg),
+                    Err(_) => break,
+                }
+            }
+            self.commit().await;
         }
+    }
+
+    async fn commit(&mut self) {
+        let events = self.events.take_unsent();
+        let tasks: Vec<StoredTask> = self
+            .dirty_tasks
+            .drain(..)
+            .filter_map(|id| self.tasks.get(&id))
+            .map(|e| StoredTask {
+                task: e.task.clone(),
+                parent: e.parent.clone(),
+            })
+            .collect();
+        self.dirty_task_set.clear();
+        let workflows: Vec<StoredWorkflow> = self
+            .dirty_workflows
+            .drain()
+            .filter_map(|id| self.workflows.get(&id))
+            .map(|r| StoredWorkflow {
+                info: r.info.clone(),
+                cancelling: r.cancelling,
+                user_cancelled: r.user_cancelled,
+                leaves: r.leaves.clone(),
+            })
+            .collect();
+        if let (Some(store), None) = (&self.store, &self.store_failed) {
+            let batch = Batch {
+                tasks,
+                workflows,
+                events: events.clone(),
+            };
+            if !batch.is_empty()
+                && let Err(error) = store.commit(batch).await
+            {
+                tracing::error!(cause = %error, "storing state failed; refusing further changes");
+                self.store_failed = Some(error);
+            }
+        }
+        self.events.broadcast(events);
+        let failed = self.store_failed.clone();
+        for reply in self.outbox.drain(..) {
+            reply(failed.as_ref());
+        }
+    }
+
+    /// Answers once this turn's changes are stored (or with UNAVAILABLE if they cannot be).
+    fn respond<T: Send + 'static>(&mut self, reply: Reply<T>, value: Result<T>) {
+        self.outbox
+            .push(Box::new(move |failed: Option<&StoreError>| {
+                let value = match failed {
+                    Some(error) => Err(EngineError::Unavailable(format!(
+                        "the change could not be stored: {error}"
+                    ))),
+                    None => value,
+                };
+                let _ = reply.send(value);
+            }));
+    }
+
+    /// Rebuilds the state from a store's snapshot. Runs before the first message.
+    fn restore(&mut self, snapshot: Snapshot) {
+        let mut by_parent: HashMap<TaskId, Vec<TaskId>> = HashMap::new();
+        for stored in snapshot.tasks {
+            let id = stored.task.id.clone();
+            self.counts[stored.task.status.index()] += 1;
+            if stored.task.status == TaskStatus::Queued {
+                self.queued[stored.task.spec.priority.index()] += 1;
+            }
+            if let Some(parent) = &stored.parent {
+                by_parent
+                    .entry(parent.clone())
+                    .or_default()
+                    .push(id.clone());
+            }
+            self.order.push(id.clone());
+            if let Some(key) = &stored.task.spec.idempotency_key {
+                self.idempotency.insert(key.clone(), id.clone());
+            }
+            let entry = Entry {
+                task: stored.task,
+                waiting_on: 0,
+                dependents: Vec::new(),
+                parent: stored.parent,
+            };
+            self.tasks.insert(id, entry);
+        }
+        for stored in snapshot.workflows {
+            let id = stored.info.id.clone();
+            let remaining = stored
+                .info
+                .task_ids
+                .iter()
+                .filter(|t| {
+                    self.tasks
+                        .get(*t)
+                        .is_some_and(|e| !e.task.status.is_terminal())
+                })
+                .count();
+            let record = WorkflowRecord {
+                info: stored.info,
+                remaining,
+                cancelling: stored.cancelling,
+                user_cancelled: stored.user_cancelled,
+                leaves: stored.leaves,
+                cancel_waiters: Vec::new(),
+            };
+            self.workflow_order.push(id.clone());
+            self.workflows.insert(id, record);
+        }
+        // Dependencies of unfinished tasks.
+        let open: Vec<TaskId> = self
+            .order
+            .iter()
+            .filter(|id| !self.tasks[*id].task.status.is_terminal())
+            .cloned()
+            .collect();
+        let mut doomed = Vec::new();
+        for id in &open {
+            for dep in self.tasks[id].task.spec.depends_on.clone() {
+                match self.tasks.get_mut(&dep).map(|e| e.task.status) {
+                    // Compacted away or completed: satisfied.
+                    None | Some(TaskStatus::Completed) => {}
+                    Some(status) if status.is_terminal() => {
+                        doomed.push((
+                            id.clone(),
+                            format!("dependency {dep} was {}", status.as_str()),
+                        ));
+                    }
+                    Some(_) => {
+                        self.tasks
+                            .get_mut(&dep)
+                            .expect("present")
+                            .dependents
+                            .push(id.clone());
+                        self.tasks.get_mut(id).expect("present").waiting_on += 1;
+                    }
+                }
+            }
+        }
+        for (id, reason) in doomed {
+            self.finish(&id, TaskStatus::Skipped, None, Some(reason));
+        }
+        // Work that was in flight: queued tasks queue again in their order; tasks that
+        // were running are retried if they may be, else failed as interrupted.
+        for id in open {
+            let task = &self.tasks[&id].task;
+            match task.status {
+                TaskStatus::Running
+                    if by_parent.contains_key(&id) || task.spec.fan_out.is_some() =>
+                {
+                    let children = by_parent.remove(&id).unwrap_or_default();
+                    let statuses: Vec<TaskStatus> =
+                        children.iter().map(|c| self.tasks[c].task.status).collect();
+                    let next = statuses
+                        .iter()
+                        .filter(|s| **s != TaskStatus::Pending)
+                        .count();
+                    let done = statuses.iter().filter(|s| s.is_terminal()).count();
+                    let max_parallel = task
+                        .spec
+                        .fan_out
+                        .as_ref()
+                        .map_or(usize::MAX, |f| f.max_parallel);
+                    let total = children.len();
+                    self.fan_outs.insert(
+                        id.clone(),
+                        FanOutState {
+                            children,
+                            next,
+                            active: next - done,
+                            done,
+                            max_parallel,
+                        },
+                    );
+                    if done == total {
+                        // Every item ended before the crash; end the parent now.
+                        if let Some(state) = self.fan_outs.get_mut(&id) {
+                            state.done -= 1;
+                            state.active += 1;
+                        }
+                        let last = self.fan_outs[&id].children.last().cloned();
+                        if let Some(ending) = last.and_then(|child| self.child_done(&id, &child)) {
+                            let (id, status, result, error) = ending;
+                            self.finish(&id, status, result, error);
+                        }
+                    }
+                }
+                TaskStatus::Running if task.attempts <= task.spec.retries => {
+                    let attempt = task.attempts;
+                    self.set_status(&id, TaskStatus::Pending);
+                    let task = &mut self.tasks.get_mut(&id).expect("present").task;
+                    task.error = Some(format!(
+                        "attempt {attempt} was interrupted by a restart; retrying"
+                    ));
+                    task.instance_id = None;
+                    self.enqueue(&id);
+                }
+                TaskStatus::Running => {
+                    let reason = "interrupted: the server stopped while it ran".to_string();
+                    self.finish(&id, TaskStatus::Failed, None, Some(reason));
+                }
+                TaskStatus::Queued => {
+                    self.set_status(&id, TaskStatus::Pending);
+                    self.enqueue(&id);
+                }
+                TaskStatus::Pending
+                    if self.tasks[&id].waiting_on == 0 && self.tasks[&id].parent.is_none() =>
+                {
+                    self.enqueue(&id);
+                }
+                _ => {}
+            }
+        }
+        // Items of a for_each queue as their parent releases them.
+        let parents: Vec<TaskId> = self.fan_outs.keys().cloned().collect();
+        for parent in parents {
+            let released: Vec<TaskId> =
+                self.fan_outs[&parent].children[..self.fan_outs[&parent].next].to_vec();
+            for child in released {
+                if self.tasks[&child].task.status == TaskStatus::Pending {
+                    self.enqueue(&child);
+                }
+            }
+            self.release_children(&parent);
+        }
+        // Workflows whose last task ended just before the crash.
+        let finished: Vec<WorkflowId> = self
+            .workflows
+            .values()
+            .filter(|w| w.remaining == 0 && w.info.status == WorkflowStatus::Running)
+            .map(|w| w.info.id.clone())
+            .collect();
+        for id in finished {
+            if let Some(record) = self.workflows.get_mut(&id) {
+                record.remaining = 1;
+            }
+            if let Some(last) = self.workflows[&id].info.task_ids.last().cloned() {
+                self.workflow_task_done(&last);
+            }
+        }
+        self.dispatch();
+    }
+
+    fn touch_workflow(&mut self, id: &str) {
+        self.dirty_workflows.insert(id.to_owned());
     }
 
     fn handle(&mut self, msg: Msg) {
@@ -487,13 +802,16 @@ impl State {
                 batch,
                 reply,
             } => {
-                let _ = reply.send(self.submit(specs, batch, None));
+                let value = self.submit(specs, batch, None);
+                self.respond(reply, value);
             }
             Msg::GetTask { id, reply } => {
-                let _ = reply.send(self.entry(&id).map(|e| e.task.clone()));
+                let value = self.entry(&id).map(|e| e.task.clone());
+                self.respond(reply, value);
             }
             Msg::ListTasks { query, reply } => {
-                let _ = reply.send(self.list_tasks(query));
+                let value = self.list_tasks(query);
+                self.respond(reply, value);
             }
             Msg::CancelTask { id, reply } => self.cancel_task(id, reply),
             Msg::Spawn {
@@ -501,23 +819,29 @@ impl State {
                 working_directory,
                 reply,
             } => {
-                let _ = reply.send(self.spawn(count, working_directory));
+                let value = self.spawn(count, working_directory);
+                self.respond(reply, value);
             }
             Msg::ListInstances { reply } => {
-                let _ = reply.send(Ok(self.pool.live().cloned().collect()));
+                let value = Ok(self.pool.live().cloned().collect());
+                self.respond(reply, value);
             }
             Msg::GetInstance { id, reply } => {
-                let _ = reply.send(self.instance(&id).cloned());
+                let value = self.instance(&id).cloned();
+                self.respond(reply, value);
             }
             Msg::Terminate { id, reply } => self.terminate(id, reply),
             Msg::Scale { target, reply } => {
-                let _ = reply.send(self.scale(target));
+                let value = self.scale(target);
+                self.respond(reply, value);
             }
             Msg::ExecuteWorkflow { plan, reply } => {
-                let _ = reply.send(self.execute_workflow(plan));
+                let value = self.execute_workflow(plan);
+                self.respond(reply, value);
             }
             Msg::GetWorkflow { id, reply } => {
-                let _ = reply.send(self.workflow(&id).map(|w| self.workflow_info(w)));
+                let value = self.workflow(&id).map(|w| self.workflow_info(w));
+                self.respond(reply, value);
             }
             Msg::ListWorkflows { reply } => {
                 let all = self
@@ -525,18 +849,21 @@ impl State {
                     .iter()
                     .map(|id| self.workflow_info(&self.workflows[id]))
                     .collect();
-                let _ = reply.send(Ok(all));
+                let value = Ok(all);
+                self.respond(reply, value);
             }
             Msg::CancelWorkflow { id, reply } => self.cancel_workflow(id, reply),
             Msg::Status { reply } => {
-                let _ = reply.send(Ok(self.status()));
+                let value = Ok(self.status());
+                self.respond(reply, value);
             }
             Msg::Subscribe {
                 after,
                 filter,
                 reply,
             } => {
-                let _ = reply.send(self.events.subscribe(after, filter));
+                let value = self.events.subscribe(after, filter);
+                self.respond(reply, value);
             }
             Msg::Shutdown { reply } => self.shutdown(reply),
             Msg::Started { task_id, pid } => {
@@ -679,6 +1006,48 @@ impl State {
                 "the server is shutting down".into(),
             ));
         }
+        // A retried submission (every task's idempotency key known) gets its tasks back.
+        let known: Vec<Option<&TaskId>> = specs
+            .iter()
+            .map(|s| {
+                s.idempotency_key
+                    .as_ref()
+                    .and_then(|k| self.idempotency.get(k))
+            })
+            .collect();
+        if known.iter().any(Option::is_some) {
+            if known.iter().all(Option::is_some) {
+                return Ok(known
+                    .into_iter()
+                    .flatten()
+                    .map(|id| self.tasks[id].task.clone())
+                    .collect());
+            }
+            let i = known
+                .iter()
+                .position(Option::is_some)
+                .expect("one is known");
+            let field = if batch {
+                format!("tasks[{i}].idempotency_key")
+            } else {
+                "idempotency_key".into()
+            };
+            return Err(EngineError::invalid(
+                field,
+                "was used before, but other tasks of this batch are new",
+            ));
+        }
+        let mut keys = HashSet::new();
+        for (i, spec) in specs.iter().enumerate() {
+            if let Some(key) = &spec.idempotency_key
+                && !keys.insert(key)
+            {
+                return Err(EngineError::invalid(
+                    format!("tasks[{i}].idempotency_key"),
+                    "is used twice in this batch",
+                ));
+            }
+        }
         self.check(&specs, batch)?;
         let now = SystemTime::now();
         let mut ids = Vec::with_capacity(specs.len());
@@ -715,6 +1084,9 @@ impl State {
                 },
             );
             self.order.push(id.clone());
+            if let Some(key) = &self.tasks[&id].task.spec.idempotency_key {
+                self.idempotency.insert(key.clone(), id.clone());
+            }
             ids.push(id);
         }
         // Wire up dependencies now that every new task exists.
@@ -808,6 +1180,9 @@ impl State {
     }
 
     fn publish_task(&mut self, kind: EventKind, id: &str) {
+        if self.dirty_task_set.insert(id.to_owned()) {
+            self.dirty_tasks.push(id.to_owned());
+        }
         let task = &self.tasks[id].task;
         self.events.publish(
             kind,
@@ -1036,11 +1411,13 @@ impl State {
         for waiter in running.map(|r| r.waiters).unwrap_or_default() {
             match waiter {
                 Waiter::Cancel(reply) => {
-                    let _ = reply.send(Ok(self.tasks[&task_id].task.clone()));
+                    let value = Ok(self.tasks[&task_id].task.clone());
+                    self.respond(reply, value);
                 }
                 Waiter::Terminate(reply) => {
                     let id = instance_id.as_deref().unwrap_or_default();
-                    let _ = reply.send(self.instance(id).cloned());
+                    let value = self.instance(id).cloned();
+                    self.respond(reply, value);
                 }
             }
         }
@@ -1224,6 +1601,7 @@ impl State {
             if let Some(record) = workflow.as_ref().and_then(|w| self.workflows.get_mut(w)) {
                 record.remaining += 1;
                 record.info.task_ids.push(child_id.clone());
+                self.dirty_workflows.insert(record.info.id.clone());
             }
             self.publish_task(EventKind::TaskSubmitted, &child_id);
             children.push(child_id);
@@ -1319,24 +1697,27 @@ impl State {
         let status = match self.entry(&id) {
             Ok(entry) => entry.task.status,
             Err(e) => {
-                let _ = reply.send(Err(e));
+                let value = Err(e);
+                self.respond(reply, value);
                 return;
             }
         };
         match status {
             TaskStatus::Pending | TaskStatus::Queued => {
                 self.finish(&id, TaskStatus::Cancelled, None, Some("cancelled".into()));
-                let _ = reply.send(Ok(self.tasks[&id].task.clone()));
+                let value = Ok(self.tasks[&id].task.clone());
+                self.respond(reply, value);
             }
             TaskStatus::Running if self.fan_outs.contains_key(&id) => {
                 self.cancel_children(&id);
-                let _ = reply.send(Ok(self.tasks[&id].task.clone()));
+                let value = Ok(self.tasks[&id].task.clone());
+                self.respond(reply, value);
             }
             TaskStatus::Running => {
                 self.stop_running(&id, StopReason::Cancelled, Some(Waiter::Cancel(reply)))
             }
             done => {
-                let _ = reply.send(Err(EngineError::FailedPrecondition(format!(
+                self.respond(reply, Err(EngineError::FailedPrecondition(format!(
                     "task {id} is already {}; only pending, queued or running tasks can be cancelled",
                     done.as_str()
                 ))));
@@ -1477,14 +1858,18 @@ impl State {
         let instance = match self.instance(&id) {
             Ok(i) => i.clone(),
             Err(e) => {
-                let _ = reply.send(Err(e));
+                let value = Err(e);
+                self.respond(reply, value);
                 return;
             }
         };
         if instance.status == InstanceStatus::Terminated {
-            let _ = reply.send(Err(EngineError::FailedPrecondition(format!(
-                "instance {id} is already terminated"
-            ))));
+            self.respond(
+                reply,
+                Err(EngineError::FailedPrecondition(format!(
+                    "instance {id} is already terminated"
+                ))),
+            );
             return;
         }
         self.retire(&id);
@@ -1495,7 +1880,8 @@ impl State {
                 Some(Waiter::Terminate(reply)),
             ),
             None => {
-                let _ = reply.send(self.instance(&id).cloned());
+                let value = self.instance(&id).cloned();
+                self.respond(reply, value);
             }
         }
     }
@@ -1570,6 +1956,7 @@ impl State {
         };
         self.workflows.insert(id.clone(), record);
         self.workflow_order.push(id.clone());
+        self.touch_workflow(&id);
         self.events.publish(
             EventKind::WorkflowStarted,
             None,
@@ -1623,10 +2010,12 @@ impl State {
             (false, false) => WorkflowStatus::Failed,
         };
         record.info.completed_at = Some(SystemTime::now());
+        self.dirty_workflows.insert(workflow_id.clone());
         let waiters = std::mem::take(&mut record.cancel_waiters);
         let info = self.workflow_info(&self.workflows[&workflow_id]);
         for waiter in waiters {
-            let _ = waiter.send(Ok(info.clone()));
+            let value = Ok(info.clone());
+            self.respond(waiter, value);
         }
         self.events.publish(
             EventKind::WorkflowFinished,
@@ -1641,15 +2030,19 @@ impl State {
         let record = match self.workflows.get_mut(&id) {
             Some(r) => r,
             None => {
-                let _ = reply.send(Err(EngineError::not_found("workflow", &id)));
+                let value = Err(EngineError::not_found("workflow", &id));
+                self.respond(reply, value);
                 return;
             }
         };
         if record.info.status != WorkflowStatus::Running {
             let status = record.info.status.as_str();
-            let _ = reply.send(Err(EngineError::FailedPrecondition(format!(
-                "workflow {id} is already {status}"
-            ))));
+            self.respond(
+                reply,
+                Err(EngineError::FailedPrecondition(format!(
+                    "workflow {id} is already {status}"
+                ))),
+            );
             return;
         }
         record.user_cancelled = true;
@@ -1664,6 +2057,7 @@ impl State {
             return;
         };
         record.cancelling = true;
+        self.dirty_workflows.insert(id.to_owned());
         let task_ids = record.info.task_ids.clone();
         for task_id in task_ids {
             match self.tasks[&task_id].task.status {

@@ -16,7 +16,19 @@ pub type WorkflowId = String;
 const MAX_ID_LEN: usize = 128;
 
 /// CRITICAL > HIGH > NORMAL > LOW. The derive order makes `Ord` follow urgency.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 pub enum Priority {
     Low,
     #[default]
@@ -63,7 +75,7 @@ impl Priority {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum TaskStatus {
     Pending,
     Queued,
@@ -110,7 +122,7 @@ impl TaskStatus {
 }
 
 /// What a client asks to run. Validated by [`TaskSpec::validate`] before the engine takes it.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TaskSpec {
     /// Client-chosen id; generated when `None`.
     pub id: Option<TaskId>,
@@ -150,10 +162,12 @@ pub struct TaskSpec {
     pub template: Option<Template>,
     /// Run once per item instead of once.
     pub fan_out: Option<FanOut>,
+    /// The same key on a later submission returns this task instead of a new one.
+    pub idempotency_key: Option<String>,
 }
 
 /// What a task's failure does to the rest of its workflow.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum FailurePolicy {
     /// Skip only the tasks that depend on it.
     #[default]
@@ -262,7 +276,7 @@ pub fn validate_id(field: &str, id: &str) -> Result<()> {
     Ok(())
 }
 
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Usage {
     pub input_tokens: u64,
     pub output_tokens: u64,
@@ -271,7 +285,7 @@ pub struct Usage {
 }
 
 /// What a run produced, from the agent's `result` line and its exit.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TaskResult {
     pub text: String,
     pub session_id: String,
@@ -285,7 +299,7 @@ pub struct TaskResult {
 }
 
 /// A task as the engine tracks it.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Task {
     pub id: TaskId,
     pub spec: TaskSpec,
@@ -429,6 +443,14 @@ impl RunOutcome {
             format!("; stderr: {tail}")
         }
     }
+}
+
+/// A positive, finite number of seconds small enough for a `Duration`; `None` otherwise
+/// (zero, negative, NaN, infinite, or too large: `1e300` would overflow).
+pub fn positive_seconds(value: f64) -> Option<Duration> {
+    Duration::try_from_secs_f64(value)
+        .ok()
+        .filter(|d| !d.is_zero())
 }
 
 /// `1.5s`, `30s`.

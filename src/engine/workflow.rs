@@ -18,7 +18,7 @@ use serde::{Deserialize, de::IgnoredAny};
 use super::{
     error::{EngineError, Result},
     queue::find_cycle,
-    task::{FailurePolicy, Priority, TaskId, TaskSpec, WorkflowId},
+    task::{FailurePolicy, Priority, TaskId, TaskSpec, WorkflowId, positive_seconds},
 };
 
 /// Largest workflow document accepted.
@@ -30,7 +30,7 @@ pub const MAX_ITEMS: usize = 10_000;
 
 // ---- templates ----------------------------------------------------------------------------
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Segment {
     Text(String),
     /// The result text of this (upstream) task.
@@ -42,7 +42,7 @@ pub enum Segment {
 }
 
 /// A prompt or command with holes filled when the task starts.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Template(pub Vec<Segment>);
 
 impl Template {
@@ -106,14 +106,14 @@ pub fn items_of(text: &str) -> Vec<String> {
 }
 
 /// Where a `for_each` task's items come from.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum FanOutSource {
     Items(Vec<String>),
     /// The items of an upstream task's result (see [`items_of`]).
     Result(TaskId),
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct FanOut {
     pub source: FanOutSource,
     /// Most items running at once.
@@ -122,7 +122,7 @@ pub struct FanOut {
 
 // ---- the workflow record ------------------------------------------------------------------
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum WorkflowStatus {
     Running,
     Completed,
@@ -142,7 +142,7 @@ impl WorkflowStatus {
 }
 
 /// A workflow as clients see it.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct WorkflowInfo {
     pub id: WorkflowId,
     pub name: String,
@@ -548,8 +548,9 @@ pub fn parse(yaml: &str, overrides: &BTreeMap<String, String>) -> Result<Workflo
         let seconds = |key: &str, value: Option<f64>| -> Result<Option<Duration>> {
             match value {
                 None => Ok(None),
-                Some(s) if s.is_finite() && s > 0.0 => Ok(Some(Duration::from_secs_f64(s))),
-                Some(_) => Err(bad(key, "must be a positive number of seconds".into())),
+                Some(s) => positive_seconds(s)
+                    .map(Some)
+                    .ok_or_else(|| bad(key, "must be a positive number of seconds".into())),
             }
         };
         if let Some(isolation) = &task.isolation {
@@ -597,6 +598,7 @@ pub fn parse(yaml: &str, overrides: &BTreeMap<String, String>) -> Result<Workflo
             },
             template,
             fan_out,
+            idempotency_key: None,
         };
         spec.validate().map_err(|e| match e {
             EngineError::InvalidArgument { field, reason } => bad(&field, reason),
