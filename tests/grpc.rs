@@ -840,3 +840,86 @@ async fn shutdown_ends_streams_and_stops_running_tasks() {
     // The live stream ended instead of holding the server open.
     while let Ok(Some(_)) = stream.message().await {}
 }
+
+#[tokio::test]
+async fn failures_carry_a_class_and_only_retryable_ones_are_retried() {
+    let server = TestServer::start(config(4)).await;
+    let with_retries = |prompt: &str| pb::TaskSpec {
+        retries: 1,
+        retry_backoff: 0.01,
+        ..spec(prompt)
+    };
+    let cases = [
+        (
+            with_retries("login sim:auth"),
+            pb::FailureClass::Authentication,
+            1,
+        ),
+        (
+            with_retries("busy sim:error=429"),
+            pb::FailureClass::RateLimited,
+            2,
+        ),
+        (
+            with_retries("overloaded sim:error"),
+            pb::FailureClass::ApiError,
+            2,
+        ),
+        (
+            with_retries("long sim:max_turns"),
+            pb::FailureClass::MaxTurns,
+            1,
+        ),
+        (
+            with_retries("dies sim:crash"),
+            pb::FailureClass::ProcessCrashed,
+            2,
+        ),
+        (
+            pb::TaskSpec {
+                timeout: 0.2,
+                ..spec("slow sim:hang")
+            },
+            pb::FailureClass::Timeout,
+            1,
+        ),
+        (
+            pb::TaskSpec {
+                working_directory: "/no/such/dir".into(),
+                ..with_retries("nowhere")
+            },
+            pb::FailureClass::SpawnFailed,
+            1,
+        ),
+        (
+            pb::TaskSpec {
+                command: "exit 3".into(),
+                ..with_retries("")
+            },
+            pb::FailureClass::CommandFailed,
+            2,
+        ),
+    ];
+    for (spec, class, attempts) in cases {
+        let prompt = spec.prompt.clone();
+        let task = server.submit(spec).await;
+        let done = server.wait(&task.id).await;
+        assert_eq!(status(&done), S::Failed, "{prompt}: {done:?}");
+        assert_eq!(done.failure_class, class as i32, "{prompt}: {}", done.error);
+        assert_eq!(
+            done.attempts, attempts,
+            "{prompt}: retried only when it may help"
+        );
+    }
+    let rate_limited = server.submit(spec("busy sim:error=429")).await;
+    let done = server.wait(&rate_limited.id).await;
+    assert_eq!(done.result.unwrap().api_error_status, 429);
+    let skipped = server
+        .submit(pb::TaskSpec {
+            depends_on: vec![rate_limited.id],
+            ..spec("after")
+        })
+        .await;
+    assert_eq!(skipped.failure_class, pb::FailureClass::Skipped as i32);
+    server.stop().await;
+}

@@ -228,6 +228,57 @@ async fn a_plain_answer_completes_with_its_text_session_cost_and_usage() {
     rig.server.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_resumes_the_session_of_an_earlier_one() {
+    let rig = Rig::start(Reply::Text("first answer".into())).await;
+    let (first, _) = rig.run(spec("remember the word pelican")).await;
+    assert_eq!(status(&first), S::Completed, "{first:?}");
+    let session = first.result.unwrap().session_id;
+
+    let options = pb::AgentOptions {
+        resume_session: session.clone(),
+        ..Default::default()
+    };
+    let (second, _) = rig
+        .run(pb::TaskSpec {
+            options: Some(options),
+            ..spec("what was the word?")
+        })
+        .await;
+    assert_eq!(status(&second), S::Completed, "{second:?}");
+    assert_eq!(
+        second.result.unwrap().session_id,
+        session,
+        "the same session continues"
+    );
+    // The second request to the API carries the first conversation.
+    let requests = rig.api.requests();
+    let history = requests.last().unwrap()["messages"].to_string();
+    assert!(
+        history.contains("pelican") && history.contains("first answer"),
+        "{history}"
+    );
+
+    let options = pb::AgentOptions {
+        resume_session: session.clone(),
+        fork_session: true,
+        ..Default::default()
+    };
+    let (forked, _) = rig
+        .run(pb::TaskSpec {
+            options: Some(options),
+            ..spec("and now?")
+        })
+        .await;
+    assert_eq!(status(&forked), S::Completed, "{forked:?}");
+    assert_ne!(
+        forked.result.unwrap().session_id,
+        session,
+        "a fork gets a session of its own"
+    );
+    rig.server.stop().await;
+}
+
 /// All `tool_result` blocks of a request's messages, as JSON text.
 fn tool_results(request: &Value) -> Vec<String> {
     request["messages"]
@@ -300,6 +351,8 @@ async fn an_overloaded_api_fails_the_task_with_the_status() {
     assert!(result.is_error, "{result:?}");
     assert!(result.text.starts_with("API Error: 529"), "{result:?}");
     assert_eq!(result.exit_code, Some(1));
+    assert_eq!(result.api_error_status, 529);
+    assert_eq!(done.failure_class, pb::FailureClass::ApiError as i32);
     assert_eq!(lines.last().unwrap().message_type, "result");
     // CLAUDE_CODE_MAX_RETRIES=0: one attempt.
     assert_eq!(rig.api.requests().len(), 1, "{:?}", rig.api.hits());
@@ -317,6 +370,7 @@ async fn without_a_login_the_task_fails_with_not_logged_in() {
     assert!(result.is_error, "{result:?}");
     assert_eq!(result.text, "Not logged in · Please run /login");
     assert_eq!(result.exit_code, Some(1));
+    assert_eq!(done.failure_class, pb::FailureClass::Authentication as i32);
     assert!(rig.api.requests().is_empty(), "{:?}", rig.api.hits());
     rig.server.stop().await;
 }

@@ -134,6 +134,43 @@ impl ProcessAgent {
                 if let Some(mode) = &request.permission_mode {
                     cmd.arg("--permission-mode").arg(mode);
                 }
+                let o = &request.options;
+                match &o.resume_session {
+                    // The `=` form: an id starting with `-` cannot become a flag.
+                    Some(session) => {
+                        cmd.arg(format!("--resume={session}"));
+                        if o.fork_session {
+                            cmd.arg("--fork-session");
+                        }
+                    }
+                    // A fresh session whose id is known before the first line arrives.
+                    None => {
+                        cmd.arg("--session-id")
+                            .arg(uuid::Uuid::new_v4().to_string());
+                    }
+                }
+                if let Some(model) = &o.fallback_model {
+                    cmd.arg("--fallback-model").arg(model);
+                }
+                if !o.disallowed_tools.is_empty() {
+                    cmd.arg("--disallowedTools")
+                        .arg(o.disallowed_tools.join(","));
+                }
+                if let Some(prompt) = &o.append_system_prompt {
+                    cmd.arg("--append-system-prompt").arg(prompt);
+                }
+                if let Some(config) = &o.mcp_config {
+                    cmd.arg("--mcp-config").arg(config);
+                }
+                if o.strict_mcp_config {
+                    cmd.arg("--strict-mcp-config");
+                }
+                for dir in &o.add_dirs {
+                    cmd.arg(format!("--add-dir={dir}"));
+                }
+                if let Some(budget) = o.max_budget_usd {
+                    cmd.arg("--max-budget-usd").arg(budget.to_string());
+                }
                 cmd
             }
         };
@@ -143,6 +180,7 @@ impl ProcessAgent {
             // Which task and which attempt this is, for scripts and the simulation.
             .env("SWARM_TASK_ID", &request.task_id)
             .env("SWARM_ATTEMPT", request.attempt.to_string())
+            .envs(&request.options.env)
             .current_dir(&request.working_directory)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -179,6 +217,7 @@ impl ProcessAgent {
 
         // A shell step's stdout is its result; the agent's is stream-json.
         let mut stdout_text = request.command.as_ref().map(|_| String::new());
+        outcome.shell = request.command.is_some();
         if let Some(mut stdin) = child.stdin.take() {
             let prompt = if request.command.is_some() {
                 String::new()
@@ -305,6 +344,14 @@ async fn forward(
         }
         (Line::Text(text), None) => {
             let parsed = protocol::parse_line(&text);
+            match parsed.output.message_type.as_str() {
+                "unparsed" => outcome.unparsed += 1,
+                "assistant" if !parsed.output.subtype.is_empty() => {
+                    outcome.messages += 1;
+                    outcome.agent_error = Some(parsed.output.subtype.clone());
+                }
+                _ => outcome.messages += 1,
+            }
             if let Some(result) = parsed.result {
                 outcome.result = Some(result);
             }

@@ -187,6 +187,12 @@ pub fn parse_line(line: &str) -> ParsedLine {
                 num_turns: r.num_turns,
                 is_error: r.is_error,
                 reason,
+                subtype: r.subtype.clone(),
+                api_error_status: r
+                    .api_error_status
+                    .as_ref()
+                    .and_then(Value::as_u64)
+                    .and_then(|s| u16::try_from(s).ok()),
             });
             ("result", r.subtype, text)
         }

@@ -6,7 +6,7 @@
 //! Behaviour is driven by `sim:` directives anywhere in the prompt (see the README):
 //! `sim:delay=MS`, `sim:chunks=N`, `sim:error[=STATUS]`, `sim:auth`, `sim:crash`,
 //! `sim:hang`, `sim:garbage`, `sim:large=BYTES`, `sim:cost=USD`, `sim:exit=CODE`,
-//! `sim:tool`, `sim:stderr=WORD`, `sim:reply=WORD`.
+//! `sim:tool`, `sim:stderr=WORD`, `sim:reply=WORD`, `sim:flaky=N`, `sim:max_turns`.
 
 use std::{
     io::{self, Read, Write},
@@ -41,6 +41,8 @@ pub struct Directives {
     pub reply: Option<String>,
     /// Fail (as `sim:error`) while `SWARM_ATTEMPT` is at most this.
     pub flaky: Option<u32>,
+    /// End with an `error_max_turns` result.
+    pub max_turns: bool,
 }
 
 impl Directives {
@@ -76,6 +78,7 @@ impl Directives {
                 "stderr" => d.stderr = value.map(str::to_owned),
                 "reply" => d.reply = value.map(str::to_owned),
                 "flaky" => d.flaky = Some(number(value)? as u32),
+                "max_turns" => d.max_turns = true,
                 other => return Err(format!("unknown directive sim:{other}")),
             }
         }
@@ -100,6 +103,8 @@ struct Options {
     verbose: bool,
     model: Option<String>,
     session_id: Option<String>,
+    /// `--fork-session`: continue in a new session.
+    fork: bool,
     prompt: Option<String>,
 }
 
@@ -123,6 +128,11 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
             "--output-format" => o.output_format = Some(value()?),
             "--model" => o.model = Some(value()?),
             "--session-id" | "--resume" => o.session_id = Some(value()?),
+            "--fork-session" => o.fork = true,
+            "--strict-mcp-config" => {}
+            "--mcp-config" | "--max-budget-usd" => {
+                value()?;
+            }
             "--allowedTools"
             | "--allowed-tools"
             | "--disallowedTools"
@@ -206,6 +216,7 @@ impl Session {
             id: options
                 .session_id
                 .clone()
+                .filter(|_| !options.fork)
                 .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
             model: options
                 .model
@@ -250,11 +261,23 @@ impl Session {
             return Ok(d.exit.unwrap_or(1));
         }
         if let Some(status) = d.error {
+            let (kind, error) = match status {
+                429 => ("rate_limit_error", "rate_limit"),
+                _ => ("overloaded_error", "server_error"),
+            };
             let text = format!(
-                "API Error: {status} {{\"type\":\"error\",\"error\":{{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}}}"
+                "API Error: {status} {{\"type\":\"error\",\"error\":{{\"type\":\"{kind}\",\"message\":\"Overloaded\"}}}}"
             );
-            self.emit(out, self.api_error_message(&text, "server_error"))?;
+            self.emit(out, self.api_error_message(&text, error))?;
             self.emit(out, self.result(&text, true, 1, 0.0, Some(status)))?;
+            return Ok(d.exit.unwrap_or(1));
+        }
+        if d.max_turns {
+            let mut line = self.result("", true, 2, 0.0, None);
+            line["subtype"] = json!("error_max_turns");
+            line["terminal_reason"] = json!("max_turns");
+            line["result"] = json!("Reached the maximum number of turns");
+            self.emit(out, line)?;
             return Ok(d.exit.unwrap_or(1));
         }
         let mut turns = 1;

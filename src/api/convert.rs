@@ -9,7 +9,10 @@ use crate::{
         events::{AgentOutput, Event, EventKind, Payload},
         pool::{Instance, InstanceStatus},
         scheduler::SwarmStatus,
-        task::{FailurePolicy, Priority, Task, TaskResult, TaskSpec, TaskStatus, positive_seconds},
+        task::{
+            AgentOptions, FailureClass, FailurePolicy, Priority, Task, TaskResult, TaskSpec,
+            TaskStatus, positive_seconds,
+        },
         workflow::{WorkflowInfo, WorkflowStatus},
     },
     pb,
@@ -158,6 +161,7 @@ impl TryFrom<pb::TaskSpec> for TaskSpec {
             template: None,
             fan_out: None,
             idempotency_key: non_empty(spec.idempotency_key),
+            options: spec.options.map(AgentOptions::from).unwrap_or_default(),
         })
     }
 }
@@ -174,6 +178,61 @@ fn seconds(field: &str, value: f64) -> Result<Option<Duration>> {
             format!("must be a positive number of seconds, not {value}"),
         )
     })
+}
+
+impl From<pb::AgentOptions> for AgentOptions {
+    fn from(o: pb::AgentOptions) -> Self {
+        AgentOptions {
+            fallback_model: non_empty(o.fallback_model),
+            disallowed_tools: o.disallowed_tools,
+            append_system_prompt: non_empty(o.append_system_prompt),
+            mcp_config: non_empty(o.mcp_config),
+            strict_mcp_config: o.strict_mcp_config,
+            add_dirs: o.add_dirs,
+            // Checked by the engine (positive and finite) when not 0.
+            max_budget_usd: (o.max_budget_usd != 0.0).then_some(o.max_budget_usd),
+            env: o.env.into_iter().collect(),
+            resume_session: non_empty(o.resume_session),
+            fork_session: o.fork_session,
+        }
+    }
+}
+
+impl From<&AgentOptions> for pb::AgentOptions {
+    fn from(o: &AgentOptions) -> Self {
+        pb::AgentOptions {
+            fallback_model: o.fallback_model.clone().unwrap_or_default(),
+            disallowed_tools: o.disallowed_tools.clone(),
+            append_system_prompt: o.append_system_prompt.clone().unwrap_or_default(),
+            mcp_config: o.mcp_config.clone().unwrap_or_default(),
+            strict_mcp_config: o.strict_mcp_config,
+            add_dirs: o.add_dirs.clone(),
+            max_budget_usd: o.max_budget_usd.unwrap_or(0.0),
+            env: map(&o.env),
+            resume_session: o.resume_session.clone().unwrap_or_default(),
+            fork_session: o.fork_session,
+        }
+    }
+}
+
+pub fn class_to_pb(class: FailureClass) -> pb::FailureClass {
+    use FailureClass as C;
+    use pb::FailureClass as P;
+    match class {
+        C::Authentication => P::Authentication,
+        C::ApiError => P::ApiError,
+        C::RateLimited => P::RateLimited,
+        C::MaxTurns => P::MaxTurns,
+        C::BudgetExhausted => P::BudgetExhausted,
+        C::Timeout => P::Timeout,
+        C::Cancelled => P::Cancelled,
+        C::ProcessCrashed => P::ProcessCrashed,
+        C::ProtocolError => P::ProtocolError,
+        C::SpawnFailed => P::SpawnFailed,
+        C::Interrupted => P::Interrupted,
+        C::CommandFailed => P::CommandFailed,
+        C::Skipped => P::Skipped,
+    }
 }
 
 fn non_empty(s: String) -> Option<String> {
@@ -200,6 +259,7 @@ impl From<&TaskResult> for pb::TaskResult {
             duration_ms: r.duration.as_millis() as u64,
             exit_code: r.exit_code,
             is_error: r.is_error,
+            api_error_status: r.api_error_status.map_or(0, u32::from),
         }
     }
 }
@@ -242,6 +302,11 @@ impl From<&Task> for pb::Task {
             permission_mode: s.permission_mode.clone().unwrap_or_default(),
             on_failure: policy_to_pb(s.on_failure) as i32,
             idempotency_key: s.idempotency_key.clone().unwrap_or_default(),
+            options: Some((&s.options).into()),
+            failure_class: t
+                .failure_class
+                .map_or(pb::FailureClass::Unspecified, class_to_pb)
+                as i32,
         }
     }
 }

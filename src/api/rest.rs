@@ -203,7 +203,7 @@ type ApiResult = Result<Response, ApiError>;
 // ---- JSON conventions -------------------------------------------------------------------
 
 /// Enum-valued fields and the prefix of their proto value names.
-const ENUM_FIELDS: [(&str, &[&str]); 5] = [
+const ENUM_FIELDS: [(&str, &[&str]); 6] = [
     (
         "status",
         &["TASK_STATUS_", "INSTANCE_STATUS_", "WORKFLOW_STATUS_"],
@@ -212,10 +212,11 @@ const ENUM_FIELDS: [(&str, &[&str]); 5] = [
     ("kind", &["EVENT_KIND_"]),
     ("kinds", &["EVENT_KIND_"]),
     ("on_failure", &["FAILURE_POLICY_"]),
+    ("failure_class", &["FAILURE_CLASS_"]),
 ];
 
 /// Maps of free-form strings, left alone.
-const FREE_FORM: [&str; 2] = ["metadata", "labels"];
+const FREE_FORM: [&str; 3] = ["metadata", "labels", "env"];
 
 /// An API message as REST JSON: proto field names, enums as lowercase words.
 fn to_json(message: &impl Serialize) -> Value {
@@ -276,6 +277,7 @@ fn enum_name(field: &str, value: &Value) -> Result<Value, ApiError> {
             "WORKFLOW_STATUS_" => pb::WorkflowStatus::from_str_name(&name).is_some(),
             "PRIORITY_" => pb::Priority::from_str_name(&name).is_some(),
             "FAILURE_POLICY_" => pb::FailurePolicy::from_str_name(&name).is_some(),
+            "FAILURE_CLASS_" => pb::FailureClass::from_str_name(&name).is_some(),
             _ => pb::EventKind::from_str_name(&name).is_some(),
         };
         if known {

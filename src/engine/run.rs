@@ -5,7 +5,7 @@ use std::{future::Future, path::PathBuf, pin::Pin};
 
 use super::{
     scheduler::OutputSink,
-    task::{RunOutcome, StopReason, TaskId},
+    task::{AgentOptions, RunOutcome, StopReason, TaskId},
 };
 
 /// Everything an agent needs to run one task.
@@ -22,6 +22,7 @@ pub struct RunRequest {
     pub command: Option<String>,
     /// 1 for the first run, 2 for the first retry, ...
     pub attempt: u32,
+    pub options: AgentOptions,
 }
 
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;

@@ -22,8 +22,8 @@ use super::{
     queue::{ReadyQueue, find_cycle},
     run::{Agent, RunRequest},
     task::{
-        FailurePolicy, Priority, RunOutcome, StopReason, Task, TaskId, TaskResult, TaskSpec,
-        TaskStatus, WorkflowId,
+        FailureClass, FailurePolicy, Priority, RunOutcome, StopReason, Task, TaskId, TaskResult,
+        TaskSpec, TaskStatus, WorkflowId,
     },
     workflow::{
         FanOutSource, MAX_ITEMS, Template, WorkflowInfo, WorkflowPlan, WorkflowStatus, items_of,
@@ -1072,6 +1072,7 @@ impl State {
                 result: None,
                 error: None,
                 attempts: 0,
+                failure_class: None,
             };
             self.counts[TaskStatus::Pending.index()] += 1;
             self.tasks.insert(
@@ -1324,6 +1325,7 @@ impl State {
             }
         }
         task.attempts += 1;
+        task.failure_class = None;
         task.started_at = Some(SystemTime::now());
         task.instance_id = Some(instance_id.to_owned());
         let timeout = task.spec.timeout.unwrap_or(self.config.default_timeout);
@@ -1342,6 +1344,7 @@ impl State {
             permission_mode: task.spec.permission_mode.clone(),
             command: task.spec.command.clone(),
             attempt: task.attempts,
+            options: task.spec.options.clone(),
         };
         self.publish_task(EventKind::TaskStarted, &task_id);
         self.publish_instance(instance_id);
@@ -1389,8 +1392,11 @@ impl State {
             }
         }
         self.total_cost_usd += cost;
-        let task = &self.tasks[&task_id].task;
+        let task = &mut self.tasks.get_mut(&task_id).expect("known task").task;
+        task.failure_class = verdict.class;
+        let retryable = verdict.class.is_some_and(FailureClass::retryable);
         if verdict.status == TaskStatus::Failed
+            && retryable
             && task.attempts <= task.spec.retries
             && !self.shutting_down
         {
@@ -1449,6 +1455,13 @@ impl State {
             entry.task.completed_at = Some(SystemTime::now());
             entry.task.result = result;
             entry.task.error = error;
+            if status != TaskStatus::Completed && entry.task.failure_class.is_none() {
+                entry.task.failure_class = Some(match status {
+                    TaskStatus::Cancelled => FailureClass::Cancelled,
+                    TaskStatus::Skipped => FailureClass::Skipped,
+                    _ => FailureClass::Interrupted,
+                });
+            }
             let dependents = std::mem::take(&mut entry.dependents);
             let kind = match status {
                 TaskStatus::Completed => EventKind::TaskCompleted,
@@ -1588,6 +1601,7 @@ impl State {
                 result: None,
                 error: None,
                 attempts: 0,
+                failure_class: None,
             };
             self.counts[TaskStatus::Pending.index()] += 1;
             let entry = Entry {

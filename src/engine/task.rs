@@ -164,6 +164,86 @@ pub struct TaskSpec {
     pub fan_out: Option<FanOut>,
     /// The same key on a later submission returns this task instead of a new one.
     pub idempotency_key: Option<String>,
+    /// More Claude Code options.
+    pub options: AgentOptions,
+}
+
+/// Claude Code options passed through as the CLI spells them.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct AgentOptions {
+    pub fallback_model: Option<String>,
+    pub disallowed_tools: Vec<String>,
+    pub append_system_prompt: Option<String>,
+    /// A file path or a JSON string.
+    pub mcp_config: Option<String>,
+    pub strict_mcp_config: bool,
+    pub add_dirs: Vec<String>,
+    pub max_budget_usd: Option<f64>,
+    /// Extra variables for the agent process.
+    pub env: BTreeMap<String, String>,
+    /// Continue this session (`--resume=<id>`).
+    pub resume_session: Option<String>,
+    /// With `resume_session`: fork it into a new session.
+    pub fork_session: bool,
+}
+
+impl AgentOptions {
+    fn validate(&self) -> Result<()> {
+        for name in self.env.keys() {
+            let plain = !name.is_empty()
+                && !name.starts_with(|c: char| c.is_ascii_digit())
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !plain {
+                return Err(EngineError::invalid(
+                    "options.env",
+                    format!("{name:?} is not a variable name"),
+                ));
+            }
+            if name == "CLAUDECODE" {
+                return Err(EngineError::invalid(
+                    "options.env",
+                    "CLAUDECODE is never passed to agents",
+                ));
+            }
+        }
+        if let Some(session) = &self.resume_session
+            && (session.is_empty()
+                || !session
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-'))
+        {
+            return Err(EngineError::invalid(
+                "options.resume_session",
+                "must be a session id (letters, digits, '-')",
+            ));
+        }
+        if self.fork_session && self.resume_session.is_none() {
+            return Err(EngineError::invalid(
+                "options.fork_session",
+                "needs resume_session",
+            ));
+        }
+        if let Some(budget) = self.max_budget_usd
+            && !(budget.is_finite() && budget > 0.0)
+        {
+            return Err(EngineError::invalid(
+                "options.max_budget_usd",
+                "must be a positive number",
+            ));
+        }
+        if self
+            .disallowed_tools
+            .iter()
+            .chain(&self.add_dirs)
+            .any(|t| t.trim().is_empty())
+        {
+            return Err(EngineError::invalid(
+                "options",
+                "tool names and directories must not be empty",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// What a task's failure does to the rest of its workflow.
@@ -252,7 +332,7 @@ impl TaskSpec {
         if self.max_turns == Some(0) {
             return Err(EngineError::invalid("max_turns", "must be positive"));
         }
-        Ok(())
+        self.options.validate()
     }
 }
 
@@ -296,6 +376,8 @@ pub struct TaskResult {
     /// `None` when the process was killed by a signal or never started.
     pub exit_code: Option<i32>,
     pub is_error: bool,
+    /// The HTTP status of an API error the agent reported.
+    pub api_error_status: Option<u16>,
 }
 
 /// A task as the engine tracks it.
@@ -315,6 +397,8 @@ pub struct Task {
     pub error: Option<String>,
     /// Runs started so far (retries included).
     pub attempts: u32,
+    /// Why it failed, was cancelled or skipped.
+    pub failure_class: Option<FailureClass>,
 }
 
 /// Why a run was stopped from outside.
@@ -337,6 +421,44 @@ pub struct ResultLine {
     pub is_error: bool,
     /// `terminal_reason` / `subtype`, for error messages.
     pub reason: String,
+    /// `subtype` (`success`, `error_max_turns`, `error_max_budget_usd`, ...).
+    pub subtype: String,
+    /// `api_error_status`, when the API answered with an error.
+    pub api_error_status: Option<u16>,
+}
+
+/// Why a task failed. Retries happen only for [`FailureClass::retryable`] ones.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum FailureClass {
+    Authentication,
+    ApiError,
+    RateLimited,
+    MaxTurns,
+    BudgetExhausted,
+    Timeout,
+    Cancelled,
+    ProcessCrashed,
+    ProtocolError,
+    SpawnFailed,
+    Interrupted,
+    CommandFailed,
+    Skipped,
+}
+
+impl FailureClass {
+    /// Whether running again may help.
+    pub fn retryable(self) -> bool {
+        matches!(
+            self,
+            Self::ApiError
+                | Self::RateLimited
+                | Self::Timeout
+                | Self::ProcessCrashed
+                | Self::ProtocolError
+                | Self::Interrupted
+                | Self::CommandFailed
+        )
+    }
 }
 
 /// Everything the agent layer reports about one run.
@@ -351,6 +473,13 @@ pub struct RunOutcome {
     /// The end of what the process wrote to stderr.
     pub stderr_tail: String,
     pub duration: Duration,
+    /// The `error` of an assistant line (`authentication_failed`, `rate_limit`, ...).
+    pub agent_error: Option<String>,
+    /// Stdout lines that were stream-json messages, and lines that were not.
+    pub messages: usize,
+    pub unparsed: usize,
+    /// A shell step, not the agent.
+    pub shell: bool,
 }
 
 /// How a run ends for the task.
@@ -359,6 +488,7 @@ pub struct Verdict {
     pub status: TaskStatus,
     pub result: Option<TaskResult>,
     pub error: Option<String>,
+    pub class: Option<FailureClass>,
 }
 
 impl RunOutcome {
@@ -373,31 +503,40 @@ impl RunOutcome {
             duration: self.duration,
             exit_code: self.exit_code,
             is_error: r.is_error,
+            api_error_status: r.api_error_status,
         });
-        let (status, error) = match (self.stopped, &self.failure, &self.result) {
-            (Some(StopReason::Cancelled), ..) => (TaskStatus::Cancelled, "cancelled".to_string()),
+        use FailureClass as C;
+        let (status, error, class) = match (self.stopped, &self.failure, &self.result) {
+            (Some(StopReason::Cancelled), ..) => {
+                (TaskStatus::Cancelled, "cancelled".to_string(), C::Cancelled)
+            }
             (Some(StopReason::Shutdown), ..) => (
                 TaskStatus::Cancelled,
                 "cancelled: the server shut down".to_string(),
+                C::Interrupted,
             ),
             (Some(StopReason::TimedOut(after)), ..) => (
                 TaskStatus::Failed,
                 format!("timed out after {}", seconds(after)),
+                C::Timeout,
             ),
             (Some(StopReason::InstanceTerminated), ..) => (
                 TaskStatus::Failed,
                 "its instance was terminated".to_string(),
+                C::Interrupted,
             ),
-            (None, Some(failure), _) => (TaskStatus::Failed, failure.clone()),
+            (None, Some(failure), _) => (TaskStatus::Failed, failure.clone(), C::SpawnFailed),
             (None, None, Some(r)) if r.is_error => {
                 let reason = if r.reason.is_empty() {
                     "error"
                 } else {
                     &r.reason
                 };
+                let who = if self.shell { "command" } else { "agent" };
                 (
                     TaskStatus::Failed,
-                    format!("agent reported an error ({reason}): {}", r.text),
+                    format!("{who} reported an error ({reason}): {}", r.text),
+                    self.error_class(r),
                 )
             }
             (None, None, Some(_)) if self.exit_code == Some(0) => {
@@ -405,25 +544,63 @@ impl RunOutcome {
                     status: TaskStatus::Completed,
                     result,
                     error: None,
+                    class: None,
                 };
             }
             (None, None, Some(_)) => (
                 TaskStatus::Failed,
                 format!("agent {} after its result", self.exit_text()),
+                C::ProcessCrashed,
             ),
-            (None, None, None) => (
-                TaskStatus::Failed,
-                format!(
-                    "agent {} without a result line{}",
+            (None, None, None) => {
+                let class = if self.unparsed > 0 && self.messages == 0 {
+                    C::ProtocolError
+                } else {
+                    C::ProcessCrashed
+                };
+                let what = if class == C::ProtocolError {
+                    " and printed no stream-json"
+                } else {
+                    ""
+                };
+                let error = format!(
+                    "agent {} without a result line{what}{}",
                     self.exit_text(),
                     self.stderr_note()
-                ),
-            ),
+                );
+                (TaskStatus::Failed, error, class)
+            }
         };
         Verdict {
             status,
             result,
             error: Some(error),
+            class: Some(class),
+        }
+    }
+
+    /// The class of an error result: what the CLI said, not how it said it.
+    fn error_class(&self, r: &ResultLine) -> FailureClass {
+        let text = r.text.to_ascii_lowercase();
+        let agent_error = self.agent_error.as_deref().unwrap_or_default();
+        if self.shell {
+            FailureClass::CommandFailed
+        } else if r.subtype == "error_max_turns" {
+            FailureClass::MaxTurns
+        } else if r.subtype == "error_max_budget_usd" {
+            FailureClass::BudgetExhausted
+        } else if agent_error == "authentication_failed"
+            || text.contains("not logged in")
+            || text.contains("invalid api key")
+        {
+            FailureClass::Authentication
+        } else if r.api_error_status == Some(429)
+            || agent_error.contains("rate_limit")
+            || text.contains("rate limit")
+        {
+            FailureClass::RateLimited
+        } else {
+            FailureClass::ApiError
         }
     }
 

@@ -599,6 +599,7 @@ pub fn parse(yaml: &str, overrides: &BTreeMap<String, String>) -> Result<Workflo
             template,
             fan_out,
             idempotency_key: None,
+            options: Default::default(),
         };
         spec.validate().map_err(|e| match e {
             EngineError::InvalidArgument { field, reason } => bad(&field, reason),
