@@ -84,6 +84,8 @@ struct FileConfig {
     cors_origins: Vec<String>,
     /// Where state is kept across restarts.
     data_dir: Option<PathBuf>,
+    /// Once the swarm has spent this much (USD), nothing more is dispatched.
+    budget_usd: Option<f64>,
 }
 
 /// The checked configuration.
@@ -180,6 +182,14 @@ impl Config {
                 default_timeout,
                 working_directory,
                 event_retention: file.event_retention.unwrap_or(defaults.event_retention),
+                budget_usd: match file.budget_usd {
+                    Some(b) if !(b.is_finite() && b > 0.0) => {
+                        return Err(ConfigError(
+                            "budget_usd: must be a positive number of US dollars".into(),
+                        ));
+                    }
+                    other => other,
+                },
                 ..defaults
             },
         })

@@ -923,3 +923,80 @@ async fn failures_carry_a_class_and_only_retryable_ones_are_retried() {
     assert_eq!(skipped.failure_class, pb::FailureClass::Skipped as i32);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_rate_limit_holds_dispatching_until_it_lifts() {
+    let server = TestServer::start(config(2)).await;
+    let limited = server.submit(spec("busy sim:rate_limit=1")).await;
+    let done = server.wait(&limited.id).await;
+    assert_eq!(done.failure_class, pb::FailureClass::RateLimited as i32);
+    let swarm = server
+        .swarm()
+        .get_status(pb::GetStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let until = swarm.dispatch_paused_until.expect("paused");
+    assert!(
+        swarm.dispatch_paused_reason.contains("rate limited"),
+        "{}",
+        swarm.dispatch_paused_reason
+    );
+    // Submitted while paused: it waits in the queue, then starts once the limit lifts.
+    let next = server.submit(spec("after the limit")).await;
+    assert_eq!(status_of(&server, &next.id).await, S::Queued);
+    let started = server.wait_for(&next.id, K::TaskStarted).await;
+    let started_at = started.time.unwrap();
+    assert!(
+        started_at.seconds >= until.seconds,
+        "started at {started_at:?}, the limit lifted at {until:?}"
+    );
+    assert_eq!(status(&server.wait(&next.id).await), S::Completed);
+    server.stop().await;
+}
+
+async fn status_of(server: &TestServer, id: &str) -> S {
+    status(&server.get(id).await)
+}
+
+#[tokio::test]
+async fn a_spent_workflow_budget_starts_nothing_more() {
+    let server = TestServer::start(config(1)).await;
+    let yaml = "name: thrifty\nbudget_usd: 0.5\ntasks:\n  - id: costly\n    prompt: spend sim:cost=0.6\n  - id: next\n    prompt: more\n    depends_on: [costly]\n  - id: other\n    prompt: other sim:delay=50\n";
+    let request = pb::ExecuteWorkflowRequest {
+        yaml: yaml.into(),
+        ..Default::default()
+    };
+    let reply = server
+        .workflows()
+        .execute_workflow(request)
+        .await
+        .unwrap()
+        .into_inner();
+    let ids = reply.workflow.unwrap().task_ids;
+    let costly = server.wait(&ids[0]).await;
+    assert_eq!(status(&costly), S::Completed);
+    for id in &ids[1..] {
+        let task = server.wait(id).await;
+        assert_eq!(
+            task.failure_class,
+            pb::FailureClass::BudgetExhausted as i32,
+            "{task:?}"
+        );
+        assert!(
+            task.error.contains("budget of $0.50 is spent"),
+            "{}",
+            task.error
+        );
+    }
+    let workflow = server
+        .workflows()
+        .get_workflow(pb::GetWorkflowRequest {
+            workflow_id: reply.workflow_id,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(workflow.status, pb::WorkflowStatus::Failed as i32);
+    server.stop().await;
+}

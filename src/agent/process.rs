@@ -344,6 +344,10 @@ async fn forward(
         }
         (Line::Text(text), None) => {
             let parsed = protocol::parse_line(&text);
+            if let Some(until) = parsed.limited_until {
+                sink.rate_limited(std::time::UNIX_EPOCH + Duration::from_secs(until))
+                    .await;
+            }
             match parsed.output.message_type.as_str() {
                 "unparsed" => outcome.unparsed += 1,
                 "assistant" if !parsed.output.subtype.is_empty() => {

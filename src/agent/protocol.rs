@@ -119,6 +119,8 @@ pub struct ParsedLine {
     pub output: AgentOutput,
     /// Present on the turn's `result` line.
     pub result: Option<ResultLine>,
+    /// A `rate_limit_event` that refuses further requests until this time (unix seconds).
+    pub limited_until: Option<u64>,
 }
 
 /// Longest text shown for one tool input or tool result.
@@ -139,10 +141,12 @@ pub fn parse_line(line: &str) -> ParsedLine {
             return ParsedLine {
                 output,
                 result: None,
+                limited_until: None,
             };
         }
     };
     let mut result = None;
+    let mut limited_until = None;
     let (kind, subtype, text) = match message {
         StreamMessage::System {
             subtype,
@@ -196,11 +200,22 @@ pub fn parse_line(line: &str) -> ParsedLine {
             });
             ("result", r.subtype, text)
         }
-        StreamMessage::RateLimitEvent { rate_limit_info } => (
-            "rate_limit_event",
-            String::new(),
-            value_text(&rate_limit_info),
-        ),
+        StreamMessage::RateLimitEvent { rate_limit_info } => {
+            let status = rate_limit_info
+                .get("status")
+                .and_then(Value::as_str)
+                .unwrap_or("allowed");
+            let resets = rate_limit_info.get("resetsAt").and_then(Value::as_u64);
+            if !status.starts_with("allowed") {
+                // Seconds, or milliseconds from a future CLI: both are plausible there.
+                limited_until = resets.map(|t| if t > 10_000_000_000 { t / 1000 } else { t });
+            }
+            (
+                "rate_limit_event",
+                String::new(),
+                value_text(&rate_limit_info),
+            )
+        }
         StreamMessage::StreamEvent {} => ("stream_event", String::new(), String::new()),
         StreamMessage::ControlResponse {} => ("control_response", String::new(), String::new()),
         StreamMessage::Unknown => {
@@ -212,13 +227,18 @@ pub fn parse_line(line: &str) -> ParsedLine {
             return ParsedLine {
                 output,
                 result: None,
+                limited_until: None,
             };
         }
     };
     output.message_type = kind.into();
     output.subtype = subtype;
     output.text = text;
-    ParsedLine { output, result }
+    ParsedLine {
+        output,
+        result,
+        limited_until,
+    }
 }
 
 fn content_text(content: &Content) -> String {

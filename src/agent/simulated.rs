@@ -6,7 +6,8 @@
 //! Behaviour is driven by `sim:` directives anywhere in the prompt (see the README):
 //! `sim:delay=MS`, `sim:chunks=N`, `sim:error[=STATUS]`, `sim:auth`, `sim:crash`,
 //! `sim:hang`, `sim:garbage`, `sim:large=BYTES`, `sim:cost=USD`, `sim:exit=CODE`,
-//! `sim:tool`, `sim:stderr=WORD`, `sim:reply=WORD`, `sim:flaky=N`, `sim:max_turns`.
+//! `sim:tool`, `sim:stderr=WORD`, `sim:reply=WORD`, `sim:flaky=N`, `sim:max_turns`,
+//! `sim:rate_limit=SECONDS`.
 
 use std::{
     io::{self, Read, Write},
@@ -43,6 +44,8 @@ pub struct Directives {
     pub flaky: Option<u32>,
     /// End with an `error_max_turns` result.
     pub max_turns: bool,
+    /// Report a rate limit that lifts in this many seconds, then fail with a 429.
+    pub rate_limit: Option<u64>,
 }
 
 impl Directives {
@@ -79,6 +82,7 @@ impl Directives {
                 "reply" => d.reply = value.map(str::to_owned),
                 "flaky" => d.flaky = Some(number(value)? as u32),
                 "max_turns" => d.max_turns = true,
+                "rate_limit" => d.rate_limit = Some(number(value)? as u64),
                 other => return Err(format!("unknown directive sim:{other}")),
             }
         }
@@ -270,6 +274,23 @@ impl Session {
             );
             self.emit(out, self.api_error_message(&text, error))?;
             self.emit(out, self.result(&text, true, 1, 0.0, Some(status)))?;
+            return Ok(d.exit.unwrap_or(1));
+        }
+        if let Some(seconds) = d.rate_limit {
+            let resets = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs()
+                + seconds;
+            self.emit(out, json!({
+                "type": "rate_limit_event",
+                "rate_limit_info": { "status": "rejected", "resetsAt": resets, "rateLimitType": "five_hour" },
+                "uuid": uuid::Uuid::new_v4().to_string(),
+                "session_id": self.id,
+            }))?;
+            let text = "API Error: 429 rate limited";
+            self.emit(out, self.api_error_message(text, "rate_limit"))?;
+            self.emit(out, self.result(text, true, 1, 0.0, Some(429)))?;
             return Ok(d.exit.unwrap_or(1));
         }
         if d.max_turns {

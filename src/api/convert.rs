@@ -369,6 +369,7 @@ impl From<&WorkflowInfo> for pb::Workflow {
             total_cost_usd: w.total_cost_usd,
             task_counts: Some(task_counts(&w.task_counts)),
             outputs: w.outputs.clone().into_iter().collect(),
+            budget_usd: w.budget_usd.unwrap_or(0.0),
         }
     }
 }
@@ -396,6 +397,13 @@ impl From<&SwarmStatus> for pb::GetStatusResponse {
             workflows_running: s.workflows_running,
             total_cost_usd: s.total_cost_usd,
             agent: s.agent.clone(),
+            dispatch_paused_until: s.paused.as_ref().map(|(until, _)| timestamp(*until)),
+            dispatch_paused_reason: s
+                .budget_spent
+                .clone()
+                .or_else(|| s.paused.as_ref().map(|(_, why)| why.clone()))
+                .unwrap_or_default(),
+            budget_usd: s.budget_usd.unwrap_or(0.0),
         }
     }
 }

@@ -45,6 +45,8 @@ pub struct EngineConfig {
     pub event_retention: usize,
     /// How far a live subscriber may fall behind before it is told it lost events.
     pub event_buffer: usize,
+    /// Once this much is spent (USD), nothing more is dispatched.
+    pub budget_usd: Option<f64>,
 }
 
 impl Default for EngineConfig {
@@ -56,6 +58,7 @@ impl Default for EngineConfig {
             working_directory: PathBuf::from("."),
             event_retention: 100_000,
             event_buffer: 16_384,
+            budget_usd: None,
         }
     }
 }
@@ -94,6 +97,11 @@ pub struct SwarmStatus {
     pub queued: [u64; 4],
     pub workflows_running: u64,
     pub total_cost_usd: f64,
+    /// Nothing is dispatched before this time, and why.
+    pub paused: Option<(SystemTime, String)>,
+    /// Nothing more is dispatched: the swarm's budget is spent.
+    pub budget_spent: Option<String>,
+    pub budget_usd: Option<f64>,
 }
 
 type Reply<T> = oneshot::Sender<Result<T>>;
@@ -195,6 +203,12 @@ enum Msg {
     Retry {
         task_id: TaskId,
     },
+    /// The agent reported a rate limit that lifts at `until`.
+    RateLimited {
+        until: SystemTime,
+    },
+    /// A dispatch pause may be over.
+    Resume,
 }
 
 /// Where an agent sends what it sees while a task runs.
@@ -214,6 +228,11 @@ impl OutputSink {
                 pid,
             })
             .await;
+    }
+
+    /// The account is rate limited until `until`: nothing more is dispatched before then.
+    pub async fn rate_limited(&self, until: SystemTime) {
+        let _ = self.tx.send(Msg::RateLimited { until }).await;
     }
 
     /// One line of output. Waits when the scheduler is busy, which slows a chatty agent
@@ -494,6 +513,8 @@ struct State {
     outbox: Vec<Deferred>,
     /// Set once a commit failed: nothing more is acknowledged.
     store_failed: Option<StoreError>,
+    /// No dispatching before this time (a rate limit), and why.
+    paused_until: Option<(SystemTime, String)>,
 }
 
 /// An answer waiting for its turn to be stored; given the store's error if that failed.
@@ -532,6 +553,7 @@ impl State {
             dirty_workflows: HashSet::new(),
             outbox: Vec::new(),
             store_failed: None,
+            paused_until: None,
         }
     }
 
@@ -791,6 +813,49 @@ impl State {
         self.dispatch();
     }
 
+    /// Holds dispatching until `until` and wakes up then.
+    fn pause_until(&mut self, until: SystemTime, reason: &str) {
+        if self.paused_until.as_ref().is_some_and(|(t, _)| *t >= until) {
+            return;
+        }
+        let stamp = crate::engine::task::unix_seconds(until);
+        tracing::warn!(until = stamp, reason, "dispatching paused");
+        self.paused_until = Some((until, format!("{reason} until unix time {stamp}")));
+        if let Some(tx) = self.tx.upgrade() {
+            let wait = until.duration_since(SystemTime::now()).unwrap_or_default();
+            tokio::spawn(async move {
+                tokio::time::sleep(wait).await;
+                let _ = tx.send(Msg::Resume).await;
+            });
+        }
+    }
+
+    /// Whether dispatching is held (a rate limit not yet lifted, or the budget spent).
+    fn paused(&mut self) -> bool {
+        if self.budget_spent().is_some() {
+            return true;
+        }
+        match &self.paused_until {
+            Some((until, _)) if SystemTime::now() < *until => true,
+            Some(_) => {
+                self.paused_until = None;
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Why nothing more may start, if the swarm's budget is spent.
+    fn budget_spent(&self) -> Option<String> {
+        let budget = self.config.budget_usd?;
+        (self.total_cost_usd >= budget).then(|| {
+            format!(
+                "the swarm's budget of ${budget:.2} is spent (${:.2}); raise budget_usd to go on",
+                self.total_cost_usd
+            )
+        })
+    }
+
     fn touch_workflow(&mut self, id: &str) {
         self.dirty_workflows.insert(id.to_owned());
     }
@@ -888,6 +953,8 @@ impl State {
                 }
             }
             Msg::Finished { task_id, outcome } => self.finished(task_id, outcome),
+            Msg::RateLimited { until } => self.pause_until(until, "rate limited"),
+            Msg::Resume => self.dispatch(),
             Msg::Retry { task_id } => {
                 let ready = self
                     .tasks
@@ -1245,7 +1312,7 @@ impl State {
 
     /// Starts ready tasks on idle instances until one of the two runs out.
     fn dispatch(&mut self) {
-        if self.shutting_down {
+        if self.shutting_down || self.paused() {
             return;
         }
         while let Some(instance) = self.pool.first_idle().cloned() {
@@ -1403,6 +1470,9 @@ impl State {
             self.retry_later(&task_id, verdict.result, verdict.error.unwrap_or_default());
         } else {
             self.finish(&task_id, verdict.status, verdict.result, verdict.error);
+        }
+        if let Some(workflow) = self.tasks[&task_id].task.workflow_id.clone() {
+            self.check_workflow_budget(&workflow);
         }
         if let Some(id) = &instance_id {
             let was_terminated = self
@@ -1910,6 +1980,7 @@ impl State {
             mut tasks,
             pins,
             leaves,
+            budget_usd,
         } = plan;
         // Instances the workflow wants come first: `instance: N` pins refer to them.
         let wanted = instances.map(|n| (n as usize).min(self.config.max_instances));
@@ -1959,6 +2030,7 @@ impl State {
             total_cost_usd: 0.0,
             task_counts: [0; 7],
             outputs: Default::default(),
+            budget_usd,
         };
         let record = WorkflowRecord {
             info: info.clone(),
@@ -2064,6 +2136,45 @@ impl State {
         self.abort_workflow(&id, "cancelled with its workflow");
     }
 
+    /// A workflow whose spending reached its budget starts nothing more: its tasks not yet
+    /// started fail (class budget_exhausted); running ones finish.
+    fn check_workflow_budget(&mut self, id: &str) {
+        let Some(record) = self.workflows.get(id) else {
+            return;
+        };
+        let Some(budget) = record.info.budget_usd else {
+            return;
+        };
+        let spent = self.workflow_info(record).total_cost_usd;
+        if spent < budget || record.info.status != WorkflowStatus::Running {
+            return;
+        }
+        let reason =
+            format!("not started: the workflow's budget of ${budget:.2} is spent (${spent:.4})");
+        let waiting: Vec<TaskId> = record
+            .info
+            .task_ids
+            .iter()
+            .filter(|t| {
+                matches!(
+                    self.tasks[*t].task.status,
+                    TaskStatus::Pending | TaskStatus::Queued
+                )
+            })
+            .cloned()
+            .collect();
+        for task in &waiting {
+            self.tasks
+                .get_mut(task)
+                .expect("known task")
+                .task
+                .failure_class = Some(FailureClass::BudgetExhausted);
+        }
+        for task in waiting {
+            self.finish(&task, TaskStatus::Failed, None, Some(reason.clone()));
+        }
+    }
+
     /// Cancels every unfinished task of a workflow: pending and queued ones now, running
     /// ones once their process is stopped.
     fn abort_workflow(&mut self, id: &str, reason: &str) {
@@ -2109,6 +2220,9 @@ impl State {
                 .filter(|w| w.info.status == WorkflowStatus::Running)
                 .count() as u64,
             total_cost_usd: self.total_cost_usd,
+            paused: self.paused_until.clone(),
+            budget_spent: self.budget_spent(),
+            budget_usd: self.config.budget_usd,
         }
     }
 

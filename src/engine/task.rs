@@ -123,6 +123,7 @@ impl TaskStatus {
 
 /// What a client asks to run. Validated by [`TaskSpec::validate`] before the engine takes it.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct TaskSpec {
     /// Client-chosen id; generated when `None`.
     pub id: Option<TaskId>,
@@ -170,6 +171,7 @@ pub struct TaskSpec {
 
 /// Claude Code options passed through as the CLI spells them.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct AgentOptions {
     pub fallback_model: Option<String>,
     pub disallowed_tools: Vec<String>,
@@ -357,6 +359,7 @@ pub fn validate_id(field: &str, id: &str) -> Result<()> {
 }
 
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct Usage {
     pub input_tokens: u64,
     pub output_tokens: u64,
@@ -366,6 +369,7 @@ pub struct Usage {
 
 /// What a run produced, from the agent's `result` line and its exit.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct TaskResult {
     pub text: String,
     pub session_id: String,
@@ -396,8 +400,10 @@ pub struct Task {
     /// Why it failed, was cancelled or skipped.
     pub error: Option<String>,
     /// Runs started so far (retries included).
+    #[serde(default)]
     pub attempts: u32,
     /// Why it failed, was cancelled or skipped.
+    #[serde(default)]
     pub failure_class: Option<FailureClass>,
 }
 
@@ -628,6 +634,12 @@ pub fn positive_seconds(value: f64) -> Option<Duration> {
     Duration::try_from_secs_f64(value)
         .ok()
         .filter(|d| !d.is_zero())
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_seconds(time: SystemTime) -> u64 {
+    time.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// `1.5s`, `30s`.

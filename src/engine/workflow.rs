@@ -155,7 +155,11 @@ pub struct WorkflowInfo {
     /// Tasks per state, indexed by `TaskStatus::index`.
     pub task_counts: [u64; 7],
     /// Result text of the tasks nothing depends on, by task name.
+    #[serde(default)]
     pub outputs: BTreeMap<String, String>,
+    /// Once its tasks cost this much, tasks not yet started fail.
+    #[serde(default)]
+    pub budget_usd: Option<f64>,
 }
 
 /// A parsed, validated workflow ready to submit.
@@ -171,6 +175,8 @@ pub struct WorkflowPlan {
     pub pins: Vec<Option<usize>>,
     /// Tasks no other task depends on: the workflow's outputs.
     pub leaves: Vec<TaskId>,
+    /// Spending bound in USD.
+    pub budget_usd: Option<f64>,
 }
 
 // ---- the document -------------------------------------------------------------------------
@@ -191,6 +197,7 @@ struct Document {
     instances: Option<u32>,
     priority: Option<String>,
     on_failure: Option<String>,
+    budget_usd: Option<f64>,
     #[serde(default)]
     variables: BTreeMap<String, serde_norway::Value>,
     #[serde(default)]
@@ -352,6 +359,15 @@ pub fn parse(yaml: &str, overrides: &BTreeMap<String, String>) -> Result<Workflo
     }
     let vars =
         variables(&doc.variables, overrides).map_err(|(field, reason)| top(&field, reason))?;
+    let budget_usd = match doc.budget_usd {
+        Some(b) if !(b.is_finite() && b > 0.0) => {
+            return Err(top(
+                "budget_usd",
+                "must be a positive number of US dollars".into(),
+            ));
+        }
+        other => other,
+    };
     let d = &doc.defaults;
     let default_priority = match doc.priority.as_deref().or(d.priority.as_deref()) {
         Some(word) => parse_priority(word).map_err(|reason| top("priority", reason))?,
@@ -620,6 +636,7 @@ pub fn parse(yaml: &str, overrides: &BTreeMap<String, String>) -> Result<Workflo
         tasks,
         pins,
         leaves,
+        budget_usd,
     })
 }
 
