@@ -208,8 +208,8 @@ fn schema_and_parser_agree_on_what_is_valid() {
             task("    prompt: \"{{ item }}\"\n    for_each: { items: [a], max_parallel: 0 }\n"),
         ),
         (
-            "isolation: worktree",
-            task("    prompt: p\n    isolation: worktree\n"),
+            "an unknown isolation mode",
+            task("    prompt: p\n    isolation: container\n"),
         ),
         (
             "an unknown permission mode",

@@ -3,3 +3,4 @@
 pub mod process;
 pub mod protocol;
 pub mod simulated;
+pub mod worktree;

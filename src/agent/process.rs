@@ -18,12 +18,15 @@ use tokio::{
     process::{Child, Command},
 };
 
-use super::protocol::{self, cut};
+use super::{
+    protocol::{self, cut},
+    worktree::Worktree,
+};
 use crate::engine::{
     events::AgentOutput,
     run::{Agent, BoxFuture, RunRequest, StopSignal},
     scheduler::OutputSink,
-    task::{ResultLine, RunOutcome},
+    task::{Isolation, ResultLine, RunOutcome},
 };
 
 /// Longest stdout line read; longer ones are reported and skipped.
@@ -205,6 +208,23 @@ impl ProcessAgent {
             ));
             return outcome;
         }
+        let worktree = match request.isolation {
+            Isolation::None => None,
+            Isolation::Worktree => {
+                match Worktree::create(&request.working_directory, &request.task_id).await {
+                    Ok(worktree) => Some(worktree),
+                    Err(e) => {
+                        outcome.failure = Some(e);
+                        return outcome;
+                    }
+                }
+            }
+        };
+        let mut request = request;
+        if let Some(worktree) = &worktree {
+            request.working_directory = worktree.run_in.clone();
+            outcome.branch = Some(worktree.branch.clone());
+        }
         let mut child = match self.build(&request).spawn() {
             Ok(child) => child,
             Err(e) => {
@@ -300,6 +320,12 @@ impl ProcessAgent {
             && let Ok(Ok(tail)) = tokio::time::timeout(DRAIN_LIMIT, stderr).await
         {
             outcome.stderr_tail = tail;
+        }
+        if let Some(worktree) = worktree {
+            match worktree.finish(&request.task_id).await {
+                Ok(stat) => outcome.diff_stat = stat,
+                Err(e) => outcome.stderr_tail = format!("{}\nworktree: {e}", outcome.stderr_tail),
+            }
         }
         outcome.duration = started.elapsed();
         outcome

@@ -10,8 +10,8 @@ use crate::{
         pool::{Instance, InstanceStatus},
         scheduler::SwarmStatus,
         task::{
-            AgentOptions, FailureClass, FailurePolicy, Priority, Task, TaskResult, TaskSpec,
-            TaskStatus, positive_seconds,
+            AgentOptions, FailureClass, FailurePolicy, Isolation, Priority, Task, TaskResult,
+            TaskSpec, TaskStatus, positive_seconds,
         },
         workflow::{WorkflowInfo, WorkflowStatus},
     },
@@ -162,6 +162,11 @@ impl TryFrom<pb::TaskSpec> for TaskSpec {
             fan_out: None,
             idempotency_key: non_empty(spec.idempotency_key),
             options: spec.options.map(AgentOptions::from).unwrap_or_default(),
+            isolation: match pb::Isolation::try_from(spec.isolation) {
+                Ok(pb::Isolation::Unspecified | pb::Isolation::None) => Isolation::None,
+                Ok(pb::Isolation::Worktree) => Isolation::Worktree,
+                Err(_) => return Err(unknown_enum("isolation", spec.isolation)),
+            },
         })
     }
 }
@@ -260,6 +265,8 @@ impl From<&TaskResult> for pb::TaskResult {
             exit_code: r.exit_code,
             is_error: r.is_error,
             api_error_status: r.api_error_status.map_or(0, u32::from),
+            branch: r.branch.clone().unwrap_or_default(),
+            diff_stat: r.diff_stat.clone(),
         }
     }
 }
@@ -307,6 +314,10 @@ impl From<&Task> for pb::Task {
                 .failure_class
                 .map_or(pb::FailureClass::Unspecified, class_to_pb)
                 as i32,
+            isolation: match s.isolation {
+                Isolation::None => pb::Isolation::None,
+                Isolation::Worktree => pb::Isolation::Worktree,
+            } as i32,
         }
     }
 }

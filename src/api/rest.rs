@@ -203,7 +203,7 @@ type ApiResult = Result<Response, ApiError>;
 // ---- JSON conventions -------------------------------------------------------------------
 
 /// Enum-valued fields and the prefix of their proto value names.
-const ENUM_FIELDS: [(&str, &[&str]); 6] = [
+const ENUM_FIELDS: [(&str, &[&str]); 7] = [
     (
         "status",
         &["TASK_STATUS_", "INSTANCE_STATUS_", "WORKFLOW_STATUS_"],
@@ -213,6 +213,7 @@ const ENUM_FIELDS: [(&str, &[&str]); 6] = [
     ("kinds", &["EVENT_KIND_"]),
     ("on_failure", &["FAILURE_POLICY_"]),
     ("failure_class", &["FAILURE_CLASS_"]),
+    ("isolation", &["ISOLATION_"]),
 ];
 
 /// Maps of free-form strings, left alone.
@@ -278,6 +279,7 @@ fn enum_name(field: &str, value: &Value) -> Result<Value, ApiError> {
             "PRIORITY_" => pb::Priority::from_str_name(&name).is_some(),
             "FAILURE_POLICY_" => pb::FailurePolicy::from_str_name(&name).is_some(),
             "FAILURE_CLASS_" => pb::FailureClass::from_str_name(&name).is_some(),
+            "ISOLATION_" => pb::Isolation::from_str_name(&name).is_some(),
             _ => pb::EventKind::from_str_name(&name).is_some(),
         };
         if known {

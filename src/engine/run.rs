@@ -5,7 +5,7 @@ use std::{future::Future, path::PathBuf, pin::Pin};
 
 use super::{
     scheduler::OutputSink,
-    task::{AgentOptions, RunOutcome, StopReason, TaskId},
+    task::{AgentOptions, Isolation, RunOutcome, StopReason, TaskId},
 };
 
 /// Everything an agent needs to run one task.
@@ -23,6 +23,7 @@ pub struct RunRequest {
     /// 1 for the first run, 2 for the first retry, ...
     pub attempt: u32,
     pub options: AgentOptions,
+    pub isolation: Isolation,
 }
 
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;

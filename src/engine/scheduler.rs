@@ -1412,6 +1412,7 @@ impl State {
             command: task.spec.command.clone(),
             attempt: task.attempts,
             options: task.spec.options.clone(),
+            isolation: task.spec.isolation,
         };
         self.publish_task(EventKind::TaskStarted, &task_id);
         self.publish_instance(instance_id);

@@ -167,6 +167,18 @@ pub struct TaskSpec {
     pub idempotency_key: Option<String>,
     /// More Claude Code options.
     pub options: AgentOptions,
+    /// Where the task runs: as it is, or in a git worktree of its own.
+    pub isolation: Isolation,
+}
+
+/// Where a task runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Isolation {
+    /// In the working directory as it is.
+    #[default]
+    None,
+    /// In a new git worktree on a branch of its own.
+    Worktree,
 }
 
 /// Claude Code options passed through as the CLI spells them.
@@ -382,6 +394,9 @@ pub struct TaskResult {
     pub is_error: bool,
     /// The HTTP status of an API error the agent reported.
     pub api_error_status: Option<u16>,
+    /// With worktree isolation: the branch holding the changes, and their diff stat.
+    pub branch: Option<String>,
+    pub diff_stat: String,
 }
 
 /// A task as the engine tracks it.
@@ -486,6 +501,9 @@ pub struct RunOutcome {
     pub unparsed: usize,
     /// A shell step, not the agent.
     pub shell: bool,
+    /// With worktree isolation: the branch and what changed on it.
+    pub branch: Option<String>,
+    pub diff_stat: String,
 }
 
 /// How a run ends for the task.
@@ -510,6 +528,8 @@ impl RunOutcome {
             exit_code: self.exit_code,
             is_error: r.is_error,
             api_error_status: r.api_error_status,
+            branch: self.branch.clone(),
+            diff_stat: self.diff_stat.clone(),
         });
         use FailureClass as C;
         let (status, error, class) = match (self.stopped, &self.failure, &self.result) {

@@ -18,7 +18,7 @@ use serde::{Deserialize, de::IgnoredAny};
 use super::{
     error::{EngineError, Result},
     queue::find_cycle,
-    task::{FailurePolicy, Priority, TaskId, TaskSpec, WorkflowId, positive_seconds},
+    task::{FailurePolicy, Isolation, Priority, TaskId, TaskSpec, WorkflowId, positive_seconds},
 };
 
 /// Largest workflow document accepted.
@@ -377,9 +377,10 @@ pub fn parse(yaml: &str, overrides: &BTreeMap<String, String>) -> Result<Workflo
         Some(word) => parse_policy(word).map_err(|reason| top("on_failure", reason))?,
         None => FailurePolicy::Continue,
     };
-    if let Some(isolation) = &d.isolation {
-        check_isolation(isolation).map_err(|reason| top("defaults", reason))?;
-    }
+    let default_isolation = match &d.isolation {
+        Some(isolation) => check_isolation(isolation).map_err(|reason| top("defaults", reason))?,
+        None => Isolation::None,
+    };
 
     // Each task's key (id, else name) and its generated task id.
     let mut keys: Vec<String> = Vec::with_capacity(doc.tasks.len());
@@ -569,9 +570,10 @@ pub fn parse(yaml: &str, overrides: &BTreeMap<String, String>) -> Result<Workflo
                     .ok_or_else(|| bad(key, "must be a positive number of seconds".into())),
             }
         };
-        if let Some(isolation) = &task.isolation {
-            check_isolation(isolation).map_err(|r| bad("isolation", r))?;
-        }
+        let isolation = match &task.isolation {
+            Some(isolation) => check_isolation(isolation).map_err(|r| bad("isolation", r))?,
+            None => default_isolation,
+        };
         if let (Some(pin), Some(wanted)) = (task.instance, doc.instances)
             && pin >= wanted as usize
         {
@@ -616,6 +618,7 @@ pub fn parse(yaml: &str, overrides: &BTreeMap<String, String>) -> Result<Workflo
             fan_out,
             idempotency_key: None,
             options: Default::default(),
+            isolation,
         };
         spec.validate().map_err(|e| match e {
             EngineError::InvalidArgument { field, reason } => bad(&field, reason),
@@ -804,11 +807,13 @@ fn template_vars_only(
     Ok(Template(segments).render(|_| String::new()))
 }
 
-fn check_isolation(word: &str) -> std::result::Result<(), String> {
+fn check_isolation(word: &str) -> std::result::Result<Isolation, String> {
     match word {
-        "none" => Ok(()),
-        "worktree" => Err("isolation: worktree is not supported yet; use none".into()),
-        other => Err(format!("{other:?} is not an isolation mode (none)")),
+        "none" => Ok(Isolation::None),
+        "worktree" => Ok(Isolation::Worktree),
+        other => Err(format!(
+            "{other:?} is not an isolation mode (none, worktree)"
+        )),
     }
 }
 
