@@ -197,7 +197,7 @@ enum Msg {
     },
     Finished {
         task_id: TaskId,
-        outcome: RunOutcome,
+        outcome: Box<RunOutcome>,
     },
     /// A failed task's backoff is over.
     Retry {
@@ -952,7 +952,7 @@ impl State {
                     );
                 }
             }
-            Msg::Finished { task_id, outcome } => self.finished(task_id, outcome),
+            Msg::Finished { task_id, outcome } => self.finished(task_id, *outcome),
             Msg::RateLimited { until } => self.pause_until(until, "rate limited"),
             Msg::Resume => self.dispatch(),
             Msg::Retry { task_id } => {
@@ -1127,20 +1127,7 @@ impl State {
             if spec.name.is_empty() {
                 spec.name = id.clone();
             }
-            let task = Task {
-                id: id.clone(),
-                spec,
-                status: TaskStatus::Pending,
-                workflow_id: workflow.cloned(),
-                instance_id: None,
-                created_at: now,
-                started_at: None,
-                completed_at: None,
-                result: None,
-                error: None,
-                attempts: 0,
-                failure_class: None,
-            };
+            let task = Task::new(id.clone(), spec, workflow.cloned(), now);
             self.counts[TaskStatus::Pending.index()] += 1;
             self.tasks.insert(
                 id.clone(),
@@ -1438,7 +1425,12 @@ impl State {
                 }
             });
             let outcome = agent.run(request, sink, stop).await;
-            let _ = tx.send(Msg::Finished { task_id, outcome }).await;
+            let _ = tx
+                .send(Msg::Finished {
+                    task_id,
+                    outcome: Box::new(outcome),
+                })
+                .await;
         });
     }
 
@@ -1660,20 +1652,7 @@ impl State {
                 template,
                 ..spec.clone()
             };
-            let task = Task {
-                id: child_id.clone(),
-                spec: child,
-                status: TaskStatus::Pending,
-                workflow_id: workflow.clone(),
-                instance_id: None,
-                created_at: now,
-                started_at: None,
-                completed_at: None,
-                result: None,
-                error: None,
-                attempts: 0,
-                failure_class: None,
-            };
+            let task = Task::new(child_id.clone(), child, workflow.clone(), now);
             self.counts[TaskStatus::Pending.index()] += 1;
             let entry = Entry {
                 task,

@@ -422,6 +422,31 @@ pub struct Task {
     pub failure_class: Option<FailureClass>,
 }
 
+impl Task {
+    /// A task just submitted: PENDING until its dependencies are settled.
+    pub fn new(
+        id: TaskId,
+        spec: TaskSpec,
+        workflow_id: Option<WorkflowId>,
+        created_at: SystemTime,
+    ) -> Self {
+        Self {
+            id,
+            spec,
+            status: TaskStatus::Pending,
+            workflow_id,
+            instance_id: None,
+            created_at,
+            started_at: None,
+            completed_at: None,
+            result: None,
+            error: None,
+            attempts: 0,
+            failure_class: None,
+        }
+    }
+}
+
 /// Why a run was stopped from outside.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StopReason {
