@@ -177,6 +177,10 @@ async fn cancelling_a_running_task_stops_its_process_group() {
         .into_inner();
     let pid = instance.pid;
     assert!(pid > 0 && group_alive(pid));
+    assert!(
+        instance.memory_bytes > 0 && instance.processes >= 1,
+        "{instance:?}"
+    );
 
     let cancelled = server
         .tasks()
@@ -927,7 +931,7 @@ async fn failures_carry_a_class_and_only_retryable_ones_are_retried() {
 #[tokio::test]
 async fn a_rate_limit_holds_dispatching_until_it_lifts() {
     let server = TestServer::start(config(2)).await;
-    let limited = server.submit(spec("busy sim:rate_limit=1")).await;
+    let limited = server.submit(spec("busy sim:rate_limit=2")).await;
     let done = server.wait(&limited.id).await;
     assert_eq!(done.failure_class, pb::FailureClass::RateLimited as i32);
     let swarm = server

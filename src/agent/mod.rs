@@ -2,5 +2,6 @@
 
 pub mod process;
 pub mod protocol;
+pub mod resources;
 pub mod simulated;
 pub mod worktree;

@@ -20,11 +20,12 @@ use tokio::{
 
 use super::{
     protocol::{self, cut},
+    resources,
     worktree::Worktree,
 };
 use crate::engine::{
     events::AgentOutput,
-    run::{Agent, BoxFuture, RunRequest, StopSignal},
+    run::{Agent, BoxFuture, ResourceUse, RunRequest, StopSignal},
     scheduler::OutputSink,
     task::{Isolation, ResultLine, RunOutcome},
 };
@@ -344,6 +345,10 @@ impl Agent for ProcessAgent {
 
     fn describe(&self) -> String {
         self.command.label.clone()
+    }
+
+    fn usage(&self, pid: u32) -> Option<ResourceUse> {
+        resources::group_usage(pid)
     }
 }
 

@@ -345,6 +345,9 @@ impl From<&Instance> for pb::Instance {
             tasks_failed: i.tasks_failed,
             pid: i.pid.unwrap_or(0),
             total_cost_usd: i.total_cost_usd,
+            memory_bytes: i.usage.map_or(0, |u| u.rss_bytes),
+            cpu_seconds: i.usage.map_or(0.0, |u| u.cpu_seconds),
+            processes: i.usage.map_or(0, |u| u.processes),
         }
     }
 }

@@ -7,7 +7,10 @@ use std::{
     time::SystemTime,
 };
 
-use super::task::{InstanceId, TaskId};
+use super::{
+    run::ResourceUse,
+    task::{InstanceId, TaskId},
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum InstanceStatus {
@@ -37,6 +40,9 @@ pub struct Instance {
     /// The agent process running its task.
     pub pid: Option<u32>,
     pub total_cost_usd: f64,
+    /// What its running agent uses, filled in when the instance is looked at.
+    #[serde(skip)]
+    pub usage: Option<ResourceUse>,
 }
 
 /// Instances by id, in creation order (ids are `inst-<n>` with a growing `n`, zero-padded).
@@ -63,6 +69,7 @@ impl Pool {
             tasks_failed: 0,
             pid: None,
             total_cost_usd: 0.0,
+            usage: None,
         })
     }
 

@@ -40,4 +40,17 @@ pub trait Agent: Send + Sync + 'static {
 
     /// What runs tasks, for status displays ("claude", "simulated").
     fn describe(&self) -> String;
+
+    /// What the run with process id `pid` uses now, if the agent can tell.
+    fn usage(&self, _pid: u32) -> Option<ResourceUse> {
+        None
+    }
+}
+
+/// Resources of a running agent's process tree.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ResourceUse {
+    pub rss_bytes: u64,
+    pub cpu_seconds: f64,
+    pub processes: u32,
 }

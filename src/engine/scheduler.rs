@@ -888,11 +888,11 @@ impl State {
                 self.respond(reply, value);
             }
             Msg::ListInstances { reply } => {
-                let value = Ok(self.pool.live().cloned().collect());
+                let value = Ok(self.pool.live().map(|i| self.measured(i)).collect());
                 self.respond(reply, value);
             }
             Msg::GetInstance { id, reply } => {
-                let value = self.instance(&id).cloned();
+                let value = self.instance(&id).map(|i| self.measured(i));
                 self.respond(reply, value);
             }
             Msg::Terminate { id, reply } => self.terminate(id, reply),
@@ -969,6 +969,13 @@ impl State {
     }
 
     // ---- lookups ---------------------------------------------------------------------
+
+    /// An instance with what its running agent uses now.
+    fn measured(&self, instance: &Instance) -> Instance {
+        let mut instance = instance.clone();
+        instance.usage = instance.pid.and_then(|pid| self.agent.usage(pid));
+        instance
+    }
 
     fn entry(&self, id: &str) -> Result<&Entry> {
         self.tasks
