@@ -409,3 +409,37 @@ async fn a_thousand_task_generated_workflow_validates_and_completes() {
     assert_eq!(workflow.outputs.len(), 50);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn upstream_results_reach_shell_steps_as_quoted_words_never_as_code() {
+    let server = TestServer::start(config(2)).await;
+    let yaml = r#"
+name: quoting
+tasks:
+  - id: evil
+    command: "printf '%s\n' 'a b' \"it's; touch /tmp/claude-swarm-pwned\""
+  - id: echo
+    command: "printf '[%s]' {{ tasks.evil.result }}"
+    depends_on: [evil]
+  - id: each
+    command: "printf '<%s>' {{ item }}"
+    for_each: { task: evil }
+"#;
+    let _ = std::fs::remove_file("/tmp/claude-swarm-pwned");
+    let (workflow, tasks) = run(&server, yaml, &[]).await;
+    assert_eq!(
+        workflow.status,
+        pb::WorkflowStatus::Completed as i32,
+        "{tasks:?}"
+    );
+    assert_eq!(
+        text(&tasks["echo"]),
+        "[a b\nit's; touch /tmp/claude-swarm-pwned]"
+    );
+    assert_eq!(
+        text(&tasks["each[1]"]),
+        "<it's; touch /tmp/claude-swarm-pwned>"
+    );
+    assert!(!std::path::Path::new("/tmp/claude-swarm-pwned").exists());
+    server.stop().await;
+}

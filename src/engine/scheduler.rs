@@ -27,6 +27,7 @@ use super::{
     },
     workflow::{
         FanOutSource, MAX_ITEMS, Template, WorkflowInfo, WorkflowPlan, WorkflowStatus, items_of,
+        shell_quote,
     },
 };
 
@@ -970,6 +971,14 @@ impl State {
 
     // ---- lookups ---------------------------------------------------------------------
 
+    /// `name (id)`, or the id when the task has no name of its own.
+    fn describe(&self, id: &str) -> String {
+        match self.tasks.get(id).map(|e| e.task.spec.name.as_str()) {
+            Some(name) if name != id => format!("{name} ({id})"),
+            _ => id.to_owned(),
+        }
+    }
+
     /// An instance with what its running agent uses now.
     fn measured(&self, instance: &Instance) -> Instance {
         let mut instance = instance.clone();
@@ -1363,20 +1372,24 @@ impl State {
             .get(instance_id)
             .and_then(|i| i.working_directory.clone());
         // Fill in upstream results: they are all complete, or this task would not be ready.
-        let rendered = self.tasks[&task_id]
-            .task
-            .spec
-            .template
-            .as_ref()
-            .map(|template| {
-                template.render(|id| {
-                    self.tasks
-                        .get(id)
-                        .and_then(|e| e.task.result.as_ref())
-                        .map(|r| r.text.clone())
-                        .unwrap_or_default()
-                })
-            });
+        // In a shell step each is one quoted word: agent output must never become shell code.
+        let spec = &self.tasks[&task_id].task.spec;
+        let shell = spec.command.is_some();
+        let rendered = spec.template.as_ref().map(|template| {
+            template.render(|id| {
+                let text = self
+                    .tasks
+                    .get(id)
+                    .and_then(|e| e.task.result.as_ref())
+                    .map(|r| r.text.as_str())
+                    .unwrap_or_default();
+                if shell {
+                    shell_quote(text)
+                } else {
+                    text.to_owned()
+                }
+            })
+        });
         let entry = self.tasks.get_mut(&task_id).expect("queued task");
         let task = &mut entry.task;
         if let Some(text) = rendered {
@@ -1573,7 +1586,7 @@ impl State {
                     } else {
                         (
                             TaskStatus::Skipped,
-                            format!("dependency {id} was {}", status.as_str()),
+                            format!("dependency {} was {}", self.describe(&id), status.as_str()),
                         )
                     };
                     work.push((dependent, next, None, Some(reason)));
@@ -1641,7 +1654,12 @@ impl State {
         let mut children = Vec::with_capacity(items.len());
         for (index, item) in items.iter().enumerate() {
             let child_id = format!("{id}.{index}");
-            let template = spec.template.as_ref().map(|t| t.bind(item, index));
+            let item = if spec.command.is_some() {
+                shell_quote(item)
+            } else {
+                item.clone()
+            };
+            let template = spec.template.as_ref().map(|t| t.bind(&item, index));
             let text = template.as_ref().map(Template::display);
             let child = TaskSpec {
                 id: Some(child_id.clone()),

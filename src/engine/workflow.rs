@@ -86,6 +86,11 @@ impl Template {
     }
 }
 
+/// `text` as one single-quoted shell word.
+pub fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "'\\''"))
+}
+
 /// Splits text into items: a JSON array (strings as they are, other values as JSON), or
 /// else its non-empty lines.
 pub fn items_of(text: &str) -> Vec<String> {
@@ -386,11 +391,12 @@ pub fn parse(yaml: &str, overrides: &BTreeMap<String, String>) -> Result<Workflo
     let mut keys: Vec<String> = Vec::with_capacity(doc.tasks.len());
     let mut ids: HashMap<String, TaskId> = HashMap::new();
     for (i, task) in doc.tasks.iter().enumerate() {
+        let blank = |k: &String| !k.trim().is_empty();
         let key = task
             .id
             .clone()
-            .or_else(|| task.name.clone())
-            .filter(|k| !k.trim().is_empty())
+            .filter(blank)
+            .or_else(|| task.name.clone().filter(blank))
             .ok_or_else(|| {
                 EngineError::invalid(
                     format!("tasks[{i}].id"),
@@ -435,6 +441,13 @@ pub fn parse(yaml: &str, overrides: &BTreeMap<String, String>) -> Result<Workflo
             } else {
                 "for_each"
             };
+            if list[..j].contains(dep) {
+                let reason = format!(
+                    "{dep:?} is listed twice{}",
+                    here.at(Some(i), Some(key_name))
+                );
+                return Err(EngineError::invalid(field, reason));
+            }
             if !ids.contains_key(dep) {
                 return Err(EngineError::invalid(
                     field,
