@@ -27,6 +27,16 @@ pub enum AgentKind {
     Simulated,
 }
 
+/// How instances run the CLI.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentMode {
+    /// One process per instance, kept alive; tasks with flags of their own get their own.
+    LongLived,
+    /// A process per task.
+    PerTask,
+}
+
 /// Settings shared by `serve` and `run`. Every one is optional: unset ones come from the
 /// config file or the defaults.
 #[derive(Args, Clone, Debug, Default)]
@@ -37,6 +47,9 @@ pub struct Overrides {
     /// Which agent runs tasks [default: claude].
     #[arg(long, env = "SWARM_AGENT", value_enum)]
     pub agent: Option<AgentKind>,
+    /// How instances run the CLI [default: long-lived].
+    #[arg(long, env = "SWARM_AGENT_MODE", value_enum)]
+    pub agent_mode: Option<AgentMode>,
     /// The Claude Code command [default: claude].
     #[arg(long, env = "SWARM_CLAUDE_COMMAND")]
     pub claude_command: Option<PathBuf>,
@@ -67,6 +80,7 @@ pub struct Overrides {
 struct FileConfig {
     listen: Option<SocketAddr>,
     agent: Option<AgentKind>,
+    agent_mode: Option<AgentMode>,
     claude_command: Option<PathBuf>,
     instances: Option<usize>,
     max_instances: Option<usize>,
@@ -93,6 +107,7 @@ struct FileConfig {
 pub struct Config {
     pub listen: SocketAddr,
     pub agent: AgentKind,
+    pub agent_mode: AgentMode,
     pub claude_command: PathBuf,
     pub stop_grace: Duration,
     /// Variables set for every agent process.
@@ -166,6 +181,10 @@ impl Config {
                 .or(file.listen)
                 .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default")),
             agent: overrides.agent.or(file.agent).unwrap_or(AgentKind::Claude),
+            agent_mode: overrides
+                .agent_mode
+                .or(file.agent_mode)
+                .unwrap_or(AgentMode::LongLived),
             claude_command: overrides
                 .claude_command
                 .clone()
@@ -215,6 +234,7 @@ impl Config {
                     label: "claude".into(),
                     stop_grace: self.stop_grace,
                     env: self.agent_env.clone(),
+                    long_lived: self.agent_mode == AgentMode::LongLived,
                 }
             }
             AgentKind::Simulated => AgentCommand {
@@ -227,6 +247,7 @@ impl Config {
                 label: "simulated".into(),
                 stop_grace: self.stop_grace,
                 env: self.agent_env.clone(),
+                long_lived: self.agent_mode == AgentMode::LongLived,
             },
         };
         Ok(ProcessAgent::new(command))
@@ -315,7 +336,7 @@ mod tests {
             ..Default::default()
         };
         let config = Config::load(&overrides, None).unwrap();
-        let err = config.agent().unwrap_err().to_string();
+        let err = config.agent().err().expect("no claude here").to_string();
         assert!(
             err.contains("was not found") && err.contains("--agent simulated"),
             "{err}"

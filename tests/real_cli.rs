@@ -108,6 +108,10 @@ impl Rig {
     }
 
     async fn start_as(reply: Reply, logged_in: bool) -> Self {
+        Self::start_with(reply, logged_in, false).await
+    }
+
+    async fn start_with(reply: Reply, logged_in: bool, long_lived: bool) -> Self {
         let program = claude();
         let api = FakeApi::start(reply).await;
         let home = TempDir::new().unwrap();
@@ -118,6 +122,7 @@ impl Rig {
             label: "claude".into(),
             stop_grace: Duration::from_secs(2),
             env: cli_env(home.path(), &api, logged_in),
+            long_lived,
         });
         let config = claude_swarm::engine::EngineConfig {
             working_directory: work.path().into(),
@@ -277,6 +282,56 @@ async fn a_task_resumes_the_session_of_an_earlier_one() {
         "a fork gets a session of its own"
     );
     rig.server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_lived_instance_survives_an_interrupt_and_keeps_its_conversation() {
+    let slow = Reply::Slow {
+        parts: (0..30).map(|i| format!("part {i} ")).collect(),
+        every: Duration::from_millis(300),
+    };
+    let rig = Rig::start_with(slow, true, true).await;
+    let server = &rig.server;
+    let task = server.submit(spec("tell a long story about otters")).await;
+    server.wait_for(&task.id, K::TaskOutput).await;
+    let running = server.get(&task.id).await;
+    let instance = running.instance_id.clone();
+    let pid = server
+        .instances()
+        .get_instance(pb::GetInstanceRequest {
+            instance_id: instance.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pid;
+    let cancelled = server
+        .tasks()
+        .cancel_task(pb::CancelTaskRequest {
+            task_id: task.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status(&cancelled), S::Cancelled);
+    assert!(
+        group_alive(pid),
+        "the CLI answered the interrupt and stays up"
+    );
+
+    rig.api.set_reply(Reply::Text("short answer".into()));
+    let (next, _) = rig.run(spec("just say done")).await;
+    assert_eq!(status(&next), S::Completed, "{next:?}");
+    assert_eq!(next.instance_id, instance);
+    assert_eq!(next.result.unwrap().text, "short answer");
+    // The same process, the same conversation: the new request carries the first prompt.
+    let history = rig.api.requests().last().unwrap()["messages"].to_string();
+    assert!(
+        history.contains("otters") && history.contains("just say done"),
+        "{history}"
+    );
+    rig.server.stop().await;
+    assert!(!group_alive(pid), "shutdown ends the instance's process");
 }
 
 /// All `tool_result` blocks of a request's messages, as JSON text.

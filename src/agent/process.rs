@@ -19,6 +19,7 @@ use tokio::{
 };
 
 use super::{
+    live,
     protocol::{self, cut},
     resources,
     worktree::Worktree,
@@ -52,6 +53,9 @@ pub struct AgentCommand {
     pub stop_grace: Duration,
     /// Variables set for the agent on top of the ones passed through (see [`PASSED_ENV`]).
     pub env: Vec<(String, String)>,
+    /// Keep one CLI process per instance (`--input-format stream-json`) for the tasks that
+    /// need no flags of their own; otherwise a process per task.
+    pub long_lived: bool,
 }
 
 /// The only variables of ours an agent process sees (plus [`AgentCommand::env`]): what a
@@ -97,16 +101,32 @@ fn passed(name: &str) -> bool {
 }
 
 /// An [`Agent`] that runs one CLI process per task.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ProcessAgent {
-    command: Arc<AgentCommand>,
+    pub(super) command: Arc<AgentCommand>,
+    /// Each instance's long-lived CLI process, when it has one.
+    pub(super) live: Arc<live::Slots>,
 }
 
 impl ProcessAgent {
     pub fn new(command: AgentCommand) -> Self {
         Self {
             command: Arc::new(command),
+            live: Arc::default(),
         }
+    }
+
+    /// A clean environment by construction, stdio piped, its own process group.
+    pub(super) fn prepare(&self, cmd: &mut Command, dir: &std::path::Path) {
+        cmd.env_clear()
+            .envs(std::env::vars().filter(|(name, _)| passed(name)))
+            .envs(self.command.env.iter().map(|(k, v)| (k, v)))
+            .current_dir(dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
     }
 
     fn build(&self, request: &RunRequest) -> Command {
@@ -178,19 +198,11 @@ impl ProcessAgent {
                 cmd
             }
         };
-        cmd.env_clear()
-            .envs(std::env::vars().filter(|(name, _)| passed(name)))
-            .envs(spec.env.iter().map(|(k, v)| (k, v)))
-            // Which task and which attempt this is, for scripts and the simulation.
-            .env("SWARM_TASK_ID", &request.task_id)
+        self.prepare(&mut cmd, &request.working_directory);
+        // Which task and which attempt this is, for scripts and the simulation.
+        cmd.env("SWARM_TASK_ID", &request.task_id)
             .env("SWARM_ATTEMPT", request.attempt.to_string())
-            .envs(&request.options.env)
-            .current_dir(&request.working_directory)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(true);
+            .envs(&request.options.env);
         cmd
     }
 
@@ -340,7 +352,20 @@ impl Agent for ProcessAgent {
         sink: OutputSink,
         stop: StopSignal,
     ) -> BoxFuture<RunOutcome> {
-        Box::pin(self.clone().run_process(request, sink, stop))
+        if self.fits_live(&request) {
+            Box::pin(self.clone().run_live(request, sink, stop))
+        } else {
+            Box::pin(self.clone().run_process(request, sink, stop))
+        }
+    }
+
+    fn retire(&self, instance: &str) {
+        self.retire_live(instance);
+    }
+
+    fn shutdown(&self) -> BoxFuture<()> {
+        let agent = self.clone();
+        Box::pin(async move { agent.shutdown_live().await })
     }
 
     fn describe(&self) -> String {
@@ -353,7 +378,7 @@ impl Agent for ProcessAgent {
 }
 
 /// Sends one line on as an event; keeps the result line (agent) or the text (shell step).
-async fn forward(
+pub(super) async fn forward(
     sink: &OutputSink,
     outcome: &mut RunOutcome,
     stdout_text: Option<&mut String>,
@@ -401,7 +426,7 @@ async fn forward(
     sink.output(output).await;
 }
 
-fn spawn_error(command: &AgentCommand, e: &io::Error) -> String {
+pub(super) fn spawn_error(command: &AgentCommand, e: &io::Error) -> String {
     let program = command.program.display();
     if e.kind() == io::ErrorKind::NotFound {
         format!(
@@ -415,7 +440,7 @@ fn spawn_error(command: &AgentCommand, e: &io::Error) -> String {
 }
 
 /// SIGTERM to the group, SIGKILL after `grace`; returns the exit status.
-async fn terminate(
+pub(super) async fn terminate(
     child: &mut Child,
     pid: Option<u32>,
     grace: Duration,
@@ -431,7 +456,7 @@ async fn terminate(
 }
 
 /// Signals the process group led by `pid` (the child was started with `process_group(0)`).
-fn signal_group(pid: Option<u32>, signal: i32) {
+pub(super) fn signal_group(pid: Option<u32>, signal: i32) {
     if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
         // SAFETY: killpg has no memory effects; a group that is already gone gives ESRCH.
         unsafe {
@@ -440,7 +465,7 @@ fn signal_group(pid: Option<u32>, signal: i32) {
     }
 }
 
-async fn read_tail(mut stderr: impl AsyncRead + Unpin) -> String {
+pub(super) async fn read_tail(mut stderr: impl AsyncRead + Unpin) -> String {
     let mut tail: Vec<u8> = Vec::new();
     let mut buf = [0u8; 4096];
     while let Ok(n) = stderr.read(&mut buf).await {
@@ -456,21 +481,21 @@ async fn read_tail(mut stderr: impl AsyncRead + Unpin) -> String {
     cut(text.trim(), STDERR_TAIL).to_owned()
 }
 
-enum Line {
+pub(super) enum Line {
     Text(String),
     TooLong,
 }
 
 /// Reads newline-separated lines of bounded length. Cancel-safe: a partial line survives
 /// a `select!` that picks another branch.
-struct LineReader<R> {
+pub(super) struct LineReader<R> {
     reader: BufReader<R>,
     buf: Vec<u8>,
     overflow: bool,
 }
 
 impl<R: AsyncRead + Unpin> LineReader<R> {
-    fn new(reader: R) -> Self {
+    pub(super) fn new(reader: R) -> Self {
         Self {
             reader: BufReader::with_capacity(64 * 1024, reader),
             buf: Vec::new(),
@@ -478,7 +503,7 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
         }
     }
 
-    async fn next(&mut self) -> io::Result<Option<Line>> {
+    pub(super) async fn next(&mut self) -> io::Result<Option<Line>> {
         loop {
             let available = self.reader.fill_buf().await?;
             if available.is_empty() {

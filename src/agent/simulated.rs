@@ -109,6 +109,8 @@ struct Options {
     session_id: Option<String>,
     /// `--fork-session`: continue in a new session.
     fork: bool,
+    /// `--input-format stream-json`: a long-lived process, one user message per line.
+    stream_input: bool,
     prompt: Option<String>,
 }
 
@@ -133,6 +135,7 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
             "--model" => o.model = Some(value()?),
             "--session-id" | "--resume" => o.session_id = Some(value()?),
             "--fork-session" => o.fork = true,
+            "--input-format" => o.stream_input = value()? == "stream-json",
             "--strict-mcp-config" => {}
             "--mcp-config" | "--max-budget-usd" => {
                 value()?;
@@ -143,7 +146,6 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
             | "--max-turns"
             | "--permission-mode"
             | "--append-system-prompt"
-            | "--input-format"
             | "--fallback-model"
             | "--add-dir" => {
                 value()?;
@@ -170,6 +172,9 @@ pub fn main(args: &[String]) -> i32 {
         eprintln!("the simulated agent speaks only -p --output-format stream-json --verbose");
         return 1;
     }
+    if options.stream_input {
+        return serve_stream(&options);
+    }
     let prompt = match options.prompt.clone() {
         Some(p) => p,
         None => {
@@ -183,17 +188,8 @@ pub fn main(args: &[String]) -> i32 {
             p
         }
     };
-    let directives = match Directives::parse(&prompt) {
-        Ok(mut d) => {
-            let attempt: u32 = std::env::var("SWARM_ATTEMPT")
-                .ok()
-                .and_then(|a| a.parse().ok())
-                .unwrap_or(1);
-            if d.flaky.is_some_and(|n| attempt <= n) {
-                d.error = Some(529);
-            }
-            d
-        }
+    let directives = match directives_for(&prompt) {
+        Ok(d) => d,
         Err(e) => {
             eprintln!("{e}");
             return 1;
@@ -203,8 +199,154 @@ pub fn main(args: &[String]) -> i32 {
     let mut out = io::stdout().lock();
     // An error means stdout closed under us: the reader went away.
     session
-        .play(&plain_prompt(&prompt), &directives, &mut out)
+        .play(&plain_prompt(&prompt), &directives, &mut out, &mut Sleep)
         .unwrap_or(1)
+}
+
+/// A prompt's directives, with `sim:flaky` applied for this attempt.
+fn directives_for(prompt: &str) -> Result<Directives, String> {
+    match Directives::parse(prompt) {
+        Ok(mut d) => {
+            let attempt: u32 = std::env::var("SWARM_ATTEMPT")
+                .ok()
+                .and_then(|a| a.parse().ok())
+                .unwrap_or(1);
+            if d.flaky.is_some_and(|n| attempt <= n) {
+                d.error = Some(529);
+            }
+            Ok(d)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Waits inside a turn; `true` when an interrupt arrived instead.
+trait Pause {
+    fn pause(&mut self, duration: Duration) -> bool;
+}
+
+/// Print mode: nothing can interrupt.
+struct Sleep;
+
+impl Pause for Sleep {
+    fn pause(&mut self, duration: Duration) -> bool {
+        thread::sleep(duration);
+        false
+    }
+}
+
+/// Stream mode: stdin lines arrive on a channel; an interrupt ends the wait.
+struct Inbox {
+    lines: std::sync::mpsc::Receiver<Value>,
+    /// Messages that arrived during a turn, for after it.
+    later: std::collections::VecDeque<Value>,
+    /// The `request_id` of the interrupt being answered.
+    interrupt: Option<String>,
+}
+
+impl Pause for Inbox {
+    fn pause(&mut self, duration: Duration) -> bool {
+        // An interrupt that arrived right behind this turn's message.
+        if self.later.front().is_some_and(is_interrupt) {
+            let line = self.later.pop_front().expect("checked");
+            self.interrupt = Some(line["request_id"].as_str().unwrap_or_default().to_owned());
+            return true;
+        }
+        let deadline = Instant::now() + duration;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                // An interrupt queued behind a later message belongs to that message's turn.
+                Ok(line) if is_interrupt(&line) && self.later.is_empty() => {
+                    self.interrupt =
+                        Some(line["request_id"].as_str().unwrap_or_default().to_owned());
+                    return true;
+                }
+                Ok(line) => self.later.push_back(line),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => return false,
+                // Stdin closed: nothing can interrupt any more.
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    thread::sleep(left);
+                    return false;
+                }
+            }
+        }
+    }
+}
+
+fn is_interrupt(line: &Value) -> bool {
+    line["type"] == "control_request" && line["request"]["subtype"] == "interrupt"
+}
+
+/// `--input-format stream-json`: answers each user line with a turn, stays alive between
+/// turns, answers interrupts, and ends when stdin closes.
+fn serve_stream(options: &Options) -> i32 {
+    let (tx, rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        for line in io::stdin().lines().map_while(Result::ok) {
+            if let Ok(value) = serde_json::from_str::<Value>(&line)
+                && tx.send(value).is_err()
+            {
+                return;
+            }
+        }
+    });
+    let mut inbox = Inbox {
+        lines: rx,
+        later: Default::default(),
+        interrupt: None,
+    };
+    let session = Session::new(options);
+    let mut out = io::stdout().lock();
+    loop {
+        let line = match inbox.later.pop_front() {
+            Some(line) => line,
+            None => match inbox.lines.recv() {
+                Ok(line) => line,
+                Err(_) => return 0,
+            },
+        };
+        if is_interrupt(&line) {
+            let request_id = line["request_id"].as_str().unwrap_or_default();
+            if session.control_response(&mut out, request_id).is_err() {
+                return 1;
+            }
+            continue;
+        }
+        if line["type"] != "user" {
+            continue;
+        }
+        let content = &line["message"]["content"];
+        let prompt = match content {
+            Value::String(text) => text.clone(),
+            Value::Array(blocks) => blocks
+                .iter()
+                .filter_map(|b| b["text"].as_str())
+                .collect::<Vec<_>>()
+                .join("\n"),
+            _ => String::new(),
+        };
+        let directives = match directives_for(&prompt) {
+            Ok(d) => d,
+            Err(e) => {
+                eprintln!("{e}");
+                return 1;
+            }
+        };
+        match session.play(&plain_prompt(&prompt), &directives, &mut out, &mut inbox) {
+            Err(_) => return 1,
+            Ok(code) if directives.exit.is_some() => return code,
+            Ok(_) => {}
+        }
+        if let Some(request_id) = inbox.interrupt.take()
+            && session
+                .control_response(&mut out, &request_id)
+                .and_then(|()| session.aborted(&mut out))
+                .is_err()
+        {
+            return 1;
+        }
+    }
 }
 
 struct Session {
@@ -233,7 +375,15 @@ impl Session {
         }
     }
 
-    fn play(&self, prompt: &str, d: &Directives, out: &mut impl Write) -> io::Result<i32> {
+    /// One turn. When `clock` reports an interrupt the turn stops where it is (the caller
+    /// answers the interrupt).
+    fn play(
+        &self,
+        prompt: &str,
+        d: &Directives,
+        out: &mut impl Write,
+        clock: &mut dyn Pause,
+    ) -> io::Result<i32> {
         if let Some(word) = &d.stderr {
             eprintln!("{word}");
         }
@@ -246,9 +396,8 @@ impl Session {
         }
         if d.hang {
             out.flush()?;
-            loop {
-                thread::sleep(Duration::from_secs(3600));
-            }
+            while !clock.pause(Duration::from_secs(3600)) {}
+            return Ok(0);
         }
         if d.auth {
             self.emit(
@@ -318,7 +467,9 @@ impl Session {
         };
         let chunk_delay = d.delay / d.chunks;
         for i in 0..d.chunks {
-            thread::sleep(chunk_delay);
+            if clock.pause(chunk_delay) {
+                return Ok(0);
+            }
             let text = if i + 1 == d.chunks {
                 reply.clone()
             } else {
@@ -339,6 +490,21 @@ impl Session {
             .unwrap_or(0.00001 * (prompt.len() + reply.len()) as f64 / 4.0);
         self.emit(out, self.result(&reply, false, turns, cost, None))?;
         Ok(d.exit.unwrap_or(0))
+    }
+
+    fn control_response(&self, out: &mut impl Write, request_id: &str) -> io::Result<()> {
+        self.emit(
+            out,
+            json!({ "type": "control_response", "response": { "subtype": "success", "request_id": request_id } }),
+        )
+    }
+
+    /// The result of a turn cut short by an interrupt, as the CLI prints it.
+    fn aborted(&self, out: &mut impl Write) -> io::Result<()> {
+        let mut line = self.result("", true, 1, 0.0, None);
+        line["subtype"] = json!("error_during_execution");
+        line["terminal_reason"] = json!("aborted_streaming");
+        self.emit(out, line)
     }
 
     fn emit(&self, out: &mut impl Write, line: Value) -> io::Result<()> {

@@ -24,6 +24,8 @@ pub struct RunRequest {
     pub attempt: u32,
     pub options: AgentOptions,
     pub isolation: Isolation,
+    /// The instance it runs on.
+    pub instance_id: String,
 }
 
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -40,6 +42,14 @@ pub trait Agent: Send + Sync + 'static {
 
     /// What runs tasks, for status displays ("claude", "simulated").
     fn describe(&self) -> String;
+
+    /// The instance is gone: release what the agent keeps for it (a long-lived process).
+    fn retire(&self, _instance: &str) {}
+
+    /// The engine stops: end everything the agent keeps, and resolve once it is gone.
+    fn shutdown(&self) -> BoxFuture<()> {
+        Box::pin(async {})
+    }
 
     /// What the run with process id `pid` uses now, if the agent can tell.
     fn usage(&self, _pid: u32) -> Option<ResourceUse> {

@@ -253,6 +253,8 @@ impl OutputSink {
 #[derive(Clone)]
 pub struct Engine {
     tx: mpsc::Sender<Msg>,
+    /// To end what the agent keeps (long-lived processes) at shutdown.
+    agent: Arc<dyn Agent>,
     started: Instant,
 }
 
@@ -302,9 +304,11 @@ impl Engine {
         if let Some(snapshot) = snapshot {
             state.restore(snapshot);
         }
+        let agent = state.agent.clone();
         tokio::spawn(state.run(rx));
         Self {
             tx,
+            agent,
             started: Instant::now(),
         }
     }
@@ -422,9 +426,13 @@ impl Engine {
     /// and stops dispatching. Waits at most `limit`.
     pub async fn shutdown(&self, limit: Duration) {
         let (reply, rx) = oneshot::channel();
-        if self.tx.send(Msg::Shutdown { reply }).await.is_ok() {
-            let _ = tokio::time::timeout(limit, rx).await;
-        }
+        let stopped = async {
+            if self.tx.send(Msg::Shutdown { reply }).await.is_ok() {
+                let _ = rx.await;
+            }
+            self.agent.shutdown().await;
+        };
+        let _ = tokio::time::timeout(limit, stopped).await;
     }
 }
 
@@ -1420,6 +1428,7 @@ impl State {
             attempt: task.attempts,
             options: task.spec.options.clone(),
             isolation: task.spec.isolation,
+            instance_id: instance_id.to_owned(),
         };
         self.publish_task(EventKind::TaskStarted, &task_id);
         self.publish_instance(instance_id);
@@ -1492,7 +1501,14 @@ impl State {
                 .pool
                 .get(id)
                 .is_some_and(|i| i.status == InstanceStatus::Terminated);
-            self.pool.release(id);
+            let now_terminated = self
+                .pool
+                .release(id)
+                .is_some_and(|i| i.status == InstanceStatus::Terminated);
+            if now_terminated {
+                // Scaled down while busy, or terminated: its process goes now.
+                self.agent.retire(id);
+            }
             if !was_terminated {
                 self.publish_instance(id);
             }
@@ -1921,6 +1937,7 @@ impl State {
     /// Terminates an instance and fails the tasks pinned to it.
     fn retire(&mut self, id: &str) {
         self.pool.set_status(id, InstanceStatus::Terminated);
+        self.agent.retire(id);
         self.publish_instance(id);
         if let Some(mut queue) = self.pinned.remove(id) {
             let tasks = &self.tasks;

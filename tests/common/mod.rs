@@ -29,6 +29,7 @@ pub fn simulated_agent() -> ProcessAgent {
         label: "simulated".into(),
         stop_grace: Duration::from_secs(2),
         env: Vec::new(),
+        long_lived: false,
     })
 }
 

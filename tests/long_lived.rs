@@ -1,0 +1,137 @@
+//! Long-lived instances: one CLI process per instance, a task per user message, interrupts
+//! that keep the process, and a replacement that resumes the session after a crash.
+
+mod common;
+
+use claude_swarm::{
+    agent::process::{AgentCommand, ProcessAgent},
+    config::SIMULATE_AGENT,
+    pb::{self, EventKind as K, TaskStatus as S},
+};
+use common::{BIN, TestServer, config, group_alive, spec, status};
+
+fn long_lived() -> ProcessAgent {
+    ProcessAgent::new(AgentCommand {
+        program: BIN.into(),
+        leading_args: vec![SIMULATE_AGENT.into()],
+        label: "simulated".into(),
+        stop_grace: std::time::Duration::from_secs(2),
+        env: Vec::new(),
+        long_lived: true,
+    })
+}
+
+async fn pid_of(server: &TestServer, task: &str) -> u32 {
+    server.wait_for(task, K::TaskOutput).await;
+    let instance = server.get(task).await.instance_id;
+    server
+        .instances()
+        .get_instance(pb::GetInstanceRequest {
+            instance_id: instance,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pid
+}
+
+#[tokio::test]
+async fn tasks_share_the_instance_process_and_its_session() {
+    let server = TestServer::start_with_agent(config(1), long_lived()).await;
+    let first = server.submit(spec("one sim:delay=200")).await;
+    let first_pid = pid_of(&server, &first.id).await;
+    let first = server.wait(&first.id).await;
+    let second = server.submit(spec("two sim:delay=200")).await;
+    let second_pid = pid_of(&server, &second.id).await;
+    let second = server.wait(&second.id).await;
+    assert_eq!(
+        (status(&first), status(&second)),
+        (S::Completed, S::Completed)
+    );
+    assert_eq!(first_pid, second_pid, "one process for both tasks");
+    assert_eq!(
+        first.result.unwrap().session_id,
+        second.result.unwrap().session_id
+    );
+    assert!(
+        group_alive(first_pid),
+        "the process waits for the next task"
+    );
+
+    // A task with flags of its own runs in a process of its own.
+    let own = server
+        .submit(pb::TaskSpec {
+            model: "other-model".into(),
+            ..spec("own sim:delay=200")
+        })
+        .await;
+    let own_pid = pid_of(&server, &own.id).await;
+    assert_ne!(own_pid, first_pid);
+    assert_eq!(status(&server.wait(&own.id).await), S::Completed);
+    server.stop().await;
+    assert!(
+        !group_alive(first_pid),
+        "shutdown ends the instance's process"
+    );
+}
+
+#[tokio::test]
+async fn an_interrupted_task_is_cancelled_and_the_process_lives_on() {
+    let server = TestServer::start_with_agent(config(1), long_lived()).await;
+    let hanging = server.submit(spec("wait sim:hang")).await;
+    let pid = pid_of(&server, &hanging.id).await;
+    let cancelled = server
+        .tasks()
+        .cancel_task(pb::CancelTaskRequest {
+            task_id: hanging.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status(&cancelled), S::Cancelled);
+    assert!(
+        group_alive(pid),
+        "the CLI answered the interrupt, so it stays"
+    );
+    let next = server.submit(spec("next sim:delay=300")).await;
+    assert_eq!(pid_of(&server, &next.id).await, pid);
+    assert_eq!(status(&server.wait(&next.id).await), S::Completed);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn after_a_crash_the_replacement_resumes_the_session() {
+    let server = TestServer::start_with_agent(config(1), long_lived()).await;
+    let before = server.submit(spec("hello")).await;
+    let session = server.wait(&before.id).await.result.unwrap().session_id;
+    let crash = server.submit(spec("die sim:crash")).await;
+    let crashed = server.wait(&crash.id).await;
+    assert_eq!(
+        crashed.failure_class,
+        pb::FailureClass::ProcessCrashed as i32
+    );
+    let after = server.submit(spec("still there?")).await;
+    let after = server.wait(&after.id).await;
+    assert_eq!(status(&after), S::Completed);
+    assert_eq!(
+        after.result.unwrap().session_id,
+        session,
+        "the new process resumed the session"
+    );
+
+    // Terminating the instance ends its process group.
+    let instance = after.instance_id;
+    let pid = {
+        let probe = server.submit(spec("probe sim:hang")).await;
+        pid_of(&server, &probe.id).await
+    };
+    server
+        .instances()
+        .terminate_instance(pb::TerminateInstanceRequest {
+            instance_id: instance,
+        })
+        .await
+        .unwrap();
+    assert!(!group_alive(pid));
+    server.stop().await;
+}
