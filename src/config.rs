@@ -100,6 +100,10 @@ struct FileConfig {
     data_dir: Option<PathBuf>,
     /// Once the swarm has spent this much (USD), nothing more is dispatched.
     budget_usd: Option<f64>,
+    /// Working directories outside this directory are refused.
+    workspace_root: Option<PathBuf>,
+    /// A long-lived instance using more memory than this (MiB) after a task restarts.
+    instance_memory_limit_mb: Option<u64>,
 }
 
 /// The checked configuration.
@@ -201,6 +205,16 @@ impl Config {
                 default_timeout,
                 working_directory,
                 event_retention: file.event_retention.unwrap_or(defaults.event_retention),
+                workspace_root: match file.workspace_root {
+                    Some(root) if !root.is_dir() => {
+                        return Err(ConfigError(format!(
+                            "workspace_root: {} is not a directory",
+                            root.display()
+                        )));
+                    }
+                    other => other,
+                },
+                instance_memory_limit: file.instance_memory_limit_mb.map(|mb| mb * 1024 * 1024),
                 budget_usd: match file.budget_usd {
                     Some(b) if !(b.is_finite() && b > 0.0) => {
                         return Err(ConfigError(

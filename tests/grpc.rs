@@ -1004,3 +1004,50 @@ async fn a_spent_workflow_budget_starts_nothing_more() {
     assert_eq!(workflow.status, pb::WorkflowStatus::Failed as i32);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn working_directories_outside_the_workspace_root_are_refused() {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir(root.path().join("inside")).unwrap();
+    let config = claude_swarm::engine::EngineConfig {
+        working_directory: root.path().into(),
+        workspace_root: Some(root.path().into()),
+        ..config(1)
+    };
+    let server = TestServer::start(config).await;
+    for outside in ["/etc", "inside/../..", "../"] {
+        let spec = pb::TaskSpec {
+            working_directory: outside.into(),
+            ..spec("x")
+        };
+        let err = server
+            .tasks()
+            .submit_task(pb::SubmitTaskRequest { task: Some(spec) })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{outside}");
+        assert!(
+            err.message().contains("task.working_directory")
+                && err.message().contains("outside the workspace root"),
+            "{}",
+            err.message()
+        );
+    }
+    let inside = server
+        .submit(pb::TaskSpec {
+            working_directory: "inside".into(),
+            ..spec("fine")
+        })
+        .await;
+    assert_eq!(status(&server.wait(&inside.id).await), S::Completed);
+    let err = server
+        .instances()
+        .spawn_instances(pb::SpawnInstancesRequest {
+            count: 1,
+            working_directory: "/tmp".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    server.stop().await;
+}

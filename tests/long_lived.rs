@@ -135,3 +135,25 @@ async fn after_a_crash_the_replacement_resumes_the_session() {
     assert!(!group_alive(pid));
     server.stop().await;
 }
+
+#[tokio::test]
+async fn an_instance_over_its_memory_limit_restarts_and_resumes_its_session() {
+    let config = claude_swarm::engine::EngineConfig {
+        instance_memory_limit: Some(1),
+        ..config(1)
+    };
+    let server = TestServer::start_with_agent(config, long_lived()).await;
+    let first = server.submit(spec("one sim:delay=200")).await;
+    let first_pid = pid_of(&server, &first.id).await;
+    let first = server.wait(&first.id).await;
+    let second = server.submit(spec("two sim:delay=200")).await;
+    let second_pid = pid_of(&server, &second.id).await;
+    let second = server.wait(&second.id).await;
+    assert_ne!(first_pid, second_pid, "recycled between the tasks");
+    assert_eq!(
+        first.result.unwrap().session_id,
+        second.result.unwrap().session_id
+    );
+    assert!(!group_alive(first_pid));
+    server.stop().await;
+}

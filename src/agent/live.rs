@@ -93,6 +93,26 @@ impl ProcessAgent {
         }))
     }
 
+    /// Ends an instance's process but keeps its session, which the next one resumes.
+    pub(super) fn recycle_live(&self, instance: &str) {
+        let Some(slot) = self
+            .live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(instance)
+            .cloned()
+        else {
+            return;
+        };
+        let grace = self.command.stop_grace;
+        tokio::spawn(async move {
+            if let Some(mut live) = slot.lock().await.live.take() {
+                drop(live.stdin.take());
+                let _ = terminate(&mut live.child, live.pid, grace).await;
+            }
+        });
+    }
+
     /// Ends every instance's process and waits until they are gone.
     pub(super) async fn shutdown_live(&self) {
         let instances: Vec<String> = self

@@ -363,6 +363,10 @@ impl Agent for ProcessAgent {
         self.retire_live(instance);
     }
 
+    fn recycle(&self, instance: &str) {
+        self.recycle_live(instance);
+    }
+
     fn shutdown(&self) -> BoxFuture<()> {
         let agent = self.clone();
         Box::pin(async move { agent.shutdown_live().await })

@@ -46,6 +46,9 @@ pub trait Agent: Send + Sync + 'static {
     /// The instance is gone: release what the agent keeps for it (a long-lived process).
     fn retire(&self, _instance: &str) {}
 
+    /// Restart the instance's process before its next task (it resumes its session).
+    fn recycle(&self, _instance: &str) {}
+
     /// The engine stops: end everything the agent keeps, and resolve once it is gone.
     fn shutdown(&self) -> BoxFuture<()> {
         Box::pin(async {})

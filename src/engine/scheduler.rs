@@ -48,6 +48,11 @@ pub struct EngineConfig {
     pub event_buffer: usize,
     /// Once this much is spent (USD), nothing more is dispatched.
     pub budget_usd: Option<f64>,
+    /// When set, working directories outside it are refused.
+    pub workspace_root: Option<PathBuf>,
+    /// A long-lived instance whose process tree uses more memory (bytes) after a task is
+    /// restarted (resuming its session) before the next one.
+    pub instance_memory_limit: Option<u64>,
 }
 
 impl Default for EngineConfig {
@@ -60,6 +65,8 @@ impl Default for EngineConfig {
             event_retention: 100_000,
             event_buffer: 16_384,
             budget_usd: None,
+            workspace_root: None,
+            instance_memory_limit: None,
         }
     }
 }
@@ -979,6 +986,40 @@ impl State {
 
     // ---- lookups ---------------------------------------------------------------------
 
+    /// Refuses a working directory outside the configured workspace root. Relative
+    /// directories are taken from the default working directory; `..` is resolved first.
+    fn inside_workspace(&self, dir: &std::path::Path) -> Result<()> {
+        let Some(root) = &self.config.workspace_root else {
+            return Ok(());
+        };
+        let normal = |path: &std::path::Path| -> PathBuf {
+            let absolute = self.config.working_directory.join(path);
+            let mut clean = PathBuf::new();
+            for part in absolute.components() {
+                match part {
+                    std::path::Component::ParentDir => {
+                        clean.pop();
+                    }
+                    std::path::Component::CurDir => {}
+                    other => clean.push(other),
+                }
+            }
+            clean.canonicalize().unwrap_or(clean)
+        };
+        if normal(dir).starts_with(normal(root)) {
+            Ok(())
+        } else {
+            Err(EngineError::invalid(
+                "working_directory",
+                format!(
+                    "{} is outside the workspace root {}",
+                    dir.display(),
+                    root.display()
+                ),
+            ))
+        }
+    }
+
     /// `name (id)`, or the id when the task has no name of its own.
     fn describe(&self, id: &str) -> String {
         match self.tasks.get(id).map(|e| e.task.spec.name.as_str()) {
@@ -1033,6 +1074,9 @@ impl State {
         let mut new_ids: HashSet<&str> = HashSet::new();
         for (i, spec) in specs.iter().enumerate() {
             spec.validate().map_err(|e| locate(i, e))?;
+            if let Some(dir) = &spec.working_directory {
+                self.inside_workspace(dir).map_err(|e| locate(i, e))?;
+            }
             if let Some(id) = &spec.id {
                 if self.tasks.contains_key(id) {
                     return Err(EngineError::AlreadyExists {
@@ -1414,12 +1458,14 @@ impl State {
         let request = RunRequest {
             task_id: task_id.clone(),
             prompt: task.spec.prompt.clone(),
-            working_directory: task
-                .spec
-                .working_directory
-                .clone()
-                .or(instance_dir)
-                .unwrap_or_else(|| self.config.working_directory.clone()),
+            // Relative directories are taken from the configured working directory.
+            working_directory: self.config.working_directory.join(
+                task.spec
+                    .working_directory
+                    .clone()
+                    .or(instance_dir)
+                    .unwrap_or_default(),
+            ),
             model: task.spec.model.clone(),
             allowed_tools: task.spec.allowed_tools.clone(),
             max_turns: task.spec.max_turns,
@@ -1501,6 +1547,16 @@ impl State {
                 .pool
                 .get(id)
                 .is_some_and(|i| i.status == InstanceStatus::Terminated);
+            // A long-lived process grown past the memory limit restarts before the next task.
+            let pid = self.pool.get(id).and_then(|i| i.pid);
+            if let (Some(limit), Some(usage)) = (
+                self.config.instance_memory_limit,
+                pid.and_then(|p| self.agent.usage(p)),
+            ) && usage.rss_bytes > limit
+            {
+                tracing::warn!(instance = %id, rss = usage.rss_bytes, limit, "recycling an instance over its memory limit");
+                self.agent.recycle(id);
+            }
             let now_terminated = self
                 .pool
                 .release(id)
@@ -1887,6 +1943,9 @@ impl State {
                 "count",
                 format!("{count} more would exceed the maximum of {max} instances ({live} live)"),
             ));
+        }
+        if let Some(dir) = &working_directory {
+            self.inside_workspace(dir)?;
         }
         if let Some(dir) = &working_directory
             && !dir.is_dir()
