@@ -20,7 +20,7 @@ async fn a_task_runs_and_its_result_comes_back() {
     assert_eq!(task.name, "greet");
     let done = server.wait(&task.id).await;
     assert_eq!(status(&done), S::Completed, "{done:?}");
-    let result = done.result.unwrap();
+    let result = done.result.clone().unwrap();
     assert_eq!(result.text, "Simulated answer to: say hi");
     assert_eq!(result.cost_usd, 0.125);
     assert_eq!(result.num_turns, 2);
@@ -38,6 +38,19 @@ async fn a_task_runs_and_its_result_comes_back() {
     assert_eq!(status.tasks.unwrap().completed, 1);
     assert_eq!(status.total_cost_usd, 0.125);
     assert_eq!(status.agent, "simulated");
+    // Tokens and turns are summed for the swarm and per instance.
+    assert_eq!(status.turns, 2);
+    let tokens = status.usage.unwrap();
+    assert_eq!(tokens, done.result.as_ref().unwrap().usage.unwrap());
+    let instance = server
+        .instances()
+        .get_instance(pb::GetInstanceRequest {
+            instance_id: done.instance_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((instance.turns, instance.usage.unwrap()), (2, tokens));
     server.stop().await;
 }
 

@@ -108,6 +108,16 @@ tasks:
         .map(|t| t.result.as_ref().unwrap().cost_usd)
         .sum();
     assert!((workflow.total_cost_usd - total).abs() < 1e-12);
+    let turns: u32 = tasks
+        .values()
+        .map(|t| t.result.as_ref().unwrap().num_turns)
+        .sum();
+    assert_eq!(workflow.turns, u64::from(turns));
+    let output_tokens: u64 = tasks
+        .values()
+        .map(|t| t.result.as_ref().unwrap().usage.unwrap().output_tokens)
+        .sum();
+    assert_eq!(workflow.usage.unwrap().output_tokens, output_tokens);
     server.stop().await;
 }
 

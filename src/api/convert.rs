@@ -11,7 +11,7 @@ use crate::{
         scheduler::SwarmStatus,
         task::{
             AgentOptions, FailureClass, FailurePolicy, Isolation, Priority, Task, TaskResult,
-            TaskSpec, TaskStatus, positive_seconds,
+            TaskSpec, TaskStatus, Usage, positive_seconds,
         },
         workflow::{WorkflowInfo, WorkflowStatus},
     },
@@ -248,18 +248,24 @@ fn map(m: &BTreeMap<String, String>) -> std::collections::HashMap<String, String
     m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
 }
 
+impl From<&Usage> for pb::Usage {
+    fn from(u: &Usage) -> Self {
+        pb::Usage {
+            input_tokens: u.input_tokens,
+            output_tokens: u.output_tokens,
+            cache_creation_input_tokens: u.cache_creation_input_tokens,
+            cache_read_input_tokens: u.cache_read_input_tokens,
+        }
+    }
+}
+
 impl From<&TaskResult> for pb::TaskResult {
     fn from(r: &TaskResult) -> Self {
         pb::TaskResult {
             text: r.text.clone(),
             session_id: r.session_id.clone(),
             cost_usd: r.cost_usd,
-            usage: Some(pb::Usage {
-                input_tokens: r.usage.input_tokens,
-                output_tokens: r.usage.output_tokens,
-                cache_creation_input_tokens: r.usage.cache_creation_input_tokens,
-                cache_read_input_tokens: r.usage.cache_read_input_tokens,
-            }),
+            usage: Some((&r.usage).into()),
             num_turns: r.num_turns,
             duration_ms: r.duration.as_millis() as u64,
             exit_code: r.exit_code,
@@ -345,9 +351,11 @@ impl From<&Instance> for pb::Instance {
             tasks_failed: i.tasks_failed,
             pid: i.pid.unwrap_or(0),
             total_cost_usd: i.total_cost_usd,
-            memory_bytes: i.usage.map_or(0, |u| u.rss_bytes),
-            cpu_seconds: i.usage.map_or(0.0, |u| u.cpu_seconds),
-            processes: i.usage.map_or(0, |u| u.processes),
+            memory_bytes: i.resources.map_or(0, |u| u.rss_bytes),
+            cpu_seconds: i.resources.map_or(0.0, |u| u.cpu_seconds),
+            processes: i.resources.map_or(0, |u| u.processes),
+            usage: Some((&i.usage).into()),
+            turns: i.turns,
         }
     }
 }
@@ -384,6 +392,8 @@ impl From<&WorkflowInfo> for pb::Workflow {
             task_counts: Some(task_counts(&w.task_counts)),
             outputs: w.outputs.clone().into_iter().collect(),
             budget_usd: w.budget_usd.unwrap_or(0.0),
+            usage: Some((&w.usage).into()),
+            turns: w.turns,
         }
     }
 }
@@ -418,6 +428,8 @@ impl From<&SwarmStatus> for pb::GetStatusResponse {
                 .or_else(|| s.paused.as_ref().map(|(_, why)| why.clone()))
                 .unwrap_or_default(),
             budget_usd: s.budget_usd.unwrap_or(0.0),
+            usage: Some((&s.usage).into()),
+            turns: s.turns,
         }
     }
 }

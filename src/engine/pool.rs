@@ -9,7 +9,7 @@ use std::{
 
 use super::{
     run::ResourceUse,
-    task::{InstanceId, TaskId},
+    task::{InstanceId, TaskId, Usage},
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -40,9 +40,12 @@ pub struct Instance {
     /// The agent process running its task.
     pub pid: Option<u32>,
     pub total_cost_usd: f64,
+    /// Tokens and turns of the runs it did.
+    pub usage: Usage,
+    pub turns: u64,
     /// What its running agent uses, filled in when the instance is looked at.
     #[serde(skip)]
-    pub usage: Option<ResourceUse>,
+    pub resources: Option<ResourceUse>,
 }
 
 /// Instances by id, in creation order (ids are `inst-<n>` with a growing `n`, zero-padded).
@@ -69,7 +72,9 @@ impl Pool {
             tasks_failed: 0,
             pid: None,
             total_cost_usd: 0.0,
-            usage: None,
+            usage: Usage::default(),
+            turns: 0,
+            resources: None,
         })
     }
 

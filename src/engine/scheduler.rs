@@ -23,7 +23,7 @@ use super::{
     run::{Agent, RunRequest},
     task::{
         FailureClass, FailurePolicy, Priority, RunOutcome, StopReason, Task, TaskId, TaskResult,
-        TaskSpec, TaskStatus, WorkflowId,
+        TaskSpec, TaskStatus, Usage, WorkflowId,
     },
     workflow::{
         FanOutSource, MAX_ITEMS, Template, WorkflowInfo, WorkflowPlan, WorkflowStatus, items_of,
@@ -110,6 +110,8 @@ pub struct SwarmStatus {
     /// Nothing more is dispatched: the swarm's budget is spent.
     pub budget_spent: Option<String>,
     pub budget_usd: Option<f64>,
+    pub usage: Usage,
+    pub turns: u64,
 }
 
 type Reply<T> = oneshot::Sender<Result<T>>;
@@ -516,6 +518,9 @@ struct State {
     /// Queued tasks per priority.
     queued: [u64; 4],
     total_cost_usd: f64,
+    /// Tokens and turns of every run.
+    total_usage: Usage,
+    total_turns: u64,
     events: EventLog,
     shutdown_waiters: Vec<oneshot::Sender<()>>,
     shutting_down: bool,
@@ -560,6 +565,8 @@ impl State {
             counts: [0; 7],
             queued: [0; 4],
             total_cost_usd: 0.0,
+            total_usage: Usage::default(),
+            total_turns: 0,
             events,
             shutdown_waiters: Vec::new(),
             shutting_down: false,
@@ -1031,7 +1038,7 @@ impl State {
     /// An instance with what its running agent uses now.
     fn measured(&self, instance: &Instance) -> Instance {
         let mut instance = instance.clone();
-        instance.usage = instance.pid.and_then(|pid| self.agent.usage(pid));
+        instance.resources = instance.pid.and_then(|pid| self.agent.usage(pid));
         instance
     }
 
@@ -1518,7 +1525,15 @@ impl State {
             .tasks
             .get(&task_id)
             .and_then(|e| e.task.instance_id.clone());
+        let (usage, turns) = verdict
+            .result
+            .as_ref()
+            .map_or((Usage::default(), 0), |r| (r.usage.clone(), r.num_turns));
+        self.total_usage.add(&usage);
+        self.total_turns += u64::from(turns);
         if let Some(instance) = instance_id.as_deref().and_then(|id| self.pool.get_mut(id)) {
+            instance.usage.add(&usage);
+            instance.turns += u64::from(turns);
             instance.total_cost_usd += cost;
             if verdict.status == TaskStatus::Completed {
                 instance.tasks_completed += 1;
@@ -2112,6 +2127,8 @@ impl State {
             task_counts: [0; 7],
             outputs: Default::default(),
             budget_usd,
+            usage: Usage::default(),
+            turns: 0,
         };
         let record = WorkflowRecord {
             info: info.clone(),
@@ -2141,8 +2158,10 @@ impl State {
             let task = &self.tasks[task_id].task;
             info.task_counts[task.status.index()] += 1;
             // A for_each task's cost is its items' cost, counted with them.
-            if self.tasks[task_id].task.spec.fan_out.is_none() {
-                info.total_cost_usd += task.result.as_ref().map_or(0.0, |r| r.cost_usd);
+            if let (None, Some(result)) = (&task.spec.fan_out, &task.result) {
+                info.total_cost_usd += result.cost_usd;
+                info.usage.add(&result.usage);
+                info.turns += u64::from(result.num_turns);
             }
         }
         for leaf in &record.leaves {
@@ -2304,6 +2323,8 @@ impl State {
             paused: self.paused_until.clone(),
             budget_spent: self.budget_spent(),
             budget_usd: self.config.budget_usd,
+            usage: self.total_usage.clone(),
+            turns: self.total_turns,
         }
     }
 

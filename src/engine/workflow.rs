@@ -18,7 +18,9 @@ use serde::{Deserialize, de::IgnoredAny};
 use super::{
     error::{EngineError, Result},
     queue::find_cycle,
-    task::{FailurePolicy, Isolation, Priority, TaskId, TaskSpec, WorkflowId, positive_seconds},
+    task::{
+        FailurePolicy, Isolation, Priority, TaskId, TaskSpec, Usage, WorkflowId, positive_seconds,
+    },
 };
 
 /// Largest workflow document accepted.
@@ -165,6 +167,11 @@ pub struct WorkflowInfo {
     /// Once its tasks cost this much, tasks not yet started fail.
     #[serde(default)]
     pub budget_usd: Option<f64>,
+    /// Tokens and turns of its tasks (computed, like the cost).
+    #[serde(default)]
+    pub usage: Usage,
+    #[serde(default)]
+    pub turns: u64,
 }
 
 /// A parsed, validated workflow ready to submit.
