@@ -267,6 +267,18 @@ async fn retries_back_off_and_keep_count_of_attempts() {
     let (_, tasks) = run(&server, yaml, &[]).await;
     assert_eq!(status(&tasks["flaky"]), S::Completed);
     assert_eq!(tasks["flaky"].attempts, 3);
+    let history = &tasks["flaky"].history;
+    assert_eq!(
+        history.iter().map(|a| a.attempt).collect::<Vec<_>>(),
+        [1, 2],
+        "each failed attempt is kept"
+    );
+    assert!(
+        history
+            .iter()
+            .all(|a| a.result.as_ref().unwrap().is_error && a.error.contains("529")),
+        "{history:?}"
+    );
     assert_eq!(status(&tasks["hopeless"]), S::Failed);
     assert_eq!(tasks["hopeless"].attempts, 2);
     let request = pb::StreamEventsRequest {

@@ -324,6 +324,22 @@ impl From<&Task> for pb::Task {
                 Isolation::None => pb::Isolation::None,
                 Isolation::Worktree => pb::Isolation::Worktree,
             } as i32,
+            history: t
+                .history
+                .iter()
+                .map(|a| pb::Attempt {
+                    attempt: a.attempt,
+                    started_at: a.started_at.map(timestamp),
+                    ended_at: Some(timestamp(a.ended_at)),
+                    result: a.result.as_ref().map(Into::into),
+                    error: a.error.clone(),
+                    failure_class: a
+                        .failure_class
+                        .map_or(pb::FailureClass::Unspecified, class_to_pb)
+                        as i32,
+                    instance_id: a.instance_id.clone().unwrap_or_default(),
+                })
+                .collect(),
         }
     }
 }

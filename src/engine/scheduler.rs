@@ -22,8 +22,8 @@ use super::{
     queue::{ReadyQueue, find_cycle},
     run::{Agent, RunRequest},
     task::{
-        FailureClass, FailurePolicy, Priority, RunOutcome, StopReason, Task, TaskId, TaskResult,
-        TaskSpec, TaskStatus, Usage, WorkflowId,
+        Attempt, FailureClass, FailurePolicy, Priority, RunOutcome, StopReason, Task, TaskId,
+        TaskResult, TaskSpec, TaskStatus, Usage, WorkflowId,
     },
     workflow::{
         FanOutSource, MAX_ITEMS, Template, WorkflowInfo, WorkflowPlan, WorkflowStatus, items_of,
@@ -1697,6 +1697,15 @@ impl State {
         let (attempt, of) = (task.attempts, task.spec.retries + 1);
         self.set_status(id, TaskStatus::Pending);
         let task = &mut self.tasks.get_mut(id).expect("known task").task;
+        task.history.push(Attempt {
+            attempt,
+            started_at: task.started_at,
+            ended_at: SystemTime::now(),
+            result: result.clone(),
+            error: error.clone(),
+            failure_class: task.failure_class,
+            instance_id: task.instance_id.clone(),
+        });
         task.result = result;
         task.error = Some(format!(
             "attempt {attempt} of {of} failed: {error}; retrying in {:.1}s",

@@ -430,6 +430,21 @@ pub struct Task {
     /// Why it failed, was cancelled or skipped.
     #[serde(default)]
     pub failure_class: Option<FailureClass>,
+    /// Earlier attempts that failed and were retried, oldest first.
+    #[serde(default)]
+    pub history: Vec<Attempt>,
+}
+
+/// One failed attempt of a task that was retried.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Attempt {
+    pub attempt: u32,
+    pub started_at: Option<SystemTime>,
+    pub ended_at: SystemTime,
+    pub result: Option<TaskResult>,
+    pub error: String,
+    pub failure_class: Option<FailureClass>,
+    pub instance_id: Option<InstanceId>,
 }
 
 impl Task {
@@ -453,6 +468,7 @@ impl Task {
             error: None,
             attempts: 0,
             failure_class: None,
+            history: Vec::new(),
         }
     }
 }
