@@ -104,6 +104,8 @@ struct FileConfig {
     workspace_root: Option<PathBuf>,
     /// A long-lived instance using more memory than this (MiB) after a task restarts.
     instance_memory_limit_mb: Option<u64>,
+    /// Finished tasks kept; older ones are compacted away.
+    task_retention: Option<usize>,
 }
 
 /// The checked configuration.
@@ -215,6 +217,7 @@ impl Config {
                     other => other,
                 },
                 instance_memory_limit: file.instance_memory_limit_mb.map(|mb| mb * 1024 * 1024),
+                task_retention: file.task_retention.unwrap_or(defaults.task_retention),
                 budget_usd: match file.budget_usd {
                     Some(b) if !(b.is_finite() && b > 0.0) => {
                         return Err(ConfigError(

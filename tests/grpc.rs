@@ -1064,3 +1064,43 @@ async fn working_directories_outside_the_workspace_root_are_refused() {
     assert_eq!(err.code(), Code::InvalidArgument);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn finished_tasks_beyond_the_retention_are_compacted_away() {
+    // One instance: tasks finish in the order they were submitted.
+    let config = claude_swarm::engine::EngineConfig {
+        task_retention: 3,
+        ..config(1)
+    };
+    let server = TestServer::start(config).await;
+    let mut ids = Vec::new();
+    for i in 0..8 {
+        ids.push(server.submit(spec(&format!("quick {i}"))).await.id);
+    }
+    let last = server.submit(spec("last")).await;
+    server.wait(&last.id).await;
+    let listed = server
+        .tasks()
+        .list_tasks(pb::ListTasksRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .tasks;
+    assert!(listed.len() <= 4, "{} tasks kept", listed.len());
+    let err = server
+        .tasks()
+        .get_task(pb::GetTaskRequest {
+            task_id: ids[0].clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    let status = server
+        .swarm()
+        .get_status(pb::GetStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(status.tasks.unwrap().completed <= 4);
+    server.stop().await;
+}

@@ -5,7 +5,7 @@
 
 use std::{
     cmp::Reverse,
-    collections::{HashMap, HashSet},
+    collections::{HashMap, HashSet, VecDeque},
     path::PathBuf,
     sync::Arc,
     time::{Duration, Instant, SystemTime},
@@ -53,6 +53,8 @@ pub struct EngineConfig {
     /// A long-lived instance whose process tree uses more memory (bytes) after a task is
     /// restarted (resuming its session) before the next one.
     pub instance_memory_limit: Option<u64>,
+    /// Finished tasks kept; older ones are compacted away (from memory and the store).
+    pub task_retention: usize,
 }
 
 impl Default for EngineConfig {
@@ -67,6 +69,7 @@ impl Default for EngineConfig {
             budget_usd: None,
             workspace_root: None,
             instance_memory_limit: None,
+            task_retention: 100_000,
         }
     }
 }
@@ -536,6 +539,12 @@ struct State {
     store_failed: Option<StoreError>,
     /// No dispatching before this time (a rate limit), and why.
     paused_until: Option<(SystemTime, String)>,
+    /// Finished tasks, oldest first, for compaction.
+    finished_tasks: VecDeque<TaskId>,
+    /// Compacted tasks still named in `order`.
+    tombstones: usize,
+    /// Compacted this turn, to delete from the store.
+    deleted_tasks: Vec<TaskId>,
 }
 
 /// An answer waiting for its turn to be stored; given the store's error if that failed.
@@ -577,6 +586,9 @@ impl State {
             outbox: Vec::new(),
             store_failed: None,
             paused_until: None,
+            finished_tasks: VecDeque::new(),
+            tombstones: 0,
+            deleted_tasks: Vec::new(),
         }
     }
 
@@ -591,6 +603,7 @@ impl State {
                     Err(_) => break,
                 }
             }
+            self.compact();
             self.commit().await;
         }
     }
@@ -620,6 +633,7 @@ impl State {
             .collect();
         if let (Some(store), None) = (&self.store, &self.store_failed) {
             let batch = Batch {
+                deleted_tasks: std::mem::take(&mut self.deleted_tasks),
                 tasks,
                 workflows,
                 events: events.clone(),
@@ -702,6 +716,12 @@ impl State {
             self.workflow_order.push(id.clone());
             self.workflows.insert(id, record);
         }
+        self.finished_tasks = self
+            .order
+            .iter()
+            .filter(|id| self.tasks[*id].task.status.is_terminal())
+            .cloned()
+            .collect();
         // Dependencies of unfinished tasks.
         let open: Vec<TaskId> = self
             .order
@@ -833,6 +853,7 @@ impl State {
                 self.workflow_task_done(&last);
             }
         }
+        self.compact();
         self.dispatch();
     }
 
@@ -877,6 +898,47 @@ impl State {
                 self.total_cost_usd
             )
         })
+    }
+
+    /// Keeps at most `task_retention` finished tasks: the oldest go, once nothing needs
+    /// them (their workflow and `for_each` are over). Their events stay in the event log.
+    fn compact(&mut self) {
+        while self.finished_tasks.len() > self.config.task_retention {
+            let Some(id) = self.finished_tasks.front() else {
+                return;
+            };
+            let Some(entry) = self.tasks.get(id) else {
+                self.finished_tasks.pop_front();
+                continue;
+            };
+            let workflow_running = entry.task.workflow_id.as_ref().is_some_and(|w| {
+                self.workflows
+                    .get(w)
+                    .is_some_and(|w| w.info.status == WorkflowStatus::Running)
+            });
+            let item_running = entry
+                .parent
+                .as_ref()
+                .is_some_and(|p| self.fan_outs.contains_key(p));
+            if workflow_running || item_running {
+                // Compacted later, once its workflow is over.
+                return;
+            }
+            let id = self.finished_tasks.pop_front().expect("front");
+            if let Some(entry) = self.tasks.remove(&id) {
+                self.counts[entry.task.status.index()] -= 1;
+                if let Some(key) = &entry.task.spec.idempotency_key {
+                    self.idempotency.remove(key);
+                }
+            }
+            self.deleted_tasks.push(id);
+            self.tombstones += 1;
+        }
+        if self.tombstones > self.order.len() / 2 {
+            let tasks = &self.tasks;
+            self.order.retain(|id| tasks.contains_key(id));
+            self.tombstones = 0;
+        }
     }
 
     fn touch_workflow(&mut self, id: &str) {
@@ -1274,7 +1336,10 @@ impl State {
         let mut tasks = Vec::new();
         let mut next = None;
         for (pos, id) in self.order.iter().enumerate().skip(start) {
-            let task = &self.tasks[id].task;
+            // Compacted tasks leave a gap in the order until it is rebuilt.
+            let Some(task) = self.tasks.get(id).map(|e| &e.task) else {
+                continue;
+            };
             let wanted = (query.statuses.is_empty() || query.statuses.contains(&task.status))
                 && (query.priorities.is_empty() || query.priorities.contains(&task.spec.priority))
                 && (query.workflow_id.is_none() || query.workflow_id == task.workflow_id);
@@ -1621,6 +1686,7 @@ impl State {
                 continue;
             }
             self.set_status(&id, status);
+            self.finished_tasks.push_back(id.clone());
             let entry = self.tasks.get_mut(&id).expect("known task");
             entry.task.completed_at = Some(SystemTime::now());
             entry.task.result = result;
@@ -2161,10 +2227,29 @@ impl State {
         Ok(self.workflow_info(&self.workflows[&id]))
     }
 
+    /// A running workflow's view is computed from its tasks; a finished one's was frozen
+    /// when it finished (its tasks may since have been compacted away).
     fn workflow_info(&self, record: &WorkflowRecord) -> WorkflowInfo {
+        if record.info.status == WorkflowStatus::Running {
+            self.compute_workflow_info(record)
+        } else {
+            record.info.clone()
+        }
+    }
+
+    fn compute_workflow_info(&self, record: &WorkflowRecord) -> WorkflowInfo {
         let mut info = record.info.clone();
-        for task_id in &info.task_ids {
-            let task = &self.tasks[task_id].task;
+        info.task_counts = [0; 7];
+        info.total_cost_usd = 0.0;
+        info.usage = Usage::default();
+        info.turns = 0;
+        info.outputs.clear();
+        for task in info
+            .task_ids
+            .iter()
+            .filter_map(|id| self.tasks.get(id))
+            .map(|e| &e.task)
+        {
             info.task_counts[task.status.index()] += 1;
             // A for_each task's cost is its items' cost, counted with them.
             if let (None, Some(result)) = (&task.spec.fan_out, &task.result) {
@@ -2173,8 +2258,12 @@ impl State {
                 info.turns += u64::from(result.num_turns);
             }
         }
-        for leaf in &record.leaves {
-            let task = &self.tasks[leaf].task;
+        for task in record
+            .leaves
+            .iter()
+            .filter_map(|id| self.tasks.get(id))
+            .map(|e| &e.task)
+        {
             if let (TaskStatus::Completed, Some(result)) = (task.status, &task.result) {
                 info.outputs
                     .insert(task.spec.name.clone(), result.text.clone());
@@ -2206,6 +2295,9 @@ impl State {
         };
         record.info.completed_at = Some(SystemTime::now());
         self.dirty_workflows.insert(workflow_id.clone());
+        let frozen = self.compute_workflow_info(&self.workflows[&workflow_id]);
+        let record = self.workflows.get_mut(&workflow_id).expect("present");
+        record.info = frozen;
         let waiters = std::mem::take(&mut record.cancel_waiters);
         let info = self.workflow_info(&self.workflows[&workflow_id]);
         for waiter in waiters {

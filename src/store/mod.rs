@@ -47,13 +47,18 @@ pub struct Snapshot {
 #[derive(Debug, Default)]
 pub struct Batch {
     pub tasks: Vec<StoredTask>,
+    /// Tasks compacted away.
+    pub deleted_tasks: Vec<TaskId>,
     pub workflows: Vec<StoredWorkflow>,
     pub events: Vec<Arc<Event>>,
 }
 
 impl Batch {
     pub fn is_empty(&self) -> bool {
-        self.tasks.is_empty() && self.workflows.is_empty() && self.events.is_empty()
+        self.tasks.is_empty()
+            && self.workflows.is_empty()
+            && self.events.is_empty()
+            && self.deleted_tasks.is_empty()
     }
 }
 

@@ -184,6 +184,14 @@ impl Store for SqliteStore {
                     .map_err(|e| StoreError(format!("write workflow: {e}")))?;
                 self.next_position += 1;
             }
+            let mut delete_task = tx
+                .prepare_cached("DELETE FROM tasks WHERE id = ?1")
+                .map_err(|e| StoreError(format!("prepare: {e}")))?;
+            for id in &batch.deleted_tasks {
+                delete_task
+                    .execute(params![id])
+                    .map_err(|e| StoreError(format!("delete task: {e}")))?;
+            }
             let mut append_event = tx
                 .prepare_cached("INSERT OR REPLACE INTO events (sequence, body) VALUES (?1, ?2)")
                 .map_err(|e| StoreError(format!("prepare: {e}")))?;
@@ -224,6 +232,32 @@ mod tests {
             .expect("refused")
             .to_string();
         assert!(err.contains("swarm.db"), "{err}");
+    }
+
+    #[test]
+    fn compacted_tasks_are_deleted() {
+        use crate::engine::task::{Task, TaskSpec};
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::open(dir.path(), 10).unwrap();
+        let task = Task::new(
+            "t1".into(),
+            TaskSpec::new("p"),
+            None,
+            std::time::SystemTime::now(),
+        );
+        let batch = Batch {
+            tasks: vec![StoredTask { task, parent: None }],
+            ..Batch::default()
+        };
+        store.commit(&batch).unwrap();
+        assert_eq!(store.load().unwrap().tasks.len(), 1);
+        store
+            .commit(&Batch {
+                deleted_tasks: vec!["t1".into()],
+                ..Batch::default()
+            })
+            .unwrap();
+        assert!(store.load().unwrap().tasks.is_empty());
     }
 
     #[test]
