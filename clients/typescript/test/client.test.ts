@@ -1,0 +1,146 @@
+// The TypeScript client against the real server binary (simulated agent, state in memory),
+// over grpc-web on HTTP/1.1 (as browsers speak it) and gRPC on HTTP/2, on the same port.
+// Run by scripts/test-clients (which builds the binary); alone, in clients/typescript:
+//   cargo build --bin claude-swarm && npm test
+// SWARM_TEST_BIN overrides the binary's path.
+
+import assert from "node:assert/strict";
+import { spawn, type ChildProcess } from "node:child_process";
+import { once } from "node:events";
+import { dirname, resolve } from "node:path";
+import { createInterface } from "node:readline";
+import { after, before, describe, test } from "node:test";
+import { fileURLToPath } from "node:url";
+
+import {
+  Code,
+  ConnectError,
+  FailureClass,
+  Priority,
+  SwarmClient,
+  TaskStatus,
+  WorkflowStatus,
+} from "../src/index.js";
+
+// dist/test/ -> the repository.
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../../../..");
+const BIN = process.env.SWARM_TEST_BIN ?? resolve(ROOT, "target/debug/claude-swarm");
+// Every wait in these tests is bounded by this many milliseconds.
+const BOUND = 60_000;
+
+let server: ChildProcess;
+let baseUrl: string;
+const log: string[] = [];
+
+before(async () => {
+  server = spawn(
+    BIN,
+    ["serve", "--agent", "simulated", "--in-memory", "--listen", "127.0.0.1:0"],
+    { stdio: ["ignore", "ignore", "pipe"], env: { ...process.env, SWARM_LOG: "claude_swarm=info" } },
+  );
+  const spawnError = once(server, "error").then(([error]) => {
+    throw new Error(`${BIN} did not start (run \`cargo build --bin claude-swarm\`): ${error}`);
+  });
+  // The address comes from the server's log line; the rest of the log keeps being read so
+  // the server never blocks on a full pipe.
+  const lines = createInterface({ input: server.stderr! });
+  const address = new Promise<string>((resolveAddress, reject) => {
+    lines.on("line", (line) => {
+      log.push(line);
+      const match = /\baddress=(\S+)/.exec(line);
+      if (match) resolveAddress(match[1]);
+    });
+    lines.on("close", () => reject(new Error(`the server logged no address:\n${log.join("\n")}`)));
+  });
+  const timer = setTimeout(() => server.kill(), BOUND);
+  try {
+    baseUrl = `http://${await Promise.race([address, spawnError])}`;
+  } finally {
+    clearTimeout(timer);
+  }
+});
+
+after(async () => {
+  if (server && server.exitCode === null && server.signalCode === null) {
+    const exited = once(server, "exit");
+    server.kill("SIGTERM");
+    const timer = setTimeout(() => server.kill("SIGKILL"), BOUND);
+    await exited;
+    clearTimeout(timer);
+  }
+});
+
+for (const protocol of ["grpc-web", "grpc"] as const) {
+  describe(`over ${protocol}`, () => {
+    test("submit and wait return the result", { timeout: BOUND }, async () => {
+      const swarm = new SwarmClient(baseUrl, { protocol, timeoutMs: BOUND });
+      const submitted = await swarm.submit(`hello from typescript (${protocol}) sim:cost=0.25`, {
+        priority: Priority.HIGH,
+        labels: { suite: "typescript" },
+      });
+      assert.ok(submitted.id);
+      assert.equal(submitted.priority, Priority.HIGH);
+
+      // StreamEvents (server streaming) until the task's terminal event.
+      const done = await swarm.wait(submitted.id, { timeoutMs: BOUND });
+      assert.equal(done.status, TaskStatus.COMPLETED, JSON.stringify(done.error));
+      assert.equal(done.result?.text, `Simulated answer to: hello from typescript (${protocol})`);
+      assert.ok(done.result?.sessionId);
+      assert.equal(done.result?.costUsd, 0.25);
+      assert.equal(done.labels.suite, "typescript");
+
+      const fetched = await swarm.get(submitted.id);
+      assert.equal(fetched.status, TaskStatus.COMPLETED);
+      assert.equal(fetched.result?.sessionId, done.result?.sessionId);
+    });
+
+    test("an empty prompt fails with INVALID_ARGUMENT naming the field", { timeout: BOUND }, async () => {
+      const swarm = new SwarmClient(baseUrl, { protocol, timeoutMs: BOUND });
+      await assert.rejects(swarm.submit(""), (error: unknown) => {
+        assert.ok(error instanceof ConnectError, String(error));
+        assert.equal(error.code, Code.InvalidArgument);
+        assert.match(error.rawMessage, /task\.prompt/);
+        return true;
+      });
+      await assert.rejects(swarm.get("no-such-task"), (error: unknown) => {
+        assert.equal(ConnectError.from(error).code, Code.NotFound);
+        return true;
+      });
+    });
+  });
+}
+
+test("a workflow with a dependency runs to its end", { timeout: BOUND }, async () => {
+  const swarm = new SwarmClient(baseUrl, { timeoutMs: BOUND });
+  const workflow = await swarm.runWorkflow(
+    [
+      "name: typescript client workflow",
+      "tasks:",
+      "  - id: first",
+      '    prompt: "sim:reply={{ vars.word }}"',
+      "  - id: second",
+      '    prompt: "Use {{ tasks.first.result }}"',
+      "    depends_on: [first]",
+      "variables:",
+      "  word: alpha",
+    ].join("\n"),
+    { word: "gamma" },
+    { timeoutMs: BOUND },
+  );
+  assert.equal(workflow.status, WorkflowStatus.COMPLETED);
+  assert.equal(workflow.taskCounts?.completed, 2n);
+  assert.deepEqual(Object.values(workflow.outputs), ["Simulated answer to: Use gamma"]);
+});
+
+test("cancel stops a hanging task and a wait is bounded", { timeout: BOUND }, async () => {
+  const swarm = new SwarmClient(baseUrl, { timeoutMs: BOUND });
+  const task = await swarm.submit("never answers sim:hang");
+  await assert.rejects(swarm.wait(task.id, { timeoutMs: 300 }), (error: unknown) => {
+    assert.equal(ConnectError.from(error).code, Code.DeadlineExceeded);
+    return true;
+  });
+  const cancelled = await swarm.cancel(task.id);
+  assert.equal(cancelled.status, TaskStatus.CANCELLED);
+  assert.equal(cancelled.failureClass, FailureClass.CANCELLED);
+  assert.equal((await swarm.wait(task.id, { timeoutMs: BOUND })).status, TaskStatus.CANCELLED);
+});
