@@ -106,6 +106,9 @@ struct FileConfig {
     instance_memory_limit_mb: Option<u64>,
     /// Finished tasks kept; older ones are compacted away.
     task_retention: Option<usize>,
+    /// Leave tasks' git worktrees in place when they end.
+    #[serde(default)]
+    keep_worktrees: bool,
 }
 
 /// The checked configuration.
@@ -124,6 +127,8 @@ pub struct Config {
     pub data_dir: Option<PathBuf>,
     /// State in memory only (`--in-memory`).
     pub in_memory: bool,
+    /// Leave tasks' git worktrees in place when they end.
+    pub keep_worktrees: bool,
     pub engine: EngineConfig,
 }
 
@@ -201,6 +206,7 @@ impl Config {
             cors_origins: file.cors_origins,
             data_dir: overrides.data_dir.clone().or(file.data_dir),
             in_memory: overrides.in_memory,
+            keep_worktrees: file.keep_worktrees,
             engine: EngineConfig {
                 initial_instances,
                 max_instances,
@@ -252,6 +258,7 @@ impl Config {
                     stop_grace: self.stop_grace,
                     env: self.agent_env.clone(),
                     long_lived: self.agent_mode == AgentMode::LongLived,
+                    keep_worktrees: self.keep_worktrees,
                 }
             }
             AgentKind::Simulated => AgentCommand {
@@ -265,6 +272,7 @@ impl Config {
                 stop_grace: self.stop_grace,
                 env: self.agent_env.clone(),
                 long_lived: self.agent_mode == AgentMode::LongLived,
+                keep_worktrees: self.keep_worktrees,
             },
         };
         Ok(ProcessAgent::new(command))

@@ -18,6 +18,7 @@ fn long_lived() -> ProcessAgent {
         stop_grace: std::time::Duration::from_secs(2),
         env: Vec::new(),
         long_lived: true,
+        keep_worktrees: false,
     })
 }
 

@@ -123,6 +123,7 @@ impl Rig {
             stop_grace: Duration::from_secs(2),
             env: cli_env(home.path(), &api, logged_in),
             long_lived,
+            keep_worktrees: false,
         });
         let config = claude_swarm::engine::EngineConfig {
             working_directory: work.path().into(),

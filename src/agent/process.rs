@@ -56,6 +56,8 @@ pub struct AgentCommand {
     /// Keep one CLI process per instance (`--input-format stream-json`) for the tasks that
     /// need no flags of their own; otherwise a process per task.
     pub long_lived: bool,
+    /// Leave a task's git worktree in place when it ends (its branch is kept either way).
+    pub keep_worktrees: bool,
 }
 
 /// The only variables of ours an agent process sees (plus [`AgentCommand::env`]): what a
@@ -335,7 +337,10 @@ impl ProcessAgent {
             outcome.stderr_tail = tail;
         }
         if let Some(worktree) = worktree {
-            match worktree.finish(&request.task_id).await {
+            match worktree
+                .finish(&request.task_id, self.command.keep_worktrees)
+                .await
+            {
                 Ok(stat) => outcome.diff_stat = stat,
                 Err(e) => outcome.stderr_tail = format!("{}\nworktree: {e}", outcome.stderr_tail),
             }

@@ -94,9 +94,9 @@ impl Worktree {
         })
     }
 
-    /// Commits what the run changed to the branch, removes the worktree directory and
-    /// returns the diff stat (empty when nothing changed).
-    pub async fn finish(self, task_id: &str) -> Result<String, String> {
+    /// Commits what the run changed to the branch, removes the worktree directory unless
+    /// `keep`, and returns the diff stat (empty when nothing changed).
+    pub async fn finish(self, task_id: &str, keep: bool) -> Result<String, String> {
         let dir = &self.path;
         git(dir, &["add", "-A"]).await?;
         let changed = !git(dir, &["status", "--porcelain"]).await?.is_empty();
@@ -120,11 +120,13 @@ impl Worktree {
         } else {
             String::new()
         };
-        git(
-            &self.top,
-            &["worktree", "remove", "--force", &dir.to_string_lossy()],
-        )
-        .await?;
+        if !keep {
+            git(
+                &self.top,
+                &["worktree", "remove", "--force", &dir.to_string_lossy()],
+            )
+            .await?;
+        }
         Ok(stat)
     }
 }

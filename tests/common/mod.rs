@@ -30,6 +30,7 @@ pub fn simulated_agent() -> ProcessAgent {
         stop_grace: Duration::from_secs(2),
         env: Vec::new(),
         long_lived: false,
+        keep_worktrees: false,
     })
 }
 
