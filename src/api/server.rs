@@ -3,7 +3,7 @@
 
 use std::{future::Future, io, path::PathBuf, time::Duration};
 
-use axum::http::HeaderName;
+use axum::{http::HeaderName, serve::ListenerExt};
 
 use tokio::{net::TcpListener, sync::watch};
 use tonic_web::GrpcWebLayer;
@@ -143,6 +143,10 @@ pub async fn serve_with(
         shutdown.await;
         let _ = down_tx.send(true);
     };
+    // Small RPCs must not wait on delayed ACKs (Nagle): ~40 ms stalls at light load.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(signal)
         .await?;

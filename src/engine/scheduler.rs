@@ -1629,10 +1629,10 @@ impl State {
                 .is_some_and(|i| i.status == InstanceStatus::Terminated);
             // A long-lived process grown past the memory limit restarts before the next task.
             let pid = self.pool.get(id).and_then(|i| i.pid);
-            if let (Some(limit), Some(usage)) = (
-                self.config.instance_memory_limit,
-                pid.and_then(|p| self.agent.usage(p)),
-            ) && usage.rss_bytes > limit
+            // Measured only when a limit is set: reading /proc is not free.
+            if let Some(limit) = self.config.instance_memory_limit
+                && let Some(usage) = pid.and_then(|p| self.agent.usage(p))
+                && usage.rss_bytes > limit
             {
                 tracing::warn!(instance = %id, rss = usage.rss_bytes, limit, "recycling an instance over its memory limit");
                 self.agent.recycle(id);
