@@ -181,13 +181,6 @@ impl ProcessAgent {
     ) -> RunOutcome {
         let started = Instant::now();
         let mut outcome = RunOutcome::default();
-        if !request.working_directory.is_dir() {
-            outcome.failure = Some(format!(
-                "working directory {} does not exist",
-                request.working_directory.display()
-            ));
-            return outcome;
-        }
         let slot = self.slot(&request.instance_id);
         let mut slot = slot.lock().await;
         let usable = slot.live.as_mut().is_some_and(|live| {

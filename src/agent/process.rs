@@ -216,13 +216,6 @@ impl ProcessAgent {
     ) -> RunOutcome {
         let started = Instant::now();
         let mut outcome = RunOutcome::default();
-        if !request.working_directory.is_dir() {
-            outcome.failure = Some(format!(
-                "working directory {} does not exist",
-                request.working_directory.display()
-            ));
-            return outcome;
-        }
         let worktree = match request.isolation {
             Isolation::None => None,
             Isolation::Worktree => {
@@ -357,6 +350,18 @@ impl Agent for ProcessAgent {
         sink: OutputSink,
         stop: StopSignal,
     ) -> BoxFuture<RunOutcome> {
+        if !request.working_directory.is_dir() {
+            let failure = format!(
+                "working directory {} does not exist",
+                request.working_directory.display()
+            );
+            return Box::pin(async move {
+                RunOutcome {
+                    failure: Some(failure),
+                    ..RunOutcome::default()
+                }
+            });
+        }
         if self.fits_live(&request) {
             Box::pin(self.clone().run_live(request, sink, stop))
         } else {
