@@ -39,7 +39,7 @@ fn tiny_suite_prints_a_row_per_figure() {
         "4 api",
         "5 fan-out",
         "6 memory",
-        "durable",
+        "6b durable",
     ] {
         assert!(
             rows.iter().any(|r| r.starts_with(&format!("| {figure}"))),
