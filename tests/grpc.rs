@@ -195,14 +195,7 @@ async fn cancelling_a_running_task_stops_its_process_group() {
         "{instance:?}"
     );
 
-    let cancelled = server
-        .tasks()
-        .cancel_task(pb::CancelTaskRequest {
-            task_id: task.id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let cancelled = server.cancel(&task.id).await;
     assert_eq!(status(&cancelled), S::Cancelled);
     assert!(
         !group_alive(pid),
@@ -239,14 +232,7 @@ async fn cancelling_a_running_task_stops_its_process_group() {
         })
         .await;
     assert_eq!((status(&queued), status(&pending)), (S::Queued, S::Pending));
-    let c = server
-        .tasks()
-        .cancel_task(pb::CancelTaskRequest {
-            task_id: "queued".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let c = server.cancel("queued").await;
     assert_eq!(status(&c), S::Cancelled);
     let p = server.get(&pending.id).await;
     assert_eq!(

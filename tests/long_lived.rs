@@ -6,7 +6,7 @@ mod common;
 use claude_swarm::{
     agent::process::{AgentCommand, ProcessAgent},
     config::SIMULATE_AGENT,
-    pb::{self, EventKind as K, TaskStatus as S},
+    pb::{self, TaskStatus as S},
 };
 use common::{BIN, TestServer, config, group_alive, spec, status};
 
@@ -22,28 +22,14 @@ fn long_lived() -> ProcessAgent {
     })
 }
 
-async fn pid_of(server: &TestServer, task: &str) -> u32 {
-    server.wait_for(task, K::TaskOutput).await;
-    let instance = server.get(task).await.instance_id;
-    server
-        .instances()
-        .get_instance(pb::GetInstanceRequest {
-            instance_id: instance,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .pid
-}
-
 #[tokio::test]
 async fn tasks_share_the_instance_process_and_its_session() {
     let server = TestServer::start_with_agent(config(1), long_lived()).await;
     let first = server.submit(spec("one sim:delay=200")).await;
-    let first_pid = pid_of(&server, &first.id).await;
+    let first_pid = server.pid_of(&first.id).await;
     let first = server.wait(&first.id).await;
     let second = server.submit(spec("two sim:delay=200")).await;
-    let second_pid = pid_of(&server, &second.id).await;
+    let second_pid = server.pid_of(&second.id).await;
     let second = server.wait(&second.id).await;
     assert_eq!(
         (status(&first), status(&second)),
@@ -66,7 +52,7 @@ async fn tasks_share_the_instance_process_and_its_session() {
             ..spec("own sim:delay=200")
         })
         .await;
-    let own_pid = pid_of(&server, &own.id).await;
+    let own_pid = server.pid_of(&own.id).await;
     assert_ne!(own_pid, first_pid);
     assert_eq!(status(&server.wait(&own.id).await), S::Completed);
     server.stop().await;
@@ -80,22 +66,15 @@ async fn tasks_share_the_instance_process_and_its_session() {
 async fn an_interrupted_task_is_cancelled_and_the_process_lives_on() {
     let server = TestServer::start_with_agent(config(1), long_lived()).await;
     let hanging = server.submit(spec("wait sim:hang")).await;
-    let pid = pid_of(&server, &hanging.id).await;
-    let cancelled = server
-        .tasks()
-        .cancel_task(pb::CancelTaskRequest {
-            task_id: hanging.id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let pid = server.pid_of(&hanging.id).await;
+    let cancelled = server.cancel(&hanging.id).await;
     assert_eq!(status(&cancelled), S::Cancelled);
     assert!(
         group_alive(pid),
         "the CLI answered the interrupt, so it stays"
     );
     let next = server.submit(spec("next sim:delay=300")).await;
-    assert_eq!(pid_of(&server, &next.id).await, pid);
+    assert_eq!(server.pid_of(&next.id).await, pid);
     assert_eq!(status(&server.wait(&next.id).await), S::Completed);
     server.stop().await;
 }
@@ -124,7 +103,7 @@ async fn after_a_crash_the_replacement_resumes_the_session() {
     let instance = after.instance_id;
     let pid = {
         let probe = server.submit(spec("probe sim:hang")).await;
-        pid_of(&server, &probe.id).await
+        server.pid_of(&probe.id).await
     };
     server
         .instances()
@@ -145,10 +124,10 @@ async fn an_instance_over_its_memory_limit_restarts_and_resumes_its_session() {
     };
     let server = TestServer::start_with_agent(config, long_lived()).await;
     let first = server.submit(spec("one sim:delay=200")).await;
-    let first_pid = pid_of(&server, &first.id).await;
+    let first_pid = server.pid_of(&first.id).await;
     let first = server.wait(&first.id).await;
     let second = server.submit(spec("two sim:delay=200")).await;
-    let second_pid = pid_of(&server, &second.id).await;
+    let second_pid = server.pid_of(&second.id).await;
     let second = server.wait(&second.id).await;
     assert_ne!(first_pid, second_pid, "recycled between the tasks");
     assert_eq!(

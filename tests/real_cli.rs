@@ -306,14 +306,7 @@ async fn a_long_lived_instance_survives_an_interrupt_and_keeps_its_conversation(
         .unwrap()
         .into_inner()
         .pid;
-    let cancelled = server
-        .tasks()
-        .cancel_task(pb::CancelTaskRequest {
-            task_id: task.id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let cancelled = server.cancel(&task.id).await;
     assert_eq!(status(&cancelled), S::Cancelled);
     assert!(
         group_alive(pid),
@@ -463,14 +456,7 @@ async fn cancelling_a_slow_answer_stops_the_cli_process_group() {
     assert!(pid > 0 && group_alive(pid));
 
     let asked = Instant::now();
-    let cancelled = server
-        .tasks()
-        .cancel_task(pb::CancelTaskRequest {
-            task_id: task.id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let cancelled = server.cancel(&task.id).await;
     assert_eq!(status(&cancelled), S::Cancelled);
     assert!(
         !group_alive(pid),

@@ -167,6 +167,28 @@ impl TestServer {
             .unwrap()
     }
 
+    /// Cancels a task and returns it as the cancel left it.
+    pub async fn cancel(&self, id: &str) -> pb::Task {
+        self.tasks()
+            .cancel_task(pb::CancelTaskRequest { task_id: id.into() })
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
+    /// The pid of the agent running `id`, once its first output line has arrived (the pid
+    /// is recorded before any output is forwarded).
+    pub async fn pid_of(&self, id: &str) -> u32 {
+        self.wait_for(id, pb::EventKind::TaskOutput).await;
+        let instance_id = self.get(id).await.instance_id;
+        self.instances()
+            .get_instance(pb::GetInstanceRequest { instance_id })
+            .await
+            .unwrap()
+            .into_inner()
+            .pid
+    }
+
     /// Stops the server the way a signal would, and waits for it to finish.
     pub async fn stop(mut self) {
         let _ = self.stop.take().unwrap().send(());
