@@ -10,7 +10,7 @@ use tonic::transport::Channel;
 use crate::{
     api::{convert, server},
     config::{Config, Overrides},
-    engine::{EngineError, events::EventFilter, scheduler::TaskQuery, task::Priority, workflow},
+    engine::{EngineError, EventFilter, Priority, TaskQuery, workflow},
     pb::{
         self, event_service_client::EventServiceClient,
         instance_service_client::InstanceServiceClient, swarm_service_client::SwarmServiceClient,
@@ -418,13 +418,13 @@ async fn client(command: Command, server: &str, json: bool) -> CliResult {
             model,
             wait,
         } => {
-            let priority = Priority::parse(&priority).ok_or_else(|| {
+            let priority = Priority::from_word(&priority).ok_or_else(|| {
                 format!("--priority {priority:?} is not one of low, normal, high, critical")
             })?;
             let spec = pb::TaskSpec {
                 prompt,
                 name: name.unwrap_or_default(),
-                priority: convert::priority_to_pb(priority) as i32,
+                priority: convert::to_pb(priority),
                 timeout: timeout.unwrap_or(0.0),
                 depends_on,
                 working_directory: working_directory.unwrap_or_default(),

@@ -13,8 +13,8 @@ use clap::{Args, ValueEnum};
 use serde::Deserialize;
 
 use crate::{
-    agent::process::{AgentCommand, ProcessAgent},
-    engine::{EngineConfig, task::positive_seconds},
+    agent::{AgentCommand, ProcessAgent},
+    engine::{EngineConfig, model::task::positive_seconds},
 };
 
 /// Which agent runs tasks.
@@ -129,6 +129,9 @@ pub struct Config {
     pub in_memory: bool,
     /// Leave tasks' git worktrees in place when they end.
     pub keep_worktrees: bool,
+    /// A long-lived instance whose process tree uses more memory (bytes) after a task is
+    /// restarted before the next one.
+    pub instance_memory_limit: Option<u64>,
     pub engine: EngineConfig,
 }
 
@@ -207,6 +210,7 @@ impl Config {
             data_dir: overrides.data_dir.clone().or(file.data_dir),
             in_memory: overrides.in_memory,
             keep_worktrees: file.keep_worktrees,
+            instance_memory_limit: file.instance_memory_limit_mb.map(|mb| mb * 1024 * 1024),
             engine: EngineConfig {
                 initial_instances,
                 max_instances,
@@ -222,7 +226,6 @@ impl Config {
                     }
                     other => other,
                 },
-                instance_memory_limit: file.instance_memory_limit_mb.map(|mb| mb * 1024 * 1024),
                 task_retention: file.task_retention.unwrap_or(defaults.task_retention),
                 budget_usd: match file.budget_usd {
                     Some(b) if !(b.is_finite() && b > 0.0) => {
@@ -259,6 +262,7 @@ impl Config {
                     env: self.agent_env.clone(),
                     long_lived: self.agent_mode == AgentMode::LongLived,
                     keep_worktrees: self.keep_worktrees,
+                    memory_limit: self.instance_memory_limit,
                 }
             }
             AgentKind::Simulated => AgentCommand {
@@ -273,6 +277,7 @@ impl Config {
                 env: self.agent_env.clone(),
                 long_lived: self.agent_mode == AgentMode::LongLived,
                 keep_worktrees: self.keep_worktrees,
+                memory_limit: self.instance_memory_limit,
             },
         };
         Ok(ProcessAgent::new(command))
@@ -284,7 +289,7 @@ impl Config {
     /// set), or in memory.
     pub fn start_engine(
         &self,
-        agent: std::sync::Arc<dyn crate::engine::run::Agent>,
+        agent: std::sync::Arc<dyn crate::engine::ports::Agent>,
         default_dir: Option<PathBuf>,
     ) -> Result<crate::engine::Engine, ConfigError> {
         let dir = if self.in_memory {

@@ -68,7 +68,11 @@ async fn each_task_gets_a_branch_with_its_changes_and_the_main_tree_is_untouched
             "{log}"
         );
     }
-    let nothing = server.wait("none").await.result.unwrap();
+    let nothing = server.wait("none").await;
+    let nothing = nothing
+        .result
+        .clone()
+        .unwrap_or_else(|| panic!("{nothing:?}"));
     assert_eq!(
         (nothing.branch.as_str(), nothing.diff_stat.as_str()),
         ("swarm/none", "")

@@ -4,13 +4,18 @@
 mod common;
 
 use claude_swarm::{
-    agent::process::{AgentCommand, ProcessAgent},
+    agent::{AgentCommand, ProcessAgent},
     config::SIMULATE_AGENT,
     pb::{self, TaskStatus as S},
 };
 use common::{BIN, TestServer, config, group_alive, spec, status};
 
 fn long_lived() -> ProcessAgent {
+    long_lived_with_limit(None)
+}
+
+/// Long-lived, restarting an instance whose process tree uses more than `memory_limit` bytes.
+fn long_lived_with_limit(memory_limit: Option<u64>) -> ProcessAgent {
     ProcessAgent::new(AgentCommand {
         program: BIN.into(),
         leading_args: vec![SIMULATE_AGENT.into()],
@@ -19,6 +24,7 @@ fn long_lived() -> ProcessAgent {
         env: Vec::new(),
         long_lived: true,
         keep_worktrees: false,
+        memory_limit,
     })
 }
 
@@ -118,11 +124,7 @@ async fn after_a_crash_the_replacement_resumes_the_session() {
 
 #[tokio::test]
 async fn an_instance_over_its_memory_limit_restarts_and_resumes_its_session() {
-    let config = claude_swarm::engine::EngineConfig {
-        instance_memory_limit: Some(1),
-        ..config(1)
-    };
-    let server = TestServer::start_with_agent(config, long_lived()).await;
+    let server = TestServer::start_with_agent(config(1), long_lived_with_limit(Some(1))).await;
     let first = server.submit(spec("one sim:delay=200")).await;
     let first_pid = server.pid_of(&first.id).await;
     let first = server.wait(&first.id).await;

@@ -17,7 +17,7 @@ use std::{
 };
 
 use claude_swarm::{
-    agent::process::{AgentCommand, ProcessAgent},
+    agent::{AgentCommand, ProcessAgent},
     pb::{self, EventKind as K, TaskStatus as S},
 };
 use common::{
@@ -124,6 +124,7 @@ impl Rig {
             env: cli_env(home.path(), &api, logged_in),
             long_lived,
             keep_worktrees: false,
+            memory_limit: None,
         });
         let config = claude_swarm::engine::EngineConfig {
             working_directory: work.path().into(),

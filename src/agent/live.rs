@@ -21,13 +21,15 @@ use tokio::{
     task::JoinHandle,
 };
 
-use super::process::{
-    LineReader, ProcessAgent, forward, read_tail, signal_group, spawn_error, terminate,
+use super::{
+    ProcessAgent,
+    child::{LineReader, forward, prepare, read_tail, signal_group, spawn_error, terminate},
+    resources,
+    verdict::ProcessExit,
 };
 use crate::engine::{
-    run::{RunRequest, StopSignal},
-    scheduler::OutputSink,
-    task::{AgentOptions, Isolation, RunOutcome, StopReason},
+    AgentOptions, Isolation,
+    ports::{OutputSink, RunOutcome, RunRequest, StopReason, StopSignal},
 };
 
 /// Each instance's process, locked while a task runs on it.
@@ -93,26 +95,6 @@ impl ProcessAgent {
         }))
     }
 
-    /// Ends an instance's process but keeps its session, which the next one resumes.
-    pub(super) fn recycle_live(&self, instance: &str) {
-        let Some(slot) = self
-            .live
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(instance)
-            .cloned()
-        else {
-            return;
-        };
-        let grace = self.command.stop_grace;
-        tokio::spawn(async move {
-            if let Some(mut live) = slot.lock().await.live.take() {
-                drop(live.stdin.take());
-                let _ = terminate(&mut live.child, live.pid, grace).await;
-            }
-        });
-    }
-
     /// Ends every instance's process and waits until they are gone.
     pub(super) async fn shutdown_live(&self) {
         let instances: Vec<String> = self
@@ -157,7 +139,7 @@ impl ProcessAgent {
                 session
             }
         };
-        self.prepare(&mut cmd, dir);
+        prepare(&self.command, &mut cmd, dir);
         let mut child = cmd.spawn()?;
         let stdin = child.stdin.take();
         let lines = LineReader::new(child.stdout.take().expect("stdout is piped"));
@@ -177,10 +159,19 @@ impl ProcessAgent {
         self,
         request: RunRequest,
         sink: OutputSink,
-        mut stop: StopSignal,
+        stop: StopSignal,
     ) -> RunOutcome {
+        self.exit_of_live(request, sink, stop).await.outcome()
+    }
+
+    async fn exit_of_live(
+        self,
+        request: RunRequest,
+        sink: OutputSink,
+        mut stop: StopSignal,
+    ) -> ProcessExit {
         let started = Instant::now();
-        let mut outcome = RunOutcome::default();
+        let mut outcome = ProcessExit::default();
         let slot = self.slot(&request.instance_id);
         let mut slot = slot.lock().await;
         let usable = slot.live.as_mut().is_some_and(|live| {
@@ -206,7 +197,10 @@ impl ProcessAgent {
                 }
             }
         }
-        let live = slot.live.as_mut().expect("a live process");
+        let Some(live) = slot.live.as_mut() else {
+            outcome.failure = Some("the instance's process is gone".into());
+            return outcome;
+        };
         sink.started(live.pid).await;
         let message =
             json!({ "type": "user", "message": { "role": "user", "content": request.prompt } });
@@ -242,9 +236,25 @@ impl ProcessAgent {
                 }
             }
         }
-        if ended {
+        if !ended {
+            // A process grown past the memory limit restarts before the next task (the
+            // replacement resumes its session).
+            let pid = slot.live.as_ref().and_then(|l| l.pid);
+            if let Some(limit) = self.command.memory_limit
+                && let Some(usage) = pid.and_then(resources::group_usage)
+                && usage.rss_bytes > limit
+                && let Some(mut live) = slot.live.take()
+            {
+                tracing::warn!(instance = %request.instance_id, rss = usage.rss_bytes, limit, "recycling an instance over its memory limit");
+                let grace = self.command.stop_grace;
+                tokio::spawn(async move {
+                    drop(live.stdin.take());
+                    let _ = terminate(&mut live.child, live.pid, grace).await;
+                });
+            }
+        }
+        if let Some(mut live) = slot.live.take_if(|_| ended) {
             // The process is gone or must go: stdin closed, then the group stopped.
-            let mut live = slot.live.take().expect("a live process");
             drop(live.stdin.take());
             if outcome.stopped.is_some() || !matches!(live.child.try_wait(), Ok(Some(_))) {
                 let status = terminate(&mut live.child, live.pid, self.command.stop_grace).await;
@@ -275,7 +285,7 @@ impl ProcessAgent {
 async fn interrupt(
     live: &mut Live,
     sink: &OutputSink,
-    outcome: &mut RunOutcome,
+    outcome: &mut ProcessExit,
     grace: std::time::Duration,
 ) -> bool {
     let request = json!({

@@ -1,8 +1,163 @@
-//! How a task runs on a process. Only this module knows Claude Code's stream-json protocol.
+//! How a task runs on a process: implements the engine's `Agent` port. Only this module
+//! knows Claude Code's stream-json protocol ([`protocol`]), its control messages and how a
+//! run's end becomes a failure class ([`verdict`]).
+//!
+//! One file per way of running a CLI process: `process` (one process per task, print mode)
+//! and `live` (one long-lived process per instance, a task per user message); `child` has
+//! what both need of a child process (environment, process group, bounded lines, stops).
 
+mod child;
+pub mod instant;
 mod live;
-pub mod process;
+mod process;
 pub mod protocol;
 pub mod resources;
 pub mod simulated;
+pub mod verdict;
 pub mod worktree;
+
+use std::{path::PathBuf, sync::Arc, time::Duration};
+
+use crate::engine::ports::{
+    Agent, BoxFuture, OutputSink, ResourceUse, RunOutcome, RunRequest, StopSignal,
+};
+
+/// How to start the agent.
+#[derive(Clone, Debug)]
+pub struct AgentCommand {
+    /// The program (`claude`, or this binary for the simulation).
+    pub program: PathBuf,
+    /// Arguments before the CLI's own (`simulate-agent`).
+    pub leading_args: Vec<String>,
+    /// Shown in status ("claude", "simulated").
+    pub label: String,
+    /// Between SIGTERM and SIGKILL.
+    pub stop_grace: Duration,
+    /// Variables set for the agent on top of the ones passed through (see [`PASSED_ENV`]).
+    pub env: Vec<(String, String)>,
+    /// Keep one CLI process per instance (`--input-format stream-json`) for the tasks that
+    /// need no flags of their own; otherwise a process per task.
+    pub long_lived: bool,
+    /// Leave a task's git worktree in place when it ends (its branch is kept either way).
+    pub keep_worktrees: bool,
+    /// A long-lived process whose tree uses more memory (bytes) after a task is restarted
+    /// (resuming its session) before the next one.
+    pub memory_limit: Option<u64>,
+}
+
+/// The only variables of ours an agent process sees (plus [`AgentCommand::env`]): what a
+/// CLI needs to find its tools, its login and the API. Prefixes end with `_`.
+/// `CLAUDECODE` is never passed: a CLI started from inside Claude Code would act as nested.
+pub const PASSED_ENV: &[&str] = &[
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "SHELL",
+    "LANG",
+    "LC_",
+    "TZ",
+    "TMPDIR",
+    "TERM",
+    "XDG_",
+    "ANTHROPIC_",
+    "CLAUDE_",
+    "DISABLE_",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "NODE_EXTRA_CA_CERTS",
+    "AWS_",
+    "GOOGLE_",
+    "CLOUD_ML_REGION",
+];
+
+/// Whether our variable `name` is passed to agents.
+fn passed(name: &str) -> bool {
+    name != "CLAUDECODE"
+        && PASSED_ENV.iter().any(|p| {
+            if p.ends_with('_') {
+                name.starts_with(p)
+            } else {
+                name == *p
+            }
+        })
+}
+
+/// An [`Agent`] that runs one CLI process per task.
+#[derive(Clone)]
+pub struct ProcessAgent {
+    pub(crate) command: Arc<AgentCommand>,
+    /// Each instance's long-lived CLI process, when it has one.
+    pub(crate) live: Arc<live::Slots>,
+    /// Held while a worktree is made or put away: git's shared worktree metadata does not
+    /// take two of those at once.
+    pub(crate) worktrees: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl ProcessAgent {
+    pub fn new(command: AgentCommand) -> Self {
+        Self {
+            command: Arc::new(command),
+            live: Arc::default(),
+            worktrees: Arc::default(),
+        }
+    }
+}
+
+impl Agent for ProcessAgent {
+    fn run(
+        &self,
+        request: RunRequest,
+        sink: OutputSink,
+        stop: StopSignal,
+    ) -> BoxFuture<RunOutcome> {
+        if !request.working_directory.is_dir() {
+            let failure = format!(
+                "working directory {} does not exist",
+                request.working_directory.display()
+            );
+            return Box::pin(async move {
+                RunOutcome::failed(crate::engine::FailureClass::SpawnFailed, failure)
+            });
+        }
+        if self.fits_live(&request) {
+            Box::pin(self.clone().run_live(request, sink, stop))
+        } else {
+            Box::pin(self.clone().run_process(request, sink, stop))
+        }
+    }
+
+    fn retire(&self, instance: &str) {
+        self.retire_live(instance);
+    }
+
+    fn shutdown(&self) -> BoxFuture<()> {
+        let agent = self.clone();
+        Box::pin(async move { agent.shutdown_live().await })
+    }
+
+    fn describe(&self) -> String {
+        self.command.label.clone()
+    }
+
+    fn usage(&self, pid: u32) -> Option<ResourceUse> {
+        resources::group_usage(pid)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_listed_variables_pass() {
+        assert!(passed("PATH") && passed("ANTHROPIC_API_KEY") && passed("CLAUDE_CODE_MAX_RETRIES"));
+        assert!(
+            !passed("CLAUDECODE") && !passed("SWARM_SERVER") && !passed("PATHX") && !passed("AWS")
+        );
+    }
+}

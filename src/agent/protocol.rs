@@ -5,10 +5,24 @@
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::engine::{
-    events::AgentOutput,
-    task::{ResultLine, Usage},
-};
+use crate::engine::{AgentOutput, Usage};
+
+/// The agent's `result` line, reduced to what the engine keeps.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ResultLine {
+    pub text: String,
+    pub session_id: String,
+    pub cost_usd: f64,
+    pub usage: Usage,
+    pub num_turns: u32,
+    pub is_error: bool,
+    /// `terminal_reason` / `subtype`, for error messages.
+    pub reason: String,
+    /// `subtype` (`success`, `error_max_turns`, `error_max_budget_usd`, ...).
+    pub subtype: String,
+    /// `api_error_status`, when the API answered with an error.
+    pub api_error_status: Option<u16>,
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]

@@ -4,7 +4,7 @@
 
 use std::fs;
 
-use crate::engine::run::ResourceUse;
+use crate::engine::ports::ResourceUse;
 
 /// Sums the processes whose process group is `pgid`. `None` when none is alive or /proc
 /// cannot be read.

@@ -5,15 +5,9 @@ use std::{collections::BTreeMap, time::Duration, time::SystemTime};
 
 use crate::{
     engine::{
-        EngineError,
-        events::{AgentOutput, Event, EventKind, Payload},
-        pool::{Instance, InstanceStatus},
-        scheduler::SwarmStatus,
-        task::{
-            AgentOptions, FailureClass, FailurePolicy, Isolation, Priority, Task, TaskResult,
-            TaskSpec, TaskStatus, Usage, positive_seconds,
-        },
-        workflow::{WorkflowInfo, WorkflowStatus},
+        AgentOptions, AgentOutput, EngineError, Event, FailurePolicy, Instance, Isolation, Payload,
+        Priority, SwarmStatus, Task, TaskResult, TaskSpec, TaskStatus, Usage, WorkflowInfo,
+        model::{task::positive_seconds, words::Word},
     },
     pb,
 };
@@ -32,99 +26,26 @@ pub fn timestamp(time: SystemTime) -> pbjson_types::Timestamp {
 
 // ---- enums ------------------------------------------------------------------------------
 
-pub fn priority_to_pb(p: Priority) -> pb::Priority {
-    match p {
-        Priority::Low => pb::Priority::Low,
-        Priority::Normal => pb::Priority::Normal,
-        Priority::High => pb::Priority::High,
-        Priority::Critical => pb::Priority::Critical,
+/// A domain enum's proto value: its place in the enum's table plus one (0 is UNSPECIFIED).
+/// The proto enums are declared in the same order; the test below checks every name.
+pub fn to_pb<E: Word>(value: E) -> i32 {
+    value.index() as i32 + 1
+}
+
+/// The domain value of a proto enum value. UNSPECIFIED means `unspecified` where the API
+/// gives it a default, and is refused where it has none, like values outside the enum.
+pub fn from_pb<E: Word>(field: &str, value: i32, unspecified: Option<E>) -> Result<E> {
+    match value {
+        0 => unspecified.ok_or_else(|| unknown_enum(field, value)),
+        n => usize::try_from(n - 1)
+            .ok()
+            .and_then(|i| E::all().get(i).copied())
+            .ok_or_else(|| unknown_enum(field, value)),
     }
 }
 
-/// UNSPECIFIED means NORMAL; values outside the enum are refused.
-pub fn priority_from_pb(field: &str, value: i32) -> Result<Priority> {
-    match pb::Priority::try_from(value) {
-        Ok(pb::Priority::Unspecified | pb::Priority::Normal) => Ok(Priority::Normal),
-        Ok(pb::Priority::Low) => Ok(Priority::Low),
-        Ok(pb::Priority::High) => Ok(Priority::High),
-        Ok(pb::Priority::Critical) => Ok(Priority::Critical),
-        Err(_) => Err(unknown_enum(field, value)),
-    }
-}
-
-pub fn status_to_pb(s: TaskStatus) -> pb::TaskStatus {
-    match s {
-        TaskStatus::Pending => pb::TaskStatus::Pending,
-        TaskStatus::Queued => pb::TaskStatus::Queued,
-        TaskStatus::Running => pb::TaskStatus::Running,
-        TaskStatus::Completed => pb::TaskStatus::Completed,
-        TaskStatus::Failed => pb::TaskStatus::Failed,
-        TaskStatus::Cancelled => pb::TaskStatus::Cancelled,
-        TaskStatus::Skipped => pb::TaskStatus::Skipped,
-    }
-}
-
-pub fn status_from_pb(field: &str, value: i32) -> Result<TaskStatus> {
-    TaskStatus::ALL
-        .into_iter()
-        .find(|s| status_to_pb(*s) as i32 == value)
-        .ok_or_else(|| unknown_enum(field, value))
-}
-
-const EVENT_KINDS: [(EventKind, pb::EventKind); 14] = [
-    (EventKind::TaskSubmitted, pb::EventKind::TaskSubmitted),
-    (EventKind::TaskQueued, pb::EventKind::TaskQueued),
-    (EventKind::TaskStarted, pb::EventKind::TaskStarted),
-    (EventKind::TaskOutput, pb::EventKind::TaskOutput),
-    (EventKind::TaskCompleted, pb::EventKind::TaskCompleted),
-    (EventKind::TaskFailed, pb::EventKind::TaskFailed),
-    (EventKind::TaskCancelled, pb::EventKind::TaskCancelled),
-    (EventKind::TaskSkipped, pb::EventKind::TaskSkipped),
-    (EventKind::InstanceSpawned, pb::EventKind::InstanceSpawned),
-    (
-        EventKind::InstanceStatusChanged,
-        pb::EventKind::InstanceStatusChanged,
-    ),
-    (
-        EventKind::InstanceTerminated,
-        pb::EventKind::InstanceTerminated,
-    ),
-    (EventKind::WorkflowStarted, pb::EventKind::WorkflowStarted),
-    (EventKind::WorkflowFinished, pb::EventKind::WorkflowFinished),
-    (EventKind::TaskRetrying, pb::EventKind::TaskRetrying),
-];
-
-pub fn policy_to_pb(p: FailurePolicy) -> pb::FailurePolicy {
-    match p {
-        FailurePolicy::Continue => pb::FailurePolicy::Continue,
-        FailurePolicy::FailFast => pb::FailurePolicy::FailFast,
-    }
-}
-
-pub fn policy_from_pb(field: &str, value: i32) -> Result<FailurePolicy> {
-    match pb::FailurePolicy::try_from(value) {
-        Ok(pb::FailurePolicy::Unspecified | pb::FailurePolicy::Continue) => {
-            Ok(FailurePolicy::Continue)
-        }
-        Ok(pb::FailurePolicy::FailFast) => Ok(FailurePolicy::FailFast),
-        Err(_) => Err(unknown_enum(field, value)),
-    }
-}
-
-pub fn event_kind_to_pb(kind: EventKind) -> pb::EventKind {
-    EVENT_KINDS
-        .iter()
-        .find(|(k, _)| *k == kind)
-        .map(|(_, p)| *p)
-        .expect("every kind is mapped")
-}
-
-pub fn event_kind_from_pb(field: &str, value: i32) -> Result<EventKind> {
-    EVENT_KINDS
-        .iter()
-        .find(|(_, p)| *p as i32 == value)
-        .map(|(k, _)| *k)
-        .ok_or_else(|| unknown_enum(field, value))
+fn optional_to_pb<E: Word>(value: Option<E>) -> i32 {
+    value.map_or(0, to_pb)
 }
 
 fn unknown_enum(field: &str, value: i32) -> EngineError {
@@ -144,7 +65,7 @@ impl TryFrom<pb::TaskSpec> for TaskSpec {
             name: spec.name,
             prompt: spec.prompt,
             working_directory: non_empty(spec.working_directory).map(Into::into),
-            priority: priority_from_pb("priority", spec.priority)?,
+            priority: from_pb("priority", spec.priority, Some(Priority::Normal))?,
             timeout,
             instance_id: non_empty(spec.instance_id),
             depends_on: spec.depends_on,
@@ -157,16 +78,12 @@ impl TryFrom<pb::TaskSpec> for TaskSpec {
             retries: spec.retries,
             retry_backoff: seconds("retry_backoff", spec.retry_backoff)?,
             permission_mode: non_empty(spec.permission_mode),
-            on_failure: policy_from_pb("on_failure", spec.on_failure)?,
+            on_failure: from_pb("on_failure", spec.on_failure, Some(FailurePolicy::Continue))?,
             template: None,
             fan_out: None,
             idempotency_key: non_empty(spec.idempotency_key),
             options: spec.options.map(AgentOptions::from).unwrap_or_default(),
-            isolation: match pb::Isolation::try_from(spec.isolation) {
-                Ok(pb::Isolation::Unspecified | pb::Isolation::None) => Isolation::None,
-                Ok(pb::Isolation::Worktree) => Isolation::Worktree,
-                Err(_) => return Err(unknown_enum("isolation", spec.isolation)),
-            },
+            isolation: from_pb("isolation", spec.isolation, Some(Isolation::None))?,
         })
     }
 }
@@ -220,26 +137,6 @@ impl From<&AgentOptions> for pb::AgentOptions {
     }
 }
 
-pub fn class_to_pb(class: FailureClass) -> pb::FailureClass {
-    use FailureClass as C;
-    use pb::FailureClass as P;
-    match class {
-        C::Authentication => P::Authentication,
-        C::ApiError => P::ApiError,
-        C::RateLimited => P::RateLimited,
-        C::MaxTurns => P::MaxTurns,
-        C::BudgetExhausted => P::BudgetExhausted,
-        C::Timeout => P::Timeout,
-        C::Cancelled => P::Cancelled,
-        C::ProcessCrashed => P::ProcessCrashed,
-        C::ProtocolError => P::ProtocolError,
-        C::SpawnFailed => P::SpawnFailed,
-        C::Interrupted => P::Interrupted,
-        C::CommandFailed => P::CommandFailed,
-        C::Skipped => P::Skipped,
-    }
-}
-
 fn non_empty(s: String) -> Option<String> {
     (!s.is_empty()).then_some(s)
 }
@@ -289,7 +186,7 @@ impl From<&Task> for pb::Task {
                 .as_ref()
                 .map(|d| d.display().to_string())
                 .unwrap_or_default(),
-            priority: priority_to_pb(s.priority) as i32,
+            priority: to_pb(s.priority),
             timeout: s.timeout.map_or(0.0, |d| d.as_secs_f64()),
             instance_id: t
                 .instance_id
@@ -302,7 +199,7 @@ impl From<&Task> for pb::Task {
             allowed_tools: s.allowed_tools.clone(),
             max_turns: s.max_turns.unwrap_or(0),
             labels: map(&s.labels),
-            status: status_to_pb(t.status) as i32,
+            status: to_pb(t.status),
             workflow_id: t.workflow_id.clone().unwrap_or_default(),
             created_at: Some(timestamp(t.created_at)),
             started_at: t.started_at.map(timestamp),
@@ -313,17 +210,11 @@ impl From<&Task> for pb::Task {
             retries: s.retries,
             attempts: t.attempts,
             permission_mode: s.permission_mode.clone().unwrap_or_default(),
-            on_failure: policy_to_pb(s.on_failure) as i32,
+            on_failure: to_pb(s.on_failure),
             idempotency_key: s.idempotency_key.clone().unwrap_or_default(),
             options: Some((&s.options).into()),
-            failure_class: t
-                .failure_class
-                .map_or(pb::FailureClass::Unspecified, class_to_pb)
-                as i32,
-            isolation: match s.isolation {
-                Isolation::None => pb::Isolation::None,
-                Isolation::Worktree => pb::Isolation::Worktree,
-            } as i32,
+            failure_class: optional_to_pb(t.failure_class),
+            isolation: to_pb(s.isolation),
             history: t
                 .history
                 .iter()
@@ -333,10 +224,7 @@ impl From<&Task> for pb::Task {
                     ended_at: Some(timestamp(a.ended_at)),
                     result: a.result.as_ref().map(Into::into),
                     error: a.error.clone(),
-                    failure_class: a
-                        .failure_class
-                        .map_or(pb::FailureClass::Unspecified, class_to_pb)
-                        as i32,
+                    failure_class: optional_to_pb(a.failure_class),
                     instance_id: a.instance_id.clone().unwrap_or_default(),
                 })
                 .collect(),
@@ -350,12 +238,7 @@ impl From<&Instance> for pb::Instance {
     fn from(i: &Instance) -> Self {
         pb::Instance {
             id: i.id.clone(),
-            status: match i.status {
-                InstanceStatus::Idle => pb::InstanceStatus::Idle,
-                InstanceStatus::Busy => pb::InstanceStatus::Busy,
-                InstanceStatus::Stopping => pb::InstanceStatus::Stopping,
-                InstanceStatus::Terminated => pb::InstanceStatus::Terminated,
-            } as i32,
+            status: to_pb(i.status),
             current_task_id: i.current_task.clone().unwrap_or_default(),
             working_directory: i
                 .working_directory
@@ -376,7 +259,7 @@ impl From<&Instance> for pb::Instance {
     }
 }
 
-pub fn task_counts(counts: &[u64; 7]) -> pb::TaskCounts {
+pub fn task_counts(counts: &[u64; TaskStatus::COUNT]) -> pb::TaskCounts {
     let n = |s: TaskStatus| counts[s.index()];
     pb::TaskCounts {
         pending: n(TaskStatus::Pending),
@@ -395,12 +278,7 @@ impl From<&WorkflowInfo> for pb::Workflow {
             id: w.id.clone(),
             name: w.name.clone(),
             description: w.description.clone(),
-            status: match w.status {
-                WorkflowStatus::Running => pb::WorkflowStatus::Running,
-                WorkflowStatus::Completed => pb::WorkflowStatus::Completed,
-                WorkflowStatus::Failed => pb::WorkflowStatus::Failed,
-                WorkflowStatus::Cancelled => pb::WorkflowStatus::Cancelled,
-            } as i32,
+            status: to_pb(w.status),
             task_ids: w.task_ids.clone(),
             created_at: Some(timestamp(w.created_at)),
             completed_at: w.completed_at.map(timestamp),
@@ -470,15 +348,15 @@ impl From<&Event> for pb::Event {
         pb::Event {
             sequence: e.sequence,
             time: Some(timestamp(e.time)),
-            kind: event_kind_to_pb(e.kind) as i32,
+            kind: to_pb(e.kind),
             task_id: e.task_id.clone().unwrap_or_default(),
             instance_id: e.instance_id.clone().unwrap_or_default(),
             workflow_id: e.workflow_id.clone().unwrap_or_default(),
             payload: Some(match &e.payload {
                 Payload::Task(t) => P::Task(t.as_ref().into()),
-                Payload::Instance(i) => P::Instance(i.into()),
-                Payload::Workflow(w) => P::Workflow(w.into()),
-                Payload::Output(o) => P::Output(o.into()),
+                Payload::Instance(i) => P::Instance(i.as_ref().into()),
+                Payload::Workflow(w) => P::Workflow(w.as_ref().into()),
+                Payload::Output(o) => P::Output(o.as_ref().into()),
             }),
         }
     }
@@ -487,6 +365,7 @@ impl From<&Event> for pb::Event {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::{EventKind, FailureClass, InstanceStatus, workflow::WorkflowStatus};
 
     #[test]
     fn bad_wire_values_name_their_field() {
@@ -541,19 +420,40 @@ mod tests {
         }
     }
 
+    /// Every domain enum's words, in order, are its proto enum's names: one table each.
     #[test]
-    fn every_event_kind_round_trips() {
-        for (kind, _) in EVENT_KINDS {
-            assert_eq!(
-                event_kind_from_pb("k", event_kind_to_pb(kind) as i32).unwrap(),
-                kind
+    fn every_enum_matches_its_proto_enum() {
+        fn check<E: Word>(prefix: &str, name: impl Fn(i32) -> Option<&'static str>) {
+            for value in E::all() {
+                let pb_name = name(to_pb(*value)).unwrap_or("missing");
+                assert_eq!(pb_name, format!("{prefix}{}", value.word().to_uppercase()));
+                assert_eq!(
+                    from_pb::<E>("f", to_pb(*value), None).unwrap().word(),
+                    value.word()
+                );
+            }
+            assert!(
+                name(E::all().len() as i32 + 1).is_none(),
+                "{prefix}: proto has more values"
             );
         }
-        for status in TaskStatus::ALL {
-            assert_eq!(
-                status_from_pb("s", status_to_pb(status) as i32).unwrap(),
-                status
-            );
+        macro_rules! names {
+            ($pb:ty) => {
+                |v| <$pb>::try_from(v).ok().map(|e| e.as_str_name())
+            };
         }
+        check::<TaskStatus>("TASK_STATUS_", names!(pb::TaskStatus));
+        check::<Priority>("PRIORITY_", names!(pb::Priority));
+        check::<InstanceStatus>("INSTANCE_STATUS_", names!(pb::InstanceStatus));
+        check::<WorkflowStatus>("WORKFLOW_STATUS_", names!(pb::WorkflowStatus));
+        check::<EventKind>("EVENT_KIND_", names!(pb::EventKind));
+        check::<Isolation>("ISOLATION_", names!(pb::Isolation));
+        check::<FailureClass>("FAILURE_CLASS_", names!(pb::FailureClass));
+        check::<FailurePolicy>("FAILURE_POLICY_", names!(pb::FailurePolicy));
+        assert!(from_pb::<TaskStatus>("status", 0, None).is_err());
+        assert_eq!(
+            from_pb("priority", 0, Some(Priority::Normal)).unwrap(),
+            Priority::Normal
+        );
     }
 }

@@ -13,12 +13,27 @@ pub fn codes(error: &EngineError) -> (Code, StatusCode) {
         EngineError::AlreadyExists { .. } => (Code::AlreadyExists, StatusCode::CONFLICT),
         EngineError::FailedPrecondition(_) => (Code::FailedPrecondition, StatusCode::CONFLICT),
         EngineError::DataLoss(_) => (Code::DataLoss, StatusCode::GONE),
-        EngineError::Unavailable(_) => (Code::Unavailable, StatusCode::SERVICE_UNAVAILABLE),
+        EngineError::Unavailable(_) | EngineError::Store(_) => {
+            (Code::Unavailable, StatusCode::SERVICE_UNAVAILABLE)
+        }
+        EngineError::Internal(_) => (Code::Internal, StatusCode::INTERNAL_SERVER_ERROR),
+    }
+}
+
+/// What a client is told: the error itself, except that internals never leak (the cause is
+/// logged here instead).
+pub fn public_message(error: &EngineError) -> String {
+    match error {
+        EngineError::Internal(_) | EngineError::Store(_) => {
+            tracing::error!(cause = %error, "answering with an internal error");
+            "something went wrong on the server; its log has the cause".to_owned()
+        }
+        other => other.to_string(),
     }
 }
 
 impl From<EngineError> for tonic::Status {
     fn from(error: EngineError) -> Self {
-        tonic::Status::new(codes(&error).0, error.to_string())
+        tonic::Status::new(codes(&error).0, public_message(&error))
     }
 }

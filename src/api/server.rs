@@ -1,11 +1,20 @@
 //! One port for everything: gRPC (HTTP/2), grpc-web (HTTP/1.1 or 2), reflection, health
 //! and the REST gateway, all on one axum router.
 
-use std::{future::Future, io, path::PathBuf, time::Duration};
+use std::{
+    future::{Future, IntoFuture},
+    io,
+    path::PathBuf,
+    time::Duration,
+};
 
 use axum::{http::HeaderName, serve::ListenerExt};
 
-use tokio::{net::TcpListener, sync::watch};
+use tokio::{
+    net::TcpListener,
+    sync::{oneshot, watch},
+};
+use tonic_health::ServingStatus;
 use tonic_web::GrpcWebLayer;
 use tower::Layer;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
@@ -47,13 +56,16 @@ pub async fn router(
     options: ServerOptions,
     shutdown: watch::Receiver<bool>,
 ) -> axum::Router {
+    let stopped = engine.stopped();
     let api = Service::new(engine, shutdown);
     let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<SwarmServiceServer<Service>>().await;
-    health.set_serving::<TaskServiceServer<Service>>().await;
-    health.set_serving::<InstanceServiceServer<Service>>().await;
-    health.set_serving::<WorkflowServiceServer<Service>>().await;
-    health.set_serving::<EventServiceServer<Service>>().await;
+    set_health(&health, ServingStatus::Serving).await;
+    // A stopped engine (a bug) answers nothing any more: health says so at once.
+    tokio::spawn(async move {
+        let reason = stopped.await;
+        tracing::error!(%reason, "the engine stopped; health is NOT_SERVING");
+        set_health(&health, ServingStatus::NotServing).await;
+    });
 
     // grpcurl 1.8 speaks only v1alpha; newer clients use v1.
     let reflection = || {
@@ -82,6 +94,30 @@ pub async fn router(
     grpc.merge(rest::router(api, options.workspace_root))
         .fallback(rest::not_found)
         .layer(cors(&options.cors_origins))
+}
+
+/// The whole server's status and each service's.
+async fn set_health(health: &tonic_health::server::HealthReporter, status: ServingStatus) {
+    health.set_service_status("", status).await;
+    health
+        .set_service_status(service_name::<SwarmServiceServer<Service>>(), status)
+        .await;
+    health
+        .set_service_status(service_name::<TaskServiceServer<Service>>(), status)
+        .await;
+    health
+        .set_service_status(service_name::<InstanceServiceServer<Service>>(), status)
+        .await;
+    health
+        .set_service_status(service_name::<WorkflowServiceServer<Service>>(), status)
+        .await;
+    health
+        .set_service_status(service_name::<EventServiceServer<Service>>(), status)
+        .await;
+}
+
+fn service_name<S: tonic::server::NamedService>() -> &'static str {
+    S::NAME
 }
 
 /// Browsers may call from loopback origins and the configured ones, nothing else.
@@ -139,19 +175,44 @@ pub async fn serve_with(
 ) -> io::Result<()> {
     let (down_tx, down_rx) = watch::channel(false);
     let app = router(engine.clone(), options, down_rx).await;
+    let (failed_tx, failed_rx) = oneshot::channel();
+    let (draining_tx, draining) = oneshot::channel::<()>();
+    let stopped = engine.stopped();
     let signal = async move {
-        shutdown.await;
+        tokio::select! {
+            () = shutdown => {}
+            reason = stopped => {
+                let _ = failed_tx.send(reason);
+            }
+        }
         let _ = down_tx.send(true);
+        let _ = draining_tx.send(());
     };
     // Small RPCs must not wait on delayed ACKs (Nagle): ~40 ms stalls at light load.
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    axum::serve(listener, app)
+    let served = axum::serve(listener, app)
         .with_graceful_shutdown(signal)
-        .await?;
+        .into_future();
+    // The drain is bounded: a client holding a stream open (a health watch) cannot keep
+    // the server from stopping.
+    let drain_limit = async {
+        match draining.await {
+            Ok(()) => tokio::time::sleep(SHUTDOWN_LIMIT).await,
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        served = served => served?,
+        () = drain_limit => tracing::warn!("connections still open after the drain limit; closing them"),
+    }
     engine.shutdown(SHUTDOWN_LIMIT).await;
-    Ok(())
+    match failed_rx.await {
+        // The engine ended under the server: exit non-zero with its reason.
+        Ok(reason) => Err(io::Error::other(reason)),
+        Err(_) => Ok(()),
+    }
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -5,11 +5,9 @@
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::convert::{event_kind_from_pb, priority_from_pb, status_from_pb};
+use super::convert::from_pb;
 use crate::{
-    engine::{
-        Engine, EngineError, events::EventFilter, scheduler::TaskQuery, task::TaskSpec, workflow,
-    },
+    engine::{Engine, EngineError, EventFilter, TaskQuery, TaskSpec, workflow},
     pb,
 };
 
@@ -79,12 +77,12 @@ impl Service {
             statuses: request
                 .status
                 .iter()
-                .map(|s| status_from_pb("status", *s))
+                .map(|s| from_pb("status", *s, None))
                 .collect::<Result<_>>()?,
             priorities: request
                 .priority
                 .iter()
-                .map(|p| priority_from_pb("priority", *p))
+                .map(|p| from_pb("priority", *p, Some(crate::engine::Priority::Normal)))
                 .collect::<Result<_>>()?,
             workflow_id: opt(request.workflow_id),
             limit: request.limit as usize,
@@ -195,7 +193,7 @@ impl Service {
             kinds: request
                 .kinds
                 .iter()
-                .map(|k| event_kind_from_pb("kinds", *k))
+                .map(|k| from_pb("kinds", *k, None))
                 .collect::<Result<_>>()?,
         };
         let mut subscription = self

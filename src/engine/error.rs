@@ -1,23 +1,43 @@
 //! One vocabulary of failures for the whole engine. The API layer maps it once to gRPC
 //! status codes and once to HTTP statuses.
 
-use std::fmt;
+use super::ports::StoreError;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum EngineError {
     /// The request is malformed: `field` names what is wrong (`tasks[2].prompt`).
+    #[error("invalid {field}: {reason}")]
     InvalidArgument { field: String, reason: String },
     /// No such task, instance or workflow.
+    #[error("{kind} {id:?} not found")]
     NotFound { kind: &'static str, id: String },
     /// A client-chosen id is already taken.
+    #[error("{kind} {id:?} already exists")]
     AlreadyExists { kind: &'static str, id: String },
     /// The request is well formed but the thing is in the wrong state for it
     /// (cancelling a finished task).
+    #[error("{0}")]
     FailedPrecondition(String),
     /// Asked for events that are no longer retained, or a subscriber fell too far behind.
+    #[error("{0}")]
     DataLoss(String),
-    /// The engine is shutting down.
+    /// The engine is shutting down, or stopped.
+    #[error("{0}")]
     Unavailable(String),
+    /// The change could not be stored; nothing more is acknowledged.
+    #[error("the change could not be stored: {0}")]
+    Store(#[source] StoreError),
+    /// A bug: the engine answered something it should not have. Logged with its cause;
+    /// callers see only that something went wrong.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+// `StoreError` holds strings only, so equality on its text is enough for tests.
+impl PartialEq for StoreError {
+    fn eq(&self, other: &Self) -> bool {
+        self.to_string() == other.to_string()
+    }
 }
 
 impl EngineError {
@@ -54,20 +74,5 @@ impl EngineError {
         }
     }
 }
-
-impl fmt::Display for EngineError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::InvalidArgument { field, reason } => write!(f, "invalid {field}: {reason}"),
-            Self::NotFound { kind, id } => write!(f, "{kind} {id:?} not found"),
-            Self::AlreadyExists { kind, id } => write!(f, "{kind} {id:?} already exists"),
-            Self::FailedPrecondition(msg) | Self::DataLoss(msg) | Self::Unavailable(msg) => {
-                f.write_str(msg)
-            }
-        }
-    }
-}
-
-impl std::error::Error for EngineError {}
 
 pub type Result<T, E = EngineError> = std::result::Result<T, E>;

@@ -1,106 +1,27 @@
-//! Events: every state change of tasks, instances and workflows, and the agent's output,
-//! numbered by a sequence that only grows. A bounded window of recent events is retained
-//! for replay; a subscriber gets the replay and then the live feed with no gap and no
-//! duplicate, because both are taken in one step by the scheduler that publishes.
+//! The event hub: a bounded window of recent events for replay and the live feed. The core
+//! numbers events; the actor hands them here once they are stored. A subscriber gets the
+//! replay and then the live feed with no gap and no duplicate, because both are taken in
+//! one step by the actor, between turns.
 
-use std::{collections::VecDeque, sync::Arc, time::SystemTime};
+use std::{collections::VecDeque, sync::Arc};
 
 use tokio::sync::broadcast::{self, error::RecvError};
 
 use super::{
     error::EngineError,
-    pool::Instance,
-    task::{InstanceId, Task, TaskId, WorkflowId},
-    workflow::WorkflowInfo,
+    model::event::{Event, EventFilter},
 };
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-pub enum EventKind {
-    TaskSubmitted,
-    TaskQueued,
-    TaskStarted,
-    TaskOutput,
-    TaskCompleted,
-    TaskFailed,
-    TaskCancelled,
-    TaskSkipped,
-    InstanceSpawned,
-    InstanceStatusChanged,
-    InstanceTerminated,
-    WorkflowStarted,
-    WorkflowFinished,
-    TaskRetrying,
-}
-
-/// One line of the agent's stream-json output, ready to show.
-#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct AgentOutput {
-    /// The line's `type`, or `unparsed` for a line that was not JSON.
-    pub message_type: String,
-    pub subtype: String,
-    /// Text for display: assistant text, tool names, the result.
-    pub text: String,
-    /// The line itself, cut at [`AgentOutput::MAX_RAW`].
-    pub raw: String,
-    pub truncated: bool,
-}
-
-impl AgentOutput {
-    /// Longest raw line kept in an event.
-    pub const MAX_RAW: usize = 64 * 1024;
-}
-
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
-pub enum Payload {
-    Task(Box<Task>),
-    Instance(Instance),
-    Workflow(WorkflowInfo),
-    Output(AgentOutput),
-}
-
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
-pub struct Event {
-    pub sequence: u64,
-    pub time: SystemTime,
-    pub kind: EventKind,
-    pub task_id: Option<TaskId>,
-    pub instance_id: Option<InstanceId>,
-    pub workflow_id: Option<WorkflowId>,
-    pub payload: Payload,
-}
-
-/// Which events a subscriber wants; empty fields match everything.
-#[derive(Clone, Debug, Default)]
-pub struct EventFilter {
-    pub task_id: Option<TaskId>,
-    pub workflow_id: Option<WorkflowId>,
-    pub instance_id: Option<InstanceId>,
-    pub kinds: Vec<EventKind>,
-}
-
-impl EventFilter {
-    pub fn matches(&self, event: &Event) -> bool {
-        fn field(want: &Option<String>, have: &Option<String>) -> bool {
-            want.is_none() || want == have
-        }
-        field(&self.task_id, &event.task_id)
-            && field(&self.workflow_id, &event.workflow_id)
-            && field(&self.instance_id, &event.instance_id)
-            && (self.kinds.is_empty() || self.kinds.contains(&event.kind))
-    }
-}
-
-/// The retained window and the live feed. Owned by the scheduler.
-pub struct EventLog {
+/// The retained window and the live feed. Owned by the actor.
+pub struct EventHub {
+    /// The sequence after the newest event handed in (1 before the first).
     next_sequence: u64,
     retained: VecDeque<Arc<Event>>,
     capacity: usize,
     live: broadcast::Sender<Arc<Event>>,
-    /// Published but not yet sent live: they go out once stored.
-    unsent: Vec<Arc<Event>>,
 }
 
-impl EventLog {
+impl EventHub {
     /// `capacity` events are kept for replay; a live subscriber may fall `live_capacity`
     /// events behind before it is told it lost some.
     pub fn new(capacity: usize, live_capacity: usize) -> Self {
@@ -110,62 +31,31 @@ impl EventLog {
             retained: VecDeque::new(),
             capacity: capacity.max(1),
             live,
-            unsent: Vec::new(),
         }
     }
 
-    /// Takes back the stored events after a restart; numbering goes on from the last.
-    pub fn restore(&mut self, events: Vec<Event>) {
+    /// Takes back the stored events after a restart, without sending them live.
+    pub fn restore(&mut self, events: impl IntoIterator<Item = Arc<Event>>) {
         for event in events {
-            self.next_sequence = self.next_sequence.max(event.sequence + 1);
-            if self.retained.len() == self.capacity {
-                self.retained.pop_front();
-            }
-            self.retained.push_back(Arc::new(event));
+            self.retain(event);
         }
     }
 
-    /// Events published since the last call, to store before they are sent.
-    pub fn take_unsent(&mut self) -> Vec<Arc<Event>> {
-        std::mem::take(&mut self.unsent)
-    }
-
-    /// Sends stored events to live subscribers.
-    pub fn broadcast(&self, events: Vec<Arc<Event>>) {
-        for event in events {
-            // No receivers is fine: nobody is watching.
-            let _ = self.live.send(event);
-        }
-    }
-
-    pub fn publish(
-        &mut self,
-        kind: EventKind,
-        task_id: Option<&str>,
-        instance_id: Option<&str>,
-        workflow_id: Option<&str>,
-        payload: Payload,
-    ) {
-        let event = Arc::new(Event {
-            sequence: self.next_sequence,
-            time: SystemTime::now(),
-            kind,
-            task_id: task_id.map(str::to_owned),
-            instance_id: instance_id.map(str::to_owned),
-            workflow_id: workflow_id.map(str::to_owned),
-            payload,
-        });
-        self.next_sequence += 1;
+    fn retain(&mut self, event: Arc<Event>) {
+        self.next_sequence = self.next_sequence.max(event.sequence + 1);
         if self.retained.len() == self.capacity {
             self.retained.pop_front();
         }
-        self.retained.push_back(event.clone());
-        self.unsent.push(event);
+        self.retained.push_back(event);
     }
 
-    /// The last sequence number handed out (0 before the first event).
-    pub fn last_sequence(&self) -> u64 {
-        self.next_sequence - 1
+    /// Keeps stored events for replay and sends them to live subscribers.
+    pub fn broadcast(&mut self, events: Vec<Arc<Event>>) {
+        for event in events {
+            self.retain(event.clone());
+            // No receivers is fine: nobody is watching.
+            let _ = self.live.send(event);
+        }
     }
 
     /// Events after `after` (all retained ones for `Some(0)`, none for `None`), then live.
@@ -175,7 +65,7 @@ impl EventLog {
         filter: EventFilter,
     ) -> Result<Subscription, EngineError> {
         let live = self.live.subscribe();
-        let last = after.unwrap_or(self.last_sequence());
+        let last = after.unwrap_or(self.next_sequence - 1);
         let oldest = self
             .retained
             .front()

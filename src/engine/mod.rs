@@ -1,14 +1,32 @@
-//! The domain: tasks, the ready queue and dependency rules, the instance pool, workflows,
-//! events and the scheduler that owns them. No tonic, axum or wire types in here.
+//! The domain: tasks, the ready queue and dependency rules, the instance pool, workflows
+//! and events. No tonic, axum, sqlite or process code in here, and no import from the
+//! adapters around it (`agent`, `store`, `api`, `cli`, `config`).
+//!
+//! - [`model`]: the data, each enum with one table of its words.
+//! - `core`: the rules as a plain state machine (input in, effects out; no tokio, no clock).
+//! - [`actor`]: owns the core and executes its effects; [`Engine`] is its cheap handle.
+//! - [`ports`]: the traits the engine calls ([`ports::Agent`], [`ports::Store`]).
+//! - [`events`]: the hub that replays stored events and feeds live subscribers.
+//! - [`workflow`]: what a workflow is at run time (templates, `for_each`, its record).
+//! - [`error`]: one vocabulary of failures.
 
+pub mod actor;
+mod core;
 pub mod error;
 pub mod events;
-pub mod pool;
-pub mod queue;
-pub mod run;
-pub mod scheduler;
-pub mod task;
+pub mod model;
+pub mod ports;
 pub mod workflow;
 
+pub use actor::Engine;
+pub use core::{EngineConfig, SwarmStatus, TaskPage, TaskQuery, find_cycle};
 pub use error::EngineError;
-pub use scheduler::{Engine, EngineConfig};
+pub use model::{
+    event::{AgentOutput, Event, EventFilter, EventKind, Payload},
+    instance::{Instance, InstanceStatus},
+    task::{
+        AgentOptions, Attempt, FailureClass, FailurePolicy, Isolation, Priority, Task, TaskId,
+        TaskResult, TaskSpec, TaskStatus, Usage,
+    },
+};
+pub use workflow::WorkflowInfo;

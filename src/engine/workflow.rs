@@ -17,10 +17,12 @@ use serde::{Deserialize, de::IgnoredAny};
 
 use super::{
     error::{EngineError, Result},
-    queue::find_cycle,
-    task::{
-        FailurePolicy, Isolation, Priority, TaskId, TaskSpec, Usage, WorkflowId, positive_seconds,
+    find_cycle,
+    model::task::{
+        FailurePolicy, Isolation, Priority, TaskId, TaskSpec, TaskStatus, Usage, WorkflowId,
+        positive_seconds,
     },
+    model::words::words,
 };
 
 /// Largest workflow document accepted.
@@ -32,7 +34,7 @@ pub const MAX_ITEMS: usize = 10_000;
 
 // ---- templates ----------------------------------------------------------------------------
 
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Segment {
     Text(String),
     /// The result text of this (upstream) task.
@@ -44,7 +46,7 @@ pub enum Segment {
 }
 
 /// A prompt or command with holes filled when the task starts.
-#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Template(pub Vec<Segment>);
 
 impl Template {
@@ -113,14 +115,14 @@ pub fn items_of(text: &str) -> Vec<String> {
 }
 
 /// Where a `for_each` task's items come from.
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum FanOutSource {
     Items(Vec<String>),
     /// The items of an upstream task's result (see [`items_of`]).
     Result(TaskId),
 }
 
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct FanOut {
     pub source: FanOutSource,
     /// Most items running at once.
@@ -129,27 +131,18 @@ pub struct FanOut {
 
 // ---- the workflow record ------------------------------------------------------------------
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum WorkflowStatus {
-    Running,
-    Completed,
-    Failed,
-    Cancelled,
-}
-
-impl WorkflowStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Running => "running",
-            Self::Completed => "completed",
-            Self::Failed => "failed",
-            Self::Cancelled => "cancelled",
-        }
+words! {
+    /// Where a workflow is: running until every task is terminal.
+    pub enum WorkflowStatus {
+        Running = "running",
+        Completed = "completed",
+        Failed = "failed",
+        Cancelled = "cancelled",
     }
 }
 
 /// A workflow as clients see it.
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct WorkflowInfo {
     pub id: WorkflowId,
     pub name: String,
@@ -160,17 +153,13 @@ pub struct WorkflowInfo {
     pub completed_at: Option<SystemTime>,
     pub total_cost_usd: f64,
     /// Tasks per state, indexed by `TaskStatus::index`.
-    pub task_counts: [u64; 7],
+    pub task_counts: [u64; TaskStatus::COUNT],
     /// Result text of the tasks nothing depends on, by task name.
-    #[serde(default)]
     pub outputs: BTreeMap<String, String>,
     /// Once its tasks cost this much, tasks not yet started fail.
-    #[serde(default)]
     pub budget_usd: Option<f64>,
     /// Tokens and turns of its tasks (computed, like the cost).
-    #[serde(default)]
     pub usage: Usage,
-    #[serde(default)]
     pub turns: u64,
 }
 
@@ -838,7 +827,7 @@ fn check_isolation(word: &str) -> std::result::Result<Isolation, String> {
 }
 
 fn parse_priority(word: &str) -> std::result::Result<Priority, String> {
-    Priority::parse(word)
+    Priority::from_word(word)
         .ok_or_else(|| format!("{word:?} is not one of low, normal, high, critical"))
 }
 

@@ -1,15 +1,22 @@
-//! The default store: one SQLite file in WAL mode. Rows hold JSON documents; the tables
-//! are keyed so that a batch is a handful of upserts and appends in one transaction.
+//! The default store: one SQLite file in WAL mode. Rows hold JSON documents of the row
+//! types in [`super::rows`]; the tables are keyed so that a batch is a handful of upserts
+//! and appends in one transaction. A file of an older layout is migrated when it opens.
 
-use std::path::{Path, PathBuf};
+use std::{
+    collections::HashMap,
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+};
 
-use rusqlite::{Connection, OpenFlags, params};
+use rusqlite::{Connection, OpenFlags, Transaction, params};
+use serde::{Serialize, de::DeserializeOwned};
 
-use super::{Batch, Snapshot, Store, StoreError, StoredTask, StoredWorkflow};
-use crate::engine::events::Event;
+use super::rows::{EventRow, EventRowV1, Row, TaskRecordRow, WorkflowRecordRow};
+use crate::engine::ports::{Batch, Snapshot, Store, StoreError};
 
-/// Bumped when the layout changes; an unknown version is refused at start.
-const SCHEMA_VERSION: i64 = 1;
+/// The layout this code writes. 1: the first release (events held whole tasks).
+/// 2: events hold what changed; the swarm's spending is kept.
+const SCHEMA_VERSION: i64 = 2;
 
 pub struct SqliteStore {
     path: PathBuf,
@@ -21,203 +28,353 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
-    /// Opens (or creates) `swarm.db` in `dir`. A file that is not a claude-swarm database,
-    /// or is corrupt, is a clear error, not a panic.
+    /// Opens (or creates) `swarm.db` in `dir`, readable by this user only. A file that is
+    /// not a claude-swarm database, is corrupt, or was written by a newer release, is a
+    /// clear error, not a panic; one of an older layout is migrated.
     pub fn open(dir: &Path, event_retention: u64) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|e| {
-            StoreError(format!(
-                "cannot create the data directory {}: {e}",
-                dir.display()
-            ))
-        })?;
         let path = dir.join("swarm.db");
-        let fail = |what: &str, e: rusqlite::Error| {
-            StoreError(format!("data file {}: {what}: {e}", path.display()))
+        let fail = |what: &'static str, cause: String| StoreError::File {
+            path: path.display().to_string(),
+            what,
+            cause,
         };
+        std::fs::create_dir_all(dir)
+            .map_err(|e| fail("cannot create the data directory", e.to_string()))?;
+        // Prompts, results and agent variables are in here: this user's only.
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| fail("cannot restrict the data directory", e.to_string()))?;
         let conn = Connection::open_with_flags(
             &path,
             OpenFlags::SQLITE_OPEN_READ_WRITE
                 | OpenFlags::SQLITE_OPEN_CREATE
                 | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
-        .map_err(|e| fail("cannot open", e))?;
+        .map_err(|e| fail("cannot open", e.to_string()))?;
         conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(|e| fail("not a usable database", e))?;
+            .map_err(|e| fail("not a usable database", e.to_string()))?;
         // WAL with NORMAL survives a crash of this process (not a power cut) and keeps
         // commits cheap.
         conn.pragma_update(None, "synchronous", "NORMAL")
-            .map_err(|e| fail("cannot configure", e))?;
+            .map_err(|e| fail("cannot configure", e.to_string()))?;
         let integrity: String = conn
             .query_row("PRAGMA quick_check", [], |r| r.get(0))
-            .map_err(|e| fail("corrupt", e))?;
+            .map_err(|e| fail("corrupt", e.to_string()))?;
         if integrity != "ok" {
-            return Err(StoreError(format!(
-                "data file {} is corrupt: {integrity}",
-                path.display()
-            )));
+            return Err(fail("corrupt", integrity));
         }
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
              CREATE TABLE IF NOT EXISTS tasks (id TEXT PRIMARY KEY, position INTEGER NOT NULL, body TEXT NOT NULL);
              CREATE TABLE IF NOT EXISTS workflows (id TEXT PRIMARY KEY, position INTEGER NOT NULL, body TEXT NOT NULL);
              CREATE TABLE IF NOT EXISTS events (sequence INTEGER PRIMARY KEY, body TEXT NOT NULL);
-             INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', 1);",
+             CREATE TABLE IF NOT EXISTS totals (key TEXT PRIMARY KEY, value REAL NOT NULL);",
         )
-        .map_err(|e| fail("cannot create tables", e))?;
-        let version: i64 = conn
-            .query_row(
-                "SELECT value FROM meta WHERE key = 'schema_version'",
-                [],
-                |r| r.get(0),
-            )
-            .map_err(|e| fail("cannot read the schema version", e))?;
-        if version != SCHEMA_VERSION {
-            return Err(StoreError(format!(
-                "data file {} has layout version {version}; this claude-swarm reads version {SCHEMA_VERSION}",
-                path.display()
-            )));
+        .map_err(|e| fail("cannot create tables", e.to_string()))?;
+        for file in ["swarm.db", "swarm.db-wal", "swarm.db-shm"] {
+            let file = dir.join(file);
+            if file.exists() {
+                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
+                    .map_err(|e| fail("cannot restrict the data file", e.to_string()))?;
+            }
         }
-        let next_position: i64 = conn
+        let mut store = Self {
+            path,
+            conn,
+            event_retention: event_retention.max(1),
+            next_position: 0,
+        };
+        store.migrate()?;
+        store.next_position = store
+            .conn
             .query_row(
                 "SELECT COALESCE(MAX(p), 0) + 1 FROM (SELECT MAX(position) AS p FROM tasks UNION ALL SELECT MAX(position) FROM workflows)",
                 [],
                 |r| r.get(0),
             )
-            .map_err(|e| fail("cannot read positions", e))?;
-        Ok(Self {
-            path,
-            conn,
-            event_retention: event_retention.max(1),
-            next_position,
-        })
+            .map_err(|e| store.error("cannot read positions", e))?;
+        Ok(store)
     }
 
-    fn error(&self, what: &str, e: impl std::fmt::Display) -> StoreError {
-        StoreError(format!("data file {}: {what}: {e}", self.path.display()))
+    fn error(&self, what: &'static str, e: impl std::fmt::Display) -> StoreError {
+        StoreError::File {
+            path: self.path.display().to_string(),
+            what,
+            cause: e.to_string(),
+        }
     }
+
+    fn unreadable(&self, kind: &'static str, e: impl std::fmt::Display) -> StoreError {
+        StoreError::Row {
+            path: self.path.display().to_string(),
+            kind,
+            cause: e.to_string(),
+        }
+    }
+
+    /// Brings an older layout up to [`SCHEMA_VERSION`] in one transaction; a new file
+    /// starts at it.
+    fn migrate(&mut self) -> Result<(), StoreError> {
+        let version: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'schema_version'",
+                [],
+                |r| r.get(0),
+            )
+            .ok();
+        match version {
+            None => {
+                self.conn
+                    .execute(
+                        "INSERT INTO meta (key, value) VALUES ('schema_version', ?1)",
+                        params![SCHEMA_VERSION],
+                    )
+                    .map_err(|e| self.error("cannot write the schema version", e))?;
+                Ok(())
+            }
+            Some(SCHEMA_VERSION) => Ok(()),
+            Some(1) => self.migrate_1_to_2(),
+            Some(found) => Err(StoreError::Version {
+                path: self.path.display().to_string(),
+                found,
+                known: SCHEMA_VERSION,
+            }),
+        }
+    }
+
+    /// Layout 1 -> 2: every event row keeps only what changed; the swarm's spending so far
+    /// is the sum over the tasks still stored (layout 1 did not keep it).
+    fn migrate_1_to_2(&mut self) -> Result<(), StoreError> {
+        let events: Vec<(i64, String)> = self.rows("SELECT sequence, body FROM events")?;
+        let tasks: Vec<TaskRecordRow> = self
+            .rows::<String>("SELECT body FROM tasks")?
+            .into_iter()
+            .map(|body| decode(&body).map_err(|e| self.unreadable("task", e)))
+            .collect::<Result<_, _>>()?;
+        let spent: f64 = tasks
+            .iter()
+            .filter_map(|t| t.task.result.as_ref())
+            .map(|r| r.cost_usd)
+            .sum();
+        let mut rewritten = Vec::with_capacity(events.len());
+        for (sequence, body) in events {
+            let old: EventRowV1 = decode(&body).map_err(|e| self.unreadable("event", e))?;
+            rewritten.push((sequence, encode(&EventRow::of(&old.into_event()))?));
+        }
+        let path = self.path.display().to_string();
+        let fail = |what: &'static str| {
+            let path = path.clone();
+            move |e: rusqlite::Error| StoreError::File {
+                path,
+                what,
+                cause: e.to_string(),
+            }
+        };
+        let tx = self.conn.transaction().map_err(fail("begin migration"))?;
+        for (sequence, body) in &rewritten {
+            tx.execute(
+                "UPDATE events SET body = ?2 WHERE sequence = ?1",
+                params![sequence, body],
+            )
+            .map_err(fail("migrate an event"))?;
+        }
+        tx.execute(
+            "INSERT OR REPLACE INTO totals (key, value) VALUES ('total_cost_usd', ?1)",
+            params![spent],
+        )
+        .map_err(fail("migrate the totals"))?;
+        tx.execute(
+            "UPDATE meta SET value = ?1 WHERE key = 'schema_version'",
+            params![SCHEMA_VERSION],
+        )
+        .map_err(fail("migrate the schema version"))?;
+        tx.commit().map_err(fail("commit the migration"))?;
+        tracing::info!(path = %self.path.display(), "migrated the data file from layout 1 to 2");
+        Ok(())
+    }
+
+    fn rows<T: RowValue>(&self, sql: &str) -> Result<Vec<T>, StoreError> {
+        let mut statement = self.conn.prepare(sql).map_err(|e| self.error("read", e))?;
+        let rows = statement
+            .query_map([], T::read)
+            .map_err(|e| self.error("read", e))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.error("read", e))?;
+        Ok(rows)
+    }
+
+    fn bodies<T: DeserializeOwned>(
+        &self,
+        sql: &str,
+        kind: &'static str,
+    ) -> Result<Vec<T>, StoreError> {
+        self.rows::<String>(sql)?
+            .iter()
+            .map(|body| decode(body).map_err(|e| self.unreadable(kind, e)))
+            .collect()
+    }
+}
+
+/// What one query row is read as.
+trait RowValue: Sized {
+    fn read(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self>;
+}
+
+impl RowValue for String {
+    fn read(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        row.get(0)
+    }
+}
+
+impl RowValue for (i64, String) {
+    fn read(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        Ok((row.get(0)?, row.get(1)?))
+    }
+}
+
+fn decode<T: DeserializeOwned>(body: &str) -> serde_json::Result<T> {
+    serde_json::from_str(body)
+}
+
+fn encode(row: &impl Serialize) -> Result<String, StoreError> {
+    serde_json::to_string(row).map_err(|e| StoreError::Row {
+        path: String::new(),
+        kind: "row to encode",
+        cause: e.to_string(),
+    })
 }
 
 impl Store for SqliteStore {
     fn load(&mut self) -> Result<Snapshot, StoreError> {
-        let mut snapshot = Snapshot::default();
-        let mut rows = self
+        let tasks: Vec<TaskRecordRow> =
+            self.bodies("SELECT body FROM tasks ORDER BY position", "task")?;
+        let tasks: Vec<_> = tasks.into_iter().map(Row::into_domain).collect();
+        let workflows: Vec<WorkflowRecordRow> =
+            self.bodies("SELECT body FROM workflows ORDER BY position", "workflow")?;
+        let events: Vec<EventRow> =
+            self.bodies("SELECT body FROM events ORDER BY sequence", "event")?;
+        let by_id: HashMap<&str, &crate::engine::Task> = tasks
+            .iter()
+            .map(|r| (r.task.id.as_str(), &r.task))
+            .collect();
+        let events = events
+            .into_iter()
+            .map(|row| row.into_event(|id| by_id.get(id).map(|t| (*t).clone())))
+            .collect();
+        let total_cost_usd = self
             .conn
-            .prepare("SELECT body FROM tasks ORDER BY position")
-            .map_err(|e| self.error("load", e))?;
-        let tasks = rows
-            .query_map([], |r| r.get::<_, String>(0))
-            .map_err(|e| self.error("load tasks", e))?
-            .map(|body| {
-                let body = body.map_err(|e| self.error("load tasks", e))?;
-                serde_json::from_str::<StoredTask>(&body)
-                    .map_err(|e| self.error("a task row is unreadable", e))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        drop(rows);
-        snapshot.tasks = tasks;
-        let mut rows = self
-            .conn
-            .prepare("SELECT body FROM workflows ORDER BY position")
-            .map_err(|e| self.error("load", e))?;
-        let workflows = rows
-            .query_map([], |r| r.get::<_, String>(0))
-            .map_err(|e| self.error("load workflows", e))?
-            .map(|body| {
-                let body = body.map_err(|e| self.error("load workflows", e))?;
-                serde_json::from_str::<StoredWorkflow>(&body)
-                    .map_err(|e| self.error("a workflow row is unreadable", e))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        drop(rows);
-        snapshot.workflows = workflows;
-        let mut rows = self
-            .conn
-            .prepare("SELECT body FROM events ORDER BY sequence")
-            .map_err(|e| self.error("load", e))?;
-        let events = rows
-            .query_map([], |r| r.get::<_, String>(0))
-            .map_err(|e| self.error("load events", e))?
-            .map(|body| {
-                let body = body.map_err(|e| self.error("load events", e))?;
-                serde_json::from_str::<Event>(&body)
-                    .map_err(|e| self.error("an event row is unreadable", e))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        snapshot.events = events;
-        Ok(snapshot)
+            .query_row(
+                "SELECT value FROM totals WHERE key = 'total_cost_usd'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap_or(0.0);
+        Ok(Snapshot {
+            events,
+            workflows: workflows.into_iter().map(Row::into_domain).collect(),
+            tasks,
+            total_cost_usd,
+        })
     }
 
     fn commit(&mut self, batch: &Batch) -> Result<(), StoreError> {
         if batch.is_empty() {
             return Ok(());
         }
-        let tx = self
-            .conn
-            .transaction()
-            .map_err(|e| StoreError(format!("begin: {e}")))?;
-        {
-            let mut upsert_task = tx
-                .prepare_cached(
-                    "INSERT INTO tasks (id, position, body) VALUES (?1, ?2, ?3)
-                     ON CONFLICT(id) DO UPDATE SET body = excluded.body",
-                )
-                .map_err(|e| StoreError(format!("prepare: {e}")))?;
-            for task in &batch.tasks {
-                let body = serde_json::to_string(task)
-                    .map_err(|e| StoreError(format!("encode task: {e}")))?;
-                upsert_task
-                    .execute(params![task.task.id, self.next_position, body])
-                    .map_err(|e| StoreError(format!("write task: {e}")))?;
-                self.next_position += 1;
+        let path = self.path.display().to_string();
+        let tx = self.conn.transaction().map_err(|e| StoreError::File {
+            path: path.clone(),
+            what: "begin",
+            cause: e.to_string(),
+        })?;
+        write(&tx, batch, &mut self.next_position, self.event_retention).map_err(|e| {
+            StoreError::File {
+                path: path.clone(),
+                what: "write",
+                cause: e,
             }
-            let mut upsert_workflow = tx
-                .prepare_cached(
-                    "INSERT INTO workflows (id, position, body) VALUES (?1, ?2, ?3)
-                     ON CONFLICT(id) DO UPDATE SET body = excluded.body",
-                )
-                .map_err(|e| StoreError(format!("prepare: {e}")))?;
-            for workflow in &batch.workflows {
-                let body = serde_json::to_string(workflow)
-                    .map_err(|e| StoreError(format!("encode workflow: {e}")))?;
-                upsert_workflow
-                    .execute(params![workflow.info.id, self.next_position, body])
-                    .map_err(|e| StoreError(format!("write workflow: {e}")))?;
-                self.next_position += 1;
-            }
-            let mut delete_task = tx
-                .prepare_cached("DELETE FROM tasks WHERE id = ?1")
-                .map_err(|e| StoreError(format!("prepare: {e}")))?;
-            for id in &batch.deleted_tasks {
-                delete_task
-                    .execute(params![id])
-                    .map_err(|e| StoreError(format!("delete task: {e}")))?;
-            }
-            let mut append_event = tx
-                .prepare_cached("INSERT OR REPLACE INTO events (sequence, body) VALUES (?1, ?2)")
-                .map_err(|e| StoreError(format!("prepare: {e}")))?;
-            for event in &batch.events {
-                let body = serde_json::to_string(event.as_ref())
-                    .map_err(|e| StoreError(format!("encode event: {e}")))?;
-                append_event
-                    .execute(params![event.sequence as i64, body])
-                    .map_err(|e| StoreError(format!("write event: {e}")))?;
-            }
-            if let Some(last) = batch.events.last() {
-                let keep_after = last.sequence.saturating_sub(self.event_retention) as i64;
-                tx.execute(
-                    "DELETE FROM events WHERE sequence <= ?1",
-                    params![keep_after],
-                )
-                .map_err(|e| StoreError(format!("compact events: {e}")))?;
-            }
-        }
-        tx.commit().map_err(|e| StoreError(format!("commit: {e}")))
+        })?;
+        tx.commit().map_err(|e| StoreError::File {
+            path,
+            what: "commit",
+            cause: e.to_string(),
+        })
     }
+}
+
+/// Writes a batch's rows inside `tx`.
+fn write(
+    tx: &Transaction<'_>,
+    batch: &Batch,
+    next_position: &mut i64,
+    event_retention: u64,
+) -> Result<(), String> {
+    fn e(what: &'static str) -> impl Fn(rusqlite::Error) -> String {
+        move |err| format!("{what}: {err}")
+    }
+    let mut upsert_task = tx
+        .prepare_cached(
+            "INSERT INTO tasks (id, position, body) VALUES (?1, ?2, ?3)
+             ON CONFLICT(id) DO UPDATE SET body = excluded.body",
+        )
+        .map_err(e("prepare"))?;
+    for record in &batch.tasks {
+        let body = encode(&TaskRecordRow::from_domain(record)).map_err(|e| e.to_string())?;
+        upsert_task
+            .execute(params![record.task.id, *next_position, body])
+            .map_err(e("write task"))?;
+        *next_position += 1;
+    }
+    let mut upsert_workflow = tx
+        .prepare_cached(
+            "INSERT INTO workflows (id, position, body) VALUES (?1, ?2, ?3)
+             ON CONFLICT(id) DO UPDATE SET body = excluded.body",
+        )
+        .map_err(e("prepare"))?;
+    for record in &batch.workflows {
+        let body = encode(&WorkflowRecordRow::from_domain(record)).map_err(|e| e.to_string())?;
+        upsert_workflow
+            .execute(params![record.info.id, *next_position, body])
+            .map_err(e("write workflow"))?;
+        *next_position += 1;
+    }
+    let mut delete_task = tx
+        .prepare_cached("DELETE FROM tasks WHERE id = ?1")
+        .map_err(e("prepare"))?;
+    for id in &batch.deleted_tasks {
+        delete_task.execute(params![id]).map_err(e("delete task"))?;
+    }
+    let mut append_event = tx
+        .prepare_cached("INSERT OR REPLACE INTO events (sequence, body) VALUES (?1, ?2)")
+        .map_err(e("prepare"))?;
+    for event in &batch.events {
+        let body = encode(&EventRow::of(event)).map_err(|e| e.to_string())?;
+        append_event
+            .execute(params![event.sequence as i64, body])
+            .map_err(e("write event"))?;
+    }
+    if let Some(last) = batch.events.last() {
+        let keep_after = last.sequence.saturating_sub(event_retention) as i64;
+        tx.execute(
+            "DELETE FROM events WHERE sequence <= ?1",
+            params![keep_after],
+        )
+        .map_err(e("compact events"))?;
+    }
+    if let Some(spent) = batch.total_cost_usd {
+        tx.execute(
+            "INSERT OR REPLACE INTO totals (key, value) VALUES ('total_cost_usd', ?1)",
+            params![spent],
+        )
+        .map_err(e("write totals"))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::{Task, TaskSpec, TaskStatus, ports::TaskRecord};
 
     #[test]
     fn a_corrupt_file_is_a_clear_error() {
@@ -235,8 +392,7 @@ mod tests {
     }
 
     #[test]
-    fn compacted_tasks_are_deleted() {
-        use crate::engine::task::{Task, TaskSpec};
+    fn compacted_tasks_are_deleted_and_spending_is_kept() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = SqliteStore::open(dir.path(), 10).unwrap();
         let task = Task::new(
@@ -246,11 +402,14 @@ mod tests {
             std::time::SystemTime::now(),
         );
         let batch = Batch {
-            tasks: vec![StoredTask { task, parent: None }],
+            tasks: vec![TaskRecord { task, parent: None }],
+            total_cost_usd: Some(0.6),
             ..Batch::default()
         };
         store.commit(&batch).unwrap();
-        assert_eq!(store.load().unwrap().tasks.len(), 1);
+        let snapshot = store.load().unwrap();
+        assert_eq!(snapshot.tasks.len(), 1);
+        assert_eq!(snapshot.total_cost_usd, 0.6);
         store
             .commit(&Batch {
                 deleted_tasks: vec!["t1".into()],
@@ -261,10 +420,74 @@ mod tests {
     }
 
     #[test]
-    fn an_empty_directory_starts_empty() {
+    fn an_empty_directory_starts_empty_and_private() {
         let dir = tempfile::tempdir().unwrap();
-        let mut store = SqliteStore::open(&dir.path().join("nested"), 10).unwrap();
+        let data = dir.path().join("nested");
+        let mut store = SqliteStore::open(&data, 10).unwrap();
         let snapshot = store.load().unwrap();
         assert!(snapshot.tasks.is_empty() && snapshot.events.is_empty());
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&data), 0o700);
+        assert_eq!(mode(&data.join("swarm.db")), 0o600);
+    }
+
+    /// `tests/fixtures/data-v1` was written by the first release (layout 1): two completed
+    /// tasks (one of the `hello` workflow), two queued (high, normal) and one pending on
+    /// the normal one, with 27 events.
+    #[test]
+    fn a_layout_1_data_directory_opens_and_migrates() {
+        let dir = tempfile::tempdir().unwrap();
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/data-v1");
+        std::fs::copy(fixture.join("swarm.db"), dir.path().join("swarm.db")).unwrap();
+        let mut store = SqliteStore::open(dir.path(), 1000).unwrap();
+        let snapshot = store.load().unwrap();
+        let statuses: Vec<TaskStatus> = snapshot.tasks.iter().map(|t| t.task.status).collect();
+        use TaskStatus::*;
+        assert_eq!(statuses, [Completed, Completed, Queued, Queued, Pending]);
+        assert_eq!(snapshot.workflows.len(), 1);
+        assert_eq!(snapshot.events.len(), 27);
+        assert!(snapshot.total_cost_usd > 0.0);
+        let pending = &snapshot.tasks[4].task;
+        assert_eq!(pending.spec.depends_on, [snapshot.tasks[3].task.id.clone()]);
+        assert_eq!(pending.spec.prompt, "waits on it");
+        // Events kept their tasks' state at the time, their spec from the task row.
+        let first = snapshot
+            .events
+            .iter()
+            .find_map(|e| match &e.payload {
+                crate::engine::Payload::Task(t) => Some(t),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(first.status, Pending);
+        assert!(!first.spec.prompt.is_empty());
+        drop(store);
+        // Opening again finds layout 2 and changes nothing.
+        let mut again = SqliteStore::open(dir.path(), 1000).unwrap();
+        assert_eq!(again.load().unwrap().events.len(), 27);
+        let version: i64 = again
+            .conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'schema_version'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn a_newer_layout_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(SqliteStore::open(dir.path(), 10).unwrap());
+        let conn = Connection::open(dir.path().join("swarm.db")).unwrap();
+        conn.execute(
+            "UPDATE meta SET value = 99 WHERE key = 'schema_version'",
+            [],
+        )
+        .unwrap();
+        drop(conn);
+        let err = SqliteStore::open(dir.path(), 10).err().unwrap().to_string();
+        assert!(err.contains("layout version 99"), "{err}");
     }
 }

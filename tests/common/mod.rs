@@ -7,10 +7,10 @@ pub mod fake_api;
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use claude_swarm::{
-    agent::process::{AgentCommand, ProcessAgent},
+    agent::{AgentCommand, ProcessAgent},
     api::server,
     config::SIMULATE_AGENT,
-    engine::{Engine, EngineConfig, run::Agent},
+    engine::{Engine, EngineConfig, ports::Agent},
     pb::{
         self, event_service_client::EventServiceClient,
         instance_service_client::InstanceServiceClient, swarm_service_client::SwarmServiceClient,
@@ -31,6 +31,7 @@ pub fn simulated_agent() -> ProcessAgent {
         env: Vec::new(),
         long_lived: false,
         keep_worktrees: false,
+        memory_limit: None,
     })
 }
 
@@ -187,6 +188,11 @@ impl TestServer {
             .unwrap()
             .into_inner()
             .pid
+    }
+
+    /// Waits for the server to end on its own and returns how it ended.
+    pub async fn join(mut self) -> std::io::Result<()> {
+        self.handle.take().unwrap().await.unwrap()
     }
 
     /// Stops the server the way a signal would, and waits for it to finish.

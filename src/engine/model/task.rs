@@ -3,7 +3,8 @@
 
 use std::{collections::BTreeMap, path::PathBuf, time::Duration, time::SystemTime};
 
-use super::{
+use super::words::words;
+use crate::engine::{
     error::{EngineError, Result},
     workflow::{FanOut, Template},
 };
@@ -15,26 +16,16 @@ pub type WorkflowId = String;
 /// Longest client-chosen id.
 const MAX_ID_LEN: usize = 128;
 
-/// CRITICAL > HIGH > NORMAL > LOW. The derive order makes `Ord` follow urgency.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    Default,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    serde::Serialize,
-    serde::Deserialize,
-)]
-pub enum Priority {
-    Low,
-    #[default]
-    Normal,
-    High,
-    Critical,
+words! {
+    /// CRITICAL > HIGH > NORMAL > LOW. The declaration order makes `Ord` follow urgency.
+    #[derive(Default)]
+    pub enum Priority {
+        Low = "low",
+        #[default]
+        Normal = "normal",
+        High = "high",
+        Critical = "critical",
+    }
 }
 
 impl Priority {
@@ -46,84 +37,38 @@ impl Priority {
         Priority::Low,
     ];
 
-    pub fn index(self) -> usize {
-        self as usize
-    }
-
-    /// The lowercase word of the original service and of workflow files.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Priority::Low => "low",
-            Priority::Normal => "normal",
-            Priority::High => "high",
-            Priority::Critical => "critical",
-        }
-    }
-
-    /// Accepts `low`/`LOW`/`PRIORITY_LOW` and the like.
-    pub fn parse(word: &str) -> Option<Self> {
+    /// Accepts `low`, `LOW`, `PRIORITY_LOW` and the like (the original service's spellings).
+    pub fn from_word(word: &str) -> Option<Self> {
         let word = word.trim().to_ascii_lowercase();
-        let word = word.strip_prefix("priority_").unwrap_or(&word);
-        [
-            Priority::Low,
-            Priority::Normal,
-            Priority::High,
-            Priority::Critical,
-        ]
-        .into_iter()
-        .find(|p| p.as_str() == word)
+        Self::parse(word.strip_prefix("priority_").unwrap_or(&word))
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-pub enum TaskStatus {
-    Pending,
-    Queued,
-    Running,
-    Completed,
-    Failed,
-    Cancelled,
-    Skipped,
+words! {
+    /// A task's state: PENDING (waiting on dependencies), QUEUED, RUNNING, then one
+    /// terminal state.
+    pub enum TaskStatus {
+        Pending = "pending",
+        Queued = "queued",
+        Running = "running",
+        Completed = "completed",
+        Failed = "failed",
+        Cancelled = "cancelled",
+        Skipped = "skipped",
+    }
 }
 
 impl TaskStatus {
-    pub const ALL: [TaskStatus; 7] = [
-        TaskStatus::Pending,
-        TaskStatus::Queued,
-        TaskStatus::Running,
-        TaskStatus::Completed,
-        TaskStatus::Failed,
-        TaskStatus::Cancelled,
-        TaskStatus::Skipped,
-    ];
-
-    pub fn index(self) -> usize {
-        self as usize
-    }
-
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
             Self::Completed | Self::Failed | Self::Cancelled | Self::Skipped
         )
     }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Pending => "pending",
-            Self::Queued => "queued",
-            Self::Running => "running",
-            Self::Completed => "completed",
-            Self::Failed => "failed",
-            Self::Cancelled => "cancelled",
-            Self::Skipped => "skipped",
-        }
-    }
 }
 
 /// What a client asks to run. Validated by [`TaskSpec::validate`] before the engine takes it.
-#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct TaskSpec {
     /// Client-chosen id; generated when `None`.
     pub id: Option<TaskId>,
@@ -171,19 +116,20 @@ pub struct TaskSpec {
     pub isolation: Isolation,
 }
 
-/// Where a task runs.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum Isolation {
-    /// In the working directory as it is.
-    #[default]
-    None,
-    /// In a new git worktree on a branch of its own.
-    Worktree,
+words! {
+    /// Where a task runs.
+    #[derive(Default)]
+    pub enum Isolation {
+        /// In the working directory as it is.
+        #[default]
+        None = "none",
+        /// In a new git worktree on a branch of its own.
+        Worktree = "worktree",
+    }
 }
 
 /// Claude Code options passed through as the CLI spells them.
-#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct AgentOptions {
     pub fallback_model: Option<String>,
     pub disallowed_tools: Vec<String>,
@@ -260,14 +206,16 @@ impl AgentOptions {
     }
 }
 
-/// What a task's failure does to the rest of its workflow.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum FailurePolicy {
-    /// Skip only the tasks that depend on it.
-    #[default]
-    Continue,
-    /// Cancel every unfinished task of the workflow.
-    FailFast,
+words! {
+    /// What a task's failure does to the rest of its workflow.
+    #[derive(Default)]
+    pub enum FailurePolicy {
+        /// Skip only the tasks that depend on it.
+        #[default]
+        Continue = "continue",
+        /// Cancel every unfinished task of the workflow.
+        FailFast = "fail_fast",
+    }
 }
 
 /// Permission modes the CLI accepts.
@@ -370,8 +318,7 @@ pub fn validate_id(field: &str, id: &str) -> Result<()> {
     Ok(())
 }
 
-#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Usage {
     pub input_tokens: u64,
     pub output_tokens: u64,
@@ -390,8 +337,7 @@ impl Usage {
 }
 
 /// What a run produced, from the agent's `result` line and its exit.
-#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct TaskResult {
     pub text: String,
     pub session_id: String,
@@ -410,7 +356,7 @@ pub struct TaskResult {
 }
 
 /// A task as the engine tracks it.
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Task {
     pub id: TaskId,
     pub spec: TaskSpec,
@@ -425,18 +371,15 @@ pub struct Task {
     /// Why it failed, was cancelled or skipped.
     pub error: Option<String>,
     /// Runs started so far (retries included).
-    #[serde(default)]
     pub attempts: u32,
     /// Why it failed, was cancelled or skipped.
-    #[serde(default)]
     pub failure_class: Option<FailureClass>,
     /// Earlier attempts that failed and were retried, oldest first.
-    #[serde(default)]
     pub history: Vec<Attempt>,
 }
 
 /// One failed attempt of a task that was retried.
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Attempt {
     pub attempt: u32,
     pub started_at: Option<SystemTime>,
@@ -473,48 +416,23 @@ impl Task {
     }
 }
 
-/// Why a run was stopped from outside.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StopReason {
-    Cancelled,
-    TimedOut(Duration),
-    InstanceTerminated,
-    Shutdown,
-}
-
-/// The agent's `result` line, reduced to what the engine keeps.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct ResultLine {
-    pub text: String,
-    pub session_id: String,
-    pub cost_usd: f64,
-    pub usage: Usage,
-    pub num_turns: u32,
-    pub is_error: bool,
-    /// `terminal_reason` / `subtype`, for error messages.
-    pub reason: String,
-    /// `subtype` (`success`, `error_max_turns`, `error_max_budget_usd`, ...).
-    pub subtype: String,
-    /// `api_error_status`, when the API answered with an error.
-    pub api_error_status: Option<u16>,
-}
-
-/// Why a task failed. Retries happen only for [`FailureClass::retryable`] ones.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum FailureClass {
-    Authentication,
-    ApiError,
-    RateLimited,
-    MaxTurns,
-    BudgetExhausted,
-    Timeout,
-    Cancelled,
-    ProcessCrashed,
-    ProtocolError,
-    SpawnFailed,
-    Interrupted,
-    CommandFailed,
-    Skipped,
+words! {
+    /// Why a task failed. Retries happen only for [`FailureClass::retryable`] ones.
+    pub enum FailureClass {
+        Authentication = "authentication",
+        ApiError = "api_error",
+        RateLimited = "rate_limited",
+        MaxTurns = "max_turns",
+        BudgetExhausted = "budget_exhausted",
+        Timeout = "timeout",
+        Cancelled = "cancelled",
+        ProcessCrashed = "process_crashed",
+        ProtocolError = "protocol_error",
+        SpawnFailed = "spawn_failed",
+        Interrupted = "interrupted",
+        CommandFailed = "command_failed",
+        Skipped = "skipped",
+    }
 }
 
 impl FailureClass {
@@ -530,172 +448,6 @@ impl FailureClass {
                 | Self::Interrupted
                 | Self::CommandFailed
         )
-    }
-}
-
-/// Everything the agent layer reports about one run.
-#[derive(Clone, Debug, Default)]
-pub struct RunOutcome {
-    pub result: Option<ResultLine>,
-    pub exit_code: Option<i32>,
-    pub signal: Option<i32>,
-    pub stopped: Option<StopReason>,
-    /// The process could not be started or read.
-    pub failure: Option<String>,
-    /// The end of what the process wrote to stderr.
-    pub stderr_tail: String,
-    pub duration: Duration,
-    /// The `error` of an assistant line (`authentication_failed`, `rate_limit`, ...).
-    pub agent_error: Option<String>,
-    /// Stdout lines that were stream-json messages, and lines that were not.
-    pub messages: usize,
-    pub unparsed: usize,
-    /// A shell step, not the agent.
-    pub shell: bool,
-    /// With worktree isolation: the branch and what changed on it.
-    pub branch: Option<String>,
-    pub diff_stat: String,
-}
-
-/// How a run ends for the task.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Verdict {
-    pub status: TaskStatus,
-    pub result: Option<TaskResult>,
-    pub error: Option<String>,
-    pub class: Option<FailureClass>,
-}
-
-impl RunOutcome {
-    /// Success is decided by `is_error` and the exit code, never by `subtype` alone.
-    pub fn verdict(&self) -> Verdict {
-        let result = self.result.as_ref().map(|r| TaskResult {
-            text: r.text.clone(),
-            session_id: r.session_id.clone(),
-            cost_usd: r.cost_usd,
-            usage: r.usage.clone(),
-            num_turns: r.num_turns,
-            duration: self.duration,
-            exit_code: self.exit_code,
-            is_error: r.is_error,
-            api_error_status: r.api_error_status,
-            branch: self.branch.clone(),
-            diff_stat: self.diff_stat.clone(),
-        });
-        use FailureClass as C;
-        let (status, error, class) = match (self.stopped, &self.failure, &self.result) {
-            (Some(StopReason::Cancelled), ..) => {
-                (TaskStatus::Cancelled, "cancelled".to_string(), C::Cancelled)
-            }
-            (Some(StopReason::Shutdown), ..) => (
-                TaskStatus::Cancelled,
-                "cancelled: the server shut down".to_string(),
-                C::Interrupted,
-            ),
-            (Some(StopReason::TimedOut(after)), ..) => (
-                TaskStatus::Failed,
-                format!("timed out after {}", seconds(after)),
-                C::Timeout,
-            ),
-            (Some(StopReason::InstanceTerminated), ..) => (
-                TaskStatus::Failed,
-                "its instance was terminated".to_string(),
-                C::Interrupted,
-            ),
-            (None, Some(failure), _) => (TaskStatus::Failed, failure.clone(), C::SpawnFailed),
-            (None, None, Some(r)) if r.is_error => {
-                let reason = if r.reason.is_empty() {
-                    "error"
-                } else {
-                    &r.reason
-                };
-                let who = if self.shell { "command" } else { "agent" };
-                (
-                    TaskStatus::Failed,
-                    format!("{who} reported an error ({reason}): {}", r.text),
-                    self.error_class(r),
-                )
-            }
-            (None, None, Some(_)) if self.exit_code == Some(0) => {
-                return Verdict {
-                    status: TaskStatus::Completed,
-                    result,
-                    error: None,
-                    class: None,
-                };
-            }
-            (None, None, Some(_)) => (
-                TaskStatus::Failed,
-                format!("agent {} after its result", self.exit_text()),
-                C::ProcessCrashed,
-            ),
-            (None, None, None) => {
-                let class = if self.unparsed > 0 && self.messages == 0 {
-                    C::ProtocolError
-                } else {
-                    C::ProcessCrashed
-                };
-                let what = if class == C::ProtocolError {
-                    " and printed no stream-json"
-                } else {
-                    ""
-                };
-                let error = format!(
-                    "agent {} without a result line{what}{}",
-                    self.exit_text(),
-                    self.stderr_note()
-                );
-                (TaskStatus::Failed, error, class)
-            }
-        };
-        Verdict {
-            status,
-            result,
-            error: Some(error),
-            class: Some(class),
-        }
-    }
-
-    /// The class of an error result: what the CLI said, not how it said it.
-    fn error_class(&self, r: &ResultLine) -> FailureClass {
-        let text = r.text.to_ascii_lowercase();
-        let agent_error = self.agent_error.as_deref().unwrap_or_default();
-        if self.shell {
-            FailureClass::CommandFailed
-        } else if r.subtype == "error_max_turns" {
-            FailureClass::MaxTurns
-        } else if r.subtype == "error_max_budget_usd" {
-            FailureClass::BudgetExhausted
-        } else if agent_error == "authentication_failed"
-            || text.contains("not logged in")
-            || text.contains("invalid api key")
-        {
-            FailureClass::Authentication
-        } else if r.api_error_status == Some(429)
-            || agent_error.contains("rate_limit")
-            || text.contains("rate limit")
-        {
-            FailureClass::RateLimited
-        } else {
-            FailureClass::ApiError
-        }
-    }
-
-    fn exit_text(&self) -> String {
-        match (self.exit_code, self.signal) {
-            (_, Some(sig)) => format!("was killed by signal {sig}"),
-            (Some(code), _) => format!("exited with code {code}"),
-            (None, None) => "ended".to_string(),
-        }
-    }
-
-    fn stderr_note(&self) -> String {
-        let tail = self.stderr_tail.trim();
-        if tail.is_empty() {
-            String::new()
-        } else {
-            format!("; stderr: {tail}")
-        }
     }
 }
 
@@ -722,75 +474,6 @@ pub fn seconds(d: Duration) -> String {
 mod tests {
     use super::*;
 
-    fn result(is_error: bool) -> ResultLine {
-        ResultLine {
-            text: "hi".into(),
-            is_error,
-            reason: "api_error".into(),
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn is_error_decides_not_subtype() {
-        let out = RunOutcome {
-            result: Some(result(true)),
-            exit_code: Some(0),
-            ..Default::default()
-        };
-        let v = out.verdict();
-        assert_eq!(v.status, TaskStatus::Failed);
-        assert!(v.error.unwrap().contains("api_error"));
-        assert!(v.result.unwrap().is_error);
-    }
-
-    #[test]
-    fn clean_result_and_exit_zero_completes() {
-        let out = RunOutcome {
-            result: Some(result(false)),
-            exit_code: Some(0),
-            ..Default::default()
-        };
-        assert_eq!(out.verdict().status, TaskStatus::Completed);
-        let out = RunOutcome {
-            result: Some(result(false)),
-            exit_code: Some(3),
-            ..Default::default()
-        };
-        assert_eq!(out.verdict().status, TaskStatus::Failed);
-    }
-
-    #[test]
-    fn missing_result_line_fails_with_stderr() {
-        let out = RunOutcome {
-            signal: Some(9),
-            stderr_tail: "boom".into(),
-            ..Default::default()
-        };
-        let v = out.verdict();
-        assert_eq!(v.status, TaskStatus::Failed);
-        assert_eq!(
-            v.error.unwrap(),
-            "agent was killed by signal 9 without a result line; stderr: boom"
-        );
-    }
-
-    #[test]
-    fn stop_reasons_win() {
-        let out = RunOutcome {
-            stopped: Some(StopReason::Cancelled),
-            result: Some(result(false)),
-            exit_code: Some(0),
-            ..Default::default()
-        };
-        assert_eq!(out.verdict().status, TaskStatus::Cancelled);
-        let out = RunOutcome {
-            stopped: Some(StopReason::TimedOut(Duration::from_millis(1500))),
-            ..Default::default()
-        };
-        assert_eq!(out.verdict().error.unwrap(), "timed out after 1.5s");
-    }
-
     #[test]
     fn spec_rules_name_the_field() {
         let mut spec = TaskSpec::new("  ");
@@ -810,9 +493,9 @@ mod tests {
 
     #[test]
     fn priority_words() {
-        assert_eq!(Priority::parse("HIGH"), Some(Priority::High));
-        assert_eq!(Priority::parse("priority_low"), Some(Priority::Low));
-        assert_eq!(Priority::parse("urgent"), None);
+        assert_eq!(Priority::from_word("HIGH"), Some(Priority::High));
+        assert_eq!(Priority::from_word("priority_low"), Some(Priority::Low));
+        assert_eq!(Priority::from_word("urgent"), None);
         assert!(Priority::Critical > Priority::High && Priority::Normal > Priority::Low);
     }
 }

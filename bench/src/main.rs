@@ -35,14 +35,10 @@ use std::{
 
 use clap::{Parser, ValueEnum};
 use claude_swarm::{
-    agent::process::{AgentCommand, ProcessAgent},
+    agent::{AgentCommand, ProcessAgent, instant::InstantAgent},
     api::server::{self, ServerOptions},
     engine::{
-        Engine, EngineConfig,
-        events::{EventFilter, EventKind},
-        run::{Agent, BoxFuture, RunRequest, StopSignal},
-        scheduler::{OutputSink, TaskQuery},
-        task::{ResultLine, RunOutcome, TaskSpec, TaskStatus},
+        Engine, EngineConfig, EventFilter, EventKind, TaskQuery, TaskSpec, TaskStatus, ports::Agent,
     },
     pb::{self, task_service_client::TaskServiceClient},
 };
@@ -325,63 +321,6 @@ impl Display for Percentiles {
 
 // ---- the in-process agent ----------------------------------------------------------------
 
-/// When one run started and ended, as the agent saw it.
-struct Timing {
-    task_id: String,
-    started: Instant,
-    ended: Instant,
-}
-
-/// An agent that succeeds at once with a `result` line: no process, no output lines.
-#[derive(Default)]
-struct NoopAgent {
-    timings: Option<mpsc::UnboundedSender<Timing>>,
-}
-
-impl NoopAgent {
-    fn timed(timings: mpsc::UnboundedSender<Timing>) -> Self {
-        Self {
-            timings: Some(timings),
-        }
-    }
-}
-
-impl Agent for NoopAgent {
-    fn run(
-        &self,
-        request: RunRequest,
-        _sink: OutputSink,
-        _stop: StopSignal,
-    ) -> BoxFuture<RunOutcome> {
-        let started = Instant::now();
-        let timings = self.timings.clone();
-        Box::pin(async move {
-            let outcome = RunOutcome {
-                result: Some(ResultLine {
-                    text: "ok".into(),
-                    session_id: "noop".into(),
-                    num_turns: 1,
-                    ..ResultLine::default()
-                }),
-                exit_code: Some(0),
-                ..RunOutcome::default()
-            };
-            if let Some(timings) = timings {
-                let _ = timings.send(Timing {
-                    task_id: request.task_id,
-                    started,
-                    ended: Instant::now(),
-                });
-            }
-            outcome
-        })
-    }
-
-    fn describe(&self) -> String {
-        "noop".into()
-    }
-}
-
 // ---- engine and server helpers -----------------------------------------------------------
 
 fn engine_config(instances: usize, max_instances: usize, dir: &Path) -> EngineConfig {
@@ -498,7 +437,7 @@ async fn durable(s: &Sizes, dir: &Path) -> Res<Vec<Row>> {
     let instances = s.engine_instances;
     let memory = Engine::start(
         engine_config(instances, instances, dir),
-        Arc::new(NoopAgent::default()),
+        Arc::new(InstantAgent::default()),
     );
     let in_memory = run_independent(&memory, n, s.engine_submitters, 0).await?;
     memory.shutdown(Duration::from_secs(5)).await;
@@ -507,7 +446,7 @@ async fn durable(s: &Sizes, dir: &Path) -> Res<Vec<Row>> {
     let store = claude_swarm::store::sqlite::SqliteStore::open(&data, 100_000).map_err(err)?;
     let engine = Engine::start_durable(
         engine_config(instances, instances, dir),
-        Arc::new(NoopAgent::default()),
+        Arc::new(InstantAgent::default()),
         Box::new(store),
     )
     .map_err(err)?;
@@ -778,6 +717,7 @@ async fn swarm_rate(script: &Path, n: usize, c: usize, dir: &Path) -> Res<f64> {
         env: Vec::new(),
         long_lived: false,
         keep_worktrees: false,
+        memory_limit: None,
     });
     let engine = Engine::start(engine_config(c, c, dir), Arc::new(agent));
     let specs = (0..n)
@@ -800,7 +740,7 @@ async fn latency(s: &Sizes, dir: &Path) -> Res<Vec<Row>> {
     let instances = 4;
     let engine = Engine::start(
         engine_config(instances, instances, dir),
-        Arc::new(NoopAgent::timed(tx)),
+        Arc::new(InstantAgent::timed(tx)),
     );
 
     // Submit-to-start: one task at a time, so an instance is always idle.
@@ -931,7 +871,7 @@ async fn engine_throughput(s: &Sizes, dir: &Path) -> Res<Vec<Row>> {
     let n = s.engine_tasks;
     let engine = Engine::start(
         engine_config(instances, instances, dir),
-        Arc::new(NoopAgent::default()),
+        Arc::new(InstantAgent::default()),
     );
     let run = run_independent(&engine, n, s.engine_submitters, 0).await?;
     engine.shutdown(Duration::from_secs(5)).await;
@@ -965,7 +905,7 @@ async fn engine_throughput(s: &Sizes, dir: &Path) -> Res<Vec<Row>> {
         let edges: usize = specs.iter().map(|t| t.depends_on.len()).sum();
         let engine = Engine::start(
             engine_config(instances, instances, dir),
-            Arc::new(NoopAgent::default()),
+            Arc::new(InstantAgent::default()),
         );
         let start = Instant::now();
         engine.submit_batch(specs).await.map_err(err)?;
@@ -1092,7 +1032,8 @@ async fn load(
     listen: Listen,
     dir: &Path,
 ) -> Res<LoadFigure> {
-    let server = Server::start_with(engine_config(4, 4, dir), NoopAgent::default(), listen).await?;
+    let server =
+        Server::start_with(engine_config(4, 4, dir), InstantAgent::default(), listen).await?;
     let barrier = Arc::new(Barrier::new(clients + 1));
     let stop_at = Arc::new(std::sync::OnceLock::<Instant>::new());
     let mut handles: Vec<JoinHandle<Load>> = Vec::with_capacity(clients);
@@ -1409,7 +1350,7 @@ async fn fanout(s: &Sizes, dir: &Path) -> Res<Vec<Row>> {
     // Without subscribers, after a warm-up.
     let server = Server::start(
         engine_config(instances, instances, dir),
-        NoopAgent::default(),
+        InstantAgent::default(),
     )
     .await?;
     let warmup = n.min(1_000);
@@ -1473,7 +1414,7 @@ async fn fanout_run(
     subscribers: usize,
     submitters: usize,
 ) -> Res<FanOut> {
-    let server = Server::start(config, NoopAgent::default()).await?;
+    let server = Server::start(config, InstantAgent::default()).await?;
     let per_connection = 20;
     let mut channels = Vec::new();
     for _ in 0..subscribers.div_ceil(per_connection) {
@@ -1631,7 +1572,7 @@ async fn probe_memory(kind: &str, count: usize, retention: usize) -> Res<(u64, u
         event_retention: retention,
         ..engine_config(0, count + 1, &scratch.0)
     };
-    let engine = Engine::start(config, Arc::new(NoopAgent::default()));
+    let engine = Engine::start(config, Arc::new(InstantAgent::default()));
     // One of each first, so that what every engine allocates once is not counted.
     let warm = match kind {
         "instances" => engine.spawn_instances(1, None).await.map(|_| ()),

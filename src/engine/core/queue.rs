@@ -6,13 +6,13 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
-use super::task::{Priority, TaskId};
+use crate::engine::model::task::{Priority, TaskId};
 
 /// Tasks ready to run, by priority. Each entry carries a global arrival number so two
 /// queues (the shared one and an instance's pinned one) can be merged fairly.
 #[derive(Debug, Default)]
 pub struct ReadyQueue {
-    levels: [VecDeque<(u64, TaskId)>; 4],
+    levels: [VecDeque<(u64, TaskId)>; Priority::COUNT],
 }
 
 impl ReadyQueue {
@@ -41,6 +41,7 @@ impl ReadyQueue {
         self.levels[priority.index()].pop_front().map(|(_, id)| id)
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.levels.iter().all(VecDeque::is_empty)
     }

@@ -7,46 +7,10 @@ use std::{
     time::SystemTime,
 };
 
-use super::{
-    run::ResourceUse,
+use crate::engine::model::{
+    instance::{Instance, InstanceStatus},
     task::{InstanceId, TaskId, Usage},
 };
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum InstanceStatus {
-    Idle,
-    Busy,
-    /// Finishing its task, then it stops (scaled down while busy).
-    Stopping,
-    Terminated,
-}
-
-impl InstanceStatus {
-    pub fn is_live(self) -> bool {
-        self != Self::Terminated
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Instance {
-    pub id: InstanceId,
-    pub status: InstanceStatus,
-    pub current_task: Option<TaskId>,
-    /// Default directory for tasks that name none.
-    pub working_directory: Option<PathBuf>,
-    pub created_at: SystemTime,
-    pub tasks_completed: u64,
-    pub tasks_failed: u64,
-    /// The agent process running its task.
-    pub pid: Option<u32>,
-    pub total_cost_usd: f64,
-    /// Tokens and turns of the runs it did.
-    pub usage: Usage,
-    pub turns: u64,
-    /// What its running agent uses, filled in when the instance is looked at.
-    #[serde(skip)]
-    pub resources: Option<ResourceUse>,
-}
 
 /// Instances by id, in creation order (ids are `inst-<n>` with a growing `n`, zero-padded).
 #[derive(Debug, Default)]
@@ -58,7 +22,7 @@ pub struct Pool {
 }
 
 impl Pool {
-    pub fn spawn(&mut self, working_directory: Option<PathBuf>) -> &Instance {
+    pub fn spawn(&mut self, working_directory: Option<PathBuf>, now: SystemTime) -> &Instance {
         self.next_number += 1;
         let id = format!("inst-{:04}", self.next_number);
         self.idle.push_back(id.clone());
@@ -67,7 +31,7 @@ impl Pool {
             status: InstanceStatus::Idle,
             current_task: None,
             working_directory,
-            created_at: SystemTime::now(),
+            created_at: now,
             tasks_completed: 0,
             tasks_failed: 0,
             pid: None,
@@ -89,10 +53,6 @@ impl Pool {
     /// Live instances in creation order.
     pub fn live(&self) -> impl Iterator<Item = &Instance> {
         self.instances.values().filter(|i| i.status.is_live())
-    }
-
-    pub fn live_count(&self) -> usize {
-        self.live().count()
     }
 
     pub fn is_idle(&self, id: &str) -> bool {
@@ -176,9 +136,9 @@ mod tests {
     #[test]
     fn idle_busy_release_and_scale_down_order() {
         let mut pool = Pool::default();
-        let a = pool.spawn(None).id.clone();
-        let b = pool.spawn(None).id.clone();
-        let c = pool.spawn(None).id.clone();
+        let a = pool.spawn(None, SystemTime::UNIX_EPOCH).id.clone();
+        let b = pool.spawn(None, SystemTime::UNIX_EPOCH).id.clone();
+        let c = pool.spawn(None, SystemTime::UNIX_EPOCH).id.clone();
         assert_eq!(pool.first_idle(), Some(&a));
         pool.assign(&a, &"t1".to_string());
         assert_eq!(pool.first_idle(), Some(&b));
@@ -187,6 +147,6 @@ mod tests {
         assert_eq!(pool.scale_down_candidates(0), vec![c, b, a.clone()]);
         pool.set_status(&a, InstanceStatus::Stopping);
         assert_eq!(pool.release(&a).unwrap().status, InstanceStatus::Terminated);
-        assert_eq!(pool.live_count(), 2);
+        assert_eq!(pool.live().count(), 2);
     }
 }

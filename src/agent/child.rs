@@ -1,0 +1,226 @@
+//! What every way of running needs of a child process: a clean environment, its own
+//! process group, stdout read as bounded lines and forwarded as they come, stderr's tail,
+//! and a stop that escalates from SIGTERM to SIGKILL for the whole group.
+
+use std::{io, process::Stdio, time::Duration};
+
+use tokio::{
+    io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader},
+    process::{Child, Command},
+};
+
+use super::{
+    AgentCommand, passed,
+    protocol::{self, cut},
+    verdict::ProcessExit,
+};
+use crate::engine::{AgentOutput, ports::OutputSink};
+
+/// Longest stdout line read; longer ones are reported and skipped.
+const MAX_LINE: usize = 16 * 1024 * 1024;
+/// Bytes of a shell step's stdout kept as its result.
+const MAX_STDOUT_RESULT: usize = 1024 * 1024;
+/// Bytes of stderr kept for error messages.
+const STDERR_TAIL: usize = 4096;
+/// How long to wait for the pipes to close once the process is gone.
+pub(super) const DRAIN_LIMIT: Duration = Duration::from_secs(2);
+
+/// A clean environment by construction, stdio piped, its own process group.
+pub(super) fn prepare(command: &AgentCommand, cmd: &mut Command, dir: &std::path::Path) {
+    cmd.env_clear()
+        .envs(std::env::vars().filter(|(name, _)| passed(name)))
+        .envs(command.env.iter().map(|(k, v)| (k, v)))
+        .current_dir(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+}
+
+/// Sends one line on as an event; keeps the result line (agent) or the text (shell step).
+pub(super) async fn forward(
+    sink: &OutputSink,
+    outcome: &mut ProcessExit,
+    stdout_text: Option<&mut String>,
+    line: Line,
+) {
+    let output = match (line, stdout_text) {
+        (Line::Text(text), Some(collected)) => {
+            if collected.len() + text.len() < MAX_STDOUT_RESULT {
+                collected.push_str(&text);
+                collected.push('\n');
+            }
+            AgentOutput {
+                message_type: "stdout".into(),
+                truncated: text.len() > AgentOutput::MAX_RAW,
+                raw: cut(&text, AgentOutput::MAX_RAW).to_owned(),
+                text,
+                ..AgentOutput::default()
+            }
+        }
+        (Line::Text(text), None) => {
+            let parsed = protocol::parse_line(&text);
+            if let Some(until) = parsed.limited_until {
+                sink.rate_limited(std::time::UNIX_EPOCH + Duration::from_secs(until))
+                    .await;
+            }
+            match parsed.output.message_type.as_str() {
+                "unparsed" => outcome.unparsed += 1,
+                "assistant" if !parsed.output.subtype.is_empty() => {
+                    outcome.messages += 1;
+                    outcome.agent_error = Some(parsed.output.subtype.clone());
+                }
+                _ => outcome.messages += 1,
+            }
+            if let Some(result) = parsed.result {
+                outcome.result = Some(result);
+            }
+            parsed.output
+        }
+        (Line::TooLong, _) => AgentOutput {
+            message_type: "unparsed".into(),
+            text: format!("a line longer than {MAX_LINE} bytes was skipped"),
+            ..AgentOutput::default()
+        },
+    };
+    sink.output(output).await;
+}
+
+pub(super) fn spawn_error(command: &AgentCommand, e: &io::Error) -> String {
+    let program = command.program.display();
+    if e.kind() == io::ErrorKind::NotFound {
+        format!(
+            "agent command `{program}` not found: install Claude Code \
+             (`npm install -g @anthropic-ai/claude-code@2.1.332`), point `agent.command` \
+             (or SWARM_CLAUDE_COMMAND) at it, or run with `--agent simulated`"
+        )
+    } else {
+        format!("could not start agent command `{program}`: {e}")
+    }
+}
+
+/// SIGTERM to the group, SIGKILL after `grace`; returns the exit status.
+pub(super) async fn terminate(
+    child: &mut Child,
+    pid: Option<u32>,
+    grace: Duration,
+) -> io::Result<std::process::ExitStatus> {
+    signal_group(pid, libc::SIGTERM);
+    match tokio::time::timeout(grace, child.wait()).await {
+        Ok(status) => status,
+        Err(_) => {
+            signal_group(pid, libc::SIGKILL);
+            child.wait().await
+        }
+    }
+}
+
+/// Signals the process group led by `pid` (the child was started with `process_group(0)`).
+pub(super) fn signal_group(pid: Option<u32>, signal: i32) {
+    if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
+        // SAFETY: killpg has no memory effects; a group that is already gone gives ESRCH.
+        unsafe {
+            libc::killpg(pid, signal);
+        }
+    }
+}
+
+pub(super) async fn read_tail(mut stderr: impl AsyncRead + Unpin) -> String {
+    let mut tail: Vec<u8> = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = stderr.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+        tail.extend_from_slice(&buf[..n]);
+        if tail.len() > STDERR_TAIL {
+            tail.drain(..tail.len() - STDERR_TAIL);
+        }
+    }
+    let text = String::from_utf8_lossy(&tail);
+    cut(text.trim(), STDERR_TAIL).to_owned()
+}
+
+pub(super) enum Line {
+    Text(String),
+    TooLong,
+}
+
+/// Reads newline-separated lines of bounded length. Cancel-safe: a partial line survives
+/// a `select!` that picks another branch.
+pub(super) struct LineReader<R> {
+    reader: BufReader<R>,
+    buf: Vec<u8>,
+    overflow: bool,
+}
+
+impl<R: AsyncRead + Unpin> LineReader<R> {
+    pub(super) fn new(reader: R) -> Self {
+        Self {
+            reader: BufReader::with_capacity(64 * 1024, reader),
+            buf: Vec::new(),
+            overflow: false,
+        }
+    }
+
+    pub(super) async fn next(&mut self) -> io::Result<Option<Line>> {
+        loop {
+            let available = self.reader.fill_buf().await?;
+            if available.is_empty() {
+                return Ok(self.take_line());
+            }
+            let (chunk, found) = match available.iter().position(|b| *b == b'\n') {
+                Some(i) => (&available[..i], Some(i + 1)),
+                None => (available, None),
+            };
+            if !self.overflow {
+                if self.buf.len() + chunk.len() > MAX_LINE {
+                    self.overflow = true;
+                    self.buf = Vec::new();
+                } else {
+                    self.buf.extend_from_slice(chunk);
+                }
+            }
+            let consumed = found.unwrap_or(available.len());
+            self.reader.consume(consumed);
+            if found.is_some()
+                && let Some(line) = self.take_line()
+            {
+                return Ok(Some(line));
+            }
+        }
+    }
+
+    /// The line gathered so far; `None` when there is none (blank lines are skipped).
+    fn take_line(&mut self) -> Option<Line> {
+        if std::mem::take(&mut self.overflow) {
+            self.buf.clear();
+            return Some(Line::TooLong);
+        }
+        let bytes = std::mem::take(&mut self.buf);
+        let text = String::from_utf8_lossy(&bytes);
+        let text = text.trim_end_matches('\r');
+        (!text.trim().is_empty()).then(|| Line::Text(text.to_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn lines_are_split_bounded_and_blank_ones_skipped() {
+        let big = "y".repeat(MAX_LINE + 1);
+        let input = format!("one\n\n two \r\n{big}\nlast");
+        let mut reader = LineReader::new(input.as_bytes());
+        let mut seen = Vec::new();
+        while let Some(line) = reader.next().await.unwrap() {
+            seen.push(match line {
+                Line::Text(t) => t,
+                Line::TooLong => "<too long>".into(),
+            });
+        }
+        assert_eq!(seen, ["one", " two ", "<too long>", "last"]);
+    }
+}

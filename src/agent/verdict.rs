@@ -1,0 +1,244 @@
+//! How a run ended, judged: what the process did (its `result` line, exit code, signal,
+//! the stop asked of it) becomes the task's new state and a failure class. Only this module
+//! knows Claude Code's result subtypes and error texts. Success is decided by `is_error`
+//! and the exit code, never by `subtype` alone.
+
+use std::time::Duration;
+
+use super::protocol::ResultLine;
+use crate::engine::{
+    FailureClass, TaskResult, TaskStatus,
+    model::task::seconds,
+    ports::{RunOutcome, StopReason},
+};
+
+/// Everything the agent layer reports about one run.
+#[derive(Clone, Debug, Default)]
+pub struct ProcessExit {
+    pub result: Option<ResultLine>,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub stopped: Option<StopReason>,
+    /// The process could not be started or read.
+    pub failure: Option<String>,
+    /// The end of what the process wrote to stderr.
+    pub stderr_tail: String,
+    pub duration: Duration,
+    /// The `error` of an assistant line (`authentication_failed`, `rate_limit`, ...).
+    pub agent_error: Option<String>,
+    /// Stdout lines that were stream-json messages, and lines that were not.
+    pub messages: usize,
+    pub unparsed: usize,
+    /// A shell step, not the agent.
+    pub shell: bool,
+    /// With worktree isolation: the branch and what changed on it.
+    pub branch: Option<String>,
+    pub diff_stat: String,
+}
+
+impl ProcessExit {
+    /// Success is decided by `is_error` and the exit code, never by `subtype` alone.
+    pub fn outcome(&self) -> RunOutcome {
+        let result = self.result.as_ref().map(|r| TaskResult {
+            text: r.text.clone(),
+            session_id: r.session_id.clone(),
+            cost_usd: r.cost_usd,
+            usage: r.usage.clone(),
+            num_turns: r.num_turns,
+            duration: self.duration,
+            exit_code: self.exit_code,
+            is_error: r.is_error,
+            api_error_status: r.api_error_status,
+            branch: self.branch.clone(),
+            diff_stat: self.diff_stat.clone(),
+        });
+        use FailureClass as C;
+        let (status, error, class) = match (self.stopped, &self.failure, &self.result) {
+            (Some(StopReason::Cancelled), ..) => {
+                (TaskStatus::Cancelled, "cancelled".to_string(), C::Cancelled)
+            }
+            (Some(StopReason::Shutdown), ..) => (
+                TaskStatus::Cancelled,
+                "cancelled: the server shut down".to_string(),
+                C::Interrupted,
+            ),
+            (Some(StopReason::TimedOut(after)), ..) => (
+                TaskStatus::Failed,
+                format!("timed out after {}", seconds(after)),
+                C::Timeout,
+            ),
+            (Some(StopReason::InstanceTerminated), ..) => (
+                TaskStatus::Failed,
+                "its instance was terminated".to_string(),
+                C::Interrupted,
+            ),
+            (None, Some(failure), _) => (TaskStatus::Failed, failure.clone(), C::SpawnFailed),
+            (None, None, Some(r)) if r.is_error => {
+                let reason = if r.reason.is_empty() {
+                    "error"
+                } else {
+                    &r.reason
+                };
+                let who = if self.shell { "command" } else { "agent" };
+                (
+                    TaskStatus::Failed,
+                    format!("{who} reported an error ({reason}): {}", r.text),
+                    self.error_class(r),
+                )
+            }
+            (None, None, Some(_)) if self.exit_code == Some(0) => {
+                return RunOutcome {
+                    status: TaskStatus::Completed,
+                    result,
+                    error: None,
+                    class: None,
+                };
+            }
+            (None, None, Some(_)) => (
+                TaskStatus::Failed,
+                format!("agent {} after its result", self.exit_text()),
+                C::ProcessCrashed,
+            ),
+            (None, None, None) => {
+                let class = if self.unparsed > 0 && self.messages == 0 {
+                    C::ProtocolError
+                } else {
+                    C::ProcessCrashed
+                };
+                let what = if class == C::ProtocolError {
+                    " and printed no stream-json"
+                } else {
+                    ""
+                };
+                let error = format!(
+                    "agent {} without a result line{what}{}",
+                    self.exit_text(),
+                    self.stderr_note()
+                );
+                (TaskStatus::Failed, error, class)
+            }
+        };
+        RunOutcome {
+            status,
+            result,
+            error: Some(error),
+            class: Some(class),
+        }
+    }
+
+    /// The class of an error result: what the CLI said, not how it said it.
+    fn error_class(&self, r: &ResultLine) -> FailureClass {
+        let text = r.text.to_ascii_lowercase();
+        let agent_error = self.agent_error.as_deref().unwrap_or_default();
+        if self.shell {
+            FailureClass::CommandFailed
+        } else if r.subtype == "error_max_turns" {
+            FailureClass::MaxTurns
+        } else if r.subtype == "error_max_budget_usd" {
+            FailureClass::BudgetExhausted
+        } else if agent_error == "authentication_failed"
+            || text.contains("not logged in")
+            || text.contains("invalid api key")
+        {
+            FailureClass::Authentication
+        } else if r.api_error_status == Some(429)
+            || agent_error.contains("rate_limit")
+            || text.contains("rate limit")
+        {
+            FailureClass::RateLimited
+        } else {
+            FailureClass::ApiError
+        }
+    }
+
+    fn exit_text(&self) -> String {
+        match (self.exit_code, self.signal) {
+            (_, Some(sig)) => format!("was killed by signal {sig}"),
+            (Some(code), _) => format!("exited with code {code}"),
+            (None, None) => "ended".to_string(),
+        }
+    }
+
+    fn stderr_note(&self) -> String {
+        let tail = self.stderr_tail.trim();
+        if tail.is_empty() {
+            String::new()
+        } else {
+            format!("; stderr: {tail}")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(is_error: bool) -> ResultLine {
+        ResultLine {
+            text: "hi".into(),
+            is_error,
+            reason: "api_error".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn is_error_decides_not_subtype() {
+        let out = ProcessExit {
+            result: Some(result(true)),
+            exit_code: Some(0),
+            ..Default::default()
+        };
+        let v = out.outcome();
+        assert_eq!(v.status, TaskStatus::Failed);
+        assert!(v.error.unwrap().contains("api_error"));
+        assert!(v.result.unwrap().is_error);
+    }
+
+    #[test]
+    fn clean_result_and_exit_zero_completes() {
+        let out = ProcessExit {
+            result: Some(result(false)),
+            exit_code: Some(0),
+            ..Default::default()
+        };
+        assert_eq!(out.outcome().status, TaskStatus::Completed);
+        let out = ProcessExit {
+            result: Some(result(false)),
+            exit_code: Some(3),
+            ..Default::default()
+        };
+        assert_eq!(out.outcome().status, TaskStatus::Failed);
+    }
+
+    #[test]
+    fn missing_result_line_fails_with_stderr() {
+        let out = ProcessExit {
+            signal: Some(9),
+            stderr_tail: "boom".into(),
+            ..Default::default()
+        };
+        let v = out.outcome();
+        assert_eq!(v.status, TaskStatus::Failed);
+        assert_eq!(
+            v.error.unwrap(),
+            "agent was killed by signal 9 without a result line; stderr: boom"
+        );
+    }
+
+    #[test]
+    fn stop_reasons_win() {
+        let out = ProcessExit {
+            stopped: Some(StopReason::Cancelled),
+            result: Some(result(false)),
+            exit_code: Some(0),
+            ..Default::default()
+        };
+        assert_eq!(out.outcome().status, TaskStatus::Cancelled);
+        let out = ProcessExit {
+            stopped: Some(StopReason::TimedOut(Duration::from_millis(1500))),
+            ..Default::default()
+        };
+        assert_eq!(out.outcome().error.unwrap(), "timed out after 1.5s");
+    }
+}

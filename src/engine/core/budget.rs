@@ -1,0 +1,96 @@
+//! What holds dispatching back: a rate limit until it lifts (a timer), the swarm's budget
+//! once spent, and shutdown; and the swarm's status, which shows them.
+
+use std::time::{Duration, SystemTime};
+
+use super::{Answer, CallId, Core, Effect, SwarmStatus, Timer};
+use crate::engine::{
+    model::{instance::InstanceStatus, task::unix_seconds},
+    ports::StopReason,
+    workflow::WorkflowStatus,
+};
+
+impl Core {
+    /// Holds dispatching until `until` and wakes up then.
+    pub(super) fn pause_until(&mut self, until: SystemTime, reason: &str) {
+        if self.paused_until.as_ref().is_some_and(|(t, _)| *t >= until) {
+            return;
+        }
+        let stamp = unix_seconds(until);
+        tracing::warn!(until = stamp, reason, "dispatching paused");
+        self.paused_until = Some((until, format!("{reason} until unix time {stamp}")));
+        let after = until.duration_since(self.now).unwrap_or(Duration::ZERO);
+        self.effects.push(Effect::ArmTimer {
+            after,
+            timer: Timer::Resume,
+        });
+    }
+
+    /// Whether dispatching is held (a rate limit not yet lifted, or the budget spent).
+    pub(super) fn paused(&mut self) -> bool {
+        if self.budget_spent().is_some() {
+            return true;
+        }
+        match &self.paused_until {
+            Some((until, _)) if self.now < *until => true,
+            Some(_) => {
+                self.paused_until = None;
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Why nothing more may start, if the swarm's budget is spent.
+    fn budget_spent(&self) -> Option<String> {
+        let budget = self.config.budget_usd?;
+        (self.total_cost_usd >= budget).then(|| {
+            format!(
+                "the swarm's budget of ${budget:.2} is spent (${:.2}); raise budget_usd to go on",
+                self.total_cost_usd
+            )
+        })
+    }
+
+    pub(super) fn status(&self) -> SwarmStatus {
+        let count = |status| self.pool.live().filter(|i| i.status == status).count() as u64;
+        SwarmStatus {
+            version: env!("CARGO_PKG_VERSION"),
+            uptime: Duration::ZERO,
+            agent: String::new(),
+            instances_idle: count(InstanceStatus::Idle),
+            instances_busy: count(InstanceStatus::Busy),
+            instances_stopping: count(InstanceStatus::Stopping),
+            max_instances: self.config.max_instances as u64,
+            tasks: self.counts,
+            queued: self.queued,
+            workflows_running: self
+                .workflows
+                .values()
+                .filter(|w| w.record.info.status == WorkflowStatus::Running)
+                .count() as u64,
+            total_cost_usd: self.total_cost_usd,
+            paused: self
+                .paused_until
+                .clone()
+                .filter(|(until, _)| self.now < *until),
+            budget_spent: self.budget_spent(),
+            budget_usd: self.config.budget_usd,
+            usage: self.total_usage.clone(),
+            turns: self.total_turns,
+        }
+    }
+
+    /// Stops every run and dispatches nothing more; answers once no run is left.
+    pub(super) fn shutdown(&mut self, call: CallId) {
+        self.shutting_down = true;
+        if self.running.is_empty() {
+            return self.reply(call, Answer::Done);
+        }
+        self.shutdown_waiters.push(call);
+        let running: Vec<String> = self.running.keys().cloned().collect();
+        for id in running {
+            self.stop_running(&id, StopReason::Shutdown, None);
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! The instance pool's transitions: spawn, scale (down idle-first), terminate (a busy one's
+//! task fails), and the tasks pinned to an instance that goes.
+
+use std::path::PathBuf;
+
+use super::{Answer, CallId, Core, Effect, Waiter};
+use crate::engine::{
+    error::{EngineError, Result},
+    model::{
+        event::{EventKind, Payload},
+        instance::{Instance, InstanceStatus},
+        task::TaskStatus,
+    },
+    ports::StopReason,
+};
+
+impl Core {
+    pub(super) fn publish_instance(&mut self, id: &str) {
+        let Some(instance) = self.pool.get(id) else {
+            return;
+        };
+        let kind = match instance.status {
+            InstanceStatus::Terminated => EventKind::InstanceTerminated,
+            _ => EventKind::InstanceStatusChanged,
+        };
+        // An instance busy with a task shows up in that task's (and workflow's) stream too.
+        let task = instance.current_task.clone();
+        let workflow = task
+            .as_deref()
+            .and_then(|t| self.tasks.get(t))
+            .and_then(|e| e.task.workflow_id.clone());
+        let payload = Payload::Instance(Box::new(instance.clone()));
+        self.publish(
+            kind,
+            task.as_deref(),
+            Some(id),
+            workflow.as_deref(),
+            payload,
+        );
+    }
+
+    pub(super) fn spawn_instance(&mut self, working_directory: Option<PathBuf>) -> Instance {
+        let instance = self.pool.spawn(working_directory, self.now).clone();
+        self.publish(
+            EventKind::InstanceSpawned,
+            None,
+            Some(&instance.id),
+            None,
+            Payload::Instance(Box::new(instance.clone())),
+        );
+        instance
+    }
+
+    pub(super) fn spawn(
+        &mut self,
+        count: u32,
+        working_directory: Option<PathBuf>,
+    ) -> Result<Vec<Instance>> {
+        if count == 0 {
+            return Err(EngineError::invalid("count", "must be at least 1"));
+        }
+        let live = self.pool.active_count();
+        let max = self.config.max_instances;
+        if live + count as usize > max {
+            return Err(EngineError::invalid(
+                "count",
+                format!("{count} more would exceed the maximum of {max} instances ({live} live)"),
+            ));
+        }
+        if let Some(dir) = &working_directory {
+            self.inside_workspace(dir)?;
+            if !dir.is_dir() {
+                return Err(EngineError::invalid(
+                    "working_directory",
+                    format!("{} is not a directory", dir.display()),
+                ));
+            }
+        }
+        let spawned = (0..count)
+            .map(|_| self.spawn_instance(working_directory.clone()))
+            .collect();
+        self.dispatch();
+        Ok(spawned)
+    }
+
+    pub(super) fn scale(&mut self, target: i64) -> Result<Vec<Instance>> {
+        let max = self.config.max_instances;
+        let target = usize::try_from(target)
+            .map_err(|_| EngineError::invalid("target", "must be at least 0"))?;
+        if target > max {
+            return Err(EngineError::invalid(
+                "target",
+                format!("must be at most the maximum of {max} instances"),
+            ));
+        }
+        let active = self.pool.active_count();
+        if target > active {
+            for _ in active..target {
+                self.spawn_instance(None);
+            }
+            self.dispatch();
+        } else {
+            for id in self.pool.scale_down_candidates(target) {
+                if self.pool.is_idle(&id) {
+                    self.retire(&id);
+                } else {
+                    self.pool.set_status(&id, InstanceStatus::Stopping);
+                    self.publish_instance(&id);
+                }
+            }
+        }
+        Ok(self.pool.live().cloned().collect())
+    }
+
+    /// Terminates an instance and fails the tasks pinned to it.
+    pub(super) fn retire(&mut self, id: &str) {
+        self.pool.set_status(id, InstanceStatus::Terminated);
+        self.effects.push(Effect::RetireInstance(id.to_owned()));
+        self.publish_instance(id);
+        if let Some(mut queue) = self.pinned.remove(id) {
+            let tasks = &self.tasks;
+            let mut stranded = Vec::new();
+            while let Some(task) = queue.pop(|t| {
+                tasks
+                    .get(t)
+                    .is_some_and(|e| e.task.status == TaskStatus::Queued)
+            }) {
+                stranded.push(task);
+            }
+            for task in stranded {
+                self.finish(
+                    &task,
+                    TaskStatus::Failed,
+                    None,
+                    Some(format!("its instance {id} was terminated")),
+                );
+            }
+        }
+    }
+
+    pub(super) fn terminate(&mut self, call: CallId, id: String) {
+        let instance = match self.instance(&id) {
+            Ok(i) => i.clone(),
+            Err(e) => return self.reply(call, Answer::Instance(Err(e))),
+        };
+        if instance.status == InstanceStatus::Terminated {
+            let error =
+                EngineError::FailedPrecondition(format!("instance {id} is already terminated"));
+            return self.reply(call, Answer::Instance(Err(error)));
+        }
+        self.retire(&id);
+        match instance.current_task {
+            Some(task) if self.running.contains_key(&task) => self.stop_running(
+                &task,
+                StopReason::InstanceTerminated,
+                Some(Waiter::Terminate(call, id)),
+            ),
+            _ => {
+                let value = self.instance(&id).cloned();
+                self.reply(call, Answer::Instance(value));
+            }
+        }
+    }
+}

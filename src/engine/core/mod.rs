@@ -1,0 +1,633 @@
+//! The rules as a plain state machine. [`Core::handle`] takes one [`Input`] (a call, a run
+//! starting, a line of output, a run ending, a timer) with the time it arrived, changes the
+//! state and records [`Effect`]s (start this run, stop that one, arm a timer, answer that
+//! caller); [`Core::end_turn`] hands them out together with the turn's [`Batch`] of changes
+//! to store and events to publish. No tokio, no clock, no I/O: the actor executes the
+//! effects, and the unit tests in `tests/` feed inputs and read effects.
+//!
+//! One file per family of transitions: `submit` (validation, ids, idempotency, listing),
+//! `dispatch` (the ready queues, starting runs), `finish` (run results, retries, terminal
+//! states and dependents), `fanout` (`for_each`), `cancel`, `workflows`, `instances`,
+//! `budget` (rate-limit pauses and budgets), `restore` and `compact`.
+
+mod budget;
+mod cancel;
+mod compact;
+mod dispatch;
+mod fanout;
+mod finish;
+mod instances;
+mod pool;
+mod queue;
+mod restore;
+mod submit;
+mod workflows;
+
+#[cfg(test)]
+mod tests;
+
+use std::{
+    collections::{HashMap, HashSet, VecDeque},
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+use super::{
+    error::{EngineError, Result},
+    model::{
+        event::{AgentOutput, Event, EventKind, Payload},
+        instance::Instance,
+        task::{Priority, Task, TaskId, TaskSpec, TaskStatus, Usage, WorkflowId},
+    },
+    ports::{Batch, RunOutcome, RunRequest, StopReason, TaskRecord, WorkflowRecord},
+    workflow::{WorkflowInfo, WorkflowPlan},
+};
+use pool::Pool;
+use queue::ReadyQueue;
+
+pub use queue::find_cycle;
+pub use submit::{TaskPage, TaskQuery};
+
+/// Settings the engine needs; filled from the server configuration.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// Instances spawned at start.
+    pub initial_instances: usize,
+    /// Most live instances at once.
+    pub max_instances: usize,
+    /// Timeout of tasks that set none.
+    pub default_timeout: Duration,
+    /// Directory of tasks and instances that set none.
+    pub working_directory: PathBuf,
+    /// Events kept for replay.
+    pub event_retention: usize,
+    /// How far a live subscriber may fall behind before it is told it lost events.
+    pub event_buffer: usize,
+    /// Once this much is spent (USD), nothing more is dispatched.
+    pub budget_usd: Option<f64>,
+    /// When set, working directories outside it are refused.
+    pub workspace_root: Option<PathBuf>,
+    /// Finished tasks kept; older ones are compacted away (from memory and the store).
+    pub task_retention: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            initial_instances: 2,
+            max_instances: 32,
+            default_timeout: Duration::from_secs(30 * 60),
+            working_directory: PathBuf::from("."),
+            event_retention: 100_000,
+            event_buffer: 16_384,
+            budget_usd: None,
+            workspace_root: None,
+            task_retention: 100_000,
+        }
+    }
+}
+
+/// A snapshot of the whole swarm.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SwarmStatus {
+    pub version: &'static str,
+    /// Filled in by the engine handle.
+    pub uptime: Duration,
+    /// Filled in by the engine handle.
+    pub agent: String,
+    pub instances_idle: u64,
+    pub instances_busy: u64,
+    pub instances_stopping: u64,
+    pub max_instances: u64,
+    /// Tasks per state, indexed by `TaskStatus::index`.
+    pub tasks: [u64; TaskStatus::COUNT],
+    /// Queued tasks per priority, indexed by `Priority::index`.
+    pub queued: [u64; Priority::COUNT],
+    pub workflows_running: u64,
+    pub total_cost_usd: f64,
+    /// Nothing is dispatched before this time, and why.
+    pub paused: Option<(SystemTime, String)>,
+    /// Nothing more is dispatched: the swarm's budget is spent.
+    pub budget_spent: Option<String>,
+    pub budget_usd: Option<f64>,
+    pub usage: Usage,
+    pub turns: u64,
+}
+
+/// Names a caller waiting for an answer; chosen by the actor, unique among pending calls.
+pub type CallId = u64;
+
+/// What arrives at the core.
+#[derive(Debug)]
+pub enum Input {
+    Submit {
+        call: CallId,
+        specs: Vec<TaskSpec>,
+        /// Field names in errors are `tasks[i].field` (else the spec's own).
+        batch: bool,
+    },
+    GetTask {
+        call: CallId,
+        id: TaskId,
+    },
+    ListTasks {
+        call: CallId,
+        query: TaskQuery,
+    },
+    CancelTask {
+        call: CallId,
+        id: TaskId,
+    },
+    Spawn {
+        call: CallId,
+        count: u32,
+        working_directory: Option<PathBuf>,
+    },
+    ListInstances {
+        call: CallId,
+    },
+    GetInstance {
+        call: CallId,
+        id: String,
+    },
+    Terminate {
+        call: CallId,
+        id: String,
+    },
+    Scale {
+        call: CallId,
+        target: i64,
+    },
+    ExecuteWorkflow {
+        call: CallId,
+        plan: Box<WorkflowPlan>,
+    },
+    GetWorkflow {
+        call: CallId,
+        id: WorkflowId,
+    },
+    ListWorkflows {
+        call: CallId,
+    },
+    CancelWorkflow {
+        call: CallId,
+        id: WorkflowId,
+    },
+    Status {
+        call: CallId,
+    },
+    /// Stop every run and dispatch nothing more; answered once no run is left.
+    Shutdown {
+        call: CallId,
+    },
+    /// A run's agent process is up.
+    RunStarted {
+        task: TaskId,
+        pid: Option<u32>,
+    },
+    /// A line of a run's output.
+    Output {
+        task: TaskId,
+        output: Box<AgentOutput>,
+    },
+    /// A run is over.
+    RunFinished {
+        task: TaskId,
+        outcome: Box<RunOutcome>,
+    },
+    /// The agent's account is rate limited until then.
+    RateLimited {
+        until: SystemTime,
+    },
+    /// A timer armed by an earlier [`Effect::ArmTimer`] is due.
+    TimerFired(Timer),
+}
+
+/// What the core asks the actor to do.
+#[derive(Debug, PartialEq)]
+pub enum Effect {
+    /// Start a run; it reports back with `RunStarted`, `Output` and one `RunFinished`.
+    StartRun(Box<RunRequest>),
+    /// Stop a run; it still ends with `RunFinished`.
+    StopRun { task: TaskId, reason: StopReason },
+    /// Fire `timer` after `after` (replacing the same timer if armed).
+    ArmTimer { after: Duration, timer: Timer },
+    /// Forget `timer` if armed.
+    DisarmTimer(Timer),
+    /// The instance is gone: the agent releases what it keeps for it.
+    RetireInstance(String),
+    /// Answer a caller (once the turn's changes are stored).
+    Reply { call: CallId, answer: Box<Answer> },
+}
+
+/// The timers the core uses; one of each kind per key at most.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Timer {
+    /// A failed task's backoff is over: queue it again.
+    Retry(TaskId),
+    /// A running task's timeout.
+    Timeout(TaskId),
+    /// A dispatch pause (rate limit) may be over.
+    Resume,
+}
+
+/// An answer to a call, by the call's kind. It lives for one call (boxed in its effect),
+/// so its variants are not boxed.
+#[derive(Debug, PartialEq)]
+#[allow(clippy::large_enum_variant)]
+pub enum Answer {
+    Task(Result<Task>),
+    Tasks(Result<Vec<Task>>),
+    TaskPage(Result<TaskPage>),
+    Instance(Result<Instance>),
+    Instances(Result<Vec<Instance>>),
+    Workflow(Result<WorkflowInfo>),
+    Workflows(Result<Vec<WorkflowInfo>>),
+    Status(Box<Result<SwarmStatus>>),
+    Done,
+}
+
+/// A turn's output: the changes to store, then the effects to execute.
+#[derive(Debug, Default)]
+pub struct Turn {
+    pub batch: Batch,
+    pub effects: Vec<Effect>,
+}
+
+/// A task and its place in the dependency graph.
+struct Entry {
+    task: Task,
+    /// Dependencies not yet completed.
+    waiting_on: usize,
+    /// Tasks that depend on this one.
+    dependents: Vec<TaskId>,
+    /// The `for_each` task this one is an item of.
+    parent: Option<TaskId>,
+}
+
+/// Someone waiting for a running task's process to be gone.
+#[derive(Debug)]
+enum Waiter {
+    Cancel(CallId),
+    Terminate(CallId, String),
+}
+
+/// A run in flight.
+#[derive(Debug, Default)]
+struct Running {
+    /// A stop was asked for (once is enough).
+    stopping: bool,
+    waiters: Vec<Waiter>,
+}
+
+/// A workflow's record and what its progress needs.
+struct Flow {
+    record: WorkflowRecord,
+    /// Tasks not yet terminal.
+    remaining: usize,
+    /// Calls waiting for a cancel to settle.
+    cancel_waiters: Vec<CallId>,
+}
+
+/// The whole mutable state of the swarm.
+pub struct Core {
+    config: EngineConfig,
+    /// The time of the input being handled.
+    now: SystemTime,
+    tasks: HashMap<TaskId, Entry>,
+    /// Task ids in submission order (listing and paging).
+    order: Vec<TaskId>,
+    queue: ReadyQueue,
+    /// Ready tasks pinned to one instance.
+    pinned: HashMap<String, ReadyQueue>,
+    /// Arrival counter shared by all queues, for FIFO across them.
+    arrivals: u64,
+    pool: Pool,
+    running: HashMap<TaskId, Running>,
+    fan_outs: HashMap<TaskId, fanout::FanOutState>,
+    /// Idempotency key -> the task submitted with it.
+    idempotency: HashMap<String, TaskId>,
+    workflows: HashMap<WorkflowId, Flow>,
+    workflow_order: Vec<WorkflowId>,
+    /// Tasks per state.
+    counts: [u64; TaskStatus::COUNT],
+    /// Queued tasks per priority.
+    queued: [u64; Priority::COUNT],
+    total_cost_usd: f64,
+    /// Tokens and turns of every run.
+    total_usage: Usage,
+    total_turns: u64,
+    next_sequence: u64,
+    shutdown_waiters: Vec<CallId>,
+    shutting_down: bool,
+    /// No dispatching before this time (a rate limit), and why.
+    paused_until: Option<(SystemTime, String)>,
+    /// Finished tasks, oldest first, for compaction.
+    finished_tasks: VecDeque<TaskId>,
+    /// Compacted tasks still named in `order`.
+    tombstones: usize,
+    /// State of the jitter of retry backoffs (xorshift).
+    jitter: u64,
+    // ---- this turn's output ----
+    effects: Vec<Effect>,
+    events: Vec<Arc<Event>>,
+    /// Tasks changed this turn, in the order they first changed.
+    dirty_tasks: Vec<TaskId>,
+    dirty_task_set: HashSet<TaskId>,
+    dirty_workflows: HashSet<WorkflowId>,
+    deleted_tasks: Vec<TaskId>,
+    cost_changed: bool,
+}
+
+impl Core {
+    /// An empty swarm. `seed` makes the jitter of retry backoffs vary between runs.
+    pub fn new(config: EngineConfig, seed: u64) -> Self {
+        Self {
+            config,
+            now: SystemTime::UNIX_EPOCH,
+            tasks: HashMap::new(),
+            order: Vec::new(),
+            queue: ReadyQueue::default(),
+            pinned: HashMap::new(),
+            arrivals: 0,
+            pool: Pool::default(),
+            running: HashMap::new(),
+            fan_outs: HashMap::new(),
+            idempotency: HashMap::new(),
+            workflows: HashMap::new(),
+            workflow_order: Vec::new(),
+            counts: [0; TaskStatus::COUNT],
+            queued: [0; Priority::COUNT],
+            total_cost_usd: 0.0,
+            total_usage: Usage::default(),
+            total_turns: 0,
+            next_sequence: 1,
+            shutdown_waiters: Vec::new(),
+            shutting_down: false,
+            paused_until: None,
+            finished_tasks: VecDeque::new(),
+            tombstones: 0,
+            jitter: seed | 1,
+            effects: Vec::new(),
+            events: Vec::new(),
+            dirty_tasks: Vec::new(),
+            dirty_task_set: HashSet::new(),
+            dirty_workflows: HashSet::new(),
+            deleted_tasks: Vec::new(),
+            cost_changed: false,
+        }
+    }
+
+    /// Handles one input that arrived at `now`.
+    pub fn handle(&mut self, now: SystemTime, input: Input) {
+        self.now = now;
+        match input {
+            Input::Submit { call, specs, batch } => {
+                let value = self.submit(specs, batch, None);
+                self.reply(call, Answer::Tasks(value));
+            }
+            Input::GetTask { call, id } => {
+                let value = self.entry(&id).map(|e| e.task.clone());
+                self.reply(call, Answer::Task(value));
+            }
+            Input::ListTasks { call, query } => {
+                let value = self.list_tasks(query);
+                self.reply(call, Answer::TaskPage(value));
+            }
+            Input::CancelTask { call, id } => self.cancel_task(call, id),
+            Input::Spawn {
+                call,
+                count,
+                working_directory,
+            } => {
+                let value = self.spawn(count, working_directory);
+                self.reply(call, Answer::Instances(value));
+            }
+            Input::ListInstances { call } => {
+                let value = Ok(self.pool.live().cloned().collect());
+                self.reply(call, Answer::Instances(value));
+            }
+            Input::GetInstance { call, id } => {
+                let value = self.instance(&id).cloned();
+                self.reply(call, Answer::Instance(value));
+            }
+            Input::Terminate { call, id } => self.terminate(call, id),
+            Input::Scale { call, target } => {
+                let value = self.scale(target);
+                self.reply(call, Answer::Instances(value));
+            }
+            Input::ExecuteWorkflow { call, plan } => {
+                let value = self.execute_workflow(*plan);
+                self.reply(call, Answer::Workflow(value));
+            }
+            Input::GetWorkflow { call, id } => {
+                let value = self.flow(&id).map(|w| self.workflow_info(w));
+                self.reply(call, Answer::Workflow(value));
+            }
+            Input::ListWorkflows { call } => {
+                let all = self
+                    .workflow_order
+                    .iter()
+                    .filter_map(|id| self.workflows.get(id))
+                    .map(|w| self.workflow_info(w))
+                    .collect();
+                self.reply(call, Answer::Workflows(Ok(all)));
+            }
+            Input::CancelWorkflow { call, id } => self.cancel_workflow(call, id),
+            Input::Status { call } => {
+                let value = Ok(self.status());
+                self.reply(call, Answer::Status(Box::new(value)));
+            }
+            Input::Shutdown { call } => self.shutdown(call),
+            Input::RunStarted { task, pid } => {
+                let instance = self
+                    .tasks
+                    .get(&task)
+                    .and_then(|e| e.task.instance_id.clone());
+                if let Some(instance) = instance.and_then(|id| self.pool.get_mut(&id)) {
+                    instance.pid = pid;
+                }
+            }
+            Input::Output { task, output } => {
+                if let Some(entry) = self.tasks.get(&task) {
+                    let (instance, workflow) = (
+                        entry.task.instance_id.clone(),
+                        entry.task.workflow_id.clone(),
+                    );
+                    self.publish(
+                        EventKind::TaskOutput,
+                        Some(&task),
+                        instance.as_deref(),
+                        workflow.as_deref(),
+                        Payload::Output(output),
+                    );
+                }
+            }
+            Input::RunFinished { task, outcome } => self.run_finished(&task, *outcome),
+            Input::RateLimited { until } => self.pause_until(until, "rate limited"),
+            Input::TimerFired(timer) => self.timer_fired(timer),
+        }
+    }
+
+    /// Ends a turn: compacts, and hands out what to store and what to do.
+    pub fn end_turn(&mut self) -> Turn {
+        self.compact();
+        let tasks = self
+            .dirty_tasks
+            .drain(..)
+            .filter_map(|id| self.tasks.get(&id))
+            .map(|e| TaskRecord {
+                task: e.task.clone(),
+                parent: e.parent.clone(),
+            })
+            .collect();
+        self.dirty_task_set.clear();
+        let workflows = self
+            .dirty_workflows
+            .drain()
+            .filter_map(|id| self.workflows.get(&id))
+            .map(|f| f.record.clone())
+            .collect();
+        let batch = Batch {
+            tasks,
+            deleted_tasks: std::mem::take(&mut self.deleted_tasks),
+            workflows,
+            events: std::mem::take(&mut self.events),
+            total_cost_usd: std::mem::take(&mut self.cost_changed).then_some(self.total_cost_usd),
+        };
+        Turn {
+            batch,
+            effects: std::mem::take(&mut self.effects),
+        }
+    }
+
+    fn timer_fired(&mut self, timer: Timer) {
+        match timer {
+            Timer::Retry(task) => {
+                let ready = self
+                    .tasks
+                    .get(&task)
+                    .is_some_and(|e| e.task.status == TaskStatus::Pending && e.waiting_on == 0);
+                if ready {
+                    self.enqueue(&task);
+                    self.dispatch();
+                }
+            }
+            Timer::Timeout(task) => {
+                let timeout = self
+                    .tasks
+                    .get(&task)
+                    .map(|e| e.task.spec.timeout.unwrap_or(self.config.default_timeout));
+                if let Some(after) = timeout {
+                    self.stop_running(&task, StopReason::TimedOut(after), None);
+                }
+            }
+            Timer::Resume => self.dispatch(),
+        }
+    }
+
+    // ---- shared helpers --------------------------------------------------------------
+
+    fn reply(&mut self, call: CallId, answer: Answer) {
+        self.effects.push(Effect::Reply {
+            call,
+            answer: Box::new(answer),
+        });
+    }
+
+    fn entry(&self, id: &str) -> Result<&Entry> {
+        self.tasks
+            .get(id)
+            .ok_or_else(|| EngineError::not_found("task", id))
+    }
+
+    fn task(&self, id: &str) -> Result<Task> {
+        self.entry(id).map(|e| e.task.clone())
+    }
+
+    fn instance(&self, id: &str) -> Result<&Instance> {
+        self.pool
+            .get(id)
+            .ok_or_else(|| EngineError::not_found("instance", id))
+    }
+
+    fn flow(&self, id: &str) -> Result<&Flow> {
+        self.workflows
+            .get(id)
+            .ok_or_else(|| EngineError::not_found("workflow", id))
+    }
+
+    /// `name (id)`, or the id when the task has no name of its own.
+    fn describe(&self, id: &str) -> String {
+        match self.tasks.get(id).map(|e| e.task.spec.name.as_str()) {
+            Some(name) if name != id => format!("{name} ({id})"),
+            _ => id.to_owned(),
+        }
+    }
+
+    /// Moves a known task to `status`, keeping the counters right.
+    fn set_status(&mut self, id: &str, status: TaskStatus) {
+        let Some(entry) = self.tasks.get_mut(id) else {
+            return;
+        };
+        let task = &mut entry.task;
+        let priority = task.spec.priority.index();
+        if task.status == TaskStatus::Queued {
+            self.queued[priority] -= 1;
+        }
+        if status == TaskStatus::Queued {
+            self.queued[priority] += 1;
+        }
+        self.counts[task.status.index()] -= 1;
+        self.counts[status.index()] += 1;
+        task.status = status;
+    }
+
+    fn mark_dirty(&mut self, id: &str) {
+        if self.dirty_task_set.insert(id.to_owned()) {
+            self.dirty_tasks.push(id.to_owned());
+        }
+    }
+
+    fn publish(
+        &mut self,
+        kind: EventKind,
+        task_id: Option<&str>,
+        instance_id: Option<&str>,
+        workflow_id: Option<&str>,
+        payload: Payload,
+    ) {
+        let event = Event {
+            sequence: self.next_sequence,
+            time: self.now,
+            kind,
+            task_id: task_id.map(str::to_owned),
+            instance_id: instance_id.map(str::to_owned),
+            workflow_id: workflow_id.map(str::to_owned),
+            payload,
+        };
+        self.next_sequence += 1;
+        self.events.push(Arc::new(event));
+    }
+
+    /// The task changed: store it this turn and tell subscribers.
+    fn publish_task(&mut self, kind: EventKind, id: &str) {
+        self.mark_dirty(id);
+        let Some(task) = self.tasks.get(id).map(|e| Box::new(e.task.clone())) else {
+            return;
+        };
+        let (task_id, instance, workflow) = (
+            task.id.clone(),
+            task.instance_id.clone(),
+            task.workflow_id.clone(),
+        );
+        self.publish(
+            kind,
+            Some(&task_id),
+            instance.as_deref(),
+            workflow.as_deref(),
+            Payload::Task(task),
+        );
+    }
+}

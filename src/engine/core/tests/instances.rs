@@ -1,0 +1,86 @@
+//! The pool: scaling down idle instances first, terminating busy ones, pinned work.
+
+use super::*;
+use crate::engine::InstanceStatus;
+
+fn instances(h: &mut Harness) -> Vec<crate::engine::Instance> {
+    let (call, turn) = h.call(|call| Input::ListInstances { call });
+    match reply(&turn, call) {
+        Some(Answer::Instances(Ok(list))) => list.clone(),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn scaling_down_stops_idle_instances_first_and_busy_ones_after_their_task() {
+    let mut h = Harness::new(3);
+    h.submit(vec![spec("a")]);
+    let busy = h.task("a").instance_id.unwrap();
+    let (_, turn) = h.call(|call| Input::Scale { call, target: 1 });
+    let retired: Vec<&String> = turn
+        .effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::RetireInstance(id) => Some(id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(retired.len(), 2);
+    assert!(!retired.contains(&&busy), "the busy one stays");
+    let (_, turn) = h.call(|call| Input::Scale { call, target: 0 });
+    assert!(
+        !turn
+            .effects
+            .iter()
+            .any(|e| matches!(e, Effect::RetireInstance(_)))
+    );
+    let live = instances(&mut h);
+    assert_eq!(live.len(), 1);
+    assert_eq!(live[0].status, InstanceStatus::Stopping);
+    // It finishes its task, then goes.
+    let turn = h.complete("a");
+    assert!(turn.effects.contains(&Effect::RetireInstance(busy)));
+    assert!(instances(&mut h).is_empty());
+    assert_eq!(h.status("a"), TaskStatus::Completed);
+}
+
+#[test]
+fn terminating_a_busy_instance_stops_its_task_and_fails_tasks_pinned_to_it() {
+    let mut h = Harness::new(1);
+    h.submit(vec![spec("running")]);
+    let instance = h.task("running").instance_id.unwrap();
+    h.submit(vec![TaskSpec {
+        instance_id: Some(instance.clone()),
+        ..spec("pinned")
+    }]);
+    let (call, turn) = h.call(|call| Input::Terminate {
+        call,
+        id: instance.clone(),
+    });
+    assert_eq!(
+        stops(&turn),
+        [("running".into(), StopReason::InstanceTerminated)]
+    );
+    let pinned = h.task("pinned");
+    assert_eq!(pinned.status, TaskStatus::Failed);
+    assert!(pinned.error.unwrap().contains("was terminated"));
+    let turn = h.finish("running", failure(FailureClass::Interrupted));
+    assert!(matches!(
+        reply(&turn, call),
+        Some(Answer::Instance(Ok(i))) if i.status == InstanceStatus::Terminated
+    ));
+}
+
+#[test]
+fn spawning_past_the_maximum_is_refused_naming_the_count() {
+    let mut h = Harness::new(7);
+    let (call, turn) = h.call(|call| Input::Spawn {
+        call,
+        count: 2,
+        working_directory: None,
+    });
+    match reply(&turn, call) {
+        Some(Answer::Instances(Err(e))) => assert_eq!(e.field(), Some("count")),
+        other => panic!("{other:?}"),
+    }
+}

@@ -1,0 +1,109 @@
+//! Start-up from a store's snapshot, and compaction of finished tasks.
+
+use super::*;
+use crate::engine::ports::TaskRecord;
+
+fn record(id: &str, status: TaskStatus, attempts: u32, retries: u32) -> TaskRecord {
+    let mut task = Task::new(
+        id.into(),
+        TaskSpec {
+            retries,
+            name: id.into(),
+            ..spec(id)
+        },
+        None,
+        SystemTime::UNIX_EPOCH,
+    );
+    task.status = status;
+    task.attempts = attempts;
+    TaskRecord { task, parent: None }
+}
+
+#[test]
+fn work_in_flight_comes_back_after_a_crash() {
+    let snapshot = Snapshot {
+        tasks: vec![
+            record("done", TaskStatus::Completed, 1, 0),
+            record("was-running-may-retry", TaskStatus::Running, 1, 1),
+            record("was-running-no-retry", TaskStatus::Running, 1, 0),
+            record("queued-1", TaskStatus::Queued, 0, 0),
+            record("queued-2", TaskStatus::Queued, 0, 0),
+            TaskRecord {
+                task: Task {
+                    spec: depending("waits", &["queued-1"]),
+                    ..record("waits", TaskStatus::Pending, 0, 0).task
+                },
+                parent: None,
+            },
+        ],
+        total_cost_usd: 0.25,
+        ..Snapshot::default()
+    };
+    let config = EngineConfig {
+        initial_instances: 0,
+        ..EngineConfig::default()
+    };
+    let mut h = Harness::boot(config, snapshot);
+    let failed = h.task("was-running-no-retry");
+    assert_eq!(failed.status, TaskStatus::Failed);
+    assert!(failed.error.unwrap().starts_with("interrupted"));
+    assert_eq!(h.status("was-running-may-retry"), TaskStatus::Queued);
+    assert_eq!(h.status("waits"), TaskStatus::Pending);
+    let (_, turn) = h.call(|call| Input::Spawn {
+        call,
+        count: 1,
+        working_directory: None,
+    });
+    // The restored queue keeps its order: the retried task was queued first.
+    assert_eq!(started(&turn), ["was-running-may-retry"]);
+    let order: Vec<String> = ["was-running-may-retry", "queued-1", "queued-2"]
+        .iter()
+        .flat_map(|id| started(&h.complete(id)))
+        .collect();
+    assert_eq!(order, ["queued-1", "queued-2", "waits"]);
+    let (call, turn) = h.call(|call| Input::Status { call });
+    let Some(Answer::Status(status)) = reply(&turn, call) else {
+        panic!()
+    };
+    assert_eq!(status.as_ref().as_ref().unwrap().total_cost_usd, 0.25);
+}
+
+#[test]
+fn events_number_on_from_the_stored_ones() {
+    let stored = crate::engine::Event {
+        sequence: 41,
+        time: SystemTime::UNIX_EPOCH,
+        kind: crate::engine::EventKind::TaskSubmitted,
+        task_id: None,
+        instance_id: None,
+        workflow_id: None,
+        payload: crate::engine::Payload::Output(Box::default()),
+    };
+    let snapshot = Snapshot {
+        events: vec![stored],
+        ..Snapshot::default()
+    };
+    let mut h = Harness::boot(EngineConfig::default(), snapshot);
+    let turn = h.submit(vec![spec("a")]);
+    assert!(turn.batch.events[0].sequence > 41);
+}
+
+#[test]
+fn finished_tasks_past_the_retention_are_compacted_away() {
+    let mut h = Harness::with(EngineConfig {
+        initial_instances: 1,
+        task_retention: 2,
+        ..EngineConfig::default()
+    });
+    h.submit(vec![spec("t1"), spec("t2"), spec("t3")]);
+    h.complete("t1");
+    h.complete("t2");
+    let turn = h.complete("t3");
+    assert_eq!(turn.batch.deleted_tasks, ["t1"]);
+    let (call, turn) = h.call(|call| Input::GetTask {
+        call,
+        id: "t1".into(),
+    });
+    assert!(matches!(reply(&turn, call), Some(Answer::Task(Err(_)))));
+    assert_eq!(h.status("t2"), TaskStatus::Completed);
+}

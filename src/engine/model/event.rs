@@ -1,0 +1,89 @@
+//! Events: every state change of tasks, instances and workflows, and the agent's output,
+//! numbered by a sequence that only grows.
+
+use std::time::SystemTime;
+
+use super::{
+    instance::Instance,
+    task::{InstanceId, Task, TaskId, WorkflowId},
+    words::words,
+};
+use crate::engine::workflow::WorkflowInfo;
+
+words! {
+    /// What happened.
+    pub enum EventKind {
+        TaskSubmitted = "task_submitted",
+        TaskQueued = "task_queued",
+        TaskStarted = "task_started",
+        TaskOutput = "task_output",
+        TaskCompleted = "task_completed",
+        TaskFailed = "task_failed",
+        TaskCancelled = "task_cancelled",
+        TaskSkipped = "task_skipped",
+        InstanceSpawned = "instance_spawned",
+        InstanceStatusChanged = "instance_status_changed",
+        InstanceTerminated = "instance_terminated",
+        WorkflowStarted = "workflow_started",
+        WorkflowFinished = "workflow_finished",
+        TaskRetrying = "task_retrying",
+    }
+}
+
+/// One line of the agent's stream-json output, ready to show.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AgentOutput {
+    /// The line's `type`, or `unparsed` for a line that was not JSON.
+    pub message_type: String,
+    pub subtype: String,
+    /// Text for display: assistant text, tool names, the result.
+    pub text: String,
+    /// The line itself, cut at [`AgentOutput::MAX_RAW`].
+    pub raw: String,
+    pub truncated: bool,
+}
+
+impl AgentOutput {
+    /// Longest raw line kept in an event.
+    pub const MAX_RAW: usize = 64 * 1024;
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Payload {
+    Task(Box<Task>),
+    Instance(Box<Instance>),
+    Workflow(Box<WorkflowInfo>),
+    Output(Box<AgentOutput>),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Event {
+    pub sequence: u64,
+    pub time: SystemTime,
+    pub kind: EventKind,
+    pub task_id: Option<TaskId>,
+    pub instance_id: Option<InstanceId>,
+    pub workflow_id: Option<WorkflowId>,
+    pub payload: Payload,
+}
+
+/// Which events a subscriber wants; empty fields match everything.
+#[derive(Clone, Debug, Default)]
+pub struct EventFilter {
+    pub task_id: Option<TaskId>,
+    pub workflow_id: Option<WorkflowId>,
+    pub instance_id: Option<InstanceId>,
+    pub kinds: Vec<EventKind>,
+}
+
+impl EventFilter {
+    pub fn matches(&self, event: &Event) -> bool {
+        fn field(want: &Option<String>, have: &Option<String>) -> bool {
+            want.is_none() || want == have
+        }
+        field(&self.task_id, &event.task_id)
+            && field(&self.workflow_id, &event.workflow_id)
+            && field(&self.instance_id, &event.instance_id)
+            && (self.kinds.is_empty() || self.kinds.contains(&event.kind))
+    }
+}

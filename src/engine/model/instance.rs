@@ -1,0 +1,46 @@
+//! Instances: worker slots that run one task at a time on an agent process of their own.
+
+use std::{path::PathBuf, time::SystemTime};
+
+use super::{
+    task::{InstanceId, TaskId, Usage},
+    words::words,
+};
+use crate::engine::ports::ResourceUse;
+
+words! {
+    /// Where an instance is in its life.
+    pub enum InstanceStatus {
+        Idle = "idle",
+        Busy = "busy",
+        /// Finishing its task, then it stops (scaled down while busy).
+        Stopping = "stopping",
+        Terminated = "terminated",
+    }
+}
+
+impl InstanceStatus {
+    pub fn is_live(self) -> bool {
+        self != Self::Terminated
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Instance {
+    pub id: InstanceId,
+    pub status: InstanceStatus,
+    pub current_task: Option<TaskId>,
+    /// Default directory for tasks that name none.
+    pub working_directory: Option<PathBuf>,
+    pub created_at: SystemTime,
+    pub tasks_completed: u64,
+    pub tasks_failed: u64,
+    /// The agent process running its task.
+    pub pid: Option<u32>,
+    pub total_cost_usd: f64,
+    /// Tokens and turns of the runs it did.
+    pub usage: Usage,
+    pub turns: u64,
+    /// What its running agent uses, filled in by the engine handle when it is looked at.
+    pub resources: Option<ResourceUse>,
+}

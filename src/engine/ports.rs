@@ -1,0 +1,262 @@
+//! The ports: the traits the engine calls and the types it hands them. `agent/` implements
+//! [`Agent`] (how a task runs), `store/` implements [`Store`] (where state is kept). The
+//! arrows point into the engine: nothing here knows a process, a protocol or a database.
+
+use std::{future::Future, path::PathBuf, pin::Pin, sync::Arc, time::Duration, time::SystemTime};
+
+use tokio::sync::mpsc;
+
+use super::{
+    model::{
+        event::{AgentOutput, Event},
+        task::{AgentOptions, FailureClass, Isolation, Task, TaskId, TaskResult, TaskStatus},
+    },
+    workflow::WorkflowInfo,
+};
+
+// ---- the agent port ---------------------------------------------------------------------
+
+/// Everything an agent needs to run one task.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunRequest {
+    pub task_id: TaskId,
+    pub prompt: String,
+    pub working_directory: PathBuf,
+    pub model: Option<String>,
+    pub allowed_tools: Vec<String>,
+    pub max_turns: Option<u32>,
+    pub permission_mode: Option<String>,
+    /// Run this shell command instead of the agent.
+    pub command: Option<String>,
+    /// 1 for the first run, 2 for the first retry, ...
+    pub attempt: u32,
+    pub options: AgentOptions,
+    pub isolation: Isolation,
+    /// The instance it runs on.
+    pub instance_id: String,
+}
+
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// Why a run was stopped from outside.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    Cancelled,
+    TimedOut(Duration),
+    InstanceTerminated,
+    Shutdown,
+}
+
+/// Resolves when the run must stop (cancel, timeout, instance terminated, shutdown).
+pub type StopSignal = BoxFuture<StopReason>;
+
+/// How a run ended, as the agent judged it: the task's new state, what the run produced
+/// and, when it did not complete, why (the failure class decides whether a retry may help).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunOutcome {
+    pub status: TaskStatus,
+    pub result: Option<TaskResult>,
+    pub error: Option<String>,
+    pub class: Option<FailureClass>,
+}
+
+impl RunOutcome {
+    pub fn completed(result: TaskResult) -> Self {
+        Self {
+            status: TaskStatus::Completed,
+            result: Some(result),
+            error: None,
+            class: None,
+        }
+    }
+
+    pub fn failed(class: FailureClass, error: impl Into<String>) -> Self {
+        Self {
+            status: TaskStatus::Failed,
+            result: None,
+            error: Some(error.into()),
+            class: Some(class),
+        }
+    }
+}
+
+/// What a run reports while it goes, in order, ending with `Finished`.
+#[derive(Debug)]
+pub enum RunEvent {
+    /// The agent process is up.
+    Started { pid: Option<u32> },
+    /// One line of output.
+    Output(Box<AgentOutput>),
+    /// The account is rate limited until then.
+    RateLimited { until: SystemTime },
+    /// The run is over.
+    Finished(Box<RunOutcome>),
+}
+
+/// Where an agent sends what it sees while a task runs. Sending waits when the engine is
+/// busy, which slows a chatty agent down instead of buffering without bound.
+#[derive(Clone)]
+pub struct OutputSink {
+    task_id: TaskId,
+    tx: mpsc::Sender<(TaskId, RunEvent)>,
+}
+
+impl OutputSink {
+    pub fn new(task_id: TaskId, tx: mpsc::Sender<(TaskId, RunEvent)>) -> Self {
+        Self { task_id, tx }
+    }
+
+    async fn send(&self, event: RunEvent) {
+        // The engine gone means nobody listens any more: nothing to do.
+        let _ = self.tx.send((self.task_id.clone(), event)).await;
+    }
+
+    /// The agent process is up.
+    pub async fn started(&self, pid: Option<u32>) {
+        self.send(RunEvent::Started { pid }).await;
+    }
+
+    /// The account is rate limited until `until`: nothing more is dispatched before then.
+    pub async fn rate_limited(&self, until: SystemTime) {
+        self.send(RunEvent::RateLimited { until }).await;
+    }
+
+    /// One line of output.
+    pub async fn output(&self, output: AgentOutput) {
+        self.send(RunEvent::Output(Box::new(output))).await;
+    }
+
+    /// The run is over (sent by the engine's run wrapper, after `Agent::run` returns).
+    pub(crate) async fn finished(&self, outcome: RunOutcome) {
+        self.send(RunEvent::Finished(Box::new(outcome))).await;
+    }
+}
+
+/// Runs tasks. The default is a Claude Code CLI process per instance.
+pub trait Agent: Send + Sync + 'static {
+    /// Runs one task to its end. Must return once `stop` resolves, after the work it
+    /// started (a process group) is gone.
+    fn run(&self, request: RunRequest, sink: OutputSink, stop: StopSignal)
+    -> BoxFuture<RunOutcome>;
+
+    /// What runs tasks, for status displays ("claude", "simulated").
+    fn describe(&self) -> String;
+
+    /// The instance is gone: release what the agent keeps for it (a long-lived process).
+    fn retire(&self, _instance: &str) {}
+
+    /// The engine stops: end everything the agent keeps, and resolve once it is gone.
+    fn shutdown(&self) -> BoxFuture<()> {
+        Box::pin(async {})
+    }
+
+    /// What the run with process id `pid` uses now, if the agent can tell.
+    fn usage(&self, _pid: u32) -> Option<ResourceUse> {
+        None
+    }
+}
+
+/// Resources of a running agent's process tree.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ResourceUse {
+    pub rss_bytes: u64,
+    pub cpu_seconds: f64,
+    pub processes: u32,
+}
+
+// ---- the store port ---------------------------------------------------------------------
+
+/// A task as the store keeps it: the task and its place in a `for_each`.
+///
+/// Queue semantics for a shared store: a record whose status is RUNNING is a claim of the
+/// task by `task.instance_id` for attempt `task.attempts`; a terminal record completes or
+/// fails that attempt, and a PENDING or QUEUED record with a higher `attempts` hands it
+/// back. `attempts` is the fencing token: a store shared by several nodes accepts a write
+/// about an attempt only while no later attempt has been claimed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TaskRecord {
+    pub task: Task,
+    /// The `for_each` task it is an item of.
+    pub parent: Option<TaskId>,
+}
+
+/// A workflow as stored; what is left to run is derived from its tasks on load.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WorkflowRecord {
+    pub info: WorkflowInfo,
+    pub cancelling: bool,
+    pub user_cancelled: bool,
+    pub leaves: Vec<TaskId>,
+}
+
+/// Everything stored, in submission order.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub tasks: Vec<TaskRecord>,
+    pub workflows: Vec<WorkflowRecord>,
+    /// The most recent events, oldest first.
+    pub events: Vec<Event>,
+    /// Spent by the swarm so far (USD), kept across restarts.
+    pub total_cost_usd: f64,
+}
+
+/// One turn's changes, stored all or nothing before anyone is answered (group commit).
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// Tasks that changed this turn, in the order they first changed.
+    pub tasks: Vec<TaskRecord>,
+    /// Tasks compacted away.
+    pub deleted_tasks: Vec<TaskId>,
+    pub workflows: Vec<WorkflowRecord>,
+    pub events: Vec<Arc<Event>>,
+    /// The swarm's total spending when it changed this turn.
+    pub total_cost_usd: Option<f64>,
+}
+
+impl Batch {
+    pub fn is_empty(&self) -> bool {
+        self.tasks.is_empty()
+            && self.workflows.is_empty()
+            && self.events.is_empty()
+            && self.deleted_tasks.is_empty()
+            && self.total_cost_usd.is_none()
+    }
+}
+
+/// Why the store failed; once a commit fails the engine acknowledges nothing more.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// The data file cannot be opened, read or written.
+    #[error("data file {path}: {what}: {cause}")]
+    File {
+        path: String,
+        what: &'static str,
+        cause: String,
+    },
+    /// A stored row does not decode.
+    #[error("data file {path}: a stored {kind} is unreadable: {cause}")]
+    Row {
+        path: String,
+        kind: &'static str,
+        cause: String,
+    },
+    /// The data was written by a newer claude-swarm.
+    #[error("data file {path} has layout version {found}; this claude-swarm reads up to {known}")]
+    Version {
+        path: String,
+        found: i64,
+        known: i64,
+    },
+    /// The store's thread is gone.
+    #[error("the store has stopped")]
+    Stopped,
+}
+
+/// A durable home for the engine's state. Blocking: the engine calls it on a thread of
+/// its own, never on the async runtime.
+pub trait Store: Send + 'static {
+    /// Everything stored so far (called once, at start).
+    fn load(&mut self) -> Result<Snapshot, StoreError>;
+    /// Stores a batch atomically: all of it or none.
+    fn commit(&mut self, batch: &Batch) -> Result<(), StoreError>;
+}

@@ -1,0 +1,631 @@
+//! Stored shapes, separate from the engine's types: renaming a domain field changes no
+//! byte on disk; changing a row is a new layout version with a migration.
+//!
+//! Layout 2 (this one) keeps task and workflow rows as layout 1 wrote them (field names,
+//! `"Pending"`-style variant names, `{secs_since_epoch, nanos_since_epoch}` times), now
+//! frozen here; event rows store what changed (ids and the task's changed fields), not a
+//! copy of the task. [`Row`] converts a row to and from its domain value; [`mirror!`]
+//! declares a row struct with the same fields as its domain struct.
+
+use std::{
+    collections::BTreeMap,
+    path::PathBuf,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer, de::Error as _};
+
+use crate::engine::{
+    AgentOptions, AgentOutput, Attempt, Event, EventKind, FailureClass, FailurePolicy, Instance,
+    InstanceStatus, Isolation, Payload, Priority, Task, TaskResult, TaskSpec, TaskStatus, Usage,
+    model::words::Word,
+    ports::{TaskRecord, WorkflowRecord},
+    workflow::{FanOut, FanOutSource, Segment, Template, WorkflowInfo, WorkflowStatus},
+};
+
+/// A stored value and the domain value it stands for.
+pub trait Row: Sized {
+    type Domain;
+    fn from_domain(value: &Self::Domain) -> Self;
+    fn into_domain(self) -> Self::Domain;
+}
+
+macro_rules! same {
+    ($($ty:ty),+) => {$(
+        impl Row for $ty {
+            type Domain = $ty;
+            fn from_domain(value: &$ty) -> Self {
+                value.clone()
+            }
+            fn into_domain(self) -> $ty {
+                self
+            }
+        }
+    )+};
+}
+
+same!(String, bool, u16, u32, u64, i32, f64, PathBuf, BTreeMap<String, String>);
+
+impl<T: Row> Row for Option<T> {
+    type Domain = Option<T::Domain>;
+    fn from_domain(value: &Self::Domain) -> Self {
+        value.as_ref().map(T::from_domain)
+    }
+    fn into_domain(self) -> Self::Domain {
+        self.map(T::into_domain)
+    }
+}
+
+impl<T: Row> Row for Vec<T> {
+    type Domain = Vec<T::Domain>;
+    fn from_domain(value: &Self::Domain) -> Self {
+        value.iter().map(T::from_domain).collect()
+    }
+    fn into_domain(self) -> Self::Domain {
+        self.into_iter().map(T::into_domain).collect()
+    }
+}
+
+impl Row for [u64; TaskStatus::COUNT] {
+    type Domain = [u64; TaskStatus::COUNT];
+    fn from_domain(value: &Self::Domain) -> Self {
+        *value
+    }
+    fn into_domain(self) -> Self::Domain {
+        self
+    }
+}
+
+/// A time as layout 1 wrote it (serde's own form for `SystemTime`).
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+pub struct TimeRow {
+    secs_since_epoch: u64,
+    nanos_since_epoch: u32,
+}
+
+impl Row for TimeRow {
+    type Domain = SystemTime;
+    fn from_domain(value: &SystemTime) -> Self {
+        let since = value.duration_since(UNIX_EPOCH).unwrap_or_default();
+        Self {
+            secs_since_epoch: since.as_secs(),
+            nanos_since_epoch: since.subsec_nanos(),
+        }
+    }
+    fn into_domain(self) -> SystemTime {
+        UNIX_EPOCH + Duration::new(self.secs_since_epoch, self.nanos_since_epoch)
+    }
+}
+
+/// A duration as layout 1 wrote it.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+pub struct DurationRow {
+    secs: u64,
+    nanos: u32,
+}
+
+impl Row for DurationRow {
+    type Domain = Duration;
+    fn from_domain(value: &Duration) -> Self {
+        Self {
+            secs: value.as_secs(),
+            nanos: value.subsec_nanos(),
+        }
+    }
+    fn into_domain(self) -> Duration {
+        Duration::new(self.secs, self.nanos)
+    }
+}
+
+/// An enum value stored by its variant's name (`"ApiError"` for the word `api_error`).
+#[derive(Clone, Copy, Debug)]
+pub struct Variant<E>(E);
+
+fn variant_name(word: &str) -> String {
+    word.split('_')
+        .map(|part| {
+            let mut chars = part.chars();
+            chars.next().map_or_else(String::new, |first| {
+                first.to_ascii_uppercase().to_string() + chars.as_str()
+            })
+        })
+        .collect()
+}
+
+impl<E: Word> Serialize for Variant<E> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&variant_name(self.0.word()))
+    }
+}
+
+impl<'de, E: Word> Deserialize<'de> for Variant<E> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        E::all()
+            .iter()
+            .find(|v| variant_name(v.word()) == name)
+            .map(|v| Variant(*v))
+            .ok_or_else(|| D::Error::custom(format!("unknown value {name:?}")))
+    }
+}
+
+impl<E: Word> Row for Variant<E> {
+    type Domain = E;
+    fn from_domain(value: &E) -> Self {
+        Variant(*value)
+    }
+    fn into_domain(self) -> E {
+        self.0
+    }
+}
+
+/// `Row <=> Domain { field: RowType, ... }`: a row struct with the domain struct's fields
+/// (each stored as its row type), and both conversions.
+macro_rules! mirror {
+    (
+        $(#[$meta:meta])*
+        $row:ident <=> $domain:ident {
+            $( $(#[$fmeta:meta])* $field:ident: $ty:ty ),+ $(,)?
+        }
+    ) => {
+        #[derive(Clone, Debug, Serialize, Deserialize)]
+        $(#[$meta])*
+        pub struct $row {
+            $( $(#[$fmeta])* pub $field: $ty ),+
+        }
+
+        impl Row for $row {
+            type Domain = $domain;
+            fn from_domain(value: &$domain) -> Self {
+                Self { $($field: Row::from_domain(&value.$field)),+ }
+            }
+            fn into_domain(self) -> $domain {
+                $domain { $($field: self.$field.into_domain()),+ }
+            }
+        }
+    };
+}
+
+mirror! {
+    #[derive(Default)]
+    #[serde(default)]
+    UsageRow <=> Usage {
+        input_tokens: u64,
+        output_tokens: u64,
+        cache_creation_input_tokens: u64,
+        cache_read_input_tokens: u64,
+    }
+}
+
+mirror! {
+    #[derive(Default)]
+    #[serde(default)]
+    ResultRow <=> TaskResult {
+        text: String,
+        session_id: String,
+        cost_usd: f64,
+        usage: UsageRow,
+        num_turns: u32,
+        duration: DurationRow,
+        exit_code: Option<i32>,
+        is_error: bool,
+        api_error_status: Option<u16>,
+        branch: Option<String>,
+        diff_stat: String,
+    }
+}
+
+mirror! {
+    #[derive(Default)]
+    #[serde(default)]
+    OptionsRow <=> AgentOptions {
+        fallback_model: Option<String>,
+        disallowed_tools: Vec<String>,
+        append_system_prompt: Option<String>,
+        mcp_config: Option<String>,
+        strict_mcp_config: bool,
+        add_dirs: Vec<String>,
+        max_budget_usd: Option<f64>,
+        env: BTreeMap<String, String>,
+        resume_session: Option<String>,
+        fork_session: bool,
+    }
+}
+
+/// A piece of a template, as layout 1 wrote it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum SegmentRow {
+    Text(String),
+    Result(String),
+    Item,
+    Index,
+}
+
+impl Row for SegmentRow {
+    type Domain = Segment;
+    fn from_domain(value: &Segment) -> Self {
+        match value {
+            Segment::Text(t) => Self::Text(t.clone()),
+            Segment::Result(id) => Self::Result(id.clone()),
+            Segment::Item => Self::Item,
+            Segment::Index => Self::Index,
+        }
+    }
+    fn into_domain(self) -> Segment {
+        match self {
+            Self::Text(t) => Segment::Text(t),
+            Self::Result(id) => Segment::Result(id),
+            Self::Item => Segment::Item,
+            Self::Index => Segment::Index,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TemplateRow(Vec<SegmentRow>);
+
+impl Row for TemplateRow {
+    type Domain = Template;
+    fn from_domain(value: &Template) -> Self {
+        Self(Row::from_domain(&value.0))
+    }
+    fn into_domain(self) -> Template {
+        Template(self.0.into_domain())
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum FanOutSourceRow {
+    Items(Vec<String>),
+    Result(String),
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FanOutRow {
+    source: FanOutSourceRow,
+    max_parallel: usize,
+}
+
+impl Row for FanOutRow {
+    type Domain = FanOut;
+    fn from_domain(value: &FanOut) -> Self {
+        Self {
+            source: match &value.source {
+                FanOutSource::Items(items) => FanOutSourceRow::Items(items.clone()),
+                FanOutSource::Result(id) => FanOutSourceRow::Result(id.clone()),
+            },
+            max_parallel: value.max_parallel,
+        }
+    }
+    fn into_domain(self) -> FanOut {
+        FanOut {
+            source: match self.source {
+                FanOutSourceRow::Items(items) => FanOutSource::Items(items),
+                FanOutSourceRow::Result(id) => FanOutSource::Result(id),
+            },
+            max_parallel: self.max_parallel,
+        }
+    }
+}
+
+mirror! {
+    #[serde(default)]
+    SpecRow <=> TaskSpec {
+        id: Option<String>,
+        name: String,
+        prompt: String,
+        working_directory: Option<PathBuf>,
+        priority: Variant<Priority>,
+        timeout: Option<DurationRow>,
+        instance_id: Option<String>,
+        depends_on: Vec<String>,
+        metadata: BTreeMap<String, String>,
+        model: Option<String>,
+        allowed_tools: Vec<String>,
+        max_turns: Option<u32>,
+        labels: BTreeMap<String, String>,
+        command: Option<String>,
+        retries: u32,
+        retry_backoff: Option<DurationRow>,
+        permission_mode: Option<String>,
+        on_failure: Variant<FailurePolicy>,
+        template: Option<TemplateRow>,
+        fan_out: Option<FanOutRow>,
+        idempotency_key: Option<String>,
+        options: OptionsRow,
+        isolation: Variant<Isolation>,
+    }
+}
+
+impl Default for SpecRow {
+    fn default() -> Self {
+        Self::from_domain(&TaskSpec::default())
+    }
+}
+
+mirror! {
+    AttemptRow <=> Attempt {
+        attempt: u32,
+        started_at: Option<TimeRow>,
+        ended_at: TimeRow,
+        result: Option<ResultRow>,
+        error: String,
+        failure_class: Option<Variant<FailureClass>>,
+        instance_id: Option<String>,
+    }
+}
+
+mirror! {
+    TaskRow <=> Task {
+        id: String,
+        spec: SpecRow,
+        status: Variant<TaskStatus>,
+        workflow_id: Option<String>,
+        instance_id: Option<String>,
+        created_at: TimeRow,
+        started_at: Option<TimeRow>,
+        completed_at: Option<TimeRow>,
+        result: Option<ResultRow>,
+        error: Option<String>,
+        #[serde(default)]
+        attempts: u32,
+        #[serde(default)]
+        failure_class: Option<Variant<FailureClass>>,
+        #[serde(default)]
+        history: Vec<AttemptRow>,
+    }
+}
+
+mirror! {
+    TaskRecordRow <=> TaskRecord {
+        task: TaskRow,
+        parent: Option<String>,
+    }
+}
+
+mirror! {
+    WorkflowInfoRow <=> WorkflowInfo {
+        id: String,
+        name: String,
+        description: String,
+        status: Variant<WorkflowStatus>,
+        task_ids: Vec<String>,
+        created_at: TimeRow,
+        completed_at: Option<TimeRow>,
+        total_cost_usd: f64,
+        task_counts: [u64; TaskStatus::COUNT],
+        #[serde(default)]
+        outputs: BTreeMap<String, String>,
+        #[serde(default)]
+        budget_usd: Option<f64>,
+        #[serde(default)]
+        usage: UsageRow,
+        #[serde(default)]
+        turns: u64,
+    }
+}
+
+mirror! {
+    WorkflowRecordRow <=> WorkflowRecord {
+        info: WorkflowInfoRow,
+        cancelling: bool,
+        user_cancelled: bool,
+        leaves: Vec<String>,
+    }
+}
+
+/// An instance as an event shows it (what it uses now is not stored).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct InstanceRow {
+    id: String,
+    status: Variant<InstanceStatus>,
+    current_task: Option<String>,
+    working_directory: Option<PathBuf>,
+    created_at: TimeRow,
+    tasks_completed: u64,
+    tasks_failed: u64,
+    pid: Option<u32>,
+    total_cost_usd: f64,
+    #[serde(default)]
+    usage: UsageRow,
+    #[serde(default)]
+    turns: u64,
+}
+
+impl Row for InstanceRow {
+    type Domain = Instance;
+    fn from_domain(i: &Instance) -> Self {
+        Self {
+            id: i.id.clone(),
+            status: Row::from_domain(&i.status),
+            current_task: i.current_task.clone(),
+            working_directory: i.working_directory.clone(),
+            created_at: Row::from_domain(&i.created_at),
+            tasks_completed: i.tasks_completed,
+            tasks_failed: i.tasks_failed,
+            pid: i.pid,
+            total_cost_usd: i.total_cost_usd,
+            usage: Row::from_domain(&i.usage),
+            turns: i.turns,
+        }
+    }
+    fn into_domain(self) -> Instance {
+        Instance {
+            id: self.id,
+            status: self.status.into_domain(),
+            current_task: self.current_task,
+            working_directory: self.working_directory,
+            created_at: self.created_at.into_domain(),
+            tasks_completed: self.tasks_completed,
+            tasks_failed: self.tasks_failed,
+            pid: self.pid,
+            total_cost_usd: self.total_cost_usd,
+            usage: self.usage.into_domain(),
+            turns: self.turns,
+            resources: None,
+        }
+    }
+}
+
+mirror! {
+    OutputRow <=> AgentOutput {
+        message_type: String,
+        subtype: String,
+        text: String,
+        raw: String,
+        truncated: bool,
+    }
+}
+
+/// What a task event changed: its state and what came with it, not its spec.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TaskChangeRow {
+    status: Variant<TaskStatus>,
+    attempts: u32,
+    instance_id: Option<String>,
+    started_at: Option<TimeRow>,
+    completed_at: Option<TimeRow>,
+    result: Option<ResultRow>,
+    error: Option<String>,
+    failure_class: Option<Variant<FailureClass>>,
+}
+
+impl TaskChangeRow {
+    fn of(task: &Task) -> Self {
+        Self {
+            status: Row::from_domain(&task.status),
+            attempts: task.attempts,
+            instance_id: task.instance_id.clone(),
+            started_at: Row::from_domain(&task.started_at),
+            completed_at: Row::from_domain(&task.completed_at),
+            result: Row::from_domain(&task.result),
+            error: task.error.clone(),
+            failure_class: Row::from_domain(&task.failure_class),
+        }
+    }
+
+    /// `base` (the stored task, or a bare one when it was compacted away) as the event
+    /// saw it.
+    fn apply(self, mut base: Task) -> Task {
+        base.status = self.status.into_domain();
+        base.attempts = self.attempts;
+        base.instance_id = self.instance_id;
+        base.started_at = self.started_at.into_domain();
+        base.completed_at = self.completed_at.into_domain();
+        base.result = self.result.into_domain();
+        base.error = self.error;
+        base.failure_class = self.failure_class.into_domain();
+        base
+    }
+}
+
+/// An event's payload as layout 2 stores it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum ChangeRow {
+    Task(TaskChangeRow),
+    Instance(InstanceRow),
+    Workflow(WorkflowInfoRow),
+    Output(OutputRow),
+}
+
+/// An event as layout 2 stores it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EventRow {
+    sequence: u64,
+    time: TimeRow,
+    kind: Variant<EventKind>,
+    task_id: Option<String>,
+    instance_id: Option<String>,
+    workflow_id: Option<String>,
+    change: ChangeRow,
+}
+
+impl EventRow {
+    pub fn of(event: &Event) -> Self {
+        Self {
+            sequence: event.sequence,
+            time: Row::from_domain(&event.time),
+            kind: Row::from_domain(&event.kind),
+            task_id: event.task_id.clone(),
+            instance_id: event.instance_id.clone(),
+            workflow_id: event.workflow_id.clone(),
+            change: match &event.payload {
+                Payload::Task(task) => ChangeRow::Task(TaskChangeRow::of(task)),
+                Payload::Instance(i) => ChangeRow::Instance(Row::from_domain(i.as_ref())),
+                Payload::Workflow(w) => ChangeRow::Workflow(Row::from_domain(w.as_ref())),
+                Payload::Output(o) => ChangeRow::Output(Row::from_domain(o.as_ref())),
+            },
+        }
+    }
+
+    /// The event, its task rebuilt from `stored` (the task's row, if it is still kept).
+    pub fn into_event(self, stored: impl FnOnce(&str) -> Option<Task>) -> Event {
+        let time = self.time.into_domain();
+        let payload = match self.change {
+            ChangeRow::Task(change) => {
+                let id = self.task_id.clone().unwrap_or_default();
+                let base = stored(&id).unwrap_or_else(|| {
+                    let spec = TaskSpec {
+                        id: Some(id.clone()),
+                        name: id.clone(),
+                        ..TaskSpec::default()
+                    };
+                    Task::new(id, spec, self.workflow_id.clone(), time)
+                });
+                Payload::Task(Box::new(change.apply(base)))
+            }
+            ChangeRow::Instance(i) => Payload::Instance(Box::new(i.into_domain())),
+            ChangeRow::Workflow(w) => Payload::Workflow(Box::new(w.into_domain())),
+            ChangeRow::Output(o) => Payload::Output(Box::new(o.into_domain())),
+        };
+        Event {
+            sequence: self.sequence,
+            time,
+            kind: self.kind.into_domain(),
+            task_id: self.task_id,
+            instance_id: self.instance_id,
+            workflow_id: self.workflow_id,
+            payload,
+        }
+    }
+}
+
+/// Layout 1's event payload: whole values, a task included.
+#[derive(Clone, Debug, Deserialize)]
+enum PayloadV1 {
+    Task(Box<TaskRow>),
+    Instance(InstanceRow),
+    Workflow(WorkflowInfoRow),
+    Output(OutputRow),
+}
+
+/// An event as layout 1 stored it; read only, to migrate.
+#[derive(Clone, Debug, Deserialize)]
+pub struct EventRowV1 {
+    sequence: u64,
+    time: TimeRow,
+    kind: Variant<EventKind>,
+    task_id: Option<String>,
+    instance_id: Option<String>,
+    workflow_id: Option<String>,
+    payload: PayloadV1,
+}
+
+impl EventRowV1 {
+    pub fn into_event(self) -> Event {
+        Event {
+            sequence: self.sequence,
+            time: self.time.into_domain(),
+            kind: self.kind.into_domain(),
+            task_id: self.task_id,
+            instance_id: self.instance_id,
+            workflow_id: self.workflow_id,
+            payload: match self.payload {
+                PayloadV1::Task(t) => Payload::Task(Box::new(t.into_domain())),
+                PayloadV1::Instance(i) => Payload::Instance(Box::new(i.into_domain())),
+                PayloadV1::Workflow(w) => Payload::Workflow(Box::new(w.into_domain())),
+                PayloadV1::Output(o) => Payload::Output(Box::new(o.into_domain())),
+            },
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! The engine in-process, no agent processes: the instant agent (shared with the benchmark
+//! harness) behind a real server, and what happens when the engine's actor fails.
+
+mod common;
+
+use std::time::Duration;
+
+use claude_swarm::{
+    agent::instant::InstantAgent,
+    engine::ports::{Agent, BoxFuture, OutputSink, RunOutcome, RunRequest, StopSignal},
+    pb::{self, TaskStatus as S},
+};
+use common::{TestServer, config, spec, status};
+use tonic::Code;
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+
+#[tokio::test]
+async fn a_chain_of_a_thousand_in_process_tasks_completes_in_order() {
+    let server = TestServer::start_with_agent(config(4), InstantAgent::default()).await;
+    let tasks: Vec<pb::TaskSpec> = (0..1000)
+        .map(|i| pb::TaskSpec {
+            id: format!("t{i}"),
+            depends_on: if i == 0 {
+                vec![]
+            } else {
+                vec![format!("t{}", i - 1)]
+            },
+            ..spec("step")
+        })
+        .collect();
+    server
+        .tasks()
+        .submit_tasks(pb::SubmitTasksRequest { tasks })
+        .await
+        .unwrap();
+    let last = server.wait("t999").await;
+    assert_eq!(status(&last), S::Completed);
+    let first = server.get("t0").await;
+    let (first_end, last_start) = (first.completed_at.unwrap(), last.started_at.unwrap());
+    assert!(
+        (first_end.seconds, first_end.nanos) <= (last_start.seconds, last_start.nanos),
+        "a dependent starts after its dependency ended"
+    );
+    server.stop().await;
+}
+
+/// An agent that runs tasks at once but panics when an instance is retired: a stand-in
+/// for a bug in code the actor calls.
+struct PanicsOnRetire(InstantAgent);
+
+impl Agent for PanicsOnRetire {
+    fn run(
+        &self,
+        request: RunRequest,
+        sink: OutputSink,
+        stop: StopSignal,
+    ) -> BoxFuture<RunOutcome> {
+        self.0.run(request, sink, stop)
+    }
+
+    fn describe(&self) -> String {
+        "panics-on-retire".into()
+    }
+
+    fn retire(&self, _instance: &str) {
+        panic!("retire went wrong");
+    }
+}
+
+#[tokio::test]
+async fn a_failed_engine_turns_health_not_serving_and_ends_serve_with_its_reason() {
+    let server =
+        TestServer::start_with_agent(config(1), PanicsOnRetire(InstantAgent::default())).await;
+    let mut health = HealthClient::new(server.channel.clone());
+    let mut watch = health
+        .watch(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = watch.message().await.unwrap().unwrap();
+    assert_eq!(first.status(), ServingStatus::Serving);
+    let instance = server
+        .instances()
+        .list_instances(pb::ListInstancesRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .instances[0]
+        .id
+        .clone();
+    let error = server
+        .instances()
+        .terminate_instance(pb::TerminateInstanceRequest {
+            instance_id: instance,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::Unavailable, "{error:?}");
+    let next = tokio::time::timeout(Duration::from_secs(10), watch.message())
+        .await
+        .expect("health changes")
+        .unwrap()
+        .unwrap();
+    assert_eq!(next.status(), ServingStatus::NotServing);
+    // The server then stops, with the reason as its error (`serve` exits non-zero).
+    drop(watch);
+    let ended = server.join().await.unwrap_err();
+    assert!(ended.to_string().contains("retire went wrong"), "{ended}");
+}
