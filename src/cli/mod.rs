@@ -208,6 +208,8 @@ async fn serve(listen: Option<SocketAddr>, overrides: &Overrides) -> CliResult {
     let options = server::ServerOptions {
         workspace_root: config.engine.working_directory.clone(),
         cors_origins: config.cors_origins.clone(),
+        // Until the config has an `allowed_hosts` key: loopback and the listen address.
+        allowed_hosts: Vec::new(),
     };
     server::serve_with(listener, engine, options, server::shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)

@@ -20,7 +20,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    pub(super) fn new(
+    pub(crate) fn new(
         status: StatusCode,
         code: &'static str,
         message: String,

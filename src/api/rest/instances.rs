@@ -3,7 +3,6 @@
 use axum::{
     body::Bytes,
     extract::{State, rejection::BytesRejection},
-    http::HeaderMap,
 };
 
 use super::{
@@ -19,19 +18,17 @@ pub(super) async fn list_instances(State(g): State<Gateway>) -> ApiResult {
 
 pub(super) async fn spawn_instances(
     State(g): State<Gateway>,
-    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    let request = from_json(json_body(&headers, body)?, "")?;
+    let request = from_json(json_body(body)?, "")?;
     respond(&g.service.spawn_instances(request).await?)
 }
 
 pub(super) async fn scale_instances(
     State(g): State<Gateway>,
-    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    let value = json_body(&headers, body)?;
+    let value = json_body(body)?;
     if value.get("target").is_none() {
         return Err(ApiError::invalid("target", "is required"));
     }

@@ -5,7 +5,7 @@ use axum::{
     Json,
     body::Bytes,
     extract::{FromRequestParts, Path, Query, rejection::BytesRejection},
-    http::{HeaderMap, StatusCode, header, request::Parts},
+    http::{StatusCode, request::Parts},
     response::IntoResponse,
 };
 use serde::{Serialize, de::DeserializeOwned};
@@ -13,6 +13,9 @@ use serde_json::Value;
 
 use super::error::{ApiError, ApiResult};
 use crate::pb;
+
+/// The type of every JSON body.
+pub(super) const JSON: &str = "application/json";
 
 /// Enum-valued fields and the prefix of their proto value names.
 const ENUM_FIELDS: [(&str, &[&str]); 7] = [
@@ -168,22 +171,10 @@ pub(super) fn from_json<T: DeserializeOwned>(
     })
 }
 
-/// The body as JSON; 415 for another content type, 400 with a reason for bad JSON.
-pub(super) fn json_body(
-    headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Value, ApiError> {
+/// The body as a JSON object; 400 with a reason for anything else. (The content type
+/// was checked in front of every route, by [`crate::api::guard`].)
+pub(super) fn json_body(body: Result<Bytes, BytesRejection>) -> Result<Value, ApiError> {
     let body = body?;
-    if let Some(kind) = content_type(headers)
-        && kind != "application/json"
-    {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            format!("expected application/json, not {kind}"),
-            None,
-        ));
-    }
     let value: Value = serde_json::from_slice(&body).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -229,18 +220,6 @@ impl<S: Send + Sync> FromRequestParts<S> for Params {
             .map_err(|r| ApiError::new(r.status(), "bad_request", r.body_text(), None))?;
         Ok(Self(pairs))
     }
-}
-
-pub(super) fn content_type(headers: &HeaderMap) -> Option<String> {
-    let value = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
-    Some(
-        value
-            .split(';')
-            .next()
-            .unwrap_or_default()
-            .trim()
-            .to_ascii_lowercase(),
-    )
 }
 
 #[cfg(test)]

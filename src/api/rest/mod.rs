@@ -34,7 +34,7 @@ use error::ApiResult;
 use instances::{
     get_instance, list_instances, scale_instances, spawn_instances, terminate_instance,
 };
-use json::respond;
+use json::{JSON, respond};
 use streams::{sse_events, ws_events};
 use tasks::{cancel_task, get_task, list_tasks, submit_task, submit_tasks};
 use workflows::{cancel_workflow, execute_workflow, get_workflow, list_workflows};
@@ -47,24 +47,56 @@ struct Gateway {
     workspace_root: PathBuf,
 }
 
-/// One REST operation: a method, a path (`{id}` is a path parameter, in axum and in
-/// OpenAPI alike) and the handler serving it.
+/// What the guard in front of the router must know of a REST operation.
+#[derive(Clone, Debug)]
+pub struct Route {
+    pub method: Method,
+    /// `{id}` is a path parameter (one segment), in axum and in OpenAPI alike.
+    pub path: &'static str,
+    /// The `Content-Type`s (without parameters) of the body it reads; empty when it reads
+    /// none. Every one of them needs a CORS preflight from a browser.
+    pub body_types: &'static [&'static str],
+    /// A live event stream (SSE, WebSocket): a caller's `Origin` is checked even on `GET`.
+    pub stream: bool,
+}
+
+/// One REST operation and the handler serving it.
 struct Endpoint {
-    method: Method,
-    path: &'static str,
+    route: Route,
     handler: MethodRouter<Gateway>,
 }
 
+/// An operation; one that may change state (`POST`, `PUT`, `PATCH`) reads a JSON body.
 fn endpoint<H, T>(method: Method, path: &'static str, handler: H) -> Endpoint
 where
     H: Handler<T, Gateway>,
     T: 'static,
 {
     let filter = MethodFilter::try_from(method.clone()).expect("a method axum routes on");
+    let body_types: &[&str] = match method {
+        Method::POST | Method::PUT | Method::PATCH => &[JSON],
+        _ => &[],
+    };
     Endpoint {
-        method,
-        path,
+        route: Route {
+            method,
+            path,
+            body_types,
+            stream: false,
+        },
         handler: on(filter, handler),
+    }
+}
+
+impl Endpoint {
+    fn body_types(mut self, types: &'static [&'static str]) -> Self {
+        self.route.body_types = types;
+        self
+    }
+
+    fn stream(mut self) -> Self {
+        self.route.stream = true;
+        self
     }
 }
 
@@ -88,27 +120,26 @@ fn endpoints() -> Vec<Endpoint> {
         endpoint(M::GET, "/tasks/{id}", get_task),
         endpoint(M::DELETE, "/tasks/{id}", cancel_task),
         endpoint(M::GET, "/workflows", list_workflows),
-        endpoint(M::POST, "/workflows/execute", execute_workflow),
+        endpoint(M::POST, "/workflows/execute", execute_workflow).body_types(workflows::BODY_TYPES),
         endpoint(M::GET, "/workflows/{id}", get_workflow),
         endpoint(M::DELETE, "/workflows/{id}", cancel_workflow),
-        endpoint(M::GET, "/events", sse_events),
-        endpoint(M::GET, "/ws/stream", ws_events),
+        endpoint(M::GET, "/events", sse_events).stream(),
+        endpoint(M::GET, "/ws/stream", ws_events).stream(),
     ]
 }
 
-/// The (method, path) of every operation [`router`] serves. A `GET` route answers `HEAD`
-/// too, and browsers' CORS preflights (`OPTIONS`) are answered in front of every route.
-pub fn route_table() -> Vec<(Method, &'static str)> {
-    endpoints()
-        .into_iter()
-        .map(|e| (e.method, e.path))
-        .collect()
+/// Every operation [`router`] serves. A `GET` route answers `HEAD` too, and browsers' CORS
+/// preflights (`OPTIONS`) are answered in front of every route.
+pub fn route_table() -> Vec<Route> {
+    endpoints().into_iter().map(|e| e.route).collect()
 }
 
 pub fn router(service: Service, workspace_root: PathBuf) -> Router {
     endpoints()
         .into_iter()
-        .fold(Router::new(), |router, e| router.route(e.path, e.handler))
+        .fold(Router::new(), |router, e| {
+            router.route(e.route.path, e.handler)
+        })
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(Gateway {
             service,
@@ -166,7 +197,7 @@ mod tests {
         }
         let mut served: Vec<(String, String)> = route_table()
             .into_iter()
-            .map(|(method, path)| (method.to_string(), path.to_owned()))
+            .map(|route| (route.method.to_string(), route.path.to_owned()))
             .collect();
         documented.sort();
         served.sort();

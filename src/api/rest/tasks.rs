@@ -3,7 +3,6 @@
 use axum::{
     body::Bytes,
     extract::{State, rejection::BytesRejection},
-    http::HeaderMap,
 };
 use serde_json::{Map, Value};
 
@@ -17,10 +16,9 @@ use crate::pb;
 /// The original service's flat body, or `{"task": {...}}` as in gRPC.
 pub(super) async fn submit_task(
     State(g): State<Gateway>,
-    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    let mut value = json_body(&headers, body)?;
+    let mut value = json_body(body)?;
     match value.get_mut("task") {
         Some(task) if task.is_object() => {
             let request = pb::SubmitTaskRequest {
@@ -35,10 +33,9 @@ pub(super) async fn submit_task(
 /// `{"tasks": [TaskSpec...]}`, or the original `{"prompts": [...], "working_directory", "priority"}`.
 pub(super) async fn submit_tasks(
     State(g): State<Gateway>,
-    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    let mut value = json_body(&headers, body)?;
+    let mut value = json_body(body)?;
     let request: pb::SubmitTasksRequest =
         match value.as_object_mut().and_then(|m| m.remove("prompts")) {
             Some(Value::Array(prompts)) => {

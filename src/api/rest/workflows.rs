@@ -10,25 +10,31 @@ use serde_json::{Value, json};
 use super::{
     Gateway,
     error::{ApiError, ApiResult},
-    json::{Id, content_type, from_json, json_body, respond},
+    json::{Id, JSON, from_json, json_body, respond},
 };
-use crate::pb;
+use crate::{api::guard::media_type, pb};
 
-/// A YAML body (`application/yaml`, `text/yaml`), or JSON `{"yaml": "..."}` or the
-/// original `{"workflow_path": "..."}` (a file inside the workspace root).
+/// The body types `POST /workflows/execute` takes: JSON, or the workflow itself as YAML.
+/// Each needs a CORS preflight, which `text/plain` (a form's type) would not.
+pub(super) const BODY_TYPES: &[&str] = &[
+    JSON,
+    "application/yaml",
+    "application/x-yaml",
+    "text/yaml",
+    "text/x-yaml",
+];
+
+/// A YAML body (one of [`BODY_TYPES`]), or JSON `{"yaml": "..."}` or the original
+/// `{"workflow_path": "..."}` (a file inside the workspace root).
 pub(super) async fn execute_workflow(
     State(g): State<Gateway>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let mut variables = Default::default();
-    let yaml = match content_type(&headers).as_deref() {
-        Some(
-            "application/yaml" | "application/x-yaml" | "text/yaml" | "text/x-yaml" | "text/plain",
-        ) => String::from_utf8(body?.to_vec())
-            .map_err(|_| ApiError::invalid("yaml", "the body is not UTF-8"))?,
-        _ => {
-            let value = json_body(&headers, body)?;
+    let yaml = match media_type(&headers).as_deref() {
+        Some(JSON) | None => {
+            let value = json_body(body)?;
             if let Some(vars) = value.get("variables") {
                 variables =
                     from_json::<pb::ExecuteWorkflowRequest>(json!({ "variables": vars }), "")?
@@ -45,6 +51,8 @@ pub(super) async fn execute_workflow(
                 }
             }
         }
+        Some(_) => String::from_utf8(body?.to_vec())
+            .map_err(|_| ApiError::invalid("yaml", "the body is not UTF-8"))?,
     };
     respond(
         &g.service
