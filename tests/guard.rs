@@ -196,7 +196,10 @@ async fn every_route_and_rpc_refuses_a_foreign_host_and_every_call_that_acts_a_f
             EVIL_HOST,
         )
         .await;
+        let documented = |status: &str| operation["responses"].get(status).is_some();
+        assert!(documented("421"), "{method} {path} documents its 421");
         if method != Method::GET || is_stream(operation) {
+            assert!(documented("403"), "{method} {path} documents its 403");
             origin_checked += 1;
             let foreign_origin = request()
                 .header(header::ORIGIN, EVIL_ORIGIN)
