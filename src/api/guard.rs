@@ -172,22 +172,21 @@ impl Guard {
             }
             GRPC_TYPES
         } else {
-            match self
+            // A path or method it does not serve falls through to a 404 or a 405.
+            let Some(route) = self
                 .rest
                 .iter()
                 .find(|r| r.method == method && matches(r.path, path))
+            else {
+                return Ok(());
+            };
+            let declared = found.as_deref();
+            if route.body_types.is_empty()
+                || declared.is_some_and(|t| route.body_types.contains(&t))
             {
-                Some(route)
-                    if !route.body_types.is_empty()
-                        && !found
-                            .as_deref()
-                            .is_some_and(|t| route.body_types.contains(&t)) =>
-                {
-                    route.body_types
-                }
-                // A path it does not serve falls through to a 404 or a 405.
-                _ => return Ok(()),
+                return Ok(());
             }
+            route.body_types
         };
         Err(Refusal::body_type(method, path, accepted, found))
     }
@@ -424,6 +423,39 @@ mod tests {
         ] {
             assert!(!guard.serves(host), "{host}");
         }
+    }
+
+    #[test]
+    fn every_name_a_request_gives_is_checked_and_one_is_needed() {
+        let guard = guard(&[], None);
+        let refused = |request: axum::http::request::Builder| {
+            guard
+                .check(&request.body(Body::empty()).unwrap())
+                .err()
+                .map(|r| (r.status, r.field))
+        };
+        let get = |uri: &str| Request::builder().uri(uri);
+        assert_eq!(
+            refused(get("/health")),
+            Some((StatusCode::MISDIRECTED_REQUEST, "Host"))
+        );
+        // An absolute request target names a host too (HTTP/2 `:authority` is one).
+        assert_eq!(
+            refused(get("http://evil.example/health").header(header::HOST, "localhost")),
+            Some((StatusCode::MISDIRECTED_REQUEST, ":authority"))
+        );
+        assert_eq!(refused(get("http://127.0.0.1:9/health")), None);
+        // A foreign Origin may read what CORS keeps from it, but not a stream.
+        let from_page = |uri: &str| {
+            get(uri)
+                .header(header::HOST, "localhost")
+                .header(header::ORIGIN, "http://evil.example")
+        };
+        assert_eq!(refused(from_page("/tasks")), None);
+        assert_eq!(
+            refused(from_page("/events")),
+            Some((StatusCode::FORBIDDEN, "Origin"))
+        );
     }
 
     #[test]
