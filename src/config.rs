@@ -72,6 +72,10 @@ pub struct Overrides {
     /// Keep state in memory only: a restart forgets everything.
     #[arg(long, conflicts_with = "data_dir")]
     pub in_memory: bool,
+    /// `Host` names served besides loopback ones and the listen address, comma-separated
+    /// (`name` or `name:port`) [default: none].
+    #[arg(long, env = "SWARM_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub allowed_hosts: Option<Vec<String>>,
 }
 
 /// The config file's shape. Unknown keys are errors.
@@ -96,6 +100,9 @@ struct FileConfig {
     /// Browser origins allowed besides loopback ones (grpc-web and REST).
     #[serde(default)]
     cors_origins: Vec<String>,
+    /// `Host` names served besides loopback ones and the listen address.
+    #[serde(default)]
+    allowed_hosts: Vec<String>,
     /// Where state is kept across restarts.
     data_dir: Option<PathBuf>,
     /// Once the swarm has spent this much (USD), nothing more is dispatched.
@@ -123,6 +130,9 @@ pub struct Config {
     pub agent_env: Vec<(String, String)>,
     /// Browser origins allowed besides loopback ones.
     pub cors_origins: Vec<String>,
+    /// `Host` names served besides loopback ones and the listen address (`name` or
+    /// `name:port`).
+    pub allowed_hosts: Vec<String>,
     /// The data directory asked for, if any.
     pub data_dir: Option<PathBuf>,
     /// State in memory only (`--in-memory`).
@@ -207,6 +217,12 @@ impl Config {
             stop_grace,
             agent_env: file.agent_env.into_iter().collect(),
             cors_origins: file.cors_origins,
+            allowed_hosts: checked_hosts(
+                overrides
+                    .allowed_hosts
+                    .clone()
+                    .unwrap_or(file.allowed_hosts),
+            )?,
             data_dir: overrides.data_dir.clone().or(file.data_dir),
             in_memory: overrides.in_memory,
             keep_worktrees: file.keep_worktrees,
@@ -343,6 +359,27 @@ fn seconds(field: &str, value: Option<f64>) -> Result<Option<Duration>, ConfigEr
     }
 }
 
+/// Each allowed host is a name or address with an optional port: no scheme, no path.
+fn checked_hosts(hosts: Vec<String>) -> Result<Vec<String>, ConfigError> {
+    for host in &hosts {
+        let (name, port) = match host.rsplit_once(':') {
+            Some((name, port)) if !name.ends_with(':') && !port.contains(']') => (name, Some(port)),
+            _ => (host.as_str(), None),
+        };
+        let plain = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '[' | ']' | ':'));
+        if !plain || port.is_some_and(|p| p.parse::<u16>().is_err()) {
+            return Err(ConfigError(format!(
+                "allowed_hosts: {host:?} is not a host name or address with an optional port \
+                 (like `swarm.example.com` or `10.0.0.5:50051`)"
+            )));
+        }
+    }
+    Ok(hosts)
+}
+
 /// `program` itself when it names a path, else the first match on PATH.
 fn find_program(program: &Path) -> Option<PathBuf> {
     let is_file = |p: &Path| p.is_file();
@@ -371,6 +408,20 @@ mod tests {
             err.contains("was not found") && err.contains("--agent simulated"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn allowed_hosts_are_names_with_an_optional_port() {
+        let ok = vec![
+            "swarm.example.com".into(),
+            "10.0.0.5:50051".into(),
+            "[::1]:8080".into(),
+        ];
+        assert_eq!(checked_hosts(ok.clone()).unwrap(), ok);
+        for bad in ["http://evil.example", "host/path", "", "host:port"] {
+            let err = checked_hosts(vec![bad.into()]).unwrap_err().to_string();
+            assert!(err.starts_with("allowed_hosts:"), "{bad}: {err}");
+        }
     }
 
     #[test]

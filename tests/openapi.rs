@@ -41,7 +41,7 @@ fn served() -> BTreeSet<(String, String)> {
     let table = rest::route_table();
     let set: BTreeSet<_> = table
         .iter()
-        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .map(|route| (route.method.to_string(), route.path.to_owned()))
         .collect();
     assert_eq!(set.len(), table.len(), "a route is listed twice: {table:?}");
     set

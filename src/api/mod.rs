@@ -3,6 +3,7 @@
 pub mod convert;
 pub mod error;
 pub mod grpc;
+pub mod guard;
 pub mod rest;
 pub mod server;
 pub mod service;

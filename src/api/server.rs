@@ -4,22 +4,28 @@
 use std::{
     future::{Future, IntoFuture},
     io,
+    net::IpAddr,
     path::PathBuf,
+    sync::Arc,
     time::Duration,
 };
 
-use axum::{http::HeaderName, serve::ListenerExt};
-
+use axum::{http::HeaderName, middleware, serve::ListenerExt};
 use tokio::{
     net::TcpListener,
     sync::{oneshot, watch},
 };
+use tonic::server::NamedService;
 use tonic_health::ServingStatus;
 use tonic_web::GrpcWebLayer;
 use tower::Layer;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 
-use super::{rest, service::Service};
+use super::{
+    guard::{self, Guard},
+    rest,
+    service::Service,
+};
 use crate::{
     engine::Engine,
     pb::{
@@ -39,6 +45,11 @@ pub struct ServerOptions {
     pub workspace_root: PathBuf,
     /// Browser origins allowed to call (grpc-web, REST) besides loopback ones.
     pub cors_origins: Vec<String>,
+    /// `Host` names served besides loopback ones and the listen address: `name` (any
+    /// port) or `name:port`, such as the name a reverse proxy or the LAN gives this
+    /// machine. Any other `Host` is refused (421), so a page on a domain rebound to this
+    /// address (DNS rebinding) cannot call the API.
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for ServerOptions {
@@ -46,27 +57,30 @@ impl Default for ServerOptions {
         Self {
             workspace_root: std::env::current_dir().unwrap_or_else(|_| ".".into()),
             cors_origins: Vec::new(),
+            allowed_hosts: Vec::new(),
         }
     }
 }
 
-/// Builds the router serving every surface of `engine`.
+/// Builds the router serving every surface of `engine`. Its `Host`s are loopback ones and
+/// `allowed_hosts`; [`serve_with`] adds the listen address.
 pub async fn router(
     engine: Engine,
     options: ServerOptions,
     shutdown: watch::Receiver<bool>,
 ) -> axum::Router {
+    app(engine, options, None, shutdown).await
+}
+
+async fn app(
+    engine: Engine,
+    options: ServerOptions,
+    listen: Option<IpAddr>,
+    shutdown: watch::Receiver<bool>,
+) -> axum::Router {
     let stopped = engine.stopped();
     let api = Service::new(engine, shutdown);
     let (health, health_service) = tonic_health::server::health_reporter();
-    set_health(&health, ServingStatus::Serving).await;
-    // A stopped engine (a bug) answers nothing any more: health says so at once.
-    tokio::spawn(async move {
-        let reason = stopped.await;
-        tracing::error!(%reason, "the engine stopped; health is NOT_SERVING");
-        set_health(&health, ServingStatus::NotServing).await;
-    });
-
     // grpcurl 1.8 speaks only v1alpha; newer clients use v1.
     let reflection = || {
         tonic_reflection::server::Builder::configure()
@@ -81,54 +95,80 @@ pub async fn router(
         .expect("the embedded descriptor sets are valid");
 
     let web = GrpcWebLayer::new();
-    let grpc = tonic::service::Routes::new(web.layer(SwarmServiceServer::new(api.clone())))
-        .add_service(web.layer(TaskServiceServer::new(api.clone())))
-        .add_service(web.layer(InstanceServiceServer::new(api.clone())))
-        .add_service(web.layer(WorkflowServiceServer::new(api.clone())))
-        .add_service(web.layer(EventServiceServer::new(api.clone())))
-        .add_service(web.layer(health_service))
+    let (swarm, tasks, instances, workflows, events, health_service) = (
+        web.layer(SwarmServiceServer::new(api.clone())),
+        web.layer(TaskServiceServer::new(api.clone())),
+        web.layer(InstanceServiceServer::new(api.clone())),
+        web.layer(WorkflowServiceServer::new(api.clone())),
+        web.layer(EventServiceServer::new(api.clone())),
+        web.layer(health_service),
+    );
+    let api_services = [
+        name(&swarm),
+        name(&tasks),
+        name(&instances),
+        name(&workflows),
+        name(&events),
+    ];
+    set_health(&health, &api_services, ServingStatus::Serving).await;
+    // A stopped engine (a bug) answers nothing any more: health says so at once.
+    tokio::spawn(async move {
+        let reason = stopped.await;
+        tracing::error!(%reason, "the engine stopped; health is NOT_SERVING");
+        set_health(&health, &api_services, ServingStatus::NotServing).await;
+    });
+    let guard = Arc::new(Guard::new(
+        &options,
+        listen,
+        &[
+            &api_services[..],
+            &[
+                name(&health_service),
+                name(&reflection_v1),
+                name(&reflection_v1alpha),
+            ],
+        ]
+        .concat(),
+    ));
+    let grpc = tonic::service::Routes::new(swarm)
+        .add_service(tasks)
+        .add_service(instances)
+        .add_service(workflows)
+        .add_service(events)
+        .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .into_axum_router();
-    // The REST router's fallback (a JSON 404) replaces tonic's "unimplemented" one.
+    // The REST router's fallback (a JSON 404) replaces tonic's "unimplemented" one. The
+    // guard is the outermost layer: every request, preflights too, passes it first.
     grpc.merge(rest::router(api, options.workspace_root))
         .fallback(rest::not_found)
-        .layer(cors(&options.cors_origins))
+        .layer(cors(guard.clone()))
+        .layer(middleware::from_fn_with_state(guard, guard::check))
 }
 
-/// The whole server's status and each service's.
-async fn set_health(health: &tonic_health::server::HealthReporter, status: ServingStatus) {
+/// The whole server's status and each of `services`'.
+async fn set_health(
+    health: &tonic_health::server::HealthReporter,
+    services: &[&'static str],
+    status: ServingStatus,
+) {
     health.set_service_status("", status).await;
-    health
-        .set_service_status(service_name::<SwarmServiceServer<Service>>(), status)
-        .await;
-    health
-        .set_service_status(service_name::<TaskServiceServer<Service>>(), status)
-        .await;
-    health
-        .set_service_status(service_name::<InstanceServiceServer<Service>>(), status)
-        .await;
-    health
-        .set_service_status(service_name::<WorkflowServiceServer<Service>>(), status)
-        .await;
-    health
-        .set_service_status(service_name::<EventServiceServer<Service>>(), status)
-        .await;
+    for service in services {
+        health.set_service_status(*service, status).await;
+    }
 }
 
-fn service_name<S: tonic::server::NamedService>() -> &'static str {
+/// The gRPC service name `service` is routed under (`/{name}/{method}`).
+fn name<S: NamedService>(_service: &S) -> &'static str {
     S::NAME
 }
 
-/// Browsers may call from loopback origins and the configured ones, nothing else.
-fn cors(origins: &[String]) -> CorsLayer {
-    let allowed: Vec<String> = origins.to_vec();
+/// Browsers may call from the origins the guard allows, nothing else.
+fn cors(guard: Arc<Guard>) -> CorsLayer {
     CorsLayer::new()
-        .allow_origin(AllowOrigin::predicate(move |origin, _| {
-            let Ok(origin) = origin.to_str() else {
-                return false;
-            };
-            allowed.iter().any(|a| a == origin) || is_loopback_origin(origin)
+        .allow_origin(AllowOrigin::predicate(move |origin, request| {
+            guard.allows_origin(origin, &request.headers, &request.uri)
         }))
         .allow_methods(Any)
         .allow_headers(Any)
@@ -137,23 +177,6 @@ fn cors(origins: &[String]) -> CorsLayer {
             HeaderName::from_static("grpc-message"),
             HeaderName::from_static("grpc-status-details-bin"),
         ])
-}
-
-fn is_loopback_origin(origin: &str) -> bool {
-    let Some(rest) = origin
-        .strip_prefix("http://")
-        .or_else(|| origin.strip_prefix("https://"))
-    else {
-        return false;
-    };
-    let host = rest.rsplit_once(':').map_or(rest, |(host, port)| {
-        if port.parse::<u16>().is_ok() {
-            host
-        } else {
-            rest
-        }
-    });
-    matches!(host, "localhost" | "127.0.0.1" | "[::1]")
 }
 
 /// Serves on `listener` until `shutdown` resolves, then ends event streams, drains
@@ -174,7 +197,8 @@ pub async fn serve_with(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     let (down_tx, down_rx) = watch::channel(false);
-    let app = router(engine.clone(), options, down_rx).await;
+    let listen = listener.local_addr()?.ip();
+    let app = app(engine.clone(), options, Some(listen), down_rx).await;
     let (failed_tx, failed_rx) = oneshot::channel();
     let (draining_tx, draining) = oneshot::channel::<()>();
     let stopped = engine.stopped();

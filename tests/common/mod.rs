@@ -57,11 +57,20 @@ impl TestServer {
 
     /// A server whose tasks run on `agent`.
     pub async fn start_with_agent(config: EngineConfig, agent: impl Agent) -> Self {
+        Self::start_with_options(config, agent, server::ServerOptions::default()).await
+    }
+
+    /// A server with explicit HTTP options (allowed hosts, CORS origins, workspace root).
+    pub async fn start_with_options(
+        config: EngineConfig,
+        agent: impl Agent,
+        options: server::ServerOptions,
+    ) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let engine = Engine::start(config, Arc::new(agent));
         let (stop, stopped) = oneshot::channel::<()>();
-        let handle = tokio::spawn(server::serve(listener, engine, async {
+        let handle = tokio::spawn(server::serve_with(listener, engine, options, async {
             let _ = stopped.await;
         }));
         // The listener is bound already: connecting needs no wait.

@@ -1,0 +1,100 @@
+//! `/workflows`: execute (YAML, inline or a file in the workspace root), list, show, cancel.
+
+use axum::{
+    body::Bytes,
+    extract::{State, rejection::BytesRejection},
+    http::HeaderMap,
+};
+use serde_json::{Value, json};
+
+use super::{
+    Gateway,
+    error::{ApiError, ApiResult},
+    json::{Id, JSON, from_json, json_body, respond},
+};
+use crate::{api::guard::media_type, pb};
+
+/// The body types `POST /workflows/execute` takes: JSON, or the workflow itself as YAML.
+/// Each needs a CORS preflight, which `text/plain` (a form's type) would not.
+pub(super) const BODY_TYPES: &[&str] = &[
+    JSON,
+    "application/yaml",
+    "application/x-yaml",
+    "text/yaml",
+    "text/x-yaml",
+];
+
+/// A YAML body (one of [`BODY_TYPES`]), or JSON `{"yaml": "..."}` or the original
+/// `{"workflow_path": "..."}` (a file inside the workspace root).
+pub(super) async fn execute_workflow(
+    State(g): State<Gateway>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let mut variables = Default::default();
+    let yaml = match media_type(&headers).as_deref() {
+        Some(JSON) | None => {
+            let value = json_body(body)?;
+            if let Some(vars) = value.get("variables") {
+                variables =
+                    from_json::<pb::ExecuteWorkflowRequest>(json!({ "variables": vars }), "")?
+                        .variables;
+            }
+            match (value.get("yaml"), value.get("workflow_path")) {
+                (Some(Value::String(yaml)), _) => yaml.clone(),
+                (_, Some(Value::String(path))) => read_workflow(&g.workspace_root, path)?,
+                _ => {
+                    return Err(ApiError::invalid(
+                        "yaml",
+                        "give the workflow as `yaml` text or a `workflow_path`",
+                    ));
+                }
+            }
+        }
+        Some(_) => String::from_utf8(body?.to_vec())
+            .map_err(|_| ApiError::invalid("yaml", "the body is not UTF-8"))?,
+    };
+    respond(
+        &g.service
+            .execute_workflow(pb::ExecuteWorkflowRequest { yaml, variables })
+            .await?,
+    )
+}
+
+fn read_workflow(root: &std::path::Path, path: &str) -> Result<String, ApiError> {
+    let root = root
+        .canonicalize()
+        .map_err(|e| ApiError::invalid("workflow_path", format!("workspace root: {e}")))?;
+    let full = root
+        .join(path)
+        .canonicalize()
+        .map_err(|_| ApiError::invalid("workflow_path", format!("{path:?} does not exist")))?;
+    if !full.starts_with(&root) {
+        return Err(ApiError::invalid(
+            "workflow_path",
+            format!("{path:?} is outside the workspace root"),
+        ));
+    }
+    std::fs::read_to_string(&full)
+        .map_err(|e| ApiError::invalid("workflow_path", format!("cannot read {path:?}: {e}")))
+}
+
+pub(super) async fn list_workflows(State(g): State<Gateway>) -> ApiResult {
+    respond(&g.service.list_workflows().await?)
+}
+
+pub(super) async fn get_workflow(State(g): State<Gateway>, Id(workflow_id): Id) -> ApiResult {
+    respond(
+        &g.service
+            .get_workflow(pb::GetWorkflowRequest { workflow_id })
+            .await?,
+    )
+}
+
+pub(super) async fn cancel_workflow(State(g): State<Gateway>, Id(workflow_id): Id) -> ApiResult {
+    respond(
+        &g.service
+            .cancel_workflow(pb::CancelWorkflowRequest { workflow_id })
+            .await?,
+    )
+}

@@ -1,0 +1,297 @@
+//! The client subcommands: one gRPC call each (or a stream), printed as a table or JSON.
+
+use std::process::ExitCode;
+
+use tokio::sync::mpsc;
+use tonic::transport::Channel;
+
+use super::{
+    CliResult, Command, InstanceCommand, TaskCommand, WorkflowCommand,
+    print::{print, print_event, print_instances, print_task, print_tasks, print_workflows},
+    workflow::{follow_workflow, report_workflow},
+};
+use crate::{
+    api::convert,
+    engine::Priority,
+    pb::{
+        self, event_service_client::EventServiceClient,
+        instance_service_client::InstanceServiceClient, swarm_service_client::SwarmServiceClient,
+        task_service_client::TaskServiceClient, workflow_service_client::WorkflowServiceClient,
+    },
+};
+
+pub(super) async fn client(command: Command, server: &str, json: bool) -> CliResult {
+    let channel = Channel::from_shared(server.to_owned())
+        .map_err(|e| format!("--server {server:?}: {e}"))?
+        .connect()
+        .await
+        .map_err(|e| format!("cannot reach the server at {server}: {e}"))?;
+    let mut tasks = TaskServiceClient::new(channel.clone());
+    let mut instances = InstanceServiceClient::new(channel.clone());
+    let mut workflows = WorkflowServiceClient::new(channel.clone());
+    match command {
+        Command::Serve { .. }
+        | Command::Run { .. }
+        | Command::Workflow(WorkflowCommand::Validate { .. }) => {
+            unreachable!("handled by main")
+        }
+        Command::Status => {
+            let status = SwarmServiceClient::new(channel)
+                .get_status(pb::GetStatusRequest {})
+                .await?
+                .into_inner();
+            print(json, &status, |s| {
+                let i = s.instances.unwrap_or_default();
+                let t = s.tasks.unwrap_or_default();
+                let q = s.queue.unwrap_or_default();
+                println!(
+                    "claude-swarm {} (agent: {}), up {:.0}s",
+                    s.version, s.agent, s.uptime_seconds
+                );
+                println!(
+                    "instances: {} idle, {} busy, {} stopping ({} of max {})",
+                    i.idle, i.busy, i.stopping, i.total, i.max
+                );
+                println!(
+                    "tasks:     {} pending, {} queued, {} running, {} completed, {} failed, {} cancelled, {} skipped",
+                    t.pending, t.queued, t.running, t.completed, t.failed, t.cancelled, t.skipped
+                );
+                println!(
+                    "queue:     {} critical, {} high, {} normal, {} low",
+                    q.critical, q.high, q.normal, q.low
+                );
+                println!(
+                    "workflows: {} running; total cost ${:.4}",
+                    s.workflows_running, s.total_cost_usd
+                );
+            })?;
+        }
+        Command::Submit {
+            prompt,
+            name,
+            priority,
+            timeout,
+            depends_on,
+            working_directory,
+            model,
+            wait,
+        } => {
+            let priority = Priority::from_word(&priority).ok_or_else(|| {
+                format!("--priority {priority:?} is not one of low, normal, high, critical")
+            })?;
+            let spec = pb::TaskSpec {
+                prompt,
+                name: name.unwrap_or_default(),
+                priority: convert::to_pb(priority),
+                timeout: timeout.unwrap_or(0.0),
+                depends_on,
+                working_directory: working_directory.unwrap_or_default(),
+                model: model.unwrap_or_default(),
+                ..Default::default()
+            };
+            let reply = tasks
+                .submit_task(pb::SubmitTaskRequest { task: Some(spec) })
+                .await?
+                .into_inner();
+            let mut task = reply.task.unwrap_or_default();
+            if wait {
+                let request = pb::StreamEventsRequest {
+                    after_sequence: Some(0),
+                    task_id: task.id.clone(),
+                    kinds: [
+                        K::TaskCompleted,
+                        K::TaskFailed,
+                        K::TaskCancelled,
+                        K::TaskSkipped,
+                    ]
+                    .map(|k| k as i32)
+                    .to_vec(),
+                    ..Default::default()
+                };
+                use pb::EventKind as K;
+                let mut stream = EventServiceClient::new(channel)
+                    .stream_events(request)
+                    .await?
+                    .into_inner();
+                stream.message().await?;
+                task = tasks
+                    .get_task(pb::GetTaskRequest { task_id: task.id })
+                    .await?
+                    .into_inner();
+                print(json, &task, print_task)?;
+                return Ok(if task.status == pb::TaskStatus::Completed as i32 {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                });
+            }
+            print(json, &task, |t| println!("{}", t.id))?;
+        }
+        Command::Task(TaskCommand::List {
+            status,
+            workflow,
+            limit,
+        }) => {
+            let status = status
+                .iter()
+                .map(|s| {
+                    parse_status(s).ok_or_else(|| format!("--status {s:?} is not a task state"))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let request = pb::ListTasksRequest {
+                status,
+                workflow_id: workflow.unwrap_or_default(),
+                limit,
+                ..Default::default()
+            };
+            let page = tasks.list_tasks(request).await?.into_inner();
+            print(json, &page, |p| print_tasks(&p.tasks))?;
+        }
+        Command::Task(TaskCommand::Get { id }) => {
+            let task = tasks
+                .get_task(pb::GetTaskRequest { task_id: id })
+                .await?
+                .into_inner();
+            print(json, &task, print_task)?;
+        }
+        Command::Task(TaskCommand::Cancel { id }) => {
+            let task = tasks
+                .cancel_task(pb::CancelTaskRequest { task_id: id })
+                .await?
+                .into_inner();
+            print(json, &task, print_task)?;
+        }
+        Command::Instance(InstanceCommand::List) => {
+            let list = instances
+                .list_instances(pb::ListInstancesRequest {})
+                .await?
+                .into_inner();
+            print(json, &list, |l| print_instances(&l.instances))?;
+        }
+        Command::Instance(InstanceCommand::Spawn {
+            count,
+            working_directory,
+        }) => {
+            let request = pb::SpawnInstancesRequest {
+                count,
+                working_directory: working_directory.unwrap_or_default(),
+            };
+            let list = instances.spawn_instances(request).await?.into_inner();
+            print(json, &list, |l| print_instances(&l.instances))?;
+        }
+        Command::Instance(InstanceCommand::Scale { target }) => {
+            let list = instances
+                .scale_instances(pb::ScaleInstancesRequest { target })
+                .await?
+                .into_inner();
+            print(json, &list, |l| print_instances(&l.instances))?;
+        }
+        Command::Instance(InstanceCommand::Terminate { id }) => {
+            let instance = instances
+                .terminate_instance(pb::TerminateInstanceRequest { instance_id: id })
+                .await?
+                .into_inner();
+            print(json, &instance, |i| {
+                print_instances(std::slice::from_ref(i))
+            })?;
+        }
+        Command::Workflow(WorkflowCommand::Run { file, vars }) => {
+            let yaml = std::fs::read_to_string(&file)
+                .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+            let variables = vars.into_iter().collect();
+            let reply = workflows
+                .execute_workflow(pb::ExecuteWorkflowRequest { yaml, variables })
+                .await?
+                .into_inner();
+            let request = pb::StreamEventsRequest {
+                after_sequence: Some(0),
+                workflow_id: reply.workflow_id.clone(),
+                ..Default::default()
+            };
+            let mut stream = EventServiceClient::new(channel)
+                .stream_events(request)
+                .await?
+                .into_inner();
+            let (tx, rx) = mpsc::channel(256);
+            tokio::spawn(async move {
+                while let Ok(Some(event)) = stream.message().await {
+                    if tx.send(event).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            let finished = follow_workflow(rx, &reply.workflow_id, json).await?;
+            let request = pb::ListTasksRequest {
+                workflow_id: finished.id.clone(),
+                limit: 1000,
+                ..Default::default()
+            };
+            let mut all = Vec::new();
+            let mut page = tasks.list_tasks(request.clone()).await?.into_inner();
+            loop {
+                all.append(&mut page.tasks);
+                if page.next_page_token.is_empty() {
+                    break;
+                }
+                let next = pb::ListTasksRequest {
+                    page_token: page.next_page_token.clone(),
+                    ..request.clone()
+                };
+                page = tasks.list_tasks(next).await?.into_inner();
+            }
+            return report_workflow(finished, &all, json);
+        }
+        Command::Workflow(WorkflowCommand::Get { id }) => {
+            let w = workflows
+                .get_workflow(pb::GetWorkflowRequest { workflow_id: id })
+                .await?
+                .into_inner();
+            print(json, &w, |w| print_workflows(std::slice::from_ref(w)))?;
+        }
+        Command::Workflow(WorkflowCommand::List) => {
+            let list = workflows
+                .list_workflows(pb::ListWorkflowsRequest {})
+                .await?
+                .into_inner();
+            print(json, &list, |l| print_workflows(&l.workflows))?;
+        }
+        Command::Workflow(WorkflowCommand::Cancel { id }) => {
+            let w = workflows
+                .cancel_workflow(pb::CancelWorkflowRequest { workflow_id: id })
+                .await?
+                .into_inner();
+            print(json, &w, |w| print_workflows(std::slice::from_ref(w)))?;
+        }
+        Command::Watch {
+            task,
+            workflow,
+            instance,
+            after,
+        } => {
+            let request = pb::StreamEventsRequest {
+                after_sequence: after,
+                task_id: task.unwrap_or_default(),
+                workflow_id: workflow.unwrap_or_default(),
+                instance_id: instance.unwrap_or_default(),
+                kinds: Vec::new(),
+            };
+            let mut stream = EventServiceClient::new(channel)
+                .stream_events(request)
+                .await?
+                .into_inner();
+            while let Some(event) = stream.message().await? {
+                print(json, &event, print_event)?;
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn parse_status(word: &str) -> Option<i32> {
+    let word = word.to_ascii_uppercase();
+    let word = word
+        .strip_prefix("TASK_STATUS_")
+        .unwrap_or(&word)
+        .to_owned();
+    pb::TaskStatus::from_str_name(&format!("TASK_STATUS_{word}")).map(|s| s as i32)
+}

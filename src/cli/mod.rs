@@ -1,0 +1,225 @@
+//! The command line: `serve`, `run` (a workflow in-process), and client subcommands that
+//! talk to a running server over gRPC. Tables for people, `--json` for scripts.
+
+mod client;
+mod print;
+mod workflow;
+
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc};
+
+use clap::{Parser, Subcommand};
+
+use crate::{
+    api::server,
+    config::{Config, Overrides},
+};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "claude-swarm",
+    version,
+    about = "Run a pool of Claude Code agents over a queue of prompts"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Server to talk to (client subcommands).
+    #[arg(
+        long,
+        global = true,
+        env = "SWARM_SERVER",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    server: String,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Serve gRPC, grpc-web and REST on one port.
+    Serve {
+        /// Address to listen on [default: 127.0.0.1:50051].
+        #[arg(long, env = "SWARM_LISTEN")]
+        listen: Option<SocketAddr>,
+        #[command(flatten)]
+        overrides: Overrides,
+    },
+    /// Run a workflow file in this process, end to end; exits non-zero if a task did not complete.
+    Run {
+        file: PathBuf,
+        /// Set a workflow variable (repeatable).
+        #[arg(long = "var", value_name = "NAME=VALUE", value_parser = parse_var)]
+        vars: Vec<(String, String)>,
+        #[command(flatten)]
+        overrides: Overrides,
+    },
+    /// Show the swarm's status.
+    Status,
+    /// Submit one task.
+    Submit {
+        prompt: String,
+        #[arg(long)]
+        name: Option<String>,
+        /// low, normal, high or critical.
+        #[arg(long, default_value = "normal")]
+        priority: String,
+        /// Seconds.
+        #[arg(long)]
+        timeout: Option<f64>,
+        /// Task ids that must complete first.
+        #[arg(long = "depends-on")]
+        depends_on: Vec<String>,
+        #[arg(long)]
+        working_directory: Option<String>,
+        #[arg(long)]
+        model: Option<String>,
+        /// Wait for the task to finish and print it.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// List, show or cancel tasks.
+    #[command(subcommand)]
+    Task(TaskCommand),
+    /// List, spawn, scale or terminate instances.
+    #[command(subcommand)]
+    Instance(InstanceCommand),
+    /// Run, show, list or cancel workflows on the server.
+    #[command(subcommand)]
+    Workflow(WorkflowCommand),
+    /// Print events as they happen.
+    Watch {
+        #[arg(long)]
+        task: Option<String>,
+        #[arg(long)]
+        workflow: Option<String>,
+        #[arg(long)]
+        instance: Option<String>,
+        /// Replay retained events after this sequence number first.
+        #[arg(long)]
+        after: Option<u64>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum TaskCommand {
+    List {
+        /// Only tasks in this state (repeatable).
+        #[arg(long)]
+        status: Vec<String>,
+        #[arg(long)]
+        workflow: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    Get {
+        id: String,
+    },
+    Cancel {
+        id: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum InstanceCommand {
+    List,
+    Spawn {
+        #[arg(long, default_value_t = 1)]
+        count: u32,
+        #[arg(long)]
+        working_directory: Option<String>,
+    },
+    Scale {
+        target: i32,
+    },
+    Terminate {
+        id: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum WorkflowCommand {
+    /// Submit a workflow file and follow it to its end.
+    Run {
+        file: PathBuf,
+        /// Set a workflow variable (repeatable).
+        #[arg(long = "var", value_name = "NAME=VALUE", value_parser = parse_var)]
+        vars: Vec<(String, String)>,
+    },
+    /// Check a workflow file without running anything (locally; no server needed).
+    Validate {
+        file: PathBuf,
+        #[arg(long = "var", value_name = "NAME=VALUE", value_parser = parse_var)]
+        vars: Vec<(String, String)>,
+    },
+    Get {
+        id: String,
+    },
+    List,
+    Cancel {
+        id: String,
+    },
+}
+
+impl Cli {
+    /// Talks to a server (as opposed to being one, or running a workflow in-process).
+    pub fn is_client(&self) -> bool {
+        !matches!(self.command, Command::Serve { .. } | Command::Run { .. })
+    }
+}
+
+type CliResult = Result<ExitCode, Box<dyn std::error::Error>>;
+
+pub async fn main(cli: Cli) -> ExitCode {
+    let json = cli.json;
+    let outcome = match cli.command {
+        Command::Serve { listen, overrides } => serve(listen, &overrides).await,
+        Command::Run {
+            file,
+            vars,
+            overrides,
+        } => workflow::run_local(&file, &vars, &overrides, json).await,
+        Command::Workflow(WorkflowCommand::Validate { file, vars }) => {
+            workflow::validate(&file, &vars)
+        }
+        command => client::client(command, &cli.server, json).await,
+    };
+    match outcome {
+        Ok(code) => code,
+        Err(e) => {
+            match e.downcast_ref::<tonic::Status>() {
+                Some(status) => eprintln!("error: {:?}: {}", status.code(), status.message()),
+                None => eprintln!("error: {e}"),
+            }
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn serve(listen: Option<SocketAddr>, overrides: &Overrides) -> CliResult {
+    let config = Config::load(overrides, listen)?;
+    let agent = config.agent()?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    let engine = config.start_engine(Arc::new(agent), crate::config::default_data_dir())?;
+    tracing::info!(address = %listener.local_addr()?, agent = ?config.agent, "serving gRPC, grpc-web and REST");
+    let options = server::ServerOptions {
+        workspace_root: config.engine.working_directory.clone(),
+        cors_origins: config.cors_origins.clone(),
+        allowed_hosts: config.allowed_hosts.clone(),
+    };
+    server::serve_with(listener, engine, options, server::shutdown_signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `NAME=VALUE` of `--var`.
+fn parse_var(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((name, value)) if !name.trim().is_empty() => {
+            Ok((name.trim().to_owned(), value.to_owned()))
+        }
+        _ => Err(format!("{text:?} is not NAME=VALUE")),
+    }
+}

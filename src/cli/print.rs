@@ -1,0 +1,205 @@
+//! How the client subcommands print: JSON for scripts, tables and words for people.
+
+use crate::pb;
+
+/// JSON (the protobuf JSON mapping, proto field names) or the human form.
+pub(super) fn print<T: serde::Serialize>(
+    json: bool,
+    value: &T,
+    human: impl FnOnce(&T),
+) -> Result<(), serde_json::Error> {
+    if json {
+        println!("{}", serde_json::to_string(value)?);
+    } else {
+        human(value);
+    }
+    Ok(())
+}
+
+pub(super) fn status_word(status: i32) -> String {
+    pb::TaskStatus::try_from(status).map_or("?".into(), |s| {
+        s.as_str_name()
+            .trim_start_matches("TASK_STATUS_")
+            .to_lowercase()
+    })
+}
+
+pub(super) fn workflow_word(status: i32) -> String {
+    pb::WorkflowStatus::try_from(status).map_or("?".into(), |s| {
+        s.as_str_name()
+            .trim_start_matches("WORKFLOW_STATUS_")
+            .to_lowercase()
+    })
+}
+
+fn instance_word(status: i32) -> String {
+    pb::InstanceStatus::try_from(status).map_or("?".into(), |s| {
+        s.as_str_name()
+            .trim_start_matches("INSTANCE_STATUS_")
+            .to_lowercase()
+    })
+}
+
+pub(super) fn seconds_between(
+    from: Option<&pbjson_types::Timestamp>,
+    to: Option<&pbjson_types::Timestamp>,
+) -> f64 {
+    match (from, to) {
+        (Some(a), Some(b)) => (b.seconds - a.seconds) as f64 + f64::from(b.nanos - a.nanos) / 1e9,
+        _ => 0.0,
+    }
+}
+
+pub(super) fn duration(task: &pb::Task) -> String {
+    match (&task.started_at, &task.completed_at) {
+        (Some(_), Some(_)) => format!(
+            "{:.1}s",
+            seconds_between(task.started_at.as_ref(), task.completed_at.as_ref())
+        ),
+        _ => "-".into(),
+    }
+}
+
+pub(super) fn cost(task: &pb::Task) -> f64 {
+    task.result.as_ref().map_or(0.0, |r| r.cost_usd)
+}
+
+/// The first line of `text`, cut to `max` characters.
+fn head(text: &str, max: usize) -> String {
+    let line = text.lines().next().unwrap_or_default();
+    if line.chars().count() > max {
+        format!("{}…", line.chars().take(max - 1).collect::<String>())
+    } else {
+        line.to_owned()
+    }
+}
+
+fn table(headers: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        println!("{}", padded.join("  ").trim_end());
+    };
+    line(headers.iter().map(|h| h.to_string()).collect());
+    for row in rows {
+        line(row.clone());
+    }
+}
+
+pub(super) fn print_tasks(tasks: &[pb::Task]) {
+    let rows: Vec<Vec<String>> = tasks
+        .iter()
+        .map(|t| {
+            let outcome = t
+                .result
+                .as_ref()
+                .filter(|_| t.error.is_empty())
+                .map_or(t.error.as_str(), |r| r.text.as_str());
+            vec![
+                t.id.clone(),
+                head(&t.name, 24),
+                status_word(t.status),
+                duration(t),
+                format!("${:.4}", cost(t)),
+                head(outcome, 60),
+            ]
+        })
+        .collect();
+    table(
+        &["ID", "NAME", "STATUS", "DURATION", "COST", "RESULT"],
+        &rows,
+    );
+}
+
+pub(super) fn print_task(t: &pb::Task) {
+    println!("id:        {}", t.id);
+    println!("name:      {}", t.name);
+    println!("status:    {}", status_word(t.status));
+    println!("instance:  {}", t.instance_id);
+    if !t.workflow_id.is_empty() {
+        println!("workflow:  {}", t.workflow_id);
+    }
+    println!("duration:  {}", duration(t));
+    if let Some(r) = &t.result {
+        println!("session:   {}", r.session_id);
+        println!("cost:      ${:.6} over {} turn(s)", r.cost_usd, r.num_turns);
+        println!("result:    {}", r.text);
+    }
+    if !t.error.is_empty() {
+        println!("error:     {}", t.error);
+    }
+}
+
+pub(super) fn print_instances(instances: &[pb::Instance]) {
+    let rows: Vec<Vec<String>> = instances
+        .iter()
+        .map(|i| {
+            vec![
+                i.id.clone(),
+                instance_word(i.status),
+                i.current_task_id.clone(),
+                i.tasks_completed.to_string(),
+                i.tasks_failed.to_string(),
+                format!("${:.4}", i.total_cost_usd),
+            ]
+        })
+        .collect();
+    table(
+        &["ID", "STATUS", "TASK", "COMPLETED", "FAILED", "COST"],
+        &rows,
+    );
+}
+
+pub(super) fn print_workflows(workflows: &[pb::Workflow]) {
+    let rows: Vec<Vec<String>> = workflows
+        .iter()
+        .map(|w| {
+            let c = w.task_counts.unwrap_or_default();
+            vec![
+                w.id.clone(),
+                head(&w.name, 30),
+                workflow_word(w.status),
+                format!("{}/{}", c.completed, w.task_ids.len()),
+                format!("${:.4}", w.total_cost_usd),
+            ]
+        })
+        .collect();
+    table(&["ID", "NAME", "STATUS", "COMPLETED", "COST"], &rows);
+}
+
+pub(super) fn print_event(e: &pb::Event) {
+    use pb::event::Payload;
+    let kind = pb::EventKind::try_from(e.kind).map_or("?".into(), |k| {
+        k.as_str_name()
+            .trim_start_matches("EVENT_KIND_")
+            .to_lowercase()
+    });
+    let detail = match &e.payload {
+        Some(Payload::Task(t)) => format!("{} {}", t.name, t.error),
+        Some(Payload::Instance(i)) => instance_word(i.status),
+        Some(Payload::Workflow(w)) => format!("{} {}", w.name, workflow_word(w.status)),
+        Some(Payload::Output(o)) => format!("{} {}", o.message_type, head(&o.text, 80)),
+        None => String::new(),
+    };
+    let subject = [&e.task_id, &e.instance_id, &e.workflow_id]
+        .into_iter()
+        .find(|s| !s.is_empty())
+        .cloned()
+        .unwrap_or_default();
+    println!(
+        "{:>6} {:<24} {:<36} {}",
+        e.sequence,
+        kind,
+        subject,
+        detail.trim()
+    );
+}

@@ -1,0 +1,152 @@
+//! Workflow files: check one, run one in this process, and follow a run to its end.
+
+use std::{path::PathBuf, process::ExitCode, sync::Arc};
+
+use tokio::sync::mpsc;
+
+use super::{
+    CliResult,
+    print::{cost, duration, print_tasks, seconds_between, status_word, workflow_word},
+};
+use crate::{
+    config::{Config, Overrides},
+    engine::{EngineError, EventFilter, TaskQuery, workflow},
+    pb,
+};
+
+/// Reads and checks a workflow file; errors name the file, the field, the line and column.
+fn load_workflow(
+    file: &PathBuf,
+    vars: &[(String, String)],
+) -> Result<(String, workflow::WorkflowPlan), String> {
+    let yaml = std::fs::read_to_string(file)
+        .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    let vars = vars.iter().cloned().collect();
+    let plan = workflow::parse(&yaml, &vars).map_err(|e| format!("{}: {e}", file.display()))?;
+    Ok((yaml, plan))
+}
+
+pub(super) fn validate(file: &PathBuf, vars: &[(String, String)]) -> CliResult {
+    let (_, plan) = load_workflow(file, vars)?;
+    println!(
+        "{}: workflow {:?} is valid, {} tasks",
+        file.display(),
+        plan.name,
+        plan.tasks.len()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) async fn run_local(
+    file: &PathBuf,
+    vars: &[(String, String)],
+    overrides: &Overrides,
+    json: bool,
+) -> CliResult {
+    let config = Config::load(overrides, None)?;
+    let (_, plan) = load_workflow(file, vars)?;
+    let agent = config.agent()?;
+    let engine = config.start_engine(Arc::new(agent), None)?;
+    let info = engine.execute_workflow(plan).await?;
+    let filter = EventFilter {
+        workflow_id: Some(info.id.clone()),
+        ..EventFilter::default()
+    };
+    let mut subscription = engine.subscribe(Some(0), filter).await?;
+    let (tx, rx) = mpsc::channel(256);
+    tokio::spawn(async move {
+        while let Some(Ok(event)) = subscription.next().await {
+            if tx.send(pb::Event::from(event.as_ref())).await.is_err() {
+                break;
+            }
+        }
+    });
+    let finished = follow_workflow(rx, &info.id, json).await;
+    let query = TaskQuery {
+        workflow_id: Some(info.id.clone()),
+        limit: 1000,
+        ..TaskQuery::default()
+    };
+    let mut tasks = Vec::new();
+    let mut page = engine.list_tasks(query.clone()).await?;
+    loop {
+        tasks.extend(page.tasks.iter().map(pb::Task::from));
+        let Some(token) = page.next_page_token else {
+            break;
+        };
+        page = engine
+            .list_tasks(TaskQuery {
+                page_token: Some(token),
+                ..query.clone()
+            })
+            .await?;
+    }
+    engine.shutdown(std::time::Duration::from_secs(10)).await;
+    report_workflow(finished?, &tasks, json)
+}
+
+/// Prints progress for a workflow's events until it finishes; returns its final state.
+pub(super) async fn follow_workflow(
+    mut events: mpsc::Receiver<pb::Event>,
+    workflow_id: &str,
+    quiet: bool,
+) -> Result<pb::Workflow, EngineError> {
+    use pb::{EventKind as K, event::Payload};
+    while let Some(event) = events.recv().await {
+        let kind = K::try_from(event.kind).unwrap_or(K::Unspecified);
+        match (kind, event.payload) {
+            (K::WorkflowFinished, Some(Payload::Workflow(w))) if w.id == workflow_id => {
+                return Ok(w);
+            }
+            (
+                K::TaskStarted
+                | K::TaskCompleted
+                | K::TaskFailed
+                | K::TaskCancelled
+                | K::TaskRetrying
+                | K::TaskSkipped,
+                Some(Payload::Task(t)),
+            ) if !quiet => {
+                let detail = match kind {
+                    K::TaskStarted if t.instance_id.is_empty() => "one task per item".to_string(),
+                    K::TaskStarted => format!("on {}", t.instance_id),
+                    K::TaskCompleted => format!("in {} for ${:.4}", duration(&t), cost(&t)),
+                    _ => t.error.clone(),
+                };
+                eprintln!(
+                    "[{:>5}] {:<10} {}  {}",
+                    event.sequence,
+                    status_word(t.status),
+                    t.name,
+                    detail
+                );
+            }
+            _ => {}
+        }
+    }
+    Err(EngineError::Unavailable(
+        "the event stream ended before the workflow finished".into(),
+    ))
+}
+
+pub(super) fn report_workflow(workflow: pb::Workflow, tasks: &[pb::Task], json: bool) -> CliResult {
+    if json {
+        let doc = serde_json::json!({ "workflow": workflow, "tasks": tasks });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    } else {
+        print_tasks(tasks);
+        println!(
+            "\nworkflow {} ({}): {} in {:.1}s, ${:.4}",
+            workflow.name,
+            workflow.id,
+            workflow_word(workflow.status),
+            seconds_between(workflow.created_at.as_ref(), workflow.completed_at.as_ref()),
+            workflow.total_cost_usd
+        );
+    }
+    Ok(if workflow.status == pb::WorkflowStatus::Completed as i32 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
