@@ -10,12 +10,13 @@ use tonic::transport::Channel;
 use crate::{
     api::{convert, server},
     config::{Config, Overrides},
-    engine::{EngineError, events::EventFilter, scheduler::TaskQuery, task::Priority, workflow},
+    engine::{EngineError, events::EventFilter, scheduler::TaskQuery, task::Priority},
     pb::{
         self, event_service_client::EventServiceClient,
         instance_service_client::InstanceServiceClient, swarm_service_client::SwarmServiceClient,
         task_service_client::TaskServiceClient, workflow_service_client::WorkflowServiceClient,
     },
+    workflow,
 };
 
 #[derive(Parser, Debug)]

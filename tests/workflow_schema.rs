@@ -11,7 +11,7 @@ use std::{
     process::{Command, Stdio},
 };
 
-use claude_swarm::engine::workflow;
+use claude_swarm::workflow;
 
 const SCHEMA_COMMENT: &str = "# yaml-language-server: $schema=./schema.json";
 

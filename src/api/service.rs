@@ -7,10 +7,8 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use super::convert::{event_kind_from_pb, priority_from_pb, status_from_pb};
 use crate::{
-    engine::{
-        Engine, EngineError, events::EventFilter, scheduler::TaskQuery, task::TaskSpec, workflow,
-    },
-    pb,
+    engine::{Engine, EngineError, events::EventFilter, scheduler::TaskQuery, task::TaskSpec},
+    pb, workflow,
 };
 
 type Result<T> = std::result::Result<T, EngineError>;
