@@ -7,8 +7,8 @@
 //!   the instance pool, workflows, numbered events, and the scheduler task that owns all of
 //!   it behind the cheap [`engine::Engine`] handle. Knows nothing of gRPC, HTTP or the CLI.
 //! - [`workflow`]: the workflow file format. Reads a YAML document, checks it (each error
-//!   naming the field, the line and the column) and hands the engine a plan; the engine
-//!   never reads YAML.
+//!   naming the field, the line and the column) and hands the engine a plan, with warnings
+//!   for `{{ }}` text it kept as written; the engine never reads YAML.
 //! - [`agent`]: how a task runs on a process. The stream-json protocol of Claude Code, the
 //!   process wrapper (process groups, stop escalation), and the simulated CLI that speaks
 //!   the same protocol for demos and tests.

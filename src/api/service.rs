@@ -146,10 +146,23 @@ impl Service {
         &self,
         request: pb::ValidateWorkflowRequest,
     ) -> Result<pb::ValidateWorkflowResponse> {
-        let plan = workflow::parse(&request.yaml, &request.variables.into_iter().collect())?;
+        let checked = workflow::check(&request.yaml, &request.variables.into_iter().collect())?;
         Ok(pb::ValidateWorkflowResponse {
-            name: plan.name,
-            task_count: plan.tasks.len() as u32,
+            name: checked.plan.name,
+            task_count: checked.plan.tasks.len() as u32,
+            warnings: checked
+                .warnings
+                .into_iter()
+                .map(|w| {
+                    let (line, column) = w.place.map_or((0, 0), |p| (p.line, p.column));
+                    pb::ValidationWarning {
+                        message: w.message,
+                        field: w.field,
+                        line: line as u32,
+                        column: column as u32,
+                    }
+                })
+                .collect(),
         })
     }
 

@@ -44,8 +44,9 @@ pub(super) struct Defaults {
     pub(super) retries: Option<u32>,
     pub(super) retry_backoff: Option<f64>,
     pub(super) priority: Option<String>,
-    #[serde(alias = "directory")]
     pub(super) working_directory: Option<String>,
+    /// The original format's spelling of `working_directory`.
+    pub(super) directory: Option<String>,
     pub(super) isolation: Option<String>,
     pub(super) permission_mode: Option<String>,
     pub(super) allowed_tools: Option<Vec<String>>,
@@ -67,9 +68,10 @@ pub(super) struct DocumentTask {
     pub(super) priority: Option<String>,
     /// Seconds.
     pub(super) timeout: Option<f64>,
-    #[serde(alias = "directory")]
     pub(super) working_directory: Option<String>,
-    /// Pin to the workflow's Nth instance (from 0).
+    /// The original format's spelling of `working_directory`.
+    pub(super) directory: Option<String>,
+    /// Pin to the workflow's Nth instance, numbered from 1 as in the original format.
     pub(super) instance: Option<usize>,
     pub(super) model: Option<String>,
     pub(super) allowed_tools: Option<Vec<String>>,
@@ -95,11 +97,37 @@ pub(super) struct ForEach {
     pub(super) max_parallel: Option<usize>,
 }
 
+/// Why a mapping may not give both spellings of the working directory.
+pub(super) const BOTH_DIRECTORIES: &str = "give working_directory or directory, not both";
+
+/// The working directory and the key it is written under (`working_directory`, or
+/// `directory` as in the original format); `Err` names the second key when both are given.
+pub(super) fn directory<'a>(
+    working_directory: &'a Option<String>,
+    directory: &'a Option<String>,
+) -> std::result::Result<Option<(&'static str, &'a str)>, &'static str> {
+    match (working_directory, directory) {
+        (Some(_), Some(_)) => Err("directory"),
+        (Some(dir), None) => Ok(Some(("working_directory", dir))),
+        (None, Some(dir)) => Ok(Some(("directory", dir))),
+        (None, None) => Ok(None),
+    }
+}
+
+/// A variable that cannot be used.
+pub(super) struct BadVariable {
+    pub(super) name: String,
+    pub(super) reason: String,
+    /// Whether the bad value is the document's (else an override's, which has no place in
+    /// the document).
+    pub(super) declared: bool,
+}
+
 /// Declared variables with overrides applied: each a list of values (one for a scalar).
 pub(super) fn variables(
     declared: &BTreeMap<String, serde_norway::Value>,
     overrides: &BTreeMap<String, String>,
-) -> std::result::Result<HashMap<String, Vec<String>>, (String, String)> {
+) -> std::result::Result<HashMap<String, Vec<String>>, BadVariable> {
     use serde_norway::Value as V;
     let scalar = |v: &V| match v {
         V::String(s) => Some(s.clone()),
@@ -114,20 +142,20 @@ pub(super) fn variables(
             V::Null => Some(Vec::new()),
             other => scalar(other).map(|s| vec![s]),
         }
-        .ok_or_else(|| {
-            (
-                format!("variables.{name}"),
-                "must be a string, a number, a boolean or a list of them".into(),
-            )
+        .ok_or_else(|| BadVariable {
+            name: name.clone(),
+            reason: "must be a string, a number, a boolean or a list of them".into(),
+            declared: true,
         })?;
         vars.insert(name.clone(), values);
     }
     for (name, value) in overrides {
         let Some(current) = vars.get_mut(name) else {
-            return Err((
-                format!("variables.{name}"),
-                format!("the workflow declares no variable {name:?}"),
-            ));
+            return Err(BadVariable {
+                name: name.clone(),
+                reason: format!("the workflow declares no variable {name:?}"),
+                declared: false,
+            });
         };
         *current = if matches!(declared.get(name), Some(V::Sequence(_))) {
             items_of_list(value)
