@@ -107,8 +107,8 @@ pub fn check(yaml: &str, overrides: &BTreeMap<String, String>) -> Result<Checked
         }
         other => other,
     };
-    let mut warnings = Vec::new();
-    let inherited = Inherited::read(&doc, &here, &vars, &mut warnings)?;
+    let mut notes = Notes::default();
+    let inherited = Inherited::read(&doc, &here, &vars, &mut notes)?;
     let graph = Graph::new(&doc.tasks, &here)?;
     let mut tasks = Vec::with_capacity(doc.tasks.len());
     let mut pins = Vec::with_capacity(doc.tasks.len());
@@ -120,12 +120,11 @@ pub fn check(yaml: &str, overrides: &BTreeMap<String, String>) -> Result<Checked
             &inherited,
             &vars,
             &here,
-            &mut warnings,
+            &mut notes,
         )?;
         tasks.push(spec);
         pins.push(pin);
     }
-    warnings.sort_by_key(|w| (w.place.is_none(), w.place));
     Ok(Checked {
         plan: WorkflowPlan {
             name: doc.name,
@@ -136,7 +135,7 @@ pub fn check(yaml: &str, overrides: &BTreeMap<String, String>) -> Result<Checked
             leaves: graph.leaves(),
             budget_usd,
         },
-        warnings,
+        warnings: notes.into_warnings(),
     })
 }
 
@@ -145,26 +144,53 @@ fn invalid(here: &Locator, field: &str, at: At, reason: String) -> EngineError {
     EngineError::invalid(field, format!("{reason}{}", suffix(here.place(at))))
 }
 
-/// Turns what a template kept as written in `text` (the value of `at`) into warnings.
-fn note(
-    here: &Locator,
-    field: &str,
-    at: At,
-    text: &str,
-    left: Vec<LeftAlone>,
-    warnings: &mut Vec<Warning>,
-) {
-    for LeftAlone {
-        offset,
-        hole,
-        reason,
-    } in left
-    {
-        let nth = text[..offset].matches(hole.as_str()).count();
-        warnings.push(Warning {
-            field: field.to_owned(),
-            message: reason,
-            place: here.place_in_value(at, &hole, nth),
-        });
+/// Most warnings listed for one document; the rest are counted in one more. Placing a
+/// warning scans the document, so a document of nothing but `{{x}}` stays cheap to check.
+const MAX_WARNINGS: usize = 100;
+
+/// The warnings of one document, as they are found.
+#[derive(Default)]
+struct Notes {
+    listed: Vec<Warning>,
+    unlisted: usize,
+}
+
+impl Notes {
+    /// Notes what a template kept as written in `text` (the value of `at`).
+    fn note(&mut self, here: &Locator, field: &str, at: At, text: &str, left: Vec<LeftAlone>) {
+        for LeftAlone {
+            offset,
+            hole,
+            reason,
+        } in left
+        {
+            if self.listed.len() == MAX_WARNINGS {
+                self.unlisted += 1;
+                continue;
+            }
+            let nth = text[..offset].matches(hole.as_str()).count();
+            self.listed.push(Warning {
+                field: field.to_owned(),
+                message: reason,
+                place: here.place_in_value(at, &hole, nth),
+            });
+        }
+    }
+
+    /// In document order, the count of unlisted ones last.
+    fn into_warnings(self) -> Vec<Warning> {
+        let mut warnings = self.listed;
+        warnings.sort_by_key(|w| (w.place.is_none(), w.place));
+        if self.unlisted > 0 {
+            warnings.push(Warning {
+                field: "yaml".into(),
+                message: format!(
+                    "{} more pieces of `{{{{ }}}}` text kept as written are not listed",
+                    self.unlisted
+                ),
+                place: None,
+            });
+        }
+        warnings
     }
 }

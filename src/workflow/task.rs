@@ -3,13 +3,13 @@
 use std::{collections::HashMap, path::PathBuf, time::Duration};
 
 use super::{
-    At, Locator, Warning,
+    At, Locator, Notes,
     document::{
         BOTH_DIRECTORIES, Document, DocumentTask, check_isolation, directory, fan_out,
         parse_policy, parse_priority,
     },
     graph::Graph,
-    invalid, note,
+    invalid,
     template::{template, template_vars_only},
 };
 use crate::engine::{
@@ -44,7 +44,7 @@ impl Inherited {
         doc: &Document,
         here: &Locator,
         vars: &HashMap<String, Vec<String>>,
-        warnings: &mut Vec<Warning>,
+        notes: &mut Notes,
     ) -> Result<Self> {
         let d = &doc.defaults;
         let under = |key: &str, reason: String| {
@@ -88,14 +88,7 @@ impl Inherited {
                 let (dir, left) = template_vars_only(raw, vars)
                     .map_err(|r| under(key, format!("bad template: {r}")))?;
                 let field = format!("defaults.{key}");
-                note(
-                    here,
-                    &field,
-                    At::Under("defaults", key),
-                    raw,
-                    left,
-                    warnings,
-                );
+                notes.note(here, &field, At::Under("defaults", key), raw, left);
                 Some(PathBuf::from(dir))
             }
         };
@@ -149,7 +142,7 @@ pub(super) fn build(
     inherited: &Inherited,
     vars: &HashMap<String, Vec<String>>,
     here: &Locator,
-    warnings: &mut Vec<Warning>,
+    notes: &mut Notes,
 ) -> Result<(TaskSpec, Option<usize>)> {
     let key_of = |key: &str| key.split(['.', '[']).next().unwrap_or(key).to_owned();
     let bad = |key: &str, reason: String| {
@@ -193,14 +186,8 @@ pub(super) fn build(
     })
     .map_err(|reason| bad(text_field, format!("bad template: {reason}")))?;
     let field = format!("tasks[{i}].{text_field}");
-    note(
-        here,
-        &field,
-        At::Task(i, Some(text_field)),
-        raw,
-        filled.left_alone,
-        warnings,
-    );
+    let at = At::Task(i, Some(text_field));
+    notes.note(here, &field, at, raw, filled.left_alone);
     let segments = filled.segments;
     let plain = segments.iter().all(|s| matches!(s, Segment::Text(_)));
     let text = Template(segments.clone()).display();
@@ -212,14 +199,8 @@ pub(super) fn build(
         Ok(Some((key, raw))) => {
             let (dir, left) = template_vars_only(raw, vars)
                 .map_err(|r| bad(key, format!("bad template: {r}")))?;
-            note(
-                here,
-                &format!("tasks[{i}].{key}"),
-                At::Task(i, Some(key)),
-                raw,
-                left,
-                warnings,
-            );
+            let field = format!("tasks[{i}].{key}");
+            notes.note(here, &field, At::Task(i, Some(key)), raw, left);
             Some(PathBuf::from(dir))
         }
     };

@@ -384,3 +384,24 @@ fn two_tasks_may_not_share_a_name_as_outputs_are_keyed_by_name() {
          key the workflow's outputs (line 6, column 5)"
     );
 }
+
+#[test]
+fn warnings_are_listed_up_to_a_bound_and_the_rest_counted() {
+    let holes = "{{x}} ".repeat(5000);
+    let yaml = original_with(
+        "    prompt: \"Based on the reviews, generate a comprehensive summary report.\"\n",
+        &format!("    prompt: \"{holes}\"\n"),
+    );
+    let warnings = check(&yaml, &BTreeMap::new()).unwrap().warnings;
+    assert_eq!(warnings.len(), 101);
+    // The fixture's own four come first, in document order.
+    assert_eq!(warnings[3].place.map(|p| p.line), Some(36));
+    assert_eq!(
+        warnings[99].place.map(|p| (p.line, p.column)),
+        Some((41, 14 + 95 * 6))
+    );
+    assert_eq!(
+        warnings[100].to_string(),
+        "yaml: 4904 more pieces of `{{ }}` text kept as written are not listed"
+    );
+}
