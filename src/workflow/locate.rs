@@ -196,3 +196,31 @@ fn content_indent(line: &str) -> Option<usize> {
 fn is_list_item(line: &str) -> bool {
     line.trim_start().starts_with('-')
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(text: &str, at: At) -> Option<(usize, usize)> {
+        Locator::new(text).place(at).map(|p| (p.line, p.column))
+    }
+
+    #[test]
+    fn keys_are_found_in_block_style_however_they_are_spelled() {
+        let text = "name: x\ntasks:   # the steps\n  -\n    \"instance\": 5\n    prompt: |\n      instance: not a key\n  - name: b\n    labels:\n      instance: nested\n    prompt: p\ndefaults:\n  'timeout': 0\n";
+        assert_eq!(at(text, At::Task(0, Some("instance"))), Some((4, 5)));
+        // A key nested deeper than the task's own keys is not the task's.
+        assert_eq!(at(text, At::Task(1, Some("instance"))), Some((7, 3)));
+        assert_eq!(at(text, At::Task(1, Some("prompt"))), Some((10, 5)));
+        assert_eq!(at(text, At::Under("defaults", "timeout")), Some((12, 3)));
+        // Not there: the enclosing mapping's key.
+        assert_eq!(at(text, At::Under("defaults", "model")), Some((11, 1)));
+        assert_eq!(at(text, At::Top("budget_usd")), None);
+        assert_eq!(
+            Locator::new(text)
+                .place_in_value(At::Task(0, Some("prompt")), "not", 0)
+                .map(|p| (p.line, p.column)),
+            Some((6, 17))
+        );
+    }
+}
