@@ -6,6 +6,9 @@
 //! - [`engine`]: the domain. Tasks and their states, the ready queue and dependency rules,
 //!   the instance pool, workflows, numbered events, and the scheduler task that owns all of
 //!   it behind the cheap [`engine::Engine`] handle. Knows nothing of gRPC, HTTP or the CLI.
+//! - [`workflow`]: the workflow file format. Reads a YAML document, checks it (each error
+//!   naming the field, the line and the column) and hands the engine a plan, with warnings
+//!   for `{{ }}` text it kept as written; the engine never reads YAML.
 //! - [`agent`]: how a task runs on a process. The stream-json protocol of Claude Code, the
 //!   process wrapper (process groups, stop escalation), and the simulated CLI that speaks
 //!   the same protocol for demos and tests.
@@ -22,6 +25,7 @@ pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod store;
+pub mod workflow;
 
 /// Code generated from `proto/claude_swarm/v1/*.proto`. Nothing else includes it.
 pub mod pb {

@@ -1,5 +1,6 @@
 //! `workflows/schema.json` agrees with the workflow parser: every example in `workflows/`
-//! validates against it (and names it on its first line), and documents the parser accepts
+//! validates against it (and names it on its first line), so do the files written in the
+//! original Python Claude Swarm's format in `tests/fixtures/`, and documents the parser accepts
 //! or refuses get the same verdict from the schema. The schema is checked by Python's
 //! `jsonschema` (draft 2020-12) on YAML read the way the parser reads it; `scripts/setup`
 //! installs both packages.
@@ -11,7 +12,7 @@ use std::{
     process::{Command, Stdio},
 };
 
-use claude_swarm::engine::workflow;
+use claude_swarm::workflow;
 
 const SCHEMA_COMMENT: &str = "# yaml-language-server: $schema=./schema.json";
 
@@ -132,6 +133,28 @@ fn every_example_validates_against_the_schema_and_names_it() {
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
+#[test]
+fn files_in_the_original_format_validate_against_the_schema() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/original-format");
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    paths.sort();
+    assert!(
+        !paths.is_empty(),
+        "tests/fixtures/original-format holds files"
+    );
+    let texts: Vec<String> = paths
+        .iter()
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect();
+    for ((path, text), errors) in paths.iter().zip(&texts).zip(schema_errors(&texts)) {
+        assert_eq!(errors, Vec::<String>::new(), "{}", path.display());
+        assert_eq!(parser_verdict(text), Ok(()), "{}", path.display());
+    }
+}
+
 /// Task lines after `name: x\ntasks:\n  - id: a\n`.
 fn task(rest: &str) -> String {
     format!("name: x\ntasks:\n  - id: a\n{rest}")
@@ -154,6 +177,14 @@ fn schema_and_parser_agree_on_what_is_valid() {
             "name: x\nversion: {major: 1}\nauthor: [me]\ntags: [a]\ninstances: 2\ntasks:\n  - name: Step one\n    command: echo hi\n    directory: .\n    instance: 1\n    description: {any: [thing]}\n  - name: Step two\n    prompt: p\n    depends_on: [Step one]\n".into(),
         ),
         (
+            "the original format: pins from 1 to instances",
+            "name: x\ninstances: 3\ntasks:\n  - name: one\n    prompt: p\n    instance: 1\n  - name: three\n    prompt: q\n    instance: 3\n".into(),
+        ),
+        (
+            "text for other tools between braces, and the escape",
+            task("    command: \"docker images --format '{{.Repository}}' {{ $labels.x }} {{ '{{' }} item }}\"\n"),
+        ),
+        (
             "unquoted numbers and booleans are text",
             "name: 2024-01-01\ntasks:\n  - id: 1\n    prompt: 42\n  - id: 2\n    prompt: true\n    depends_on: [1]\n    labels: {n: 1, ok: yes}\n    metadata: {b: false}\n".into(),
         ),
@@ -163,7 +194,7 @@ fn schema_and_parser_agree_on_what_is_valid() {
         ),
         (
             "every task key",
-            "name: x\ninstances: 1\nvariables:\n  dir: .\n  files: [a, b]\n  empty:\ntasks:\n  - id: up\n    command: printf 'x\\ny\\n'\n  - id: a\n    name: A\n    description: d\n    prompt: \"{{ item }} {{ index }} {{ vars.files }} {{ tasks.up.result }}\"\n    depends_on: [up]\n    priority: normal\n    timeout: 10\n    working_directory: \"{{ vars.dir }}\"\n    instance: 0\n    model: opus\n    allowed_tools: [Read]\n    max_turns: 1\n    retries: 0\n    retry_backoff: 2\n    permission_mode: acceptEdits\n    isolation: none\n    on_failure: continue\n    for_each: { var: files, max_parallel: 1 }\n    labels: {team: core}\n    metadata: {ticket: \"42\"}\n  - id: b\n    prompt: \"{{ item }}\"\n    for_each: { task: up }\n  - id: c\n    prompt: \"{{ item }}\"\n    for_each: { items: [x, 2, true] }\n".into(),
+            "name: x\ninstances: 1\nvariables:\n  dir: .\n  files: [a, b]\n  empty:\ntasks:\n  - id: up\n    command: printf 'x\\ny\\n'\n  - id: a\n    name: A\n    description: d\n    prompt: \"{{ item }} {{ index }} {{ vars.files }} {{ tasks.up.result }}\"\n    depends_on: [up]\n    priority: normal\n    timeout: 10\n    working_directory: \"{{ vars.dir }}\"\n    instance: 1\n    model: opus\n    allowed_tools: [Read]\n    max_turns: 1\n    retries: 0\n    retry_backoff: 2\n    permission_mode: acceptEdits\n    isolation: none\n    on_failure: continue\n    for_each: { var: files, max_parallel: 1 }\n    labels: {team: core}\n    metadata: {ticket: \"42\"}\n  - id: b\n    prompt: \"{{ item }}\"\n    for_each: { task: up }\n  - id: c\n    prompt: \"{{ item }}\"\n    for_each: { items: [x, 2, true] }\n".into(),
         ),
     ];
     let invalid: Vec<(&str, String)> = vec![
@@ -249,6 +280,18 @@ fn schema_and_parser_agree_on_what_is_valid() {
             "name: \" \"\ntasks:\n  - id: a\n    prompt: p\n".into(),
         ),
         ("no tasks", "name: x\ntasks: []\n".into()),
+        (
+            "an instance pin of 0 (pins are numbered from 1)",
+            "name: x\ninstances: 2\ntasks:\n  - id: a\n    prompt: p\n    instance: 0\n".into(),
+        ),
+        (
+            "an instance pin without instances",
+            task("    prompt: p\n    instance: 1\n"),
+        ),
+        (
+            "defaults.priority is checked even when priority is set",
+            "name: x\npriority: high\ndefaults:\n  priority: urgent\ntasks:\n  - id: a\n    prompt: p\n".into(),
+        ),
         (
             "negative instances",
             "name: x\ninstances: -1\ntasks:\n  - id: a\n    prompt: p\n".into(),

@@ -1,5 +1,6 @@
 //! Workflows end to end over gRPC: data between tasks, fan-out, failure policies, retries,
-//! variables, validation errors with their place, and a large generated workflow.
+//! variables, validation errors and warnings with their place, files written for the
+//! original Python Claude Swarm, and a large generated workflow.
 
 mod common;
 
@@ -319,11 +320,15 @@ async fn the_original_format_and_every_validation_error_has_a_place() {
     .await;
     assert_eq!(workflow.status, pb::WorkflowStatus::Completed as i32);
     assert_eq!(text(&tasks["Run the tests"]), "all tests passed");
-    assert_eq!(tasks.len(), 3);
+    assert_eq!(
+        text(&tasks["List the images"]),
+        "docker images --format {{.Repository}}:{{.Tag}}"
+    );
+    assert_eq!(tasks.len(), 4);
     let pinned = &tasks["Review the code"];
     assert_eq!(
         pinned.instance_id, "inst-0002",
-        "instance: 1 is the workflow's second instance"
+        "instance: 2 is the workflow's second instance"
     );
 
     let cases = [
@@ -358,8 +363,8 @@ async fn the_original_format_and_every_validation_error_has_a_place() {
             "line 4",
         ),
         (
-            "name: x\ntasks:\n  - id: a\n    prompt: \"{{ nonsense }}\"\n",
-            "is not one of vars.NAME",
+            "name: x\ntasks:\n  - id: a\n    prompt: \"{{ vars.nonsense }}\"\n",
+            "no variable \"nonsense\" is declared",
             "line 4",
         ),
         (
@@ -463,5 +468,113 @@ tasks:
         "<it's; touch /tmp/claude-swarm-pwned>"
     );
     assert!(!std::path::Path::new("/tmp/claude-swarm-pwned").exists());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_original_file_runs_with_pins_from_1_and_its_foreign_braces_as_written() {
+    let server = TestServer::start(config(1)).await;
+    let yaml = include_str!("fixtures/original-format/parallel-analysis.yaml");
+    let validate = |yaml: String| {
+        let mut workflows = server.workflows();
+        async move {
+            workflows
+                .validate_workflow(pb::ValidateWorkflowRequest {
+                    yaml,
+                    ..Default::default()
+                })
+                .await
+        }
+    };
+
+    // Validation accepts it and says what it kept as written, and where.
+    let checked = validate(yaml.into()).await.unwrap().into_inner();
+    assert_eq!(checked.task_count, 5);
+    let places: Vec<_> = checked
+        .warnings
+        .iter()
+        .map(|w| (w.field.as_str(), w.line, w.column))
+        .collect();
+    assert_eq!(
+        places,
+        [
+            ("tasks[1].command", 20, 53),
+            ("tasks[1].command", 20, 69),
+            ("tasks[2].prompt", 29, 32),
+            ("tasks[3].prompt", 36, 15),
+        ]
+    );
+    assert!(
+        checked.warnings[2]
+            .message
+            .starts_with("`{{ $labels.instance }}` is not a claude-swarm template"),
+        "{:?}",
+        checked.warnings[2]
+    );
+
+    let (workflow, tasks) = run(&server, yaml, &[]).await;
+    assert_eq!(
+        workflow.status,
+        pb::WorkflowStatus::Completed as i32,
+        "{tasks:?}"
+    );
+    // `instance: 1` to `instance: 4` are the workflow's four instances, in order.
+    for (name, instance) in [
+        ("Security Audit", "inst-0001"),
+        ("Image Size Analysis", "inst-0002"),
+        ("Alert Rules", "inst-0003"),
+        ("Log Shipping", "inst-0004"),
+    ] {
+        assert_eq!(tasks[name].instance_id, instance, "{name}");
+    }
+    // The shell and the agent got the braces as written.
+    assert_eq!(
+        text(&tasks["Image Size Analysis"]),
+        "docker images app:test --format {{.Repository}}:{{ .Size }}"
+    );
+    assert!(
+        tasks["Alert Rules"]
+            .prompt
+            .contains("summary: \"Instance {{ $labels.instance }} down\"")
+    );
+    assert!(
+        text(&tasks["Log Shipping"]).contains("tag: \"{{.Name}}\""),
+        "{}",
+        text(&tasks["Log Shipping"])
+    );
+    assert_eq!(
+        workflow.outputs.keys().collect::<Vec<_>>(),
+        ["Generate Summary Report"]
+    );
+
+    // Pins outside 1..=instances, or without `instances`, are refused with their line.
+    for (from, to, what, place) in [
+        (
+            "instance: 4\n",
+            "instance: 5\n",
+            "must be 1 to 4",
+            "line 37, column 5",
+        ),
+        (
+            "instance: 1\n",
+            "instance: 0\n",
+            "must be 1 to 4",
+            "line 15, column 5",
+        ),
+        (
+            "instances: 4\n",
+            "\n",
+            "sets no `instances`",
+            "line 15, column 5",
+        ),
+    ] {
+        let err = validate(yaml.replacen(from, to, 1)).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+        assert!(
+            err.message().contains(what) && err.message().contains(place),
+            "{to:?}: {}",
+            err.message()
+        );
+    }
     server.stop().await;
 }

@@ -362,6 +362,18 @@ impl From<&Event> for pb::Event {
     }
 }
 
+impl From<crate::workflow::Warning> for pb::ValidationWarning {
+    fn from(w: crate::workflow::Warning) -> Self {
+        let (line, column) = w.place.map_or((0, 0), |p| (p.line, p.column));
+        pb::ValidationWarning {
+            message: w.message,
+            field: w.field,
+            line: line as u32,
+            column: column as u32,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,8 +7,8 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use super::convert::from_pb;
 use crate::{
-    engine::{Engine, EngineError, EventFilter, TaskQuery, TaskSpec, workflow},
-    pb,
+    engine::{Engine, EngineError, EventFilter, TaskQuery, TaskSpec},
+    pb, workflow,
 };
 
 type Result<T> = std::result::Result<T, EngineError>;
@@ -146,10 +146,11 @@ impl Service {
         &self,
         request: pb::ValidateWorkflowRequest,
     ) -> Result<pb::ValidateWorkflowResponse> {
-        let plan = workflow::parse(&request.yaml, &request.variables.into_iter().collect())?;
+        let checked = workflow::check(&request.yaml, &request.variables.into_iter().collect())?;
         Ok(pb::ValidateWorkflowResponse {
-            name: plan.name,
-            task_count: plan.tasks.len() as u32,
+            name: checked.plan.name,
+            task_count: checked.plan.tasks.len() as u32,
+            warnings: checked.warnings.into_iter().map(Into::into).collect(),
         })
     }
 

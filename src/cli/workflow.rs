@@ -10,11 +10,12 @@ use super::{
 };
 use crate::{
     config::{Config, Overrides},
-    engine::{EngineError, EventFilter, TaskQuery, workflow},
-    pb,
+    engine::{EngineError, EventFilter, TaskQuery},
+    pb, workflow,
 };
 
 /// Reads and checks a workflow file; errors name the file, the field, the line and column.
+/// Warnings (text between `{{ }}` left as written) go to stderr, naming their place.
 fn load_workflow(
     file: &PathBuf,
     vars: &[(String, String)],
@@ -22,8 +23,11 @@ fn load_workflow(
     let yaml = std::fs::read_to_string(file)
         .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
     let vars = vars.iter().cloned().collect();
-    let plan = workflow::parse(&yaml, &vars).map_err(|e| format!("{}: {e}", file.display()))?;
-    Ok((yaml, plan))
+    let checked = workflow::check(&yaml, &vars).map_err(|e| format!("{}: {e}", file.display()))?;
+    for warning in &checked.warnings {
+        eprintln!("warning: {}: {warning}", file.display());
+    }
+    Ok((yaml, checked.plan))
 }
 
 pub(super) fn validate(file: &PathBuf, vars: &[(String, String)]) -> CliResult {

@@ -34,7 +34,8 @@ impl Core {
                 return Err(EngineError::invalid(
                     format!("tasks[{i}].instance"),
                     format!(
-                        "instance {n} does not exist: the workflow has {available} (numbered from 0)"
+                        "instance {} does not exist: the workflow has {available} (numbered from 1)",
+                        n + 1
                     ),
                 ));
             }

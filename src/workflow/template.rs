@@ -1,0 +1,204 @@
+//! `{{ ... }}` holes in prompts, commands and directories.
+//!
+//! A hole runs from `{{` to the first `}}` after it. Only claude-swarm's own expressions are
+//! holes: `vars.NAME`, `tasks.KEY.result`, `item` and `index` (the last two in a `for_each`
+//! task), and the escape `'{{'` (or `"{{"`), which writes a literal `{{`. Anything else
+//! between the braces is text for another tool (a Go template, a Prometheus rule, Jinja)
+//! and is kept as written, with a note saying so; the original Python service substituted
+//! nothing, and its files carry such text.
+
+use std::collections::HashMap;
+
+use crate::engine::{
+    model::task::TaskId,
+    workflow::{Segment, Template},
+};
+
+/// A `{{` the template kept as written because it is not one of claude-swarm's holes.
+#[derive(Debug, PartialEq)]
+pub(super) struct LeftAlone {
+    /// Byte offset of its `{{` in the text.
+    pub(super) offset: usize,
+    /// As written: from `{{` to `}}`, or only `{{` when nothing closes it.
+    pub(super) hole: String,
+    /// Why it was kept, for the warning.
+    pub(super) reason: String,
+}
+
+/// A text split into segments.
+pub(super) struct Filled {
+    pub(super) segments: Vec<Segment>,
+    /// What looked like a hole but is not one of ours, in order.
+    pub(super) left_alone: Vec<LeftAlone>,
+}
+
+/// Splits `text` on its holes, filling variables now and resolving task references with
+/// `task_ref`. An error is a hole of ours that cannot be filled (an undeclared variable, a
+/// task that is not upstream).
+pub(super) fn template(
+    text: &str,
+    vars: &HashMap<String, Vec<String>>,
+    in_for_each: bool,
+    task_ref: impl Fn(&str) -> std::result::Result<TaskId, String>,
+) -> std::result::Result<Filled, String> {
+    let mut segments = Vec::new();
+    let mut left_alone = Vec::new();
+    let push_text = |segments: &mut Vec<Segment>, s: &str| {
+        if s.is_empty() {
+            return;
+        }
+        match segments.last_mut() {
+            Some(Segment::Text(t)) => t.push_str(s),
+            _ => segments.push(Segment::Text(s.to_owned())),
+        }
+    };
+    let mut done = 0;
+    while let Some(open) = text[done..].find("{{").map(|at| done + at) {
+        push_text(&mut segments, &text[done..open]);
+        done = open;
+        let Some(close) = text[open + 2..].find("}}").map(|at| open + 2 + at) else {
+            left_alone.push(LeftAlone {
+                offset: open,
+                hole: "{{".into(),
+                reason: "`{{` is never closed with `}}`; kept as written".into(),
+            });
+            break;
+        };
+        done = close + 2;
+        let hole = &text[open..done];
+        let expr = text[open + 2..close].trim();
+        let parts: Vec<&str> = expr.split('.').collect();
+        match parts.as_slice() {
+            _ if expr == "'{{'" || expr == "\"{{\"" => push_text(&mut segments, "{{"),
+            ["vars", name] if !name.is_empty() => {
+                let values = vars
+                    .get(*name)
+                    .ok_or_else(|| format!("no variable {name:?} is declared"))?;
+                push_text(&mut segments, &values.join(", "));
+            }
+            ["tasks", key @ .., "result"] if !key.is_empty() => {
+                segments.push(Segment::Result(task_ref(&key.join("."))?))
+            }
+            ["item"] if in_for_each => segments.push(Segment::Item),
+            ["index"] if in_for_each => segments.push(Segment::Index),
+            ["item"] | ["index"] => {
+                push_text(&mut segments, hole);
+                left_alone.push(LeftAlone {
+                    offset: open,
+                    hole: hole.into(),
+                    reason: format!(
+                        "`{hole}` is filled only in the prompt or command of a for_each task; \
+                         kept as written"
+                    ),
+                });
+            }
+            _ => {
+                push_text(&mut segments, hole);
+                left_alone.push(LeftAlone {
+                    offset: open,
+                    hole: hole.into(),
+                    reason: format!(
+                        "`{hole}` is not a claude-swarm template (vars.NAME, tasks.NAME.result, \
+                         item, index); kept as written"
+                    ),
+                });
+            }
+        }
+    }
+    push_text(&mut segments, &text[done..]);
+    Ok(Filled {
+        segments,
+        left_alone,
+    })
+}
+
+/// A field where only variables may be used: its text, and what was kept as written.
+pub(super) fn template_vars_only(
+    text: &str,
+    vars: &HashMap<String, Vec<String>>,
+) -> std::result::Result<(String, Vec<LeftAlone>), String> {
+    let filled = template(text, vars, false, |_| {
+        Err("only vars.NAME may be used here".into())
+    })?;
+    Ok((
+        Template(filled.segments).render(|_| String::new()),
+        filled.left_alone,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fill(text: &str) -> (String, Vec<String>) {
+        let vars = HashMap::from([("app".to_string(), vec!["chess".to_string()])]);
+        let filled = template(text, &vars, false, |key| Ok(format!("id-{key}"))).unwrap();
+        (
+            Template(filled.segments).display(),
+            filled.left_alone.into_iter().map(|l| l.hole).collect(),
+        )
+    }
+
+    #[test]
+    fn text_for_other_tools_is_kept_as_written_and_noted() {
+        let go = "docker images --format \"{{ .Repository }}:{{.Size}}\" for {{ vars.app }}";
+        assert_eq!(
+            fill(go),
+            (
+                "docker images --format \"{{ .Repository }}:{{.Size}}\" for chess".into(),
+                vec!["{{ .Repository }}".into(), "{{.Size}}".into()]
+            )
+        );
+        let prometheus = "summary: \"Instance {{ $labels.instance }} down\"";
+        assert_eq!(fill(prometheus).0, prometheus);
+        // A typo of one of ours is noted too.
+        assert_eq!(
+            fill("{{ task.plan.result }}").1,
+            vec!["{{ task.plan.result }}"]
+        );
+        // item and index outside a for_each task: text for another tool (Ansible loops).
+        assert_eq!(fill("- {{ item }}").0, "- {{ item }}");
+        assert_eq!(fill("never {{ closed").0, "never {{ closed");
+        assert_eq!(fill("never {{ closed").1, vec!["{{"]);
+        assert_eq!(fill("}} alone").0, "}} alone");
+    }
+
+    #[test]
+    fn the_escape_writes_a_literal_opening() {
+        assert_eq!(
+            fill("{{ '{{' }} vars.app }} is {{ vars.app }}, {{\"{{\"}}x}}"),
+            ("{{ vars.app }} is chess, {{x}}".into(), vec![])
+        );
+        // The escaped text is not a hole, even before one of ours.
+        let vars = HashMap::new();
+        let filled = template("{{'{{'}} tasks.a.result }}", &vars, false, |_| {
+            Err("not called".into())
+        })
+        .unwrap();
+        assert_eq!(
+            filled.segments,
+            vec![Segment::Text("{{ tasks.a.result }}".into())]
+        );
+    }
+
+    #[test]
+    fn holes_of_ours_that_cannot_be_filled_are_errors() {
+        let vars = HashMap::new();
+        let refuse = |_: &str| Err("not upstream".to_string());
+        assert_eq!(
+            template("{{ vars.nope }}", &vars, false, refuse).err(),
+            Some("no variable \"nope\" is declared".into())
+        );
+        assert_eq!(
+            template("{{ tasks.x.result }}", &vars, false, refuse).err(),
+            Some("not upstream".into())
+        );
+        let left = template("a {{ x }} b {{ y", &vars, false, refuse)
+            .unwrap()
+            .left_alone;
+        assert_eq!(
+            left.iter().map(|l| l.offset).collect::<Vec<_>>(),
+            vec![2, 12]
+        );
+    }
+}
