@@ -12,10 +12,7 @@ use std::{
 use clap::{Args, ValueEnum};
 use serde::Deserialize;
 
-use crate::{
-    agent::{AgentCommand, ProcessAgent},
-    engine::{EngineConfig, model::task::positive_seconds},
-};
+use crate::engine::{EngineConfig, model::task::positive_seconds};
 
 /// Which agent runs tasks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, ValueEnum)]
@@ -146,7 +143,7 @@ pub struct Config {
 }
 
 #[derive(Debug)]
-pub struct ConfigError(String);
+pub struct ConfigError(pub String);
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -255,77 +252,6 @@ impl Config {
             },
         })
     }
-
-    /// The agent to run tasks with. A missing `claude` is an error that says what to do,
-    /// never a silent switch to the simulation.
-    pub fn agent(&self) -> Result<ProcessAgent, ConfigError> {
-        let command = match self.agent {
-            AgentKind::Claude => {
-                let program = find_program(&self.claude_command).ok_or_else(|| {
-                    ConfigError(format!(
-                        "the Claude Code CLI `{}` was not found on PATH. Install it with \
-                         `npm install -g @anthropic-ai/claude-code@2.1.332`, point --claude-command \
-                         (or SWARM_CLAUDE_COMMAND) at it, or try claude-swarm without an account \
-                         with `--agent simulated`",
-                        self.claude_command.display()
-                    ))
-                })?;
-                AgentCommand {
-                    program,
-                    leading_args: Vec::new(),
-                    label: "claude".into(),
-                    stop_grace: self.stop_grace,
-                    env: self.agent_env.clone(),
-                    long_lived: self.agent_mode == AgentMode::LongLived,
-                    keep_worktrees: self.keep_worktrees,
-                    memory_limit: self.instance_memory_limit,
-                }
-            }
-            AgentKind::Simulated => AgentCommand {
-                program: std::env::current_exe().map_err(|e| {
-                    ConfigError(format!(
-                        "cannot locate this executable for the simulated agent: {e}"
-                    ))
-                })?,
-                leading_args: vec![SIMULATE_AGENT.into()],
-                label: "simulated".into(),
-                stop_grace: self.stop_grace,
-                env: self.agent_env.clone(),
-                long_lived: self.agent_mode == AgentMode::LongLived,
-                keep_worktrees: self.keep_worktrees,
-                memory_limit: self.instance_memory_limit,
-            },
-        };
-        Ok(ProcessAgent::new(command))
-    }
-}
-
-impl Config {
-    /// Starts the engine: on the SQLite store in `data_dir` (or `default_dir` when none is
-    /// set), or in memory.
-    pub fn start_engine(
-        &self,
-        agent: std::sync::Arc<dyn crate::engine::ports::Agent>,
-        default_dir: Option<PathBuf>,
-    ) -> Result<crate::engine::Engine, ConfigError> {
-        let dir = if self.in_memory {
-            None
-        } else {
-            self.data_dir.clone().or(default_dir)
-        };
-        match dir {
-            None => Ok(crate::engine::Engine::start(self.engine.clone(), agent)),
-            Some(dir) => {
-                let store = crate::store::sqlite::SqliteStore::open(
-                    &dir,
-                    self.engine.event_retention as u64,
-                )
-                .map_err(|e| ConfigError(e.to_string()))?;
-                crate::engine::Engine::start_durable(self.engine.clone(), agent, Box::new(store))
-                    .map_err(|e| ConfigError(e.to_string()))
-            }
-        }
-    }
 }
 
 /// `$XDG_DATA_HOME/claude-swarm`, else `~/.local/share/claude-swarm`.
@@ -380,35 +306,9 @@ fn checked_hosts(hosts: Vec<String>) -> Result<Vec<String>, ConfigError> {
     Ok(hosts)
 }
 
-/// `program` itself when it names a path, else the first match on PATH.
-fn find_program(program: &Path) -> Option<PathBuf> {
-    let is_file = |p: &Path| p.is_file();
-    if program.components().count() > 1 {
-        return is_file(program).then(|| program.to_path_buf());
-    }
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(program))
-        .find(|p| is_file(p))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn missing_claude_is_a_clear_error() {
-        let overrides = Overrides {
-            claude_command: Some("claude-not-installed-here".into()),
-            ..Default::default()
-        };
-        let config = Config::load(&overrides, None).unwrap();
-        let err = config.agent().err().expect("no claude here").to_string();
-        assert!(
-            err.contains("was not found") && err.contains("--agent simulated"),
-            "{err}"
-        );
-    }
 
     #[test]
     fn allowed_hosts_are_names_with_an_optional_port() {

@@ -3,24 +3,35 @@
 //!
 //! # Layout
 //!
-//! - [`engine`]: the domain. Tasks and their states, the ready queue and dependency rules,
-//!   the instance pool, workflows, numbered events, and the scheduler task that owns all of
-//!   it behind the cheap [`engine::Engine`] handle. Knows nothing of gRPC, HTTP or the CLI.
+//! The engine is the core and owns its ports; everything else is an adapter around it.
+//! Arrows point into [`engine`]: it imports nothing from the modules below it.
+//!
+//! - [`engine`]: the domain. `engine::model` holds the data (tasks, instances, events,
+//!   each enum with one table of its words); `engine::core` the rules as a plain state
+//!   machine (an input and its time in, effects out: no tokio, no clock, unit-tested rule
+//!   by rule); [`engine::actor`] the one task that owns the core and executes its effects
+//!   (runs, timers, group commits, replies) behind the cheap [`engine::Engine`] handle;
+//!   [`engine::ports`] the traits the engine calls (`Agent`, `Store`) and their types.
+//! - [`agent`]: implements the `Agent` port. Claude Code's stream-json protocol, how a
+//!   run's end becomes a failure class (`agent::verdict`), one file per way of running a
+//!   process (per task, long-lived), the simulated CLI, and an instant in-process agent.
+//! - [`store`]: implements the `Store` port on SQLite; stored rows are their own versioned
+//!   types, migrated when an older data directory opens.
 //! - [`workflow`]: the workflow file format. Reads a YAML document, checks it (each error
 //!   naming the field, the line and the column) and hands the engine a plan, with warnings
 //!   for `{{ }}` text it kept as written; the engine never reads YAML.
-//! - [`agent`]: how a task runs on a process. The stream-json protocol of Claude Code, the
-//!   process wrapper (process groups, stop escalation), and the simulated CLI that speaks
-//!   the same protocol for demos and tests.
 //! - [`api`]: thin adapters. One conversion between engine types and the API messages,
-//!   one error mapping, the gRPC services, the REST gateway, and the server that puts them
-//!   all on one port.
-//! - [`config`]: typed settings from defaults, a YAML file, `SWARM_*` variables and flags.
+//!   one error mapping, the guard every request passes (Host, Origin, content types), the
+//!   gRPC services, the REST gateway, and the server that puts them all on one port.
+//! - [`config`]: typed settings from defaults, a YAML file, `SWARM_*` variables and flags,
+//!   checked before any port opens.
+//! - [`app`]: the composition root: config -> agent -> store -> engine -> server.
 //! - [`cli`]: the command line: `serve`, `run`, and the client subcommands.
 //! - [`pb`]: the code generated from `proto/`, and its descriptor set for reflection.
 
 pub mod agent;
 pub mod api;
+pub mod app;
 pub mod cli;
 pub mod config;
 pub mod engine;

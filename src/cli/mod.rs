@@ -5,7 +5,7 @@ mod client;
 mod print;
 mod workflow;
 
-use std::{net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc};
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 
@@ -199,18 +199,13 @@ pub async fn main(cli: Cli) -> ExitCode {
 
 async fn serve(listen: Option<SocketAddr>, overrides: &Overrides) -> CliResult {
     let config = Config::load(overrides, listen)?;
-    let agent = config.agent()?;
+    // The agent is checked before the port opens: a missing `claude` is reported first.
+    config.agent()?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
-    let engine = config.start_engine(Arc::new(agent), crate::config::default_data_dir())?;
     tracing::info!(address = %listener.local_addr()?, agent = ?config.agent, "serving gRPC, grpc-web and REST");
-    let options = server::ServerOptions {
-        workspace_root: config.engine.working_directory.clone(),
-        cors_origins: config.cors_origins.clone(),
-        allowed_hosts: config.allowed_hosts.clone(),
-    };
-    server::serve_with(listener, engine, options, server::shutdown_signal()).await?;
+    crate::app::serve(&config, listener, server::shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -1,6 +1,6 @@
 //! Workflow files: check one, run one in this process, and follow a run to its end.
 
-use std::{path::PathBuf, process::ExitCode, sync::Arc};
+use std::{path::PathBuf, process::ExitCode};
 
 use tokio::sync::mpsc;
 
@@ -49,8 +49,7 @@ pub(super) async fn run_local(
 ) -> CliResult {
     let config = Config::load(overrides, None)?;
     let (_, plan) = load_workflow(file, vars)?;
-    let agent = config.agent()?;
-    let engine = config.start_engine(Arc::new(agent), None)?;
+    let engine = crate::app::start(&config, None)?;
     let info = engine.execute_workflow(plan).await?;
     let filter = EventFilter {
         workflow_id: Some(info.id.clone()),

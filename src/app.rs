@@ -1,0 +1,146 @@
+//! The composition root: configuration -> agent -> store -> engine -> server. `serve` and
+//! `run` start claude-swarm through here, so a setting means the same in both.
+
+use std::{
+    future::Future,
+    io,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use tokio::net::TcpListener;
+
+use crate::{
+    agent::{AgentCommand, ProcessAgent},
+    api::server::{self, ServerOptions},
+    config::{AgentKind, AgentMode, Config, ConfigError, SIMULATE_AGENT},
+    engine::{Engine, ports::Agent},
+    store::sqlite::SqliteStore,
+};
+
+impl Config {
+    /// The agent to run tasks with. A missing `claude` is an error that says what to do,
+    /// never a silent switch to the simulation.
+    pub fn agent(&self) -> Result<ProcessAgent, ConfigError> {
+        let command = match self.agent {
+            AgentKind::Claude => {
+                let program = find_program(&self.claude_command).ok_or_else(|| {
+                    ConfigError(format!(
+                        "the Claude Code CLI `{}` was not found on PATH. Install it with \
+                         `npm install -g @anthropic-ai/claude-code@2.1.332`, point --claude-command \
+                         (or SWARM_CLAUDE_COMMAND) at it, or try claude-swarm without an account \
+                         with `--agent simulated`",
+                        self.claude_command.display()
+                    ))
+                })?;
+                AgentCommand {
+                    program,
+                    leading_args: Vec::new(),
+                    label: "claude".into(),
+                    stop_grace: self.stop_grace,
+                    env: self.agent_env.clone(),
+                    long_lived: self.agent_mode == AgentMode::LongLived,
+                    keep_worktrees: self.keep_worktrees,
+                    memory_limit: self.instance_memory_limit,
+                }
+            }
+            AgentKind::Simulated => AgentCommand {
+                program: std::env::current_exe().map_err(|e| {
+                    ConfigError(format!(
+                        "cannot locate this executable for the simulated agent: {e}"
+                    ))
+                })?,
+                leading_args: vec![SIMULATE_AGENT.into()],
+                label: "simulated".into(),
+                stop_grace: self.stop_grace,
+                env: self.agent_env.clone(),
+                long_lived: self.agent_mode == AgentMode::LongLived,
+                keep_worktrees: self.keep_worktrees,
+                memory_limit: self.instance_memory_limit,
+            },
+        };
+        Ok(ProcessAgent::new(command))
+    }
+
+    /// Starts the engine with `agent`: on the SQLite store in `data_dir` (or `default_dir`
+    /// when none is set), or in memory with `--in-memory` or no directory at all.
+    pub fn start_engine(
+        &self,
+        agent: Arc<dyn Agent>,
+        default_dir: Option<PathBuf>,
+    ) -> Result<Engine, ConfigError> {
+        let dir = if self.in_memory {
+            None
+        } else {
+            self.data_dir.clone().or(default_dir)
+        };
+        match dir {
+            None => Ok(Engine::start(self.engine.clone(), agent)),
+            Some(dir) => {
+                let store = SqliteStore::open(&dir, self.engine.event_retention as u64)
+                    .map_err(|e| ConfigError(e.to_string()))?;
+                Engine::start_durable(self.engine.clone(), agent, Box::new(store))
+                    .map_err(|e| ConfigError(e.to_string()))
+            }
+        }
+    }
+
+    /// What the HTTP side needs of the configuration.
+    pub fn server_options(&self) -> ServerOptions {
+        ServerOptions {
+            workspace_root: self.engine.working_directory.clone(),
+            cors_origins: self.cors_origins.clone(),
+            allowed_hosts: self.allowed_hosts.clone(),
+        }
+    }
+}
+
+/// `claude-swarm serve`: the configured agent and store, the engine, and every surface on
+/// `listener` until `shutdown`.
+pub async fn serve(
+    config: &Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    let engine = start(config, crate::config::default_data_dir()).map_err(io::Error::other)?;
+    server::serve_with(listener, engine, config.server_options(), shutdown).await
+}
+
+/// The configured agent and the engine on it (`run` keeps state in memory unless a data
+/// directory is configured).
+pub fn start(config: &Config, default_dir: Option<PathBuf>) -> Result<Engine, ConfigError> {
+    let agent = config.agent()?;
+    config.start_engine(Arc::new(agent), default_dir)
+}
+
+/// `program` itself when it names a path, else the first match on PATH.
+fn find_program(program: &Path) -> Option<PathBuf> {
+    let is_file = |p: &Path| p.is_file();
+    if program.components().count() > 1 {
+        return is_file(program).then(|| program.to_path_buf());
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|p| is_file(p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Overrides;
+
+    #[test]
+    fn missing_claude_is_a_clear_error() {
+        let overrides = Overrides {
+            claude_command: Some("claude-not-installed-here".into()),
+            ..Default::default()
+        };
+        let config = Config::load(&overrides, None).unwrap();
+        let err = config.agent().err().expect("no claude here").to_string();
+        assert!(
+            err.contains("was not found") && err.contains("--agent simulated"),
+            "{err}"
+        );
+    }
+}
