@@ -10,17 +10,18 @@
 //! - [`workflow`]: what a workflow is at run time (templates, `for_each`, its record).
 //! - [`error`]: one vocabulary of failures.
 
-pub mod actor;
+mod actor;
 mod core;
 pub mod error;
 pub mod events;
+pub mod handle;
 pub mod model;
 pub mod ports;
 pub mod workflow;
 
-pub use actor::Engine;
 pub use core::{EngineConfig, SwarmStatus, TaskPage, TaskQuery, find_cycle};
 pub use error::EngineError;
+pub use handle::Engine;
 pub use model::{
     event::{AgentOutput, Event, EventFilter, EventKind, Payload},
     instance::{Instance, InstanceStatus},

@@ -1,0 +1,159 @@
+//! What goes in and out of the core: inputs (calls, run reports, timers), the effects the
+//! actor executes, and the answers to callers.
+
+use std::{
+    path::PathBuf,
+    time::{Duration, SystemTime},
+};
+
+use super::{SwarmStatus, TaskPage, TaskQuery};
+use crate::engine::{
+    error::Result,
+    model::{
+        event::AgentOutput,
+        instance::Instance,
+        task::{Task, TaskId, TaskSpec, WorkflowId},
+    },
+    ports::{Batch, RunOutcome, RunRequest, StopReason},
+    workflow::{WorkflowInfo, WorkflowPlan},
+};
+
+/// Names a caller waiting for an answer; chosen by the actor, unique among pending calls.
+pub type CallId = u64;
+
+/// What arrives at the core.
+#[derive(Debug)]
+pub enum Input {
+    Submit {
+        call: CallId,
+        specs: Vec<TaskSpec>,
+        /// Field names in errors are `tasks[i].field` (else the spec's own).
+        batch: bool,
+    },
+    GetTask {
+        call: CallId,
+        id: TaskId,
+    },
+    ListTasks {
+        call: CallId,
+        query: TaskQuery,
+    },
+    CancelTask {
+        call: CallId,
+        id: TaskId,
+    },
+    Spawn {
+        call: CallId,
+        count: u32,
+        working_directory: Option<PathBuf>,
+    },
+    ListInstances {
+        call: CallId,
+    },
+    GetInstance {
+        call: CallId,
+        id: String,
+    },
+    Terminate {
+        call: CallId,
+        id: String,
+    },
+    Scale {
+        call: CallId,
+        target: i64,
+    },
+    ExecuteWorkflow {
+        call: CallId,
+        plan: Box<WorkflowPlan>,
+    },
+    GetWorkflow {
+        call: CallId,
+        id: WorkflowId,
+    },
+    ListWorkflows {
+        call: CallId,
+    },
+    CancelWorkflow {
+        call: CallId,
+        id: WorkflowId,
+    },
+    Status {
+        call: CallId,
+    },
+    /// Stop every run and dispatch nothing more; answered once no run is left.
+    Shutdown {
+        call: CallId,
+    },
+    /// A run's agent process is up.
+    RunStarted {
+        task: TaskId,
+        pid: Option<u32>,
+    },
+    /// A line of a run's output.
+    Output {
+        task: TaskId,
+        output: Box<AgentOutput>,
+    },
+    /// A run is over.
+    RunFinished {
+        task: TaskId,
+        outcome: Box<RunOutcome>,
+    },
+    /// The agent's account is rate limited until then.
+    RateLimited {
+        until: SystemTime,
+    },
+    /// A timer armed by an earlier [`Effect::ArmTimer`] is due.
+    TimerFired(Timer),
+}
+
+/// What the core asks the actor to do.
+#[derive(Debug, PartialEq)]
+pub enum Effect {
+    /// Start a run; it reports back with `RunStarted`, `Output` and one `RunFinished`.
+    StartRun(Box<RunRequest>),
+    /// Stop a run; it still ends with `RunFinished`.
+    StopRun { task: TaskId, reason: StopReason },
+    /// Fire `timer` after `after` (replacing the same timer if armed).
+    ArmTimer { after: Duration, timer: Timer },
+    /// Forget `timer` if armed.
+    DisarmTimer(Timer),
+    /// The instance is gone: the agent releases what it keeps for it.
+    RetireInstance(String),
+    /// Answer a caller (once the turn's changes are stored).
+    Reply { call: CallId, answer: Box<Answer> },
+}
+
+/// The timers the core uses; one of each kind per key at most.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Timer {
+    /// A failed task's backoff is over: queue it again.
+    Retry(TaskId),
+    /// A running task's timeout.
+    Timeout(TaskId),
+    /// A dispatch pause (rate limit) may be over.
+    Resume,
+}
+
+/// An answer to a call, by the call's kind. It lives for one call (boxed in its effect),
+/// so its variants are not boxed.
+#[derive(Debug, PartialEq)]
+#[allow(clippy::large_enum_variant)]
+pub enum Answer {
+    Task(Result<Task>),
+    Tasks(Result<Vec<Task>>),
+    TaskPage(Result<TaskPage>),
+    Instance(Result<Instance>),
+    Instances(Result<Vec<Instance>>),
+    Workflow(Result<WorkflowInfo>),
+    Workflows(Result<Vec<WorkflowInfo>>),
+    Status(Box<Result<SwarmStatus>>),
+    Done,
+}
+
+/// A turn's output: the changes to store, then the effects to execute.
+#[derive(Debug, Default)]
+pub struct Turn {
+    pub batch: Batch,
+    pub effects: Vec<Effect>,
+}
