@@ -1,5 +1,10 @@
 use std::process::ExitCode;
 
+/// mimalloc: the engine allocates and frees tasks and events across threads at a high
+/// rate, where glibc's arenas contend (BENCHMARKS.md has the figures with both).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::Parser;
 use claude_swarm::{agent::simulated, cli, config::SIMULATE_AGENT};
 

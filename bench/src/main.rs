@@ -24,6 +24,10 @@
 //! Progress goes to stderr, the table to stdout. Nothing here asserts on time: `met?` says
 //! whether this run reached each goal.
 
+/// The allocator `claude-swarm` itself uses, so the figures are the product's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::{
     fmt::{self, Display},
     net::SocketAddr,

@@ -1,10 +1,14 @@
 //! The actor: one tokio task that owns the [`Core`], feeds it what arrives (calls from
 //! `Engine` handles, reports from runs, timers), and executes the effects of each turn:
-//! the turn's changes are stored in one batch (group commit) before any caller is answered
-//! or any event is sent, then runs are started or stopped and timers armed. It is the only
-//! place in the engine that spawns or sleeps.
+//! runs are started or stopped and timers armed as soon as the core asks, while answers and
+//! events wait until the turn's changes are stored in one batch (group commit). It is the
+//! only place in the engine that spawns or sleeps.
 
-use std::{collections::HashMap, sync::Arc, time::SystemTime};
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
 
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::StreamExt;
@@ -25,7 +29,7 @@ use super::{
 const MAX_TURN: usize = 1024;
 
 /// What a handle sends the actor.
-pub(super) enum Msg {
+pub(crate) enum Msg {
     Call {
         call: CallId,
         input: Input,
@@ -36,6 +40,8 @@ pub(super) enum Msg {
         filter: EventFilter,
         reply: oneshot::Sender<Result<Subscription>>,
     },
+    /// What a run reports (through its `OutputSink`).
+    Run(TaskId, RunEvent),
 }
 
 /// Starts the actor on the current runtime: `snapshot` comes back first, then it takes
@@ -49,7 +55,6 @@ pub(super) fn spawn(
 ) -> Result<(mpsc::Sender<Msg>, watch::Receiver<Option<String>>), StoreError> {
     let store = store.map(StoreThread::spawn).transpose()?;
     let (tx, calls) = mpsc::channel(4096);
-    let (runs_tx, runs) = mpsc::channel(4096);
     let mut hub = EventHub::new(config.event_retention, config.event_buffer);
     let seed = std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), 0u8);
     let mut core = Core::new(config, seed);
@@ -65,13 +70,14 @@ pub(super) fn spawn(
         store,
         store_failed: None,
         pending: HashMap::new(),
+        answers: Vec::new(),
         stops: HashMap::new(),
         timers: DelayQueue::new(),
         timer_keys: HashMap::new(),
-        runs_tx,
+        tx: tx.downgrade(),
     };
     let (stopped_tx, stopped) = watch::channel(None);
-    let running = tokio::spawn(actor.run(calls, runs));
+    let running = tokio::spawn(actor.run(calls));
     tokio::spawn(async move {
         let reason = match running.await {
             Ok(()) => "the engine stopped".to_owned(),
@@ -118,50 +124,50 @@ struct Actor {
     store_failed: Option<StoreError>,
     /// Callers waiting for their answer.
     pending: HashMap<CallId, oneshot::Sender<Answer>>,
+    /// This turn's answers, sent once its changes are stored.
+    answers: Vec<(CallId, Box<Answer>)>,
     /// How to stop each run in flight.
     stops: HashMap<TaskId, oneshot::Sender<StopReason>>,
     timers: DelayQueue<Timer>,
     timer_keys: HashMap<Timer, delay_queue::Key>,
-    /// Given to runs, to report back.
-    runs_tx: mpsc::Sender<(TaskId, RunEvent)>,
+    /// Given to runs, to report back on the same channel as calls; weak, so the actor
+    /// ends once every handle and every run is gone.
+    tx: mpsc::WeakSender<Msg>,
 }
 
 impl Actor {
     /// Handles what has arrived (up to [`MAX_TURN`] inputs), then ends the turn. Runs until
     /// every handle is gone.
-    async fn run(
-        mut self,
-        mut calls: mpsc::Receiver<Msg>,
-        mut runs: mpsc::Receiver<(TaskId, RunEvent)>,
-    ) {
+    async fn run(mut self, mut inbox: mpsc::Receiver<Msg>) {
         // The boot turn: restored work is stored and dispatched before the first call.
         self.end_turn().await;
         loop {
             tokio::select! {
-                msg = calls.recv() => match msg {
+                msg = inbox.recv() => match msg {
                     Some(msg) => self.on_msg(msg),
                     None => break,
                 },
-                Some((task, event)) = runs.recv() => self.on_run(task, event),
                 Some(expired) = self.timers.next(), if !self.timers.is_empty() => {
                     self.on_timer(expired.into_inner());
                 }
             }
             for _ in 1..MAX_TURN {
-                if let Ok(msg) = calls.try_recv() {
-                    self.on_msg(msg);
-                } else if let Ok((task, event)) = runs.try_recv() {
-                    self.on_run(task, event);
-                } else {
-                    break;
+                match inbox.try_recv() {
+                    Ok(msg) => self.on_msg(msg),
+                    Err(_) => break,
                 }
             }
             self.end_turn().await;
         }
     }
 
+    /// Hands the core one input and carries out what it asked at once, except answers:
+    /// those wait until the turn's changes are stored.
     fn handle(&mut self, input: Input) {
         self.core.handle(SystemTime::now(), input);
+        for effect in self.core.take_effects() {
+            self.execute(effect);
+        }
     }
 
     fn on_msg(&mut self, msg: Msg) {
@@ -177,6 +183,7 @@ impl Actor {
             } => {
                 let _ = reply.send(self.hub.subscribe(after, filter));
             }
+            Msg::Run(task, event) => self.on_run(task, event),
         }
     }
 
@@ -185,6 +192,7 @@ impl Actor {
             RunEvent::Started { pid } => Input::RunStarted { task, pid },
             RunEvent::Output(output) => Input::Output { task, output },
             RunEvent::RateLimited { until } => Input::RateLimited { until },
+            RunEvent::TimedOut => Input::TimerFired(Timer::Timeout(task)),
             RunEvent::Finished(outcome) => {
                 self.stops.remove(&task);
                 Input::RunFinished { task, outcome }
@@ -200,41 +208,41 @@ impl Actor {
 
     async fn end_turn(&mut self) {
         let Turn { batch, effects } = self.core.end_turn();
+        for effect in effects {
+            self.execute(effect);
+        }
         let events = batch.events.clone();
         self.commit(batch).await;
         self.hub.broadcast(events);
         let failed_with = self.store_failed.clone().map(EngineError::Store);
-        for effect in effects {
-            match effect {
-                Effect::StartRun(request) => self.start_run(*request),
-                Effect::StopRun { task, reason } => {
-                    if let Some(stop) = self.stops.remove(&task) {
-                        let _ = stop.send(reason);
-                    }
-                }
-                Effect::ArmTimer { after, timer } => match self.timer_keys.get(&timer) {
-                    Some(key) => self.timers.reset(key, after),
-                    None => {
-                        let key = self.timers.insert(timer.clone(), after);
-                        self.timer_keys.insert(timer, key);
-                    }
-                },
-                Effect::DisarmTimer(timer) => {
-                    if let Some(key) = self.timer_keys.remove(&timer) {
-                        self.timers.remove(&key);
-                    }
-                }
-                Effect::RetireInstance(id) => self.agent.retire(&id),
-                Effect::Reply { call, answer } => {
-                    let answer = match &failed_with {
-                        Some(error) => failed(*answer, error),
-                        None => *answer,
-                    };
-                    if let Some(reply) = self.pending.remove(&call) {
-                        let _ = reply.send(answer);
-                    }
+        for (call, answer) in std::mem::take(&mut self.answers) {
+            let answer = match &failed_with {
+                Some(error) => failed(*answer, error),
+                None => *answer,
+            };
+            if let Some(reply) = self.pending.remove(&call) {
+                let _ = reply.send(answer);
+            }
+        }
+    }
+
+    fn execute(&mut self, effect: Effect) {
+        match effect {
+            Effect::StartRun { request, timeout } => self.start_run(*request, timeout),
+            Effect::StopRun { task, reason } => {
+                if let Some(stop) = self.stops.remove(&task) {
+                    let _ = stop.send(reason);
                 }
             }
+            Effect::ArmTimer { after, timer } => match self.timer_keys.get(&timer) {
+                Some(key) => self.timers.reset(key, after),
+                None => {
+                    let key = self.timers.insert(timer.clone(), after);
+                    self.timer_keys.insert(timer, key);
+                }
+            },
+            Effect::RetireInstance(id) => self.agent.retire(&id),
+            Effect::Reply { call, answer } => self.answers.push((call, answer)),
         }
     }
 
@@ -249,17 +257,32 @@ impl Actor {
         }
     }
 
-    fn start_run(&mut self, request: RunRequest) {
+    fn start_run(&mut self, request: RunRequest, timeout: Duration) {
         let task = request.task_id.clone();
         let (stop_tx, stop_rx) = oneshot::channel();
         self.stops.insert(task.clone(), stop_tx);
-        let sink = OutputSink::new(task, self.runs_tx.clone());
+        let Some(tx) = self.tx.upgrade() else {
+            // Every handle is gone: nobody would hear of this run.
+            return;
+        };
+        let sink = OutputSink::new(task, tx);
         let agent = self.agent.clone();
         tokio::spawn(async move {
             // A dropped sender (the actor is gone) stops the run as a shutdown would.
             let stop: StopSignal =
                 Box::pin(async move { stop_rx.await.unwrap_or(StopReason::Shutdown) });
-            let outcome = agent.run(request, sink.clone(), stop).await;
+            let run = agent.run(request, sink.clone(), stop);
+            tokio::pin!(run);
+            // Biased: a run that is over at its first poll never arms a timer.
+            let outcome = tokio::select! {
+                biased;
+                outcome = &mut run => outcome,
+                () = tokio::time::sleep(timeout) => {
+                    // The core decides what a timeout does (it stops the run).
+                    sink.timed_out().await;
+                    run.await
+                }
+            };
             sink.finished(outcome).await;
         });
     }

@@ -7,6 +7,7 @@ use std::{future::Future, path::PathBuf, pin::Pin, sync::Arc, time::Duration, ti
 use tokio::sync::mpsc;
 
 use super::{
+    actor::Msg,
     model::{
         event::{AgentOutput, Event},
         task::{AgentOptions, FailureClass, Isolation, Task, TaskId, TaskResult, TaskStatus},
@@ -89,6 +90,8 @@ pub enum RunEvent {
     Output(Box<AgentOutput>),
     /// The account is rate limited until then.
     RateLimited { until: SystemTime },
+    /// The run has been going for its task's timeout.
+    TimedOut,
     /// The run is over.
     Finished(Box<RunOutcome>),
 }
@@ -98,17 +101,17 @@ pub enum RunEvent {
 #[derive(Clone)]
 pub struct OutputSink {
     task_id: TaskId,
-    tx: mpsc::Sender<(TaskId, RunEvent)>,
+    tx: mpsc::Sender<Msg>,
 }
 
 impl OutputSink {
-    pub fn new(task_id: TaskId, tx: mpsc::Sender<(TaskId, RunEvent)>) -> Self {
+    pub(crate) fn new(task_id: TaskId, tx: mpsc::Sender<Msg>) -> Self {
         Self { task_id, tx }
     }
 
     async fn send(&self, event: RunEvent) {
         // The engine gone means nobody listens any more: nothing to do.
-        let _ = self.tx.send((self.task_id.clone(), event)).await;
+        let _ = self.tx.send(Msg::Run(self.task_id.clone(), event)).await;
     }
 
     /// The agent process is up.
@@ -124,6 +127,11 @@ impl OutputSink {
     /// One line of output.
     pub async fn output(&self, output: AgentOutput) {
         self.send(RunEvent::Output(Box::new(output))).await;
+    }
+
+    /// The run's timeout is up (sent by the engine's run wrapper).
+    pub(crate) async fn timed_out(&self) {
+        self.send(RunEvent::TimedOut).await;
     }
 
     /// The run is over (sent by the engine's run wrapper, after `Agent::run` returns).

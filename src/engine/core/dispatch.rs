@@ -3,7 +3,7 @@
 
 use std::cmp::Reverse;
 
-use super::{Core, Effect, Running, Timer};
+use super::{Core, Effect, Running};
 use crate::engine::{
     model::{
         event::EventKind,
@@ -166,10 +166,9 @@ impl Core {
         self.publish_task(EventKind::TaskStarted, &task_id);
         self.publish_instance(instance_id);
         self.running.insert(task_id.clone(), Running::default());
-        self.effects.push(Effect::StartRun(Box::new(request)));
-        self.effects.push(Effect::ArmTimer {
-            after: timeout,
-            timer: Timer::Timeout(task_id),
+        self.effects.push(Effect::StartRun {
+            request: Box::new(request),
+            timeout,
         });
     }
 }

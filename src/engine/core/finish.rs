@@ -34,8 +34,6 @@ impl Core {
     /// A run ended: record it, free the instance, retry or finish, dispatch.
     pub(super) fn run_finished(&mut self, task_id: &str, outcome: RunOutcome) {
         let running = self.running.remove(task_id);
-        self.effects
-            .push(Effect::DisarmTimer(Timer::Timeout(task_id.to_owned())));
         let Some(task) = self.tasks.get(task_id).map(|e| &e.task) else {
             return;
         };

@@ -111,13 +111,16 @@ pub enum Input {
 #[derive(Debug, PartialEq)]
 pub enum Effect {
     /// Start a run; it reports back with `RunStarted`, `Output` and one `RunFinished`.
-    StartRun(Box<RunRequest>),
+    StartRun {
+        request: Box<RunRequest>,
+        /// After this long the run reports `TimerFired(Timeout)`; the timer lives and dies
+        /// with the run, so a finished run leaves none behind.
+        timeout: Duration,
+    },
     /// Stop a run; it still ends with `RunFinished`.
     StopRun { task: TaskId, reason: StopReason },
     /// Fire `timer` after `after` (replacing the same timer if armed).
     ArmTimer { after: Duration, timer: Timer },
-    /// Forget `timer` if armed.
-    DisarmTimer(Timer),
     /// The instance is gone: the agent releases what it keeps for it.
     RetireInstance(String),
     /// Answer a caller (once the turn's changes are stored).
@@ -129,7 +132,7 @@ pub enum Effect {
 pub enum Timer {
     /// A failed task's backoff is over: queue it again.
     Retry(TaskId),
-    /// A running task's timeout.
+    /// A running task's timeout (fired by its run, see [`Effect::StartRun`]).
     Timeout(TaskId),
     /// A dispatch pause (rate limit) may be over.
     Resume,

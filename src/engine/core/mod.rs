@@ -331,7 +331,13 @@ impl Core {
         }
     }
 
-    /// Ends a turn: compacts, and hands out what to store and what to do.
+    /// The effects recorded so far, for an actor that carries out runs and timers as they
+    /// come (answers among them still wait for the turn's commit).
+    pub fn take_effects(&mut self) -> Vec<Effect> {
+        std::mem::take(&mut self.effects)
+    }
+
+    /// Ends a turn: compacts, and hands out what to store and what is left to do.
     pub fn end_turn(&mut self) -> Turn {
         self.compact();
         let tasks = self
@@ -459,13 +465,30 @@ impl Core {
         workflow_id: Option<&str>,
         payload: Payload,
     ) {
+        self.publish_owned(
+            kind,
+            task_id.map(str::to_owned),
+            instance_id.map(str::to_owned),
+            workflow_id.map(str::to_owned),
+            payload,
+        );
+    }
+
+    fn publish_owned(
+        &mut self,
+        kind: EventKind,
+        task_id: Option<String>,
+        instance_id: Option<String>,
+        workflow_id: Option<String>,
+        payload: Payload,
+    ) {
         let event = Event {
             sequence: self.next_sequence,
             time: self.now,
             kind,
-            task_id: task_id.map(str::to_owned),
-            instance_id: instance_id.map(str::to_owned),
-            workflow_id: workflow_id.map(str::to_owned),
+            task_id,
+            instance_id,
+            workflow_id,
             payload,
         };
         self.next_sequence += 1;
@@ -479,16 +502,10 @@ impl Core {
             return;
         };
         let (task_id, instance, workflow) = (
-            task.id.clone(),
+            Some(task.id.clone()),
             task.instance_id.clone(),
             task.workflow_id.clone(),
         );
-        self.publish(
-            kind,
-            Some(&task_id),
-            instance.as_deref(),
-            workflow.as_deref(),
-            Payload::Task(task),
-        );
+        self.publish_owned(kind, task_id, instance, workflow, Payload::Task(task));
     }
 }

@@ -130,13 +130,13 @@ fn upstream_results_fill_the_template_and_are_quoted_in_commands() {
     h.submit(vec![spec("up"), prompt, command]);
     let turn = h.finish("up", ok("it's $(rm -rf /)"));
     let request = turn.effects.iter().find_map(|e| match e {
-        Effect::StartRun(r) => Some(r.clone()),
+        Effect::StartRun { request, .. } => Some(request.clone()),
         _ => None,
     });
     assert_eq!(request.unwrap().prompt, "summarise: it's $(rm -rf /)");
     let turn = h.complete("prompt");
     let request = turn.effects.iter().find_map(|e| match e {
-        Effect::StartRun(r) => Some(r.clone()),
+        Effect::StartRun { request, .. } => Some(request.clone()),
         _ => None,
     });
     let command = request.unwrap().command.unwrap();

@@ -199,7 +199,7 @@ fn started(turn: &Turn) -> Vec<String> {
     turn.effects
         .iter()
         .filter_map(|e| match e {
-            Effect::StartRun(request) => Some(request.task_id.clone()),
+            Effect::StartRun { request, .. } => Some(request.task_id.clone()),
             _ => None,
         })
         .collect()
