@@ -12,7 +12,7 @@ use super::{
 };
 use crate::{
     api::convert,
-    engine::Priority,
+    engine::{Priority, TaskStatus},
     pb::{
         self, event_service_client::EventServiceClient,
         instance_service_client::InstanceServiceClient, swarm_service_client::SwarmServiceClient,
@@ -287,11 +287,9 @@ pub(super) async fn client(command: Command, server: &str, json: bool) -> CliRes
     Ok(ExitCode::SUCCESS)
 }
 
+/// `completed`, `COMPLETED` or `TASK_STATUS_COMPLETED`, read from the engine's table.
 fn parse_status(word: &str) -> Option<i32> {
-    let word = word.to_ascii_uppercase();
-    let word = word
-        .strip_prefix("TASK_STATUS_")
-        .unwrap_or(&word)
-        .to_owned();
-    pb::TaskStatus::from_str_name(&format!("TASK_STATUS_{word}")).map(|s| s as i32)
+    let word = word.to_ascii_lowercase();
+    let word = word.strip_prefix("task_status_").unwrap_or(&word);
+    TaskStatus::parse(word).map(convert::to_pb)
 }

@@ -3,6 +3,7 @@
 
 mod client;
 mod print;
+mod progress;
 mod workflow;
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode};

@@ -1,6 +1,10 @@
 //! How the client subcommands print: JSON for scripts, tables and words for people.
 
-use crate::pb;
+use crate::{
+    api::convert::from_pb,
+    engine::{EventKind, InstanceStatus, TaskStatus, model::words::Word, workflow::WorkflowStatus},
+    pb,
+};
 
 /// JSON (the protobuf JSON mapping, proto field names) or the human form.
 pub(super) fn print<T: serde::Serialize>(
@@ -16,28 +20,18 @@ pub(super) fn print<T: serde::Serialize>(
     Ok(())
 }
 
-pub(super) fn status_word(status: i32) -> String {
-    pb::TaskStatus::try_from(status).map_or("?".into(), |s| {
-        s.as_str_name()
-            .trim_start_matches("TASK_STATUS_")
-            .to_lowercase()
-    })
+/// The word of a proto enum value, from the engine's table of that enum (`?` for a value
+/// this client does not know).
+pub(super) fn word<E: Word>(value: i32) -> &'static str {
+    from_pb::<E>("", value, None).map_or("?", Word::word)
 }
 
-pub(super) fn workflow_word(status: i32) -> String {
-    pb::WorkflowStatus::try_from(status).map_or("?".into(), |s| {
-        s.as_str_name()
-            .trim_start_matches("WORKFLOW_STATUS_")
-            .to_lowercase()
-    })
+pub(super) fn status_word(status: i32) -> &'static str {
+    word::<TaskStatus>(status)
 }
 
-fn instance_word(status: i32) -> String {
-    pb::InstanceStatus::try_from(status).map_or("?".into(), |s| {
-        s.as_str_name()
-            .trim_start_matches("INSTANCE_STATUS_")
-            .to_lowercase()
-    })
+pub(super) fn workflow_word(status: i32) -> &'static str {
+    word::<WorkflowStatus>(status)
 }
 
 pub(super) fn seconds_between(
@@ -107,7 +101,7 @@ pub(super) fn print_tasks(tasks: &[pb::Task]) {
             vec![
                 t.id.clone(),
                 head(&t.name, 24),
-                status_word(t.status),
+                status_word(t.status).to_owned(),
                 duration(t),
                 format!("${:.4}", cost(t)),
                 head(outcome, 60),
@@ -145,7 +139,7 @@ pub(super) fn print_instances(instances: &[pb::Instance]) {
         .map(|i| {
             vec![
                 i.id.clone(),
-                instance_word(i.status),
+                word::<InstanceStatus>(i.status).to_owned(),
                 i.current_task_id.clone(),
                 i.tasks_completed.to_string(),
                 i.tasks_failed.to_string(),
@@ -167,7 +161,7 @@ pub(super) fn print_workflows(workflows: &[pb::Workflow]) {
             vec![
                 w.id.clone(),
                 head(&w.name, 30),
-                workflow_word(w.status),
+                workflow_word(w.status).to_owned(),
                 format!("{}/{}", c.completed, w.task_ids.len()),
                 format!("${:.4}", w.total_cost_usd),
             ]
@@ -178,14 +172,10 @@ pub(super) fn print_workflows(workflows: &[pb::Workflow]) {
 
 pub(super) fn print_event(e: &pb::Event) {
     use pb::event::Payload;
-    let kind = pb::EventKind::try_from(e.kind).map_or("?".into(), |k| {
-        k.as_str_name()
-            .trim_start_matches("EVENT_KIND_")
-            .to_lowercase()
-    });
+    let kind = word::<EventKind>(e.kind);
     let detail = match &e.payload {
         Some(Payload::Task(t)) => format!("{} {}", t.name, t.error),
-        Some(Payload::Instance(i)) => instance_word(i.status),
+        Some(Payload::Instance(i)) => word::<InstanceStatus>(i.status).to_owned(),
         Some(Payload::Workflow(w)) => format!("{} {}", w.name, workflow_word(w.status)),
         Some(Payload::Output(o)) => format!("{} {}", o.message_type, head(&o.text, 80)),
         None => String::new(),

@@ -6,7 +6,8 @@ use tokio::sync::mpsc;
 
 use super::{
     CliResult,
-    print::{cost, duration, print_tasks, seconds_between, status_word, workflow_word},
+    print::{print_tasks, seconds_between, workflow_word},
+    progress::Progress,
 };
 use crate::{
     config::{Config, Overrides},
@@ -95,38 +96,19 @@ pub(super) async fn follow_workflow(
     quiet: bool,
 ) -> Result<pb::Workflow, EngineError> {
     use pb::{EventKind as K, event::Payload};
+    let mut progress = Progress::new(quiet);
     while let Some(event) = events.recv().await {
         let kind = K::try_from(event.kind).unwrap_or(K::Unspecified);
         match (kind, event.payload) {
             (K::WorkflowFinished, Some(Payload::Workflow(w))) if w.id == workflow_id => {
+                progress.finish();
                 return Ok(w);
             }
-            (
-                K::TaskStarted
-                | K::TaskCompleted
-                | K::TaskFailed
-                | K::TaskCancelled
-                | K::TaskRetrying
-                | K::TaskSkipped,
-                Some(Payload::Task(t)),
-            ) if !quiet => {
-                let detail = match kind {
-                    K::TaskStarted if t.instance_id.is_empty() => "one task per item".to_string(),
-                    K::TaskStarted => format!("on {}", t.instance_id),
-                    K::TaskCompleted => format!("in {} for ${:.4}", duration(&t), cost(&t)),
-                    _ => t.error.clone(),
-                };
-                eprintln!(
-                    "[{:>5}] {:<10} {}  {}",
-                    event.sequence,
-                    status_word(t.status),
-                    t.name,
-                    detail
-                );
-            }
+            (_, Some(Payload::Task(t))) => progress.task(event.sequence, kind, &t),
             _ => {}
         }
     }
+    progress.finish();
     Err(EngineError::Unavailable(
         "the event stream ended before the workflow finished".into(),
     ))
