@@ -50,10 +50,9 @@ pub(crate) enum Msg {
 pub(super) fn spawn(
     config: EngineConfig,
     agent: Arc<dyn Agent>,
-    store: Option<Box<dyn Store>>,
+    store: Option<StoreThread>,
     snapshot: Snapshot,
-) -> Result<(mpsc::Sender<Msg>, watch::Receiver<Option<String>>), StoreError> {
-    let store = store.map(StoreThread::spawn).transpose()?;
+) -> (mpsc::Sender<Msg>, watch::Receiver<Option<String>>) {
     let (tx, calls) = mpsc::channel(4096);
     let mut hub = EventHub::new(config.event_retention, config.event_buffer);
     let seed = std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), 0u8);
@@ -95,7 +94,7 @@ pub(super) fn spawn(
         };
         let _ = stopped_tx.send(Some(reason));
     });
-    Ok((tx, stopped))
+    (tx, stopped)
 }
 
 /// The same kind of answer, failed with `error` (the turn could not be stored).
@@ -289,12 +288,12 @@ impl Actor {
 }
 
 /// Runs a [`Store`] on its own thread so its blocking I/O never stalls the async runtime.
-struct StoreThread {
+pub(super) struct StoreThread {
     tx: mpsc::UnboundedSender<(Batch, oneshot::Sender<Result<(), StoreError>>)>,
 }
 
 impl StoreThread {
-    fn spawn(mut store: Box<dyn Store>) -> Result<Self, StoreError> {
+    pub(super) fn spawn(mut store: Box<dyn Store>) -> Result<Self, StoreError> {
         let (tx, mut rx) =
             mpsc::unbounded_channel::<(Batch, oneshot::Sender<Result<(), StoreError>>)>();
         std::thread::Builder::new()

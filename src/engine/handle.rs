@@ -40,7 +40,6 @@ impl Engine {
     /// Starts the engine in memory on the current tokio runtime.
     pub fn start(config: EngineConfig, agent: Arc<dyn Agent>) -> Self {
         Self::launch(config, agent, None, Snapshot::default())
-            .unwrap_or_else(|_| unreachable!("an engine without a store cannot fail to start"))
     }
 
     /// Starts the engine on a durable store: what it holds comes back first, and from then
@@ -51,23 +50,24 @@ impl Engine {
         mut store: Box<dyn Store>,
     ) -> Result<Self, StoreError> {
         let snapshot = store.load()?;
-        Self::launch(config, agent, Some(store), snapshot)
+        let store = actor::StoreThread::spawn(store)?;
+        Ok(Self::launch(config, agent, Some(store), snapshot))
     }
 
     fn launch(
         config: EngineConfig,
         agent: Arc<dyn Agent>,
-        store: Option<Box<dyn Store>>,
+        store: Option<actor::StoreThread>,
         snapshot: Snapshot,
-    ) -> Result<Self, StoreError> {
-        let (tx, stopped) = actor::spawn(config, agent.clone(), store, snapshot)?;
-        Ok(Self {
+    ) -> Self {
+        let (tx, stopped) = actor::spawn(config, agent.clone(), store, snapshot);
+        Self {
             tx,
             next_call: Arc::new(AtomicU64::new(1)),
             agent,
             started: Instant::now(),
             stopped,
-        })
+        }
     }
 
     /// Resolves once the engine's actor has ended, with the reason (it should not while
