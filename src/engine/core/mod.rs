@@ -156,7 +156,8 @@ pub struct Core {
     config: EngineConfig,
     /// The time of the input being handled.
     now: SystemTime,
-    tasks: HashMap<TaskId, Entry>,
+    /// Boxed, so that the map's growth moves pointers, not whole tasks (a stall).
+    tasks: HashMap<TaskId, Box<Entry>>,
     /// Task ids in submission order (listing and paging).
     order: Vec<TaskId>,
     queue: ReadyQueue,
@@ -406,6 +407,7 @@ impl Core {
     fn entry(&self, id: &str) -> Result<&Entry> {
         self.tasks
             .get(id)
+            .map(|entry| &**entry)
             .ok_or_else(|| EngineError::not_found("task", id))
     }
 

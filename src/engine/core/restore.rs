@@ -58,7 +58,7 @@ impl Core {
                 dependents: Vec::new(),
                 parent: record.parent,
             };
-            self.tasks.insert(id, entry);
+            self.tasks.insert(id, Box::new(entry));
         }
         for record in snapshot.workflows {
             let id = record.info.id.clone();
@@ -81,7 +81,7 @@ impl Core {
             self.workflows.insert(id, flow);
         }
         let status_of =
-            |tasks: &HashMap<TaskId, Entry>, id: &str| tasks.get(id).map(|e| e.task.status);
+            |tasks: &HashMap<TaskId, Box<Entry>>, id: &str| tasks.get(id).map(|e| e.task.status);
         self.finished_tasks = self
             .order
             .iter()

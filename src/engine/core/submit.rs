@@ -152,6 +152,7 @@ impl Core {
                     .as_ref()
                     .and_then(|k| self.idempotency.get(k))
                     .and_then(|id| self.tasks.get(id))
+                    .map(|entry| &**entry)
             })
             .collect();
         if let Some(i) = known.iter().position(Option::is_some) {
@@ -280,12 +281,12 @@ impl Core {
         self.counts[task.status.index()] += 1;
         self.tasks.insert(
             id.clone(),
-            Entry {
+            Box::new(Entry {
                 task,
                 waiting_on: 0,
                 dependents: Vec::new(),
                 parent,
-            },
+            }),
         );
         self.order.push(id);
     }
