@@ -46,6 +46,10 @@ use super::{
 /// `-web-text`) media type.
 const GRPC: &str = "application/grpc";
 
+/// How much of a refused request's body is read before the answer, and for how long.
+const DRAIN_BYTES: usize = 64 * 1024;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// What a gRPC route takes, for the 415 that says so.
 const GRPC_TYPES: &[&str] = &[
     "application/grpc",
@@ -233,7 +237,13 @@ pub async fn check(State(guard): State<Arc<Guard>>, mut request: Request, next: 
                 "refused: {}",
                 refusal.message
             );
-            refusal.into_response(request.headers().get(header::CONTENT_TYPE))
+            let response = refusal.into_response(request.headers().get(header::CONTENT_TYPE));
+            // Take in what the client is still sending (a little, briefly): over HTTP/1.1 an
+            // unread body closes the connection under it, and it hears a reset instead of
+            // the refusal.
+            let body = axum::body::to_bytes(request.into_body(), DRAIN_BYTES);
+            let _ = tokio::time::timeout(DRAIN_TIME, body).await;
+            response
         }
     }
 }
