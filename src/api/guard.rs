@@ -150,15 +150,13 @@ impl Guard {
         {
             return Err(Refusal::origin(origin));
         }
-        let token = stream.then(|| stream_token(uri)).flatten();
-        let caller = self
-            .auth
-            .check(&access::operation(method, uri.path()), headers, token)
-            .map_err(Refusal::denied)?;
         if changes_state {
             self.check_body_type(method, uri.path(), headers)?;
         }
-        Ok(caller)
+        let token = stream.then(|| stream_token(uri)).flatten();
+        self.auth
+            .check(&access::operation(method, uri.path()), headers, token)
+            .map_err(Refusal::denied)
     }
 
     /// `Host` and the URI's authority (HTTP/2 `:authority`, or an absolute request target):
