@@ -91,6 +91,8 @@ impl Config {
             workspace_root: self.engine.working_directory.clone(),
             cors_origins: self.cors_origins.clone(),
             allowed_hosts: self.allowed_hosts.clone(),
+            keys: self.keys.clone(),
+            allow_commands: self.allow_commands,
         }
     }
 }

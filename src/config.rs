@@ -12,7 +12,10 @@ use std::{
 use clap::{Args, ValueEnum};
 use serde::Deserialize;
 
-use crate::engine::{EngineConfig, model::task::positive_seconds};
+use crate::{
+    api::auth::{ApiKey, Keys},
+    engine::{EngineConfig, model::task::positive_seconds},
+};
 
 /// Which agent runs tasks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, ValueEnum)]
@@ -73,6 +76,14 @@ pub struct Overrides {
     /// (`name` or `name:port`) [default: none].
     #[arg(long, env = "SWARM_ALLOWED_HOSTS", value_delimiter = ',')]
     pub allowed_hosts: Option<Vec<String>>,
+    // ---- API keys and shell steps (issue 12) ----
+    /// Whether tasks may run shell steps (`command`) [default: true].
+    #[arg(long, env = "SWARM_ALLOW_COMMANDS")]
+    pub allow_commands: Option<bool>,
+    /// `SWARM_API_KEYS`: keys accepted besides the config file's, as comma-separated
+    /// `name:role:key` entries. From the environment only: a flag would show keys to `ps`.
+    #[arg(skip = std::env::var("SWARM_API_KEYS").ok())]
+    pub api_keys: Option<String>,
 }
 
 /// The config file's shape. Unknown keys are errors.
@@ -113,6 +124,23 @@ struct FileConfig {
     /// Leave tasks' git worktrees in place when they end.
     #[serde(default)]
     keep_worktrees: bool,
+    // ---- API keys and shell steps (issue 12) ----
+    /// Keys accepted; with none, nobody is asked for one.
+    #[serde(default)]
+    api_keys: Vec<FileKey>,
+    /// Whether tasks may run shell steps (`command`).
+    allow_commands: Option<bool>,
+}
+
+/// An `api_keys` entry: the key's SHA-256, never the key.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileKey {
+    name: String,
+    /// `read`, `operate` or `admin`.
+    role: String,
+    /// 64 hex digits, as `claude-swarm key new` or `key hash` print them.
+    sha256: String,
 }
 
 /// The checked configuration.
@@ -139,6 +167,10 @@ pub struct Config {
     /// A long-lived instance whose process tree uses more memory (bytes) after a task is
     /// restarted before the next one.
     pub instance_memory_limit: Option<u64>,
+    /// The API keys accepted (the file's and `SWARM_API_KEYS`'); none: nobody is asked.
+    pub keys: Keys,
+    /// Whether tasks may run shell steps (`command`).
+    pub allow_commands: bool,
     pub engine: EngineConfig,
 }
 
@@ -197,6 +229,7 @@ impl Config {
             seconds("task_timeout", overrides.task_timeout.or(file.task_timeout))?
                 .unwrap_or(defaults.default_timeout);
         let stop_grace = seconds("stop_grace", file.stop_grace)?.unwrap_or(Duration::from_secs(5));
+        let keys = api_keys(&file.api_keys, overrides.api_keys.as_deref())?;
         Ok(Self {
             listen: listen
                 .or(file.listen)
@@ -224,6 +257,11 @@ impl Config {
             in_memory: overrides.in_memory,
             keep_worktrees: file.keep_worktrees,
             instance_memory_limit: file.instance_memory_limit_mb.map(|mb| mb * 1024 * 1024),
+            keys,
+            allow_commands: overrides
+                .allow_commands
+                .or(file.allow_commands)
+                .unwrap_or(true),
             engine: EngineConfig {
                 initial_instances,
                 max_instances,
@@ -252,6 +290,49 @@ impl Config {
             },
         })
     }
+}
+
+impl Config {
+    /// Listening beyond loopback with no API key would let anyone who can reach the port
+    /// run agents with a shell: refused, unless `insecure` (then only a warning).
+    pub fn check_exposure(&self, insecure: bool) -> Result<(), ConfigError> {
+        if self.listen.ip().to_canonical().is_loopback() || !self.keys.is_empty() {
+            return Ok(());
+        }
+        if insecure {
+            tracing::warn!(
+                listen = %self.listen,
+                "--insecure: serving beyond loopback with no API key; anyone who can reach \
+                 this port can run agents with a shell"
+            );
+            return Ok(());
+        }
+        Err(ConfigError(format!(
+            "listen: {} is not a loopback address and no API key is configured, so anyone who \
+             can reach it could run agents with a shell. Add a key (`claude-swarm key new \
+             --name NAME --role admin` prints one and its `api_keys` entry for the config \
+             file; or set SWARM_API_KEYS=name:role:key), listen on 127.0.0.1, or pass \
+             --insecure to serve without keys anyway",
+            self.listen
+        )))
+    }
+}
+
+/// The config file's keys, then `SWARM_API_KEYS`' (`name:role:key`, comma-separated).
+fn api_keys(file: &[FileKey], env: Option<&str>) -> Result<Keys, ConfigError> {
+    let mut keys = Vec::new();
+    for (i, key) in file.iter().enumerate() {
+        let key = ApiKey::hashed(&key.name, &key.role, &key.sha256)
+            .map_err(|e| ConfigError(format!("api_keys[{i}]: {e}")))?;
+        keys.push(key);
+    }
+    let entries = env.unwrap_or_default().split(',');
+    for (i, entry) in entries.filter(|e| !e.trim().is_empty()).enumerate() {
+        let key = ApiKey::from_entry(entry)
+            .map_err(|e| ConfigError(format!("SWARM_API_KEYS entry {}: {e}", i + 1)))?;
+        keys.push(key);
+    }
+    Keys::new(keys).map_err(|e| ConfigError(format!("api_keys: {e}")))
 }
 
 /// `$XDG_DATA_HOME/claude-swarm`, else `~/.local/share/claude-swarm`.
@@ -322,6 +403,57 @@ mod tests {
             let err = checked_hosts(vec![bad.into()]).unwrap_err().to_string();
             assert!(err.starts_with("allowed_hosts:"), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn keys_come_from_the_file_and_the_environment_and_guard_other_addresses() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("swarm.yaml");
+        let hash = crate::api::auth::to_hex(&crate::api::auth::digest("file-key-0123456789"));
+        std::fs::write(
+            &path,
+            format!(
+                "listen: 0.0.0.0:6000\nallow_commands: false\n\
+                 api_keys:\n  - name: dash\n    role: read\n    sha256: {hash}\n"
+            ),
+        )
+        .unwrap();
+        let mut overrides = Overrides {
+            config: Some(path.clone()),
+            api_keys: Some("ci:operate:env-key-0123456789, ".into()),
+            ..Default::default()
+        };
+        let config = Config::load(&overrides, None).unwrap();
+        assert!(!config.allow_commands);
+        assert!(!config.keys.is_empty());
+        config.check_exposure(false).unwrap();
+
+        overrides.api_keys = Some("dash:admin:other-key-0123456789".into());
+        let err = Config::load(&overrides, None).unwrap_err().to_string();
+        assert!(err.contains("two keys are named \"dash\""), "{err}");
+        overrides.api_keys = Some("ci:root:env-key-0123456789".into());
+        let err = Config::load(&overrides, None).unwrap_err().to_string();
+        assert!(
+            err.starts_with("SWARM_API_KEYS entry 1: role \"root\""),
+            "{err}"
+        );
+        assert!(!err.contains("env-key"), "the key is not echoed: {err}");
+
+        std::fs::write(&path, "listen: 0.0.0.0:6000\n").unwrap();
+        overrides.api_keys = None;
+        let config = Config::load(&overrides, None).unwrap();
+        assert!(config.allow_commands);
+        let err = config.check_exposure(false).unwrap_err().to_string();
+        assert!(
+            err.starts_with("listen: 0.0.0.0:6000 is not a loopback address")
+                && err.contains("claude-swarm key new")
+                && err.contains("SWARM_API_KEYS")
+                && err.contains("--insecure"),
+            "{err}"
+        );
+        config.check_exposure(true).unwrap();
+        let loopback = Config::load(&overrides, Some("[::1]:6000".parse().unwrap())).unwrap();
+        loopback.check_exposure(false).unwrap();
     }
 
     #[test]

@@ -21,7 +21,9 @@
 //!   naming the field, the line and the column) and hands the engine a plan, with warnings
 //!   for `{{ }}` text it kept as written; the engine never reads YAML.
 //! - [`api`]: thin adapters. One conversion between engine types and the API messages,
-//!   one error mapping, the guard every request passes (Host, Origin, content types), the
+//!   one error mapping, the guard every request passes (Host, Origin, API keys, content
+//!   types), `api::auth` (keys, roles, and the one table of the role each RPC and route
+//!   needs; stream tokens), `api::metrics` (`/metrics`, the request-counting layer), the
 //!   gRPC services, the REST gateway, and the server that puts them all on one port.
 //! - [`config`]: typed settings from defaults, a YAML file, `SWARM_*` variables and flags,
 //!   checked before any port opens.

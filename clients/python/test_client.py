@@ -25,7 +25,7 @@ BOUND = 60
 class Server:
     """`claude-swarm serve` on a free port; the address comes from its log line."""
 
-    def __init__(self):
+    def __init__(self, env=None):
         if not os.access(BIN, os.X_OK):
             pytest.fail(f"{BIN} is missing: run `cargo build --bin claude-swarm` first")
         self.log = []
@@ -35,7 +35,7 @@ class Server:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
-            env={**os.environ, "SWARM_LOG": "claude_swarm=info"},
+            env={**os.environ, "SWARM_LOG": "claude_swarm=info", **(env or {})},
         )
         found = queue.Queue()
         # Reads the log for the address, then keeps draining it so the server never blocks
@@ -169,3 +169,28 @@ def test_a_wait_is_bounded(client):
         client.wait(task.id, timeout=0.5)
     assert error.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     assert client.cancel(task.id).status == pb.TASK_STATUS_CANCELLED
+
+
+KEY = "python-client-key-0123456789"
+
+
+@pytest.fixture(scope="module")
+def keyed_server():
+    server = Server(env={"SWARM_API_KEYS": f"python:operate:{KEY}"})
+    yield server
+    server.stop()
+
+
+def test_a_server_with_keys_wants_one_and_the_client_sends_it(keyed_server):
+    with Client(keyed_server.address, timeout=BOUND, api_key=KEY) as swarm:
+        task = swarm.wait(swarm.submit("with a key").id, timeout=BOUND)
+        assert task.status == pb.TASK_STATUS_COMPLETED
+        # `operate` may not run shell steps: that takes `admin`.
+        with pytest.raises(grpc.RpcError) as refused:
+            swarm.submit("", command="true")
+        assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert "task.command" in refused.value.details()
+    with Client(keyed_server.address, timeout=BOUND) as anonymous:
+        with pytest.raises(grpc.RpcError) as refused:
+            anonymous.status()
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED

@@ -9,6 +9,7 @@ use crate::engine::EngineError;
 pub fn codes(error: &EngineError) -> (Code, StatusCode) {
     match error {
         EngineError::InvalidArgument { .. } => (Code::InvalidArgument, StatusCode::BAD_REQUEST),
+        EngineError::PermissionDenied { .. } => (Code::PermissionDenied, StatusCode::FORBIDDEN),
         EngineError::NotFound { .. } => (Code::NotFound, StatusCode::NOT_FOUND),
         EngineError::AlreadyExists { .. } => (Code::AlreadyExists, StatusCode::CONFLICT),
         EngineError::FailedPrecondition(_) => (Code::FailedPrecondition, StatusCode::CONFLICT),

@@ -15,9 +15,13 @@
 //!   all need a preflight, and preflights are answered only for allowed origins. gRPC
 //!   routes take only gRPC and grpc-web.
 //!
-//! gRPC and grpc-web callers hear PERMISSION_DENIED instead of 421 and 403. Clients that
-//! are not browsers send no `Origin`, declare their bodies and name the address they dial,
-//! so they pass.
+//! Then it asks who is calling ([`auth`]): an API key of the role the operation needs
+//! (401 without one or with an unknown one, 403 with too low a role), or on the event
+//! streams a stream token. The caller is the current one for the rest of the request.
+//!
+//! gRPC and grpc-web callers hear PERMISSION_DENIED instead of 421 and 403, and
+//! UNAUTHENTICATED instead of 401. Clients that are not browsers send no `Origin`, declare
+//! their bodies and name the address they dial, so they pass.
 
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
@@ -33,6 +37,7 @@ use axum::{
 };
 
 use super::{
+    auth::{Auth, Caller, Denied, access},
     rest::{self, ApiError, Route},
     server::ServerOptions,
 };
@@ -40,6 +45,10 @@ use super::{
 /// The start of every gRPC (`application/grpc`, `+proto`) and grpc-web (`-web`,
 /// `-web-text`) media type.
 const GRPC: &str = "application/grpc";
+
+/// How much of a refused request's body is read before the answer, and for how long.
+const DRAIN_BYTES: usize = 64 * 1024;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// What a gRPC route takes, for the 415 that says so.
 const GRPC_TYPES: &[&str] = &[
@@ -60,12 +69,19 @@ pub struct Guard {
     rest: Vec<Route>,
     /// `/{service}/` of every gRPC service: paths that take only gRPC.
     grpc: Vec<String>,
+    /// Keys and stream tokens.
+    auth: Auth,
 }
 
 impl Guard {
     /// The guard for a server with `options`, listening on `listen` (if known) and serving
     /// the gRPC services named `grpc_services` besides the REST routes.
-    pub fn new(options: &ServerOptions, listen: Option<IpAddr>, grpc_services: &[&str]) -> Self {
+    pub fn new(
+        options: &ServerOptions,
+        listen: Option<IpAddr>,
+        grpc_services: &[&str],
+        auth: Auth,
+    ) -> Self {
         let hosts = options
             .allowed_hosts
             .iter()
@@ -83,6 +99,7 @@ impl Guard {
             origins: options.cors_origins.clone(),
             rest: rest::route_table(),
             grpc: grpc_services.iter().map(|s| format!("/{s}/")).collect(),
+            auth,
         }
     }
 
@@ -121,13 +138,14 @@ impl Guard {
                 .is_some_and(|t| t.eq_ignore_ascii_case(authority) && self.serves(&t))
     }
 
-    /// `Ok` when `request` may go on to its route.
-    fn check(&self, request: &Request) -> Result<(), Refusal> {
+    /// Who is calling, when `request` may go on to its route (`None` on an open route).
+    fn check(&self, request: &Request) -> Result<Option<Caller>, Refusal> {
         let (method, uri, headers) = (request.method(), request.uri(), request.headers());
         self.check_host(headers, uri)?;
         let changes_state = !method.is_safe();
+        let stream = self.is_stream(uri.path());
         if let Some(origin) = headers.get(header::ORIGIN)
-            && (changes_state || self.is_stream(uri.path()))
+            && (changes_state || stream)
             && !self.allows_origin(origin, headers, uri)
         {
             return Err(Refusal::origin(origin));
@@ -135,7 +153,10 @@ impl Guard {
         if changes_state {
             self.check_body_type(method, uri.path(), headers)?;
         }
-        Ok(())
+        let token = stream.then(|| stream_token(uri)).flatten();
+        self.auth
+            .check(&access::operation(method, uri.path()), headers, token)
+            .map_err(Refusal::denied)
     }
 
     /// `Host` and the URI's authority (HTTP/2 `:authority`, or an absolute request target):
@@ -192,10 +213,19 @@ impl Guard {
     }
 }
 
-/// The layer's work: refuse, or pass the request on.
-pub async fn check(State(guard): State<Arc<Guard>>, request: Request, next: Next) -> Response {
+/// The layer's work: refuse, or pass the request on as its caller's.
+pub async fn check(State(guard): State<Arc<Guard>>, mut request: Request, next: Next) -> Response {
     match guard.check(&request) {
-        Ok(()) => next.run(request).await,
+        Ok(caller) => {
+            // The stream token is the guard's business; the route never sees it.
+            if guard.is_stream(request.uri().path()) {
+                without_token(request.uri_mut());
+            }
+            match caller {
+                Some(caller) => caller.scope(next.run(request)).await,
+                None => next.run(request).await,
+            }
+        }
         Err(refusal) => {
             tracing::warn!(
                 status = refusal.status.as_u16(),
@@ -205,8 +235,39 @@ pub async fn check(State(guard): State<Arc<Guard>>, request: Request, next: Next
                 "refused: {}",
                 refusal.message
             );
-            refusal.into_response(request.headers().get(header::CONTENT_TYPE))
+            let response = refusal.into_response(request.headers().get(header::CONTENT_TYPE));
+            // Take in what the client is still sending (a little, briefly): over HTTP/1.1 an
+            // unread body closes the connection under it, and it hears a reset instead of
+            // the refusal.
+            let body = axum::body::to_bytes(request.into_body(), DRAIN_BYTES);
+            let _ = tokio::time::timeout(DRAIN_TIME, body).await;
+            response
         }
+    }
+}
+
+/// The `token` query parameter of an event stream's URI.
+fn stream_token(uri: &Uri) -> Option<&str> {
+    uri.query()?
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("token="))
+}
+
+/// `uri` without its `token` query parameters.
+fn without_token(uri: &mut Uri) {
+    let Some(query) = uri.query() else { return };
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|pair| *pair != "token" && !pair.starts_with("token="))
+        .collect();
+    let path_and_query = match kept.as_slice() {
+        [] => uri.path().to_owned(),
+        kept => format!("{}?{}", uri.path(), kept.join("&")),
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = path_and_query.parse().ok();
+    if let Ok(stripped) = Uri::from_parts(parts) {
+        *uri = stripped;
     }
 }
 
@@ -214,11 +275,12 @@ pub async fn check(State(guard): State<Arc<Guard>>, request: Request, next: Next
 struct Refusal {
     status: StatusCode,
     code: &'static str,
-    /// The header at fault.
+    /// The header (or query parameter) at fault.
     field: &'static str,
     message: String,
-    /// Refused for who is calling (`Host`, `Origin`): gRPC callers hear PERMISSION_DENIED.
-    denied: bool,
+    /// What gRPC callers hear instead, when it is about who is calling (`Host`, `Origin`,
+    /// the key); `None` answers them with the REST error too.
+    grpc: Option<tonic::Code>,
 }
 
 impl Refusal {
@@ -235,7 +297,7 @@ impl Refusal {
             code: "misdirected_request",
             field,
             message,
-            denied: true,
+            grpc: Some(tonic::Code::PermissionDenied),
         }
     }
 
@@ -249,7 +311,26 @@ impl Refusal {
                  and cors_origins",
                 text(origin)
             ),
-            denied: true,
+            grpc: Some(tonic::Code::PermissionDenied),
+        }
+    }
+
+    fn denied(denied: Denied) -> Self {
+        match denied {
+            Denied::Unauthenticated { field, message } => Self {
+                status: StatusCode::UNAUTHORIZED,
+                code: "unauthenticated",
+                field,
+                message,
+                grpc: Some(tonic::Code::Unauthenticated),
+            },
+            Denied::Forbidden { message } => Self {
+                status: StatusCode::FORBIDDEN,
+                code: "forbidden",
+                field: "Authorization",
+                message,
+                grpc: Some(tonic::Code::PermissionDenied),
+            },
         }
     }
 
@@ -265,29 +346,39 @@ impl Refusal {
                 "{method} {path} takes a body of type {}; the request has {found}",
                 accepted.join(", ")
             ),
-            denied: false,
+            grpc: None,
         }
     }
 
     /// A gRPC status for a gRPC or grpc-web call (`request_type`), else the REST error body.
     fn into_response(self, request_type: Option<&HeaderValue>) -> Response {
-        match request_type.filter(|t| t.as_bytes().starts_with(GRPC.as_bytes())) {
-            Some(grpc_type) if self.denied => {
-                let mut response =
-                    tonic::Status::permission_denied(self.message).into_http::<Body>();
+        let grpc_type = request_type.filter(|t| t.as_bytes().starts_with(GRPC.as_bytes()));
+        match (grpc_type, self.grpc) {
+            (Some(grpc_type), Some(code)) => {
+                let mut response = tonic::Status::new(code, self.message).into_http::<Body>();
                 // tonic says `application/grpc`; a grpc-web client wants its own type back.
                 response
                     .headers_mut()
                     .insert(header::CONTENT_TYPE, grpc_type.clone());
                 response
             }
-            _ => ApiError::new(
-                self.status,
-                self.code,
-                self.message,
-                Some(self.field.to_owned()),
-            )
-            .into_response(),
+            _ => {
+                let unauthenticated = self.status == StatusCode::UNAUTHORIZED;
+                let mut response = ApiError::new(
+                    self.status,
+                    self.code,
+                    self.message,
+                    Some(self.field.to_owned()),
+                )
+                .into_response();
+                if unauthenticated {
+                    response.headers_mut().insert(
+                        header::WWW_AUTHENTICATE,
+                        HeaderValue::from_static("Bearer realm=\"claude-swarm\""),
+                    );
+                }
+                response
+            }
         }
     }
 }
@@ -349,7 +440,7 @@ fn ip_of(host: &str) -> Option<IpAddr> {
 
 /// Whether `path` is one of `pattern`'s, as axum matches: literal segments equal, each
 /// `{param}` one segment that is not empty.
-fn matches(pattern: &str, path: &str) -> bool {
+pub(crate) fn matches(pattern: &str, path: &str) -> bool {
     let (mut want, mut have) = (pattern.split('/'), path.split('/'));
     loop {
         match (want.next(), have.next()) {
@@ -370,7 +461,8 @@ mod tests {
             allowed_hosts: allowed_hosts.iter().map(|h| h.to_string()).collect(),
             ..ServerOptions::default()
         };
-        Guard::new(&options, listen, &["claude_swarm.v1.TaskService"])
+        let auth = Auth::new(crate::api::auth::Keys::default(), Default::default());
+        Guard::new(&options, listen, &["claude_swarm.v1.TaskService"], auth)
     }
 
     #[test]
@@ -456,6 +548,25 @@ mod tests {
             refused(from_page("/events")),
             Some((StatusCode::FORBIDDEN, "Origin"))
         );
+    }
+
+    #[test]
+    fn a_stream_token_is_read_from_the_query_and_taken_out_of_it() {
+        let uri = |text: &str| text.parse::<Uri>().unwrap();
+        assert_eq!(stream_token(&uri("/events?after=3&token=abc")), Some("abc"));
+        assert_eq!(stream_token(&uri("/events?after=3&tokens=abc")), None);
+        assert_eq!(stream_token(&uri("/events")), None);
+        for (before, after) in [
+            ("/events?token=abc&after=3", "/events?after=3"),
+            ("/ws/stream?token=abc", "/ws/stream"),
+            ("/ws/stream?token", "/ws/stream"),
+            ("/events?after=1", "/events?after=1"),
+            ("/events", "/events"),
+        ] {
+            let mut stripped = uri(before);
+            without_token(&mut stripped);
+            assert_eq!(stripped, after, "{before}");
+        }
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! One port for everything: gRPC (HTTP/2), grpc-web (HTTP/1.1 or 2), reflection, health
-//! and the REST gateway, all on one axum router.
+//! and the REST gateway, all on one axum router, behind the request metrics and the guard.
 
 use std::{
     future::{Future, IntoFuture},
@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use axum::{http::HeaderName, middleware, serve::ListenerExt};
+use axum::{Extension, http::HeaderName, middleware, serve::ListenerExt};
 use tokio::{
     net::TcpListener,
     sync::{oneshot, watch},
@@ -19,10 +19,12 @@ use tonic::server::NamedService;
 use tonic_health::ServingStatus;
 use tonic_web::GrpcWebLayer;
 use tower::Layer;
-use tower_http::cors::{AllowOrigin, Any, CorsLayer};
+use tower_http::cors::{AllowHeaders, AllowOrigin, Any, CorsLayer};
 
 use super::{
+    auth::{Auth, Keys, tokens::StreamTokens},
     guard::{self, Guard},
+    metrics::{self, Metrics},
     rest,
     service::Service,
 };
@@ -50,6 +52,11 @@ pub struct ServerOptions {
     /// machine. Any other `Host` is refused (421), so a page on a domain rebound to this
     /// address (DNS rebinding) cannot call the API.
     pub allowed_hosts: Vec<String>,
+    /// The API keys accepted. None: nobody is asked for one (loopback only, unless
+    /// `--insecure`).
+    pub keys: Keys,
+    /// Whether tasks may run shell steps (`command`) at all.
+    pub allow_commands: bool,
 }
 
 impl Default for ServerOptions {
@@ -58,6 +65,8 @@ impl Default for ServerOptions {
             workspace_root: std::env::current_dir().unwrap_or_else(|_| ".".into()),
             cors_origins: Vec::new(),
             allowed_hosts: Vec::new(),
+            keys: Keys::default(),
+            allow_commands: true,
         }
     }
 }
@@ -79,7 +88,14 @@ async fn app(
     shutdown: watch::Receiver<bool>,
 ) -> axum::Router {
     let stopped = engine.stopped();
-    let api = Service::new(engine, shutdown);
+    let metrics = Metrics::start(engine.clone(), shutdown.clone()).await;
+    let api = Service::new(
+        engine,
+        shutdown,
+        options.allow_commands,
+        metrics.subscribers(),
+    );
+    let tokens = Arc::new(StreamTokens::default());
     let (health, health_service) = tonic_health::server::health_reporter();
     // grpcurl 1.8 speaks only v1alpha; newer clients use v1.
     let reflection = || {
@@ -129,6 +145,7 @@ async fn app(
             ],
         ]
         .concat(),
+        Auth::new(options.keys.clone(), tokens.clone()),
     ));
     let grpc = tonic::service::Routes::new(swarm)
         .add_service(tasks)
@@ -139,12 +156,16 @@ async fn app(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .into_axum_router();
-    // The REST router's fallback (a JSON 404) replaces tonic's "unimplemented" one. The
-    // guard is the outermost layer: every request, preflights too, passes it first.
+    // The REST router's fallback (a JSON 404) replaces tonic's "unimplemented" one. Every
+    // request, preflights too, passes the guard before anything else, and is counted
+    // (refused ones too) by the metrics layer around it.
     grpc.merge(rest::router(api, options.workspace_root))
         .fallback(rest::not_found)
+        .layer(Extension(tokens))
+        .layer(Extension(metrics.clone()))
         .layer(cors(guard.clone()))
         .layer(middleware::from_fn_with_state(guard, guard::check))
+        .layer(middleware::from_fn_with_state(metrics, metrics::record))
 }
 
 /// The whole server's status and each of `services`'.
@@ -164,14 +185,15 @@ fn name<S: NamedService>(_service: &S) -> &'static str {
     S::NAME
 }
 
-/// Browsers may call from the origins the guard allows, nothing else.
+/// Browsers may call from the origins the guard allows, nothing else. The headers a
+/// preflight asks for are allowed by name: `*` would not cover `Authorization`.
 fn cors(guard: Arc<Guard>) -> CorsLayer {
     CorsLayer::new()
         .allow_origin(AllowOrigin::predicate(move |origin, request| {
             guard.allows_origin(origin, &request.headers, &request.uri)
         }))
         .allow_methods(Any)
-        .allow_headers(Any)
+        .allow_headers(AllowHeaders::mirror_request())
         .expose_headers([
             HeaderName::from_static("grpc-status"),
             HeaderName::from_static("grpc-message"),

@@ -2,12 +2,16 @@
 //! gRPC services and the REST gateway are both thin wrappers around this, so a rule or a
 //! conversion exists once.
 
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::convert::from_pb;
+use super::{
+    auth::{Caller, Role},
+    convert::from_pb,
+};
 use crate::{
-    engine::{Engine, EngineError, EventFilter, TaskQuery, TaskSpec},
+    engine::{Engine, EngineError, EventFilter, TaskQuery, TaskSpec, workflow::WorkflowPlan},
     pb, workflow,
 };
 
@@ -21,15 +25,76 @@ pub struct Service {
     engine: Engine,
     /// Flips to true when the server shuts down, ending event feeds.
     shutdown: watch::Receiver<bool>,
+    /// `allow_commands`: whether tasks may run shell steps (`command`) at all.
+    allow_commands: bool,
+    /// Event feeds open now, for `/metrics`.
+    subscribers: Gauge,
 }
 
 fn opt(s: String) -> Option<String> {
     (!s.is_empty()).then_some(s)
 }
 
+/// `tasks[i].command` of the first of `tasks` that is a shell step.
+fn first_command<'a>(commands: impl IntoIterator<Item = &'a str>) -> Option<String> {
+    commands
+        .into_iter()
+        .position(|command| !command.is_empty())
+        .map(|i| format!("tasks[{i}].command"))
+}
+
+fn plan_commands(plan: &WorkflowPlan) -> Option<String> {
+    first_command(
+        plan.tasks
+            .iter()
+            .map(|t| t.command.as_deref().unwrap_or("")),
+    )
+}
+
 impl Service {
-    pub fn new(engine: Engine, shutdown: watch::Receiver<bool>) -> Self {
-        Self { engine, shutdown }
+    pub fn new(
+        engine: Engine,
+        shutdown: watch::Receiver<bool>,
+        allow_commands: bool,
+        subscribers: Gauge,
+    ) -> Self {
+        Self {
+            engine,
+            shutdown,
+            allow_commands,
+            subscribers,
+        }
+    }
+
+    /// With shell steps switched off (`allow_commands: false`), a request that has one
+    /// (its first at `field`) is refused.
+    fn commands_allowed(&self, field: Option<&str>) -> Result<()> {
+        match field {
+            Some(field) if !self.allow_commands => Err(EngineError::invalid(
+                field,
+                "shell steps are switched off on this server (allow_commands: false)",
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Running a shell step, besides being allowed, needs an admin key.
+    fn may_run_commands(&self, field: Option<String>) -> Result<()> {
+        self.commands_allowed(field.as_deref())?;
+        let Some(field) = field else { return Ok(()) };
+        match Caller::current() {
+            Some(caller) if caller.role >= Role::Admin => Ok(()),
+            caller => Err(EngineError::PermissionDenied {
+                field,
+                reason: match caller {
+                    Some(c) => format!(
+                        "a shell step needs an admin key; the key {:?} has role {}",
+                        c.name, c.role
+                    ),
+                    None => "a shell step needs an admin key".to_owned(),
+                },
+            }),
+        }
     }
 
     pub async fn get_status(&self) -> Result<pb::GetStatusResponse> {
@@ -48,6 +113,8 @@ impl Service {
 
     /// Submits one spec; errors name its fields bare (`prompt`), as a flat REST body has them.
     pub async fn submit_spec(&self, spec: pb::TaskSpec) -> Result<pb::SubmitTaskResponse> {
+        let command = (!spec.command.is_empty()).then(|| "command".to_owned());
+        self.may_run_commands(command)?;
         let task = self.engine.submit(TaskSpec::try_from(spec)?).await?;
         Ok(pb::SubmitTaskResponse {
             task_id: task.id.clone(),
@@ -59,6 +126,8 @@ impl Service {
         &self,
         request: pb::SubmitTasksRequest,
     ) -> Result<pb::SubmitTasksResponse> {
+        let commands = request.tasks.iter().map(|t| t.command.as_str());
+        self.may_run_commands(first_command(commands))?;
         let specs = request
             .tasks
             .into_iter()
@@ -147,6 +216,7 @@ impl Service {
         request: pb::ValidateWorkflowRequest,
     ) -> Result<pb::ValidateWorkflowResponse> {
         let checked = workflow::check(&request.yaml, &request.variables.into_iter().collect())?;
+        self.commands_allowed(plan_commands(&checked.plan).as_deref())?;
         Ok(pb::ValidateWorkflowResponse {
             name: checked.plan.name,
             task_count: checked.plan.tasks.len() as u32,
@@ -159,6 +229,7 @@ impl Service {
         request: pb::ExecuteWorkflowRequest,
     ) -> Result<pb::ExecuteWorkflowResponse> {
         let plan = workflow::parse(&request.yaml, &request.variables.into_iter().collect())?;
+        self.may_run_commands(plan_commands(&plan))?;
         let info = self.engine.execute_workflow(plan).await?;
         Ok(pb::ExecuteWorkflowResponse {
             workflow_id: info.id.clone(),
@@ -203,6 +274,8 @@ impl Service {
             .await?;
         let mut shutdown = self.shutdown.clone();
         let (tx, rx) = mpsc::channel(256);
+        let subscribers = self.subscribers.clone();
+        subscribers.inc();
         tokio::spawn(async move {
             let ended = async {
                 tokio::select! {
@@ -227,6 +300,7 @@ impl Service {
                     break;
                 }
             }
+            subscribers.dec();
         });
         Ok(ReceiverStream::new(rx))
     }

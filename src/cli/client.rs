@@ -3,7 +3,12 @@
 use std::process::ExitCode;
 
 use tokio::sync::mpsc;
-use tonic::transport::Channel;
+use tonic::{
+    Request, Status,
+    metadata::{AsciiMetadataValue, errors::InvalidMetadataValue},
+    service::Interceptor,
+    transport::Channel,
+};
 
 use super::{
     CliResult, Command, InstanceCommand, TaskCommand, WorkflowCommand,
@@ -20,23 +25,54 @@ use crate::{
     },
 };
 
-pub(super) async fn client(command: Command, server: &str, json: bool) -> CliResult {
+/// Sends `authorization: Bearer <key>` on every call, when there is a key.
+#[derive(Clone)]
+struct Bearer(Option<AsciiMetadataValue>);
+
+impl Bearer {
+    fn new(key: Option<&str>) -> Result<Self, InvalidMetadataValue> {
+        key.map(|key| format!("Bearer {}", key.trim()).parse())
+            .transpose()
+            .map(Self)
+    }
+}
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+pub(super) async fn client(
+    command: Command,
+    server: &str,
+    api_key: Option<&str>,
+    json: bool,
+) -> CliResult {
+    let bearer = Bearer::new(api_key).map_err(|_| "--api-key: not a key (printable ASCII)")?;
     let channel = Channel::from_shared(server.to_owned())
         .map_err(|e| format!("--server {server:?}: {e}"))?
         .connect()
         .await
         .map_err(|e| format!("cannot reach the server at {server}: {e}"))?;
-    let mut tasks = TaskServiceClient::new(channel.clone());
-    let mut instances = InstanceServiceClient::new(channel.clone());
-    let mut workflows = WorkflowServiceClient::new(channel.clone());
+    let mut tasks = TaskServiceClient::with_interceptor(channel.clone(), bearer.clone());
+    let mut instances = InstanceServiceClient::with_interceptor(channel.clone(), bearer.clone());
+    let mut workflows = WorkflowServiceClient::with_interceptor(channel.clone(), bearer.clone());
+    let mut events = EventServiceClient::with_interceptor(channel.clone(), bearer.clone());
     match command {
         Command::Serve { .. }
         | Command::Run { .. }
+        | Command::Key(_)
         | Command::Workflow(WorkflowCommand::Validate { .. }) => {
             unreachable!("handled by main")
         }
         Command::Status => {
-            let status = SwarmServiceClient::new(channel)
+            let status = SwarmServiceClient::with_interceptor(channel, bearer)
                 .get_status(pb::GetStatusRequest {})
                 .await?
                 .into_inner();
@@ -109,10 +145,7 @@ pub(super) async fn client(command: Command, server: &str, json: bool) -> CliRes
                     ..Default::default()
                 };
                 use pb::EventKind as K;
-                let mut stream = EventServiceClient::new(channel)
-                    .stream_events(request)
-                    .await?
-                    .into_inner();
+                let mut stream = events.stream_events(request).await?.into_inner();
                 stream.message().await?;
                 task = tasks
                     .get_task(pb::GetTaskRequest { task_id: task.id })
@@ -208,10 +241,7 @@ pub(super) async fn client(command: Command, server: &str, json: bool) -> CliRes
                 workflow_id: reply.workflow_id.clone(),
                 ..Default::default()
             };
-            let mut stream = EventServiceClient::new(channel)
-                .stream_events(request)
-                .await?
-                .into_inner();
+            let mut stream = events.stream_events(request).await?.into_inner();
             let (tx, rx) = mpsc::channel(256);
             tokio::spawn(async move {
                 while let Ok(Some(event)) = stream.message().await {
@@ -275,10 +305,7 @@ pub(super) async fn client(command: Command, server: &str, json: bool) -> CliRes
                 instance_id: instance.unwrap_or_default(),
                 kinds: Vec::new(),
             };
-            let mut stream = EventServiceClient::new(channel)
-                .stream_events(request)
-                .await?
-                .into_inner();
+            let mut stream = events.stream_events(request).await?.into_inner();
             while let Some(event) = stream.message().await? {
                 print(json, &event, print_event)?;
             }

@@ -2,6 +2,7 @@
 //! talk to a running server over gRPC. Tables for people, `--json` for scripts.
 
 mod client;
+mod key;
 mod print;
 mod progress;
 mod workflow;
@@ -32,6 +33,9 @@ pub struct Cli {
         default_value = "http://127.0.0.1:50051"
     )]
     server: String,
+    /// API key for the server (client subcommands). Prefer SWARM_API_KEY: `ps` shows flags.
+    #[arg(long, global = true, env = "SWARM_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     json: bool,
@@ -44,6 +48,10 @@ enum Command {
         /// Address to listen on [default: 127.0.0.1:50051].
         #[arg(long, env = "SWARM_LISTEN")]
         listen: Option<SocketAddr>,
+        /// Serve beyond loopback even with no API key (anyone who can reach the port can
+        /// run agents with a shell).
+        #[arg(long)]
+        insecure: bool,
         #[command(flatten)]
         overrides: Overrides,
     },
@@ -89,6 +97,9 @@ enum Command {
     /// Run, show, list or cancel workflows on the server.
     #[command(subcommand)]
     Workflow(WorkflowCommand),
+    /// Make API keys for the server's `api_keys` (or SWARM_API_KEYS).
+    #[command(subcommand)]
+    Key(KeyCommand),
     /// Print events as they happen.
     Watch {
         #[arg(long)]
@@ -101,6 +112,21 @@ enum Command {
         #[arg(long)]
         after: Option<u64>,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum KeyCommand {
+    /// Print a new random key, its SHA-256 and the config entry that accepts it.
+    New {
+        /// Names the key in the server's logs and errors.
+        #[arg(long)]
+        name: String,
+        /// read, operate or admin.
+        #[arg(long)]
+        role: String,
+    },
+    /// Print the SHA-256 of a key read from standard input, for `api_keys[].sha256`.
+    Hash,
 }
 
 #[derive(Subcommand, Debug)]
@@ -175,7 +201,11 @@ type CliResult = Result<ExitCode, Box<dyn std::error::Error>>;
 pub async fn main(cli: Cli) -> ExitCode {
     let json = cli.json;
     let outcome = match cli.command {
-        Command::Serve { listen, overrides } => serve(listen, &overrides).await,
+        Command::Serve {
+            listen,
+            insecure,
+            overrides,
+        } => serve(listen, insecure, &overrides).await,
         Command::Run {
             file,
             vars,
@@ -184,7 +214,8 @@ pub async fn main(cli: Cli) -> ExitCode {
         Command::Workflow(WorkflowCommand::Validate { file, vars }) => {
             workflow::validate(&file, &vars)
         }
-        command => client::client(command, &cli.server, json).await,
+        Command::Key(command) => key::key(command, json),
+        command => client::client(command, &cli.server, cli.api_key.as_deref(), json).await,
     };
     match outcome {
         Ok(code) => code,
@@ -198,8 +229,9 @@ pub async fn main(cli: Cli) -> ExitCode {
     }
 }
 
-async fn serve(listen: Option<SocketAddr>, overrides: &Overrides) -> CliResult {
+async fn serve(listen: Option<SocketAddr>, insecure: bool, overrides: &Overrides) -> CliResult {
     let config = Config::load(overrides, listen)?;
+    config.check_exposure(insecure)?;
     // The agent is checked before the port opens: a missing `claude` is reported first.
     config.agent()?;
     let listener = tokio::net::TcpListener::bind(config.listen)

@@ -8,6 +8,10 @@ pub enum EngineError {
     /// The request is malformed: `field` names what is wrong (`tasks[2].prompt`).
     #[error("invalid {field}: {reason}")]
     InvalidArgument { field: String, reason: String },
+    /// The caller may not ask for this (`field`, such as a shell `command`); the API layer
+    /// decides who may do what, the engine only carries the answer.
+    #[error("{field}: {reason}")]
+    PermissionDenied { field: String, reason: String },
     /// No such task, instance or workflow.
     #[error("{kind} {id:?} not found")]
     NotFound { kind: &'static str, id: String },
@@ -55,10 +59,15 @@ impl EngineError {
         }
     }
 
-    /// Prefixes the field of an `InvalidArgument` (`prompt` -> `tasks[3].prompt`).
+    /// Prefixes the field of an `InvalidArgument` or `PermissionDenied` (`prompt` ->
+    /// `tasks[3].prompt`).
     pub fn within(self, prefix: &str) -> Self {
         match self {
             Self::InvalidArgument { field, reason } => Self::InvalidArgument {
+                field: format!("{prefix}.{field}"),
+                reason,
+            },
+            Self::PermissionDenied { field, reason } => Self::PermissionDenied {
                 field: format!("{prefix}.{field}"),
                 reason,
             },
@@ -66,10 +75,12 @@ impl EngineError {
         }
     }
 
-    /// The field a bad request names, if any.
+    /// The field a refused request names, if any.
     pub fn field(&self) -> Option<&str> {
         match self {
-            Self::InvalidArgument { field, .. } => Some(field),
+            Self::InvalidArgument { field, .. } | Self::PermissionDenied { field, .. } => {
+                Some(field)
+            }
             _ => None,
         }
     }

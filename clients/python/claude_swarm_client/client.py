@@ -8,6 +8,7 @@ names the field at fault (`invalid task.prompt: must not be empty`).
 
 from __future__ import annotations
 
+import collections
 import time
 from typing import Mapping, Optional, Sequence
 
@@ -53,6 +54,50 @@ def task_spec(prompt: str, **fields) -> pb.TaskSpec:
     return pb.TaskSpec(prompt=prompt, **fields)
 
 
+class _CallDetails(
+    collections.namedtuple(
+        "_CallDetails",
+        ("method", "timeout", "metadata", "credentials", "wait_for_ready", "compression"),
+    ),
+    grpc.ClientCallDetails,
+):
+    """A call's details, rebuilt with one more metadata entry."""
+
+
+class _Bearer(
+    grpc.UnaryUnaryClientInterceptor,
+    grpc.UnaryStreamClientInterceptor,
+    grpc.StreamUnaryClientInterceptor,
+    grpc.StreamStreamClientInterceptor,
+):
+    """Sends `authorization: Bearer <key>` with every call (streams included)."""
+
+    def __init__(self, api_key: str):
+        self._entry = ("authorization", f"Bearer {api_key}")
+
+    def _details(self, details: grpc.ClientCallDetails) -> _CallDetails:
+        return _CallDetails(
+            details.method,
+            details.timeout,
+            (*(details.metadata or ()), self._entry),
+            details.credentials,
+            getattr(details, "wait_for_ready", None),
+            getattr(details, "compression", None),
+        )
+
+    def intercept_unary_unary(self, continuation, details, request):
+        return continuation(self._details(details), request)
+
+    def intercept_unary_stream(self, continuation, details, request):
+        return continuation(self._details(details), request)
+
+    def intercept_stream_unary(self, continuation, details, requests):
+        return continuation(self._details(details), requests)
+
+    def intercept_stream_stream(self, continuation, details, requests):
+        return continuation(self._details(details), requests)
+
+
 class SwarmStreamEnded(Exception):
     """The event stream ended before the awaited event (the server is shutting down)."""
 
@@ -70,13 +115,17 @@ class Client:
         *,
         channel: Optional[grpc.Channel] = None,
         timeout: Optional[float] = 30.0,
+        api_key: Optional[str] = None,
     ):
         """`target` is `host:port` (an `http://` prefix is accepted); `timeout` bounds each
-        unary call in seconds (None: unbounded). Pass `channel` for TLS or other options."""
+        unary call in seconds (None: unbounded). Pass `channel` for TLS or other options,
+        and `api_key` when the server has keys (it is sent with every call)."""
         for scheme in ("http://", "dns:///"):
             if target.startswith(scheme):
                 target = target[len(scheme) :]
         self.channel = channel if channel is not None else grpc.insecure_channel(target)
+        if api_key is not None:
+            self.channel = grpc.intercept_channel(self.channel, _Bearer(api_key))
         self.timeout = timeout
         self.tasks = rpc.TaskServiceStub(self.channel)
         self.workflows = rpc.WorkflowServiceStub(self.channel)

@@ -5,7 +5,14 @@
 // which names the field at fault (`invalid task.prompt: must not be empty`).
 
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import { Code, ConnectError, createClient, type Client, type Transport } from "@connectrpc/connect";
+import {
+  Code,
+  ConnectError,
+  createClient,
+  type Client,
+  type Interceptor,
+  type Transport,
+} from "@connectrpc/connect";
 import { createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
 import {
   EventKind,
@@ -53,6 +60,11 @@ export interface SwarmClientOptions {
   protocol?: "grpc-web" | "grpc";
   /** Any Connect transport, for TLS, interceptors or a browser's fetch. */
   transport?: Transport;
+  /**
+   * The API key, when the server has keys: sent with every call as
+   * `authorization: Bearer <key>`. With `transport`, add `bearer(key)` to its interceptors.
+   */
+  apiKey?: string;
   /** Bound on each unary call in milliseconds (default 30 s). */
   timeoutMs?: number;
 }
@@ -61,6 +73,14 @@ export interface WaitOptions {
   /** Reject with Code.DeadlineExceeded after this many milliseconds. */
   timeoutMs?: number;
   signal?: AbortSignal;
+}
+
+/** An interceptor that sends `authorization: Bearer <apiKey>` with every call. */
+export function bearer(apiKey: string): Interceptor {
+  return (next) => async (request) => {
+    request.header.set("authorization", `Bearer ${apiKey}`);
+    return await next(request);
+  };
 }
 
 export class SwarmClient {
@@ -73,11 +93,12 @@ export class SwarmClient {
 
   /** `baseUrl` is the server, e.g. "http://127.0.0.1:50051". */
   constructor(baseUrl = "http://127.0.0.1:50051", options: SwarmClientOptions = {}) {
+    const interceptors = options.apiKey === undefined ? [] : [bearer(options.apiKey)];
     const transport =
       options.transport ??
       (options.protocol === "grpc"
-        ? createGrpcTransport({ baseUrl })
-        : createGrpcWebTransport({ baseUrl, httpVersion: "1.1" }));
+        ? createGrpcTransport({ baseUrl, interceptors })
+        : createGrpcWebTransport({ baseUrl, httpVersion: "1.1", interceptors }));
     this.tasks = createClient(TaskService, transport);
     this.workflows = createClient(WorkflowService, transport);
     this.events = createClient(EventService, transport);

@@ -28,22 +28,29 @@ const BIN = process.env.SWARM_TEST_BIN ?? resolve(ROOT, "target/debug/claude-swa
 // Every wait in these tests is bounded by this many milliseconds.
 const BOUND = 60_000;
 
-let server: ChildProcess;
-let baseUrl: string;
-const log: string[] = [];
+/** A running `claude-swarm serve` and where it listens. */
+interface Server {
+  process: ChildProcess;
+  baseUrl: string;
+}
 
-before(async () => {
-  server = spawn(
+/** Starts the server on a free port (with `env` added), and reads its address from its log. */
+async function startServer(env: Record<string, string> = {}): Promise<Server> {
+  const log: string[] = [];
+  const process_ = spawn(
     BIN,
     ["serve", "--agent", "simulated", "--in-memory", "--listen", "127.0.0.1:0"],
-    { stdio: ["ignore", "ignore", "pipe"], env: { ...process.env, SWARM_LOG: "claude_swarm=info" } },
+    {
+      stdio: ["ignore", "ignore", "pipe"],
+      env: { ...process.env, SWARM_LOG: "claude_swarm=info", ...env },
+    },
   );
-  const spawnError = once(server, "error").then(([error]) => {
+  const spawnError = once(process_, "error").then(([error]) => {
     throw new Error(`${BIN} did not start (run \`cargo build --bin claude-swarm\`): ${error}`);
   });
   // The address comes from the server's log line; the rest of the log keeps being read so
   // the server never blocks on a full pipe.
-  const lines = createInterface({ input: server.stderr! });
+  const lines = createInterface({ input: process_.stderr! });
   const address = new Promise<string>((resolveAddress, reject) => {
     lines.on("line", (line) => {
       log.push(line);
@@ -52,23 +59,34 @@ before(async () => {
     });
     lines.on("close", () => reject(new Error(`the server logged no address:\n${log.join("\n")}`)));
   });
-  const timer = setTimeout(() => server.kill(), BOUND);
+  const timer = setTimeout(() => process_.kill(), BOUND);
   try {
-    baseUrl = `http://${await Promise.race([address, spawnError])}`;
+    return { process: process_, baseUrl: `http://${await Promise.race([address, spawnError])}` };
   } finally {
     clearTimeout(timer);
   }
-});
+}
 
-after(async () => {
-  if (server && server.exitCode === null && server.signalCode === null) {
-    const exited = once(server, "exit");
-    server.kill("SIGTERM");
-    const timer = setTimeout(() => server.kill("SIGKILL"), BOUND);
+async function stopServer(server: Server | undefined): Promise<void> {
+  const child = server?.process;
+  if (child && child.exitCode === null && child.signalCode === null) {
+    const exited = once(child, "exit");
+    child.kill("SIGTERM");
+    const timer = setTimeout(() => child.kill("SIGKILL"), BOUND);
     await exited;
     clearTimeout(timer);
   }
+}
+
+let server: Server | undefined;
+let baseUrl: string;
+
+before(async () => {
+  server = await startServer();
+  baseUrl = server.baseUrl;
 });
+
+after(() => stopServer(server));
 
 for (const protocol of ["grpc-web", "grpc"] as const) {
   describe(`over ${protocol}`, () => {
@@ -143,4 +161,32 @@ test("cancel stops a hanging task and a wait is bounded", { timeout: BOUND }, as
   assert.equal(cancelled.status, TaskStatus.CANCELLED);
   assert.equal(cancelled.failureClass, FailureClass.CANCELLED);
   assert.equal((await swarm.wait(task.id, { timeoutMs: BOUND })).status, TaskStatus.CANCELLED);
+});
+
+describe("a server with API keys", () => {
+  const key = "typescript-client-key-0123456789";
+  let keyed: Server | undefined;
+  before(async () => {
+    keyed = await startServer({ SWARM_API_KEYS: `typescript:read:${key}` });
+  });
+  after(() => stopServer(keyed));
+
+  for (const protocol of ["grpc-web", "grpc"] as const) {
+    test(`wants a key, and the client sends it (${protocol})`, { timeout: BOUND }, async () => {
+      const swarm = new SwarmClient(keyed!.baseUrl, { protocol, apiKey: key, timeoutMs: BOUND });
+      const status = await swarm.swarm.getStatus({});
+      assert.ok(status.version);
+      // `read` may not submit: that takes `operate`.
+      await assert.rejects(swarm.submit("no"), (error: unknown) => {
+        assert.equal(ConnectError.from(error).code, Code.PermissionDenied);
+        assert.match(ConnectError.from(error).rawMessage, /needs operate/);
+        return true;
+      });
+      const anonymous = new SwarmClient(keyed!.baseUrl, { protocol, timeoutMs: BOUND });
+      await assert.rejects(anonymous.swarm.getStatus({}), (error: unknown) => {
+        assert.equal(ConnectError.from(error).code, Code.Unauthenticated);
+        return true;
+      });
+    });
+  }
 });

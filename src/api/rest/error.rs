@@ -47,6 +47,7 @@ impl From<EngineError> for ApiError {
         let (code, status) = codes(&error);
         let code = match code {
             tonic::Code::InvalidArgument => "invalid_argument",
+            tonic::Code::PermissionDenied => "forbidden",
             tonic::Code::NotFound => "not_found",
             tonic::Code::AlreadyExists => "already_exists",
             tonic::Code::FailedPrecondition => "failed_precondition",

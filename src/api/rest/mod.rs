@@ -28,7 +28,7 @@ use serde_json::json;
 pub use docs::{OPENAPI, OPENAPI_METHODS};
 pub use error::ApiError;
 
-use super::service::Service;
+use super::{auth::tokens, metrics, service::Service};
 use docs::{docs, openapi};
 use error::ApiResult;
 use instances::{
@@ -125,6 +125,9 @@ fn endpoints() -> Vec<Endpoint> {
         endpoint(M::DELETE, "/workflows/{id}", cancel_workflow),
         endpoint(M::GET, "/events", sse_events).stream(),
         endpoint(M::GET, "/ws/stream", ws_events).stream(),
+        // Served outside the gateway (its state comes as an extension), documented with it.
+        endpoint(M::POST, "/auth/stream-token", tokens::stream_token).body_types(&[]),
+        endpoint(M::GET, "/metrics", metrics::metrics),
     ]
 }
 
