@@ -94,7 +94,9 @@ impl Core {
             .filter(|id| status_of(&self.tasks, id).is_some_and(|s| !s.is_terminal()))
             .cloned()
             .collect();
-        self.rewire(&open);
+        for (id, reason) in self.wire_dependencies(&open) {
+            self.finish(&id, TaskStatus::Skipped, None, Some(reason));
+        }
         for id in open {
             self.resume(&id, &mut by_parent);
         }
@@ -124,40 +126,6 @@ impl Core {
             self.end_workflow(&id);
         }
         self.dispatch();
-    }
-
-    /// Dependencies of unfinished tasks: pending ones wait again, failed ones doom them.
-    fn rewire(&mut self, open: &[TaskId]) {
-        let mut doomed = Vec::new();
-        for id in open {
-            let deps = self
-                .tasks
-                .get(id)
-                .map(|e| e.task.spec.depends_on.clone())
-                .unwrap_or_default();
-            for dep in deps {
-                match self.tasks.get_mut(&dep) {
-                    // Compacted away or completed: satisfied.
-                    None => {}
-                    Some(e) if e.task.status == TaskStatus::Completed => {}
-                    Some(e) if e.task.status.is_terminal() => {
-                        doomed.push((
-                            id.clone(),
-                            format!("dependency {dep} was {}", e.task.status),
-                        ));
-                    }
-                    Some(e) => {
-                        e.dependents.push(id.clone());
-                        if let Some(entry) = self.tasks.get_mut(id) {
-                            entry.waiting_on += 1;
-                        }
-                    }
-                }
-            }
-        }
-        for (id, reason) in doomed {
-            self.finish(&id, TaskStatus::Skipped, None, Some(reason));
-        }
     }
 
     /// Work that was in flight when the store last wrote.

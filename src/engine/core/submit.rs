@@ -219,32 +219,7 @@ impl Core {
             ids.push(id);
         }
         // Wire up dependencies now that every new task exists.
-        let mut doomed: Vec<(TaskId, String)> = Vec::new();
-        for id in &ids {
-            let deps = self
-                .tasks
-                .get(id)
-                .map(|e| e.task.spec.depends_on.clone())
-                .unwrap_or_default();
-            for dep in deps {
-                let Some(dep_entry) = self.tasks.get_mut(&dep) else {
-                    // Checked above; a dependency that vanished is satisfied.
-                    continue;
-                };
-                match dep_entry.task.status {
-                    TaskStatus::Completed => {}
-                    status if status.is_terminal() => {
-                        doomed.push((id.clone(), format!("dependency {dep} was {status}")));
-                    }
-                    _ => {
-                        dep_entry.dependents.push(id.clone());
-                        if let Some(entry) = self.tasks.get_mut(id) {
-                            entry.waiting_on += 1;
-                        }
-                    }
-                }
-            }
-        }
+        let doomed = self.wire_dependencies(&ids);
         for id in &ids {
             self.publish_task(EventKind::TaskSubmitted, id);
         }
@@ -262,6 +237,39 @@ impl Core {
         }
         self.dispatch();
         Ok(ids.iter().filter_map(|id| self.task(id).ok()).collect())
+    }
+
+    /// Links each of `ids` to its dependencies: a dependency still to finish counts it as
+    /// waiting; a completed one (or one compacted away) is satisfied; one that ended
+    /// otherwise dooms it, with the reason, for the caller to skip.
+    pub(super) fn wire_dependencies(&mut self, ids: &[TaskId]) -> Vec<(TaskId, String)> {
+        let mut doomed = Vec::new();
+        for id in ids {
+            let deps = self
+                .tasks
+                .get(id)
+                .map(|e| e.task.spec.depends_on.clone())
+                .unwrap_or_default();
+            for dep in deps {
+                match self.tasks.get_mut(&dep) {
+                    None => {}
+                    Some(e) if e.task.status == TaskStatus::Completed => {}
+                    Some(e) if e.task.status.is_terminal() => {
+                        doomed.push((
+                            id.clone(),
+                            format!("dependency {dep} was {}", e.task.status),
+                        ));
+                    }
+                    Some(e) => {
+                        e.dependents.push(id.clone());
+                        if let Some(entry) = self.tasks.get_mut(id) {
+                            entry.waiting_on += 1;
+                        }
+                    }
+                }
+            }
+        }
+        doomed
     }
 
     /// A new task id: a UUIDv7 from the input's time, so ids sort by submission.
