@@ -19,7 +19,7 @@ pub mod worktree;
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use crate::engine::ports::{
-    Agent, BoxFuture, OutputSink, ResourceUse, RunOutcome, RunRequest, StopSignal,
+    Agent, BoxFuture, Leftover, OutputSink, ResourceUse, RunOutcome, RunRequest, StopSignal,
 };
 
 /// How to start the agent.
@@ -146,6 +146,18 @@ impl Agent for ProcessAgent {
 
     fn usage(&self, pid: u32) -> Option<ResourceUse> {
         resources::group_usage(pid)
+    }
+
+    fn reap(&self, leftover: &Leftover) {
+        let left = child::reap(leftover);
+        if left > 0 {
+            tracing::warn!(
+                task_id = %leftover.task_id,
+                process_group = leftover.process_group,
+                processes = left,
+                "ended what was left of a run from before the restart"
+            );
+        }
     }
 }
 

@@ -225,6 +225,7 @@ impl Actor {
                     }
                 }
                 Effect::RetireInstance(id) => self.agent.retire(&id),
+                Effect::Reap(leftover) => self.agent.reap(&leftover),
                 Effect::Reply { call, answer } => {
                     let answer = match &failed_with {
                         Some(error) => failed(*answer, error),

@@ -137,8 +137,8 @@ enum Waiter {
 /// A run in flight.
 #[derive(Debug, Default)]
 struct Running {
-    /// A stop was asked for (once is enough).
-    stopping: bool,
+    /// Why a stop was asked for (once is enough).
+    stop: Option<StopReason>,
     waiters: Vec<Waiter>,
 }
 
@@ -301,15 +301,7 @@ impl Core {
                 self.reply(call, Answer::Status(Box::new(value)));
             }
             Input::Shutdown { call } => self.shutdown(call),
-            Input::RunStarted { task, pid } => {
-                let instance = self
-                    .tasks
-                    .get(&task)
-                    .and_then(|e| e.task.instance_id.clone());
-                if let Some(instance) = instance.and_then(|id| self.pool.get_mut(&id)) {
-                    instance.pid = pid;
-                }
-            }
+            Input::RunStarted { task, pid } => self.run_started(&task, pid),
             Input::Output { task, output } => {
                 if let Some(entry) = self.tasks.get(&task) {
                     let (instance, workflow) = (

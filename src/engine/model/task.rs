@@ -376,6 +376,9 @@ pub struct Task {
     pub failure_class: Option<FailureClass>,
     /// Earlier attempts that failed and were retried, oldest first.
     pub history: Vec<Attempt>,
+    /// The process group of the run in flight, as its agent reported it. Stored, so that a
+    /// server started after a crash can end what is left of it before the task runs again.
+    pub process_group: Option<u32>,
 }
 
 /// One failed attempt of a task that was retried.
@@ -412,6 +415,7 @@ impl Task {
             attempts: 0,
             failure_class: None,
             history: Vec::new(),
+            process_group: None,
         }
     }
 }
