@@ -405,3 +405,19 @@ fn warnings_are_listed_up_to_a_bound_and_the_rest_counted() {
         "yaml: 4904 more pieces of `{{ }}` text kept as written are not listed"
     );
 }
+
+#[test]
+fn a_variable_reaches_a_shell_step_as_quoted_words_never_as_code() {
+    let mut vars = BTreeMap::new();
+    vars.insert("target".to_string(), "x; touch pwned".to_string());
+    let plan = parse(
+        "name: t\nvariables:\n  target: .\ntasks:\n  - id: ls\n    command: ls {{ vars.target }}\n  - id: ask\n    prompt: Look at {{ vars.target }}\n",
+        &vars,
+    )
+    .unwrap();
+    assert_eq!(
+        plan.tasks[0].command.as_deref(),
+        Some("ls 'x; touch pwned'")
+    );
+    assert_eq!(plan.tasks[1].prompt, "Look at x; touch pwned");
+}
