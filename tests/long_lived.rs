@@ -25,6 +25,7 @@ fn long_lived_with_limit(memory_limit: Option<u64>) -> ProcessAgent {
         long_lived: true,
         keep_worktrees: false,
         memory_limit,
+        workspace_root: None,
     })
 }
 
@@ -157,7 +158,11 @@ async fn a_line_too_long_to_read_fails_the_task_at_once_in_either_mode() {
             "{mode}: {}",
             big.error
         );
-        assert!(big.error.contains("longer than 16 MiB"), "{mode}: {}", big.error);
+        assert!(
+            big.error.contains("longer than 16 MiB"),
+            "{mode}: {}",
+            big.error
+        );
         // The instance goes on with the next task.
         let next = server.submit(spec("after")).await;
         assert_eq!(status(&server.wait(&next.id).await), S::Completed, "{mode}");

@@ -75,7 +75,8 @@ impl ProcessAgent {
                         .arg(o.disallowed_tools.join(","));
                 }
                 if let Some(prompt) = &o.append_system_prompt {
-                    cmd.arg("--append-system-prompt").arg(prompt);
+                    // Free text may start with `-`: the `=` form keeps it a value.
+                    cmd.arg(format!("--append-system-prompt={prompt}"));
                 }
                 if let Some(config) = &o.mcp_config {
                     cmd.arg("--mcp-config").arg(config);

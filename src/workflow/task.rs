@@ -47,10 +47,12 @@ impl Inherited {
     ) -> Result<Self> {
         let d = &doc.defaults;
         let under = |key: &str, reason: String| {
+            // `allowed_tools[1]` is found at its key, `allowed_tools`.
+            let at = key.split(['.', '[']).next().unwrap_or(key);
             invalid(
                 here,
                 &format!("defaults.{key}"),
-                At::Under("defaults", key),
+                At::Under("defaults", at),
                 reason,
             )
         };

@@ -322,7 +322,7 @@ fn every_error_the_document_can_place_has_its_line() {
         ("defaults:\n  max_turns: 0\n", "defaults.max_turns", 11, 3),
         (
             "defaults:\n  allowed_tools: [Read, \" \"]\n",
-            "defaults.allowed_tools",
+            "defaults.allowed_tools[1]",
             11,
             3,
         ),

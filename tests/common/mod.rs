@@ -33,6 +33,7 @@ pub fn simulated_agent() -> ProcessAgent {
         long_lived: false,
         keep_worktrees: false,
         memory_limit: None,
+        workspace_root: None,
     })
 }
 

@@ -8,6 +8,7 @@ mod finish;
 mod instances;
 mod restore;
 mod shutdown;
+mod submit;
 mod workflows;
 
 use std::time::{Duration, SystemTime};
