@@ -23,7 +23,6 @@ fn main() -> Result<(), Box<dyn Error>> {
     pbjson_build::Builder::new()
         .register_descriptors(&descriptors)?
         .preserve_proto_field_names()
-        .ignore_unknown_fields()
         .build(&[".claude_swarm.v1"])?;
     Ok(())
 }

@@ -42,6 +42,7 @@ impl Config {
                     long_lived: self.agent_mode == AgentMode::LongLived,
                     keep_worktrees: self.keep_worktrees,
                     memory_limit: self.instance_memory_limit,
+                    workspace_root: self.engine.workspace_root.clone(),
                 }
             }
             AgentKind::Simulated => AgentCommand {
@@ -57,6 +58,7 @@ impl Config {
                 long_lived: self.agent_mode == AgentMode::LongLived,
                 keep_worktrees: self.keep_worktrees,
                 memory_limit: self.instance_memory_limit,
+                workspace_root: self.engine.workspace_root.clone(),
             },
         };
         Ok(ProcessAgent::new(command))

@@ -14,7 +14,10 @@ use serde::Deserialize;
 
 use crate::{
     api::auth::{ApiKey, Keys},
-    engine::{EngineConfig, model::task::positive_seconds},
+    engine::{
+        EngineConfig,
+        model::task::{GUARDED_ENV, guarded_env, positive_seconds},
+    },
 };
 
 /// Which agent runs tasks.
@@ -124,6 +127,11 @@ struct FileConfig {
     /// Leave tasks' git worktrees in place when they end.
     #[serde(default)]
     keep_worktrees: bool,
+    /// Most unfinished (pending, queued or running) tasks at once.
+    max_queued_tasks: Option<usize>,
+    /// Guarded variables (`PATH`, `LD_PRELOAD`, ...) a task's `options.env` may set.
+    #[serde(default)]
+    allow_agent_env_override: Vec<String>,
     // ---- API keys and shell steps (issue 12) ----
     /// Keys accepted; with none, nobody is asked for one.
     #[serde(default)]
@@ -278,6 +286,13 @@ impl Config {
                     other => other,
                 },
                 task_retention: file.task_retention.unwrap_or(defaults.task_retention),
+                max_queued_tasks: match file.max_queued_tasks {
+                    Some(0) => {
+                        return Err(ConfigError("max_queued_tasks: must be at least 1".into()));
+                    }
+                    other => other.unwrap_or(defaults.max_queued_tasks),
+                },
+                allow_agent_env_override: checked_env_overrides(file.allow_agent_env_override)?,
                 budget_usd: match file.budget_usd {
                     Some(b) if !(b.is_finite() && b > 0.0) => {
                         return Err(ConfigError(
@@ -364,6 +379,19 @@ fn seconds(field: &str, value: Option<f64>) -> Result<Option<Duration>, ConfigEr
             ))
         }),
     }
+}
+
+/// Each entry names a variable that needs the leave: any other is a mistake (a typo, or a
+/// variable tasks may set anyway).
+fn checked_env_overrides(names: Vec<String>) -> Result<Vec<String>, ConfigError> {
+    if let Some(name) = names.iter().find(|name| !guarded_env(name)) {
+        return Err(ConfigError(format!(
+            "allow_agent_env_override: {name:?} is not a guarded variable; tasks may set it \
+             without leave (guarded: {})",
+            GUARDED_ENV.join(", ")
+        )));
+    }
+    Ok(names)
 }
 
 /// Each allowed host is a name or address with an optional port: no scheme, no path.
@@ -475,6 +503,29 @@ mod tests {
         assert_eq!(config.engine.initial_instances, 1);
         assert_eq!(config.engine.max_instances, 4);
         assert_eq!(config.agent, AgentKind::Simulated);
+
+        std::fs::write(
+            &path,
+            "max_queued_tasks: 10\nallow_agent_env_override: [PATH, LD_LIBRARY_PATH]\n",
+        )
+        .unwrap();
+        let config = Config::load(&overrides, None).unwrap();
+        assert_eq!(config.engine.max_queued_tasks, 10);
+        assert_eq!(
+            config.engine.allow_agent_env_override,
+            ["PATH", "LD_LIBRARY_PATH"]
+        );
+        for (bad, key) in [
+            ("max_queued_tasks: 0\n", "max_queued_tasks:"),
+            (
+                "allow_agent_env_override: [RUST_LOG]\n",
+                "allow_agent_env_override:",
+            ),
+        ] {
+            std::fs::write(&path, bad).unwrap();
+            let err = Config::load(&overrides, None).unwrap_err().to_string();
+            assert!(err.starts_with(key), "{err}");
+        }
 
         std::fs::write(&path, "instances: 3\nbogus: 1\n").unwrap();
         let err = Config::load(&overrides, None).unwrap_err().to_string();

@@ -14,7 +14,9 @@
 //!   [`engine::ports`] the traits the engine calls (`Agent`, `Store`) and their types.
 //! - [`agent`]: implements the `Agent` port. Claude Code's stream-json protocol, how a
 //!   run's end becomes a failure class (`agent::verdict`), one file per way of running a
-//!   process (per task, long-lived), the simulated CLI, and an instant in-process agent.
+//!   process (per task, long-lived) and what both need of a child (a clean environment,
+//!   its own process group, death with the server, the end of a group a crash left
+//!   behind), the simulated CLI, and an instant in-process agent.
 //! - [`store`]: implements the `Store` port on SQLite; stored rows are their own versioned
 //!   types, migrated when an older data directory opens.
 //! - [`workflow`]: the workflow file format. Reads a YAML document, checks it (each error

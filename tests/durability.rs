@@ -4,124 +4,41 @@
 
 mod common;
 
-use std::{
-    collections::HashMap,
-    io::{BufRead, BufReader},
-    path::Path,
-    process::{Child, Command, Stdio},
-    time::Duration,
-};
+use std::{collections::HashMap, path::Path, process::Command, time::Duration};
 
 use claude_swarm::pb::{
     self, EventKind as K, event_service_client::EventServiceClient,
     task_service_client::TaskServiceClient, workflow_service_client::WorkflowServiceClient,
 };
-use common::BIN;
-use tonic::transport::Channel;
+use common::{BIN, serve::Served};
 
-/// A `claude-swarm serve` child on a free port; ready once it logged its address.
-struct Server {
-    child: Child,
-    channel: Channel,
+/// The server as durability needs it: with 4 instances.
+async fn start(data: &Path) -> Served {
+    Served::start(data, &["--instances", "4"]).await
 }
 
-impl Server {
-    async fn start(data: &Path) -> Self {
-        let mut child = Command::new(BIN)
-            .args([
-                "serve",
-                "--agent",
-                "simulated",
-                "--listen",
-                "127.0.0.1:0",
-                "--instances",
-                "4",
-            ])
-            .arg("--data-dir")
-            .arg(data)
-            .env("SWARM_LOG", "claude_swarm=info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
+/// Waits until `count` more tasks have completed (counted from events after `after`).
+async fn wait_completions(server: &Served, after: u64, count: usize) -> u64 {
+    let request = pb::StreamEventsRequest {
+        after_sequence: Some(after),
+        kinds: vec![K::TaskCompleted as i32],
+        ..Default::default()
+    };
+    let mut stream = EventServiceClient::new(server.channel.clone())
+        .stream_events(request)
+        .await
+        .unwrap()
+        .into_inner();
+    let mut last = after;
+    for _ in 0..count {
+        let event = tokio::time::timeout(Duration::from_secs(60), stream.message())
+            .await
+            .unwrap()
+            .unwrap()
             .unwrap();
-        let stderr = BufReader::new(child.stderr.take().unwrap());
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut sent = false;
-            for line in stderr.lines().map_while(Result::ok) {
-                if !sent && let Some(address) = line.split("address=").nth(1) {
-                    let address = address
-                        .split_whitespace()
-                        .next()
-                        .unwrap_or_default()
-                        .to_owned();
-                    let _ = tx.send(address);
-                    sent = true;
-                }
-            }
-        });
-        let address = tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(30)))
-            .await
-            .unwrap()
-            .expect("the server logs its address when it listens");
-        let channel = Channel::from_shared(format!("http://{address}"))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        Self { child, channel }
+        last = event.sequence;
     }
-
-    fn kill(mut self) {
-        self.child.kill().unwrap(); // SIGKILL
-        self.child.wait().unwrap();
-    }
-
-    async fn all_tasks(&self) -> HashMap<String, pb::Task> {
-        let mut tasks = HashMap::new();
-        let mut token = String::new();
-        loop {
-            let request = pb::ListTasksRequest {
-                limit: 1000,
-                page_token: token.clone(),
-                ..Default::default()
-            };
-            let page = TaskServiceClient::new(self.channel.clone())
-                .list_tasks(request)
-                .await
-                .unwrap()
-                .into_inner();
-            tasks.extend(page.tasks.into_iter().map(|t| (t.id.clone(), t)));
-            if page.next_page_token.is_empty() {
-                return tasks;
-            }
-            token = page.next_page_token;
-        }
-    }
-
-    /// Waits until `count` more tasks have completed (counted from events after `after`).
-    async fn wait_completions(&self, after: u64, count: usize) -> u64 {
-        let request = pb::StreamEventsRequest {
-            after_sequence: Some(after),
-            kinds: vec![K::TaskCompleted as i32],
-            ..Default::default()
-        };
-        let mut stream = EventServiceClient::new(self.channel.clone())
-            .stream_events(request)
-            .await
-            .unwrap()
-            .into_inner();
-        let mut last = after;
-        for _ in 0..count {
-            let event = tokio::time::timeout(Duration::from_secs(60), stream.message())
-                .await
-                .unwrap()
-                .unwrap()
-                .unwrap();
-            last = event.sequence;
-        }
-        last
-    }
+    last
 }
 
 fn is_terminal(task: &pb::Task) -> bool {
@@ -163,7 +80,7 @@ async fn sigkill_at_random_points_loses_nothing_acknowledged() {
         random % n
     };
 
-    let mut server = Server::start(data.path()).await;
+    let mut server = start(data.path()).await;
     let request = pb::ExecuteWorkflowRequest {
         yaml,
         ..Default::default()
@@ -190,16 +107,14 @@ async fn sigkill_at_random_points_loses_nothing_acknowledged() {
             .unwrap()
             .into_inner();
         acknowledged.push(task.task_id);
-        last_seen = server
-            .wait_completions(last_seen, 5 + next(30) as usize)
-            .await;
+        last_seen = wait_completions(&server, last_seen, 5 + next(30) as usize).await;
         for task in server.all_tasks().await.into_values() {
             if task.status == pb::TaskStatus::Completed as i32 {
                 completed_before.insert(task.id.clone(), task);
             }
         }
         server.kill();
-        server = Server::start(data.path()).await;
+        server = start(data.path()).await;
         // After a restart every acknowledged task is there.
         let tasks = server.all_tasks().await;
         for id in &acknowledged {
@@ -313,7 +228,7 @@ async fn a_corrupt_data_file_is_a_clear_error_at_start() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idempotency_keys_return_the_same_task_across_a_restart() {
     let data = tempfile::tempdir().unwrap();
-    let server = Server::start(data.path()).await;
+    let server = start(data.path()).await;
     let spec = pb::TaskSpec {
         prompt: "once".into(),
         idempotency_key: "job-42".into(),
@@ -336,7 +251,7 @@ async fn idempotency_keys_return_the_same_task_across_a_restart() {
         .into_inner();
     assert_eq!(first.task_id, again.task_id);
     server.kill();
-    let server = Server::start(data.path()).await;
+    let server = start(data.path()).await;
     let mut tasks = TaskServiceClient::new(server.channel.clone());
     let after = tasks
         .submit_task(pb::SubmitTaskRequest { task: Some(spec) })

@@ -25,6 +25,7 @@ fn long_lived_with_limit(memory_limit: Option<u64>) -> ProcessAgent {
         long_lived: true,
         keep_worktrees: false,
         memory_limit,
+        workspace_root: None,
     })
 }
 
@@ -138,4 +139,33 @@ async fn an_instance_over_its_memory_limit_restarts_and_resumes_its_session() {
     );
     assert!(!group_alive(first_pid));
     server.stop().await;
+}
+
+#[tokio::test]
+async fn a_line_too_long_to_read_fails_the_task_at_once_in_either_mode() {
+    for (mode, agent) in [
+        ("long-lived", long_lived()),
+        ("per task", common::simulated_agent()),
+    ] {
+        let server = TestServer::start_with_agent(config(1), agent).await;
+        // 17 MB of text: the assistant line and the result line are both over 16 MiB.
+        let big = server.submit(spec("sim:large=17000000")).await;
+        let big = server.wait(&big.id).await;
+        assert_eq!(status(&big), S::Failed, "{mode}: {big:?}");
+        assert_eq!(
+            big.failure_class,
+            pb::FailureClass::ProtocolError as i32,
+            "{mode}: {}",
+            big.error
+        );
+        assert!(
+            big.error.contains("longer than 16 MiB"),
+            "{mode}: {}",
+            big.error
+        );
+        // The instance goes on with the next task.
+        let next = server.submit(spec("after")).await;
+        assert_eq!(status(&server.wait(&next.id).await), S::Completed, "{mode}");
+        server.stop().await;
+    }
 }

@@ -125,6 +125,7 @@ impl Rig {
             long_lived,
             keep_worktrees: false,
             memory_limit: None,
+            workspace_root: None,
         });
         let config = claude_swarm::engine::EngineConfig {
             working_directory: work.path().into(),
@@ -231,6 +232,28 @@ async fn a_plain_answer_completes_with_its_text_session_cost_and_usage() {
     assert!(
         requests[0]["messages"].to_string().contains("say hi"),
         "the prompt reaches the API"
+    );
+    rig.server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_system_prompt_that_starts_like_a_flag_reaches_the_api_as_text() {
+    let rig = Rig::start(Reply::Text("ok".into())).await;
+    let options = pb::AgentOptions {
+        append_system_prompt: "--dangerously-skip-permissions is not a flag here".into(),
+        ..Default::default()
+    };
+    let (done, _) = rig
+        .run(pb::TaskSpec {
+            options: Some(options),
+            ..spec("say hi")
+        })
+        .await;
+    assert_eq!(status(&done), S::Completed, "{done:?}");
+    let system = rig.api.requests()[0]["system"].to_string();
+    assert!(
+        system.contains("--dangerously-skip-permissions is not a flag here"),
+        "{system}"
     );
     rig.server.stop().await;
 }

@@ -323,7 +323,7 @@ async fn errors_are_json_with_the_right_status_and_field() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
-    let huge = json!({ "prompt": "x".repeat(3 * 1024 * 1024) });
+    let huge = json!({ "prompt": "x".repeat(claude_swarm::api::MAX_REQUEST_BYTES) });
     let r = rest.http.post(&url).json(&huge).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
     let body: Value = r.json().await.unwrap();

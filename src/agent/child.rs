@@ -1,8 +1,9 @@
 //! What every way of running needs of a child process: a clean environment, its own
-//! process group, stdout read as bounded lines and forwarded as they come, stderr's tail,
-//! and a stop that escalates from SIGTERM to SIGKILL for the whole group.
+//! process group, death with the server, stdout read as bounded lines and forwarded as they
+//! come, stderr's tail, a stop that escalates from SIGTERM to SIGKILL for the whole group,
+//! and the end of a group a crashed server left behind.
 
-use std::{io, process::Stdio, time::Duration};
+use std::{collections::BTreeMap, io, path::Path, process::Stdio, time::Duration};
 
 use tokio::{
     io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader},
@@ -12,12 +13,24 @@ use tokio::{
 use super::{
     AgentCommand, passed,
     protocol::{self, cut},
+    resources,
     verdict::ProcessExit,
 };
-use crate::engine::{AgentOutput, ports::OutputSink};
+use crate::engine::{
+    AgentOutput,
+    ports::{Leftover, OutputSink},
+};
 
-/// Longest stdout line read; longer ones are reported and skipped.
-const MAX_LINE: usize = 16 * 1024 * 1024;
+/// The task a process per task runs (set for its whole tree).
+pub(super) const TASK_VAR: &str = "SWARM_TASK_ID";
+/// The attempt it is, from 1.
+pub(super) const ATTEMPT_VAR: &str = "SWARM_ATTEMPT";
+/// The instance a process belongs to (set for every agent process).
+pub(super) const INSTANCE_VAR: &str = "SWARM_INSTANCE_ID";
+
+/// Longest stdout line read. A longer one ends an agent's run at once (a protocol error: it
+/// may have been the result); a shell step's is skipped (its result keeps 1 MiB anyway).
+pub(super) const MAX_LINE: usize = 16 * 1024 * 1024;
 /// Bytes of a shell step's stdout kept as its result.
 const MAX_STDOUT_RESULT: usize = 1024 * 1024;
 /// Bytes of stderr kept for error messages.
@@ -25,17 +38,94 @@ const STDERR_TAIL: usize = 4096;
 /// How long to wait for the pipes to close once the process is gone.
 pub(super) const DRAIN_LIMIT: Duration = Duration::from_secs(2);
 
-/// A clean environment by construction, stdio piped, its own process group.
-pub(super) fn prepare(command: &AgentCommand, cmd: &mut Command, dir: &std::path::Path) {
+/// A clean environment by construction (then `env`, then the variables naming the run),
+/// stdio piped, its own process group, and death with the server.
+pub(super) fn prepare(
+    command: &AgentCommand,
+    cmd: &mut Command,
+    dir: &Path,
+    env: &BTreeMap<String, String>,
+    instance: &str,
+) {
     cmd.env_clear()
         .envs(std::env::vars().filter(|(name, _)| passed(name)))
         .envs(command.env.iter().map(|(k, v)| (k, v)))
+        .envs(env)
+        // Also how a server started after a crash recognises the group as its own.
+        .env(INSTANCE_VAR, instance)
         .current_dir(dir)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
+    die_with_the_server(cmd);
+}
+
+/// The kernel sends the child SIGKILL when the server dies, even by SIGKILL itself, which
+/// runs no code of ours (`PR_SET_PDEATHSIG`).
+///
+/// The signal comes when the *thread* that spawned the child ends, not the process. Tokio
+/// spawns on the calling thread (`Command::spawn` forks there, synchronously); agents are
+/// spawned from async tasks, so on a runtime worker thread, and those live as long as the
+/// runtime. A child must never be spawned from `spawn_blocking` or `block_in_place`: those
+/// threads end when idle and would take the agent with them.
+///
+/// Only the process started here gets the signal, not what it starts (a shell step's
+/// commands, the tools of an agent): those are ended by the next start, which kills what is
+/// left of the recorded process group before the task runs again ([`reap`]).
+fn die_with_the_server(cmd: &mut Command) {
+    #[cfg(target_os = "linux")]
+    {
+        let server = std::process::id();
+        // SAFETY: between fork and exec the closure makes only async-signal-safe calls
+        // (prctl, getppid) and allocates nothing.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                    return Err(io::Error::last_os_error());
+                }
+                // The server died between the fork and the prctl: nothing would signal.
+                if u32::try_from(libc::getppid()).ok() != Some(server) {
+                    return Err(io::Error::from_raw_os_error(libc::ESRCH));
+                }
+                Ok(())
+            });
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = cmd;
+}
+
+/// Ends what is left of a run from before a restart: the group is killed if one of its
+/// processes is recognisably ours, because process ids are reused (after a reboot, a long
+/// downtime) and a group that merely has the recorded number may be anyone's. Ours carry
+/// the task's id (a process per task, and what it started) or, for a long-lived process,
+/// which has no task id, the instance's. Returns how many processes were left.
+pub(super) fn reap(leftover: &Leftover) -> usize {
+    let members = resources::group_members(leftover.process_group);
+    let ours = members.iter().any(|pid| {
+        let environ = resources::environ(*pid);
+        let var = |name: &str| {
+            environ.iter().find_map(|entry| {
+                entry
+                    .strip_prefix(name.as_bytes())
+                    .and_then(|rest| rest.strip_prefix(b"="))
+            })
+        };
+        match var(TASK_VAR) {
+            Some(task) => task == leftover.task_id.as_bytes(),
+            None => leftover
+                .instance_id
+                .as_deref()
+                .is_some_and(|instance| var(INSTANCE_VAR) == Some(instance.as_bytes())),
+        }
+    });
+    if !ours {
+        return 0;
+    }
+    signal_group(Some(leftover.process_group), libc::SIGKILL);
+    members.len()
 }
 
 /// Sends one line on as an event; keeps the result line (agent) or the text (shell step).
@@ -78,11 +168,14 @@ pub(super) async fn forward(
             }
             parsed.output
         }
-        (Line::TooLong, _) => AgentOutput {
-            message_type: "unparsed".into(),
-            text: format!("a line longer than {MAX_LINE} bytes was skipped"),
-            ..AgentOutput::default()
-        },
+        (Line::TooLong, shell) => {
+            outcome.line_too_long = shell.is_none();
+            AgentOutput {
+                message_type: "unparsed".into(),
+                text: format!("a line longer than {MAX_LINE} bytes was skipped"),
+                ..AgentOutput::default()
+            }
+        }
     };
     sink.output(output).await;
 }

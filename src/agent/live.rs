@@ -117,7 +117,12 @@ impl ProcessAgent {
         slots.entry(instance.to_owned()).or_default().clone()
     }
 
-    fn spawn_live(&self, dir: &Path, resume: Option<&str>) -> std::io::Result<Live> {
+    fn spawn_live(
+        &self,
+        instance: &str,
+        dir: &Path,
+        resume: Option<&str>,
+    ) -> std::io::Result<Live> {
         let spec = &self.command;
         let mut cmd = Command::new(&spec.program);
         cmd.args(&spec.leading_args).args([
@@ -139,7 +144,8 @@ impl ProcessAgent {
                 session
             }
         };
-        prepare(&self.command, &mut cmd, dir);
+        // Tasks with options of their own never run here: no variables of theirs.
+        prepare(&self.command, &mut cmd, dir, &Default::default(), instance);
         let mut child = cmd.spawn()?;
         let stdin = child.stdin.take();
         let lines = LineReader::new(child.stdout.take().expect("stdout is piped"));
@@ -185,7 +191,11 @@ impl ProcessAgent {
                 .session
                 .clone()
                 .filter(|_| slot.cwd.as_ref() == Some(&request.working_directory));
-            match self.spawn_live(&request.working_directory, resume.as_deref()) {
+            match self.spawn_live(
+                &request.instance_id,
+                &request.working_directory,
+                resume.as_deref(),
+            ) {
                 Ok(live) => {
                     slot.session = Some(live.session.clone());
                     slot.cwd = Some(live.cwd.clone());
@@ -222,6 +232,9 @@ impl ProcessAgent {
                             outcome.exit_code = Some(0);
                             break;
                         }
+                        // Its output is out of step (the line may have been the result):
+                        // the turn cannot end on its own, so the process goes now.
+                        ended = outcome.line_too_long;
                     }
                     Ok(None) | Err(_) => ended = true,
                 },

@@ -16,10 +16,14 @@ pub mod simulated;
 pub mod verdict;
 pub mod worktree;
 
-use std::{path::PathBuf, sync::Arc, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
 
 use crate::engine::ports::{
-    Agent, BoxFuture, OutputSink, ResourceUse, RunOutcome, RunRequest, StopSignal,
+    Agent, BoxFuture, Leftover, OutputSink, ResourceUse, RunOutcome, RunRequest, StopSignal,
 };
 
 /// How to start the agent.
@@ -43,6 +47,9 @@ pub struct AgentCommand {
     /// A long-lived process whose tree uses more memory (bytes) after a task is restarted
     /// (resuming its session) before the next one.
     pub memory_limit: Option<u64>,
+    /// When set, a run whose directories resolve (symlinks followed) outside it is refused
+    /// as it starts, and the agent runs in the resolved directory.
+    pub workspace_root: Option<PathBuf>,
 }
 
 /// The only variables of ours an agent process sees (plus [`AgentCommand::env`]): what a
@@ -106,20 +113,59 @@ impl ProcessAgent {
             worktrees: Arc::default(),
         }
     }
+
+    /// With a workspace root, the run's directories are resolved (symlinks followed) and
+    /// must still be inside it; the run then uses the resolved paths, so a link changed
+    /// later does not matter. The engine checked their names at submission, but a link may
+    /// point elsewhere by now.
+    fn confine(&self, request: &mut RunRequest) -> Result<(), String> {
+        let Some(root) = &self.command.workspace_root else {
+            return Ok(());
+        };
+        let resolve = |path: &Path| {
+            path.canonicalize()
+                .map_err(|e| format!("cannot resolve {}: {e}", path.display()))
+        };
+        let inside = |what: &str, path: &Path, real_root: &Path| {
+            let real = resolve(path)?;
+            if real.starts_with(real_root) {
+                Ok(real)
+            } else {
+                Err(format!(
+                    "{what} {} resolves to {}, outside the workspace root {}",
+                    path.display(),
+                    real.display(),
+                    root.display()
+                ))
+            }
+        };
+        let real_root = resolve(root)?;
+        let dir = inside("working directory", &request.working_directory, &real_root)?;
+        for extra in &mut request.options.add_dirs {
+            let real = inside("options.add_dirs entry", &dir.join(&*extra), &real_root)?;
+            *extra = real.display().to_string();
+        }
+        request.working_directory = dir;
+        Ok(())
+    }
 }
 
 impl Agent for ProcessAgent {
     fn run(
         &self,
-        request: RunRequest,
+        mut request: RunRequest,
         sink: OutputSink,
         stop: StopSignal,
     ) -> BoxFuture<RunOutcome> {
-        if !request.working_directory.is_dir() {
-            let failure = format!(
+        let checked = if request.working_directory.is_dir() {
+            self.confine(&mut request)
+        } else {
+            Err(format!(
                 "working directory {} does not exist",
                 request.working_directory.display()
-            );
+            ))
+        };
+        if let Err(failure) = checked {
             return Box::pin(async move {
                 RunOutcome::failed(crate::engine::FailureClass::SpawnFailed, failure)
             });
@@ -146,6 +192,18 @@ impl Agent for ProcessAgent {
 
     fn usage(&self, pid: u32) -> Option<ResourceUse> {
         resources::group_usage(pid)
+    }
+
+    fn reap(&self, leftover: &Leftover) {
+        let left = child::reap(leftover);
+        if left > 0 {
+            tracing::warn!(
+                task_id = %leftover.task_id,
+                process_group = leftover.process_group,
+                processes = left,
+                "ended what was left of a run from before the restart"
+            );
+        }
     }
 }
 

@@ -10,7 +10,8 @@ use tokio::{io::AsyncWriteExt, process::Command};
 use super::{
     ProcessAgent,
     child::{
-        DRAIN_LIMIT, LineReader, forward, prepare, read_tail, signal_group, spawn_error, terminate,
+        ATTEMPT_VAR, DRAIN_LIMIT, LineReader, TASK_VAR, forward, prepare, read_tail, signal_group,
+        spawn_error, terminate,
     },
     protocol::ResultLine,
     verdict::ProcessExit,
@@ -74,7 +75,8 @@ impl ProcessAgent {
                         .arg(o.disallowed_tools.join(","));
                 }
                 if let Some(prompt) = &o.append_system_prompt {
-                    cmd.arg("--append-system-prompt").arg(prompt);
+                    // Free text may start with `-`: the `=` form keeps it a value.
+                    cmd.arg(format!("--append-system-prompt={prompt}"));
                 }
                 if let Some(config) = &o.mcp_config {
                     cmd.arg("--mcp-config").arg(config);
@@ -91,11 +93,16 @@ impl ProcessAgent {
                 cmd
             }
         };
-        prepare(&self.command, &mut cmd, &request.working_directory);
+        prepare(
+            &self.command,
+            &mut cmd,
+            &request.working_directory,
+            &request.options.env,
+            &request.instance_id,
+        );
         // Which task and which attempt this is, for scripts and the simulation.
-        cmd.env("SWARM_TASK_ID", &request.task_id)
-            .env("SWARM_ATTEMPT", request.attempt.to_string())
-            .envs(&request.options.env);
+        cmd.env(TASK_VAR, &request.task_id)
+            .env(ATTEMPT_VAR, request.attempt.to_string());
         cmd
     }
 
@@ -168,7 +175,12 @@ impl ProcessAgent {
         loop {
             tokio::select! {
                 line = lines.next() => match line {
-                    Ok(Some(line)) => forward(&sink, &mut outcome, stdout_text.as_mut(), line).await,
+                    Ok(Some(line)) => {
+                        forward(&sink, &mut outcome, stdout_text.as_mut(), line).await;
+                        if outcome.line_too_long {
+                            break;
+                        }
+                    }
                     Ok(None) => break,
                     Err(e) => {
                         outcome.failure = Some(format!("reading the agent's output failed: {e}"));
@@ -189,7 +201,8 @@ impl ProcessAgent {
         }
         let status = match exited {
             Some(status) => status,
-            None if outcome.stopped.is_some() => {
+            // Stopped from outside, or its output cannot be followed any more.
+            None if outcome.stopped.is_some() || outcome.line_too_long => {
                 terminate(&mut child, pid, self.command.stop_grace).await
             }
             None => {
@@ -204,7 +217,7 @@ impl ProcessAgent {
             }
         };
         signal_group(pid, libc::SIGKILL);
-        if outcome.stopped.is_none() {
+        if outcome.stopped.is_none() && !outcome.line_too_long {
             // Lines still in the pipe after the exit.
             let _ = tokio::time::timeout(DRAIN_LIMIT, async {
                 while let Ok(Some(line)) = lines.next().await {

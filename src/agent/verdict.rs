@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use super::protocol::ResultLine;
+use super::{child::MAX_LINE, protocol::ResultLine};
 use crate::engine::{
     FailureClass, TaskResult, TaskStatus,
     model::task::seconds,
@@ -29,6 +29,8 @@ pub struct ProcessExit {
     /// Stdout lines that were stream-json messages, and lines that were not.
     pub messages: usize,
     pub unparsed: usize,
+    /// The agent printed a line longer than [`MAX_LINE`]: the run was ended there.
+    pub line_too_long: bool,
     /// A shell step, not the agent.
     pub shell: bool,
     /// With worktree isolation: the branch and what changed on it.
@@ -57,9 +59,11 @@ impl ProcessExit {
             (Some(StopReason::Cancelled), ..) => {
                 (TaskStatus::Cancelled, "cancelled".to_string(), C::Cancelled)
             }
+            // The engine keeps such a task as a crash would leave it (to run again after
+            // the restart, if its policy allows); this is only what the run saw.
             (Some(StopReason::Shutdown), ..) => (
-                TaskStatus::Cancelled,
-                "cancelled: the server shut down".to_string(),
+                TaskStatus::Failed,
+                "interrupted: the server shut down".to_string(),
                 C::Interrupted,
             ),
             (Some(StopReason::TimedOut(after)), ..) => (
@@ -71,6 +75,15 @@ impl ProcessExit {
                 TaskStatus::Failed,
                 "its instance was terminated".to_string(),
                 C::Interrupted,
+            ),
+            (None, ..) if self.line_too_long => (
+                TaskStatus::Failed,
+                format!(
+                    "the agent printed a line longer than {} MiB, the most claude-swarm reads \
+                     (a result that large cannot be kept); the run was stopped",
+                    MAX_LINE / (1024 * 1024)
+                ),
+                C::ProtocolError,
             ),
             (None, Some(failure), _) => (TaskStatus::Failed, failure.clone(), C::SpawnFailed),
             (None, None, Some(r)) if r.is_error => {
@@ -224,6 +237,22 @@ mod tests {
             v.error.unwrap(),
             "agent was killed by signal 9 without a result line; stderr: boom"
         );
+    }
+
+    #[test]
+    fn a_line_too_long_is_a_protocol_error_whatever_the_exit() {
+        let out = ProcessExit {
+            line_too_long: true,
+            exit_code: Some(0),
+            messages: 1,
+            ..Default::default()
+        };
+        let v = out.outcome();
+        assert_eq!(
+            (v.status, v.class),
+            (TaskStatus::Failed, Some(FailureClass::ProtocolError))
+        );
+        assert!(v.error.unwrap().contains("longer than 16 MiB"));
     }
 
     #[test]

@@ -14,6 +14,9 @@ pub fn codes(error: &EngineError) -> (Code, StatusCode) {
         EngineError::AlreadyExists { .. } => (Code::AlreadyExists, StatusCode::CONFLICT),
         EngineError::FailedPrecondition(_) => (Code::FailedPrecondition, StatusCode::CONFLICT),
         EngineError::DataLoss(_) => (Code::DataLoss, StatusCode::GONE),
+        EngineError::ResourceExhausted { .. } => {
+            (Code::ResourceExhausted, StatusCode::TOO_MANY_REQUESTS)
+        }
         EngineError::Unavailable(_) | EngineError::Store(_) => {
             (Code::Unavailable, StatusCode::SERVICE_UNAVAILABLE)
         }
@@ -21,13 +24,16 @@ pub fn codes(error: &EngineError) -> (Code, StatusCode) {
     }
 }
 
+/// What a client is told of an internal error (the cause is logged instead).
+pub const INTERNAL_MESSAGE: &str = "something went wrong on the server; its log has the cause";
+
 /// What a client is told: the error itself, except that internals never leak (the cause is
 /// logged here instead).
 pub fn public_message(error: &EngineError) -> String {
     match error {
         EngineError::Internal(_) | EngineError::Store(_) => {
             tracing::error!(cause = %error, "answering with an internal error");
-            "something went wrong on the server; its log has the cause".to_owned()
+            INTERNAL_MESSAGE.to_owned()
         }
         other => other.to_string(),
     }

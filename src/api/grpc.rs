@@ -3,12 +3,39 @@
 use std::pin::Pin;
 
 use tokio_stream::{Stream, StreamExt};
-use tonic::{Request, Response, Status};
+use tonic::{Code, Request, Response, Status};
 
-use super::service::Service;
+use super::{MAX_REQUEST_BYTES, error::INTERNAL_MESSAGE, service::Service};
 use crate::pb;
 
 type Reply<T> = Result<Response<T>, Status>;
+
+/// tonic answers a request it cannot decode with INTERNAL (a message cut short, bytes
+/// that are not protobuf, a string that is not UTF-8) and one over the size limit with
+/// OUT_OF_RANGE; both are the caller's doing, so they become INVALID_ARGUMENT and
+/// RESOURCE_EXHAUSTED. Those answers come before any handler runs, as a response with only
+/// headers; an INTERNAL of ours (the only other kind) says [`INTERNAL_MESSAGE`]. Our own
+/// errors never use OUT_OF_RANGE.
+pub async fn request_errors(mut response: axum::response::Response) -> axum::response::Response {
+    let Some(status) = Status::from_header_map(response.headers()) else {
+        return response;
+    };
+    let mapped = match status.code() {
+        Code::OutOfRange => Status::resource_exhausted(format!(
+            "the request is larger than {MAX_REQUEST_BYTES} bytes, the most this server takes \
+             ({})",
+            status.message()
+        )),
+        Code::Internal if status.message() != INTERNAL_MESSAGE => Status::invalid_argument(
+            format!("the request could not be decoded: {}", status.message()),
+        ),
+        _ => return response,
+    };
+    if mapped.add_header(response.headers_mut()).is_err() {
+        tracing::warn!(code = ?mapped.code(), "could not rewrite a gRPC status");
+    }
+    response
+}
 
 fn reply<T>(result: Result<T, crate::engine::EngineError>) -> Reply<T> {
     result.map(Response::new).map_err(Status::from)

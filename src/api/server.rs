@@ -22,7 +22,9 @@ use tower::Layer;
 use tower_http::cors::{AllowHeaders, AllowOrigin, Any, CorsLayer};
 
 use super::{
+    MAX_REQUEST_BYTES,
     auth::{Auth, Keys, tokens::StreamTokens},
+    grpc,
     guard::{self, Guard},
     metrics::{self, Metrics},
     rest,
@@ -111,12 +113,13 @@ async fn app(
         .expect("the embedded descriptor sets are valid");
 
     let web = GrpcWebLayer::new();
+    let max = MAX_REQUEST_BYTES;
     let (swarm, tasks, instances, workflows, events, health_service) = (
-        web.layer(SwarmServiceServer::new(api.clone())),
-        web.layer(TaskServiceServer::new(api.clone())),
-        web.layer(InstanceServiceServer::new(api.clone())),
-        web.layer(WorkflowServiceServer::new(api.clone())),
-        web.layer(EventServiceServer::new(api.clone())),
+        web.layer(SwarmServiceServer::new(api.clone()).max_decoding_message_size(max)),
+        web.layer(TaskServiceServer::new(api.clone()).max_decoding_message_size(max)),
+        web.layer(InstanceServiceServer::new(api.clone()).max_decoding_message_size(max)),
+        web.layer(WorkflowServiceServer::new(api.clone()).max_decoding_message_size(max)),
+        web.layer(EventServiceServer::new(api.clone()).max_decoding_message_size(max)),
         web.layer(health_service),
     );
     let api_services = [
@@ -155,7 +158,8 @@ async fn app(
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .into_axum_router();
+        .into_axum_router()
+        .layer(middleware::map_response(grpc::request_errors));
     // The REST router's fallback (a JSON 404) replaces tonic's "unimplemented" one. Every
     // request, preflights too, passes the guard before anything else, and is counted
     // (refused ones too) by the metrics layer around it.

@@ -241,6 +241,7 @@ impl Actor {
                 }
             },
             Effect::RetireInstance(id) => self.agent.retire(&id),
+            Effect::Reap(leftover) => self.agent.reap(&leftover),
             Effect::Reply { call, answer } => self.answers.push((call, answer)),
         }
     }

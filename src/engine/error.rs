@@ -25,6 +25,9 @@ pub enum EngineError {
     /// Asked for events that are no longer retained, or a subscriber fell too far behind.
     #[error("{0}")]
     DataLoss(String),
+    /// A configured bound would be passed: `limit` names the setting (`max_queued_tasks`).
+    #[error("{reason} (limit: {limit})")]
+    ResourceExhausted { limit: &'static str, reason: String },
     /// The engine is shutting down, or stopped.
     #[error("{0}")]
     Unavailable(String),

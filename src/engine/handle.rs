@@ -216,8 +216,9 @@ impl Engine {
         answer.await.map_err(|_| self.gone())?
     }
 
-    /// Stops every running task (their processes are stopped, the tasks end CANCELLED)
-    /// and stops dispatching. Waits at most `limit`.
+    /// Stops dispatching and stops every running task's processes. The tasks stay RUNNING
+    /// with their attempts, as a crash would leave them, so that the next start retries
+    /// them if their policy allows (else fails them as interrupted). Waits at most `limit`.
     pub async fn shutdown(&self, limit: Duration) {
         let stopped = async {
             let _: Result<()> = self.call(|call| Input::Shutdown { call }).await;

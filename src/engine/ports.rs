@@ -158,10 +158,26 @@ pub trait Agent: Send + Sync + 'static {
         Box::pin(async {})
     }
 
+    /// End what is left of a run the store recorded as in flight when the server last
+    /// stopped (its process group may have outlived a crash). Called at start, before the
+    /// task runs again; done once it returns. The group is the agent's own only if it can
+    /// tell: process ids are reused, so a group it cannot recognise is left alone.
+    fn reap(&self, _leftover: &Leftover) {}
+
     /// What the run with process id `pid` uses now, if the agent can tell.
     fn usage(&self, _pid: u32) -> Option<ResourceUse> {
         None
     }
+}
+
+/// A run that was in flight when the server last stopped, as the store kept it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Leftover {
+    pub task_id: TaskId,
+    /// The instance it ran on (that server's numbering).
+    pub instance_id: Option<String>,
+    /// The process group the agent reported when the run started.
+    pub process_group: u32,
 }
 
 /// Resources of a running agent's process tree.

@@ -373,6 +373,9 @@ mirror! {
         failure_class: Option<Variant<FailureClass>>,
         #[serde(default)]
         history: Vec<AttemptRow>,
+        // Rows written before it was recorded have none: nothing to end.
+        #[serde(default)]
+        process_group: Option<u32>,
     }
 }
 

@@ -9,7 +9,7 @@ use super::{
     },
     graph::Graph,
     invalid,
-    template::{template, template_vars_only},
+    template::{Text, template, template_vars_only},
 };
 use crate::engine::{
     error::{EngineError, Result},
@@ -47,10 +47,12 @@ impl Inherited {
     ) -> Result<Self> {
         let d = &doc.defaults;
         let under = |key: &str, reason: String| {
+            // `allowed_tools[1]` is found at its key, `allowed_tools`.
+            let at = key.split(['.', '[']).next().unwrap_or(key);
             invalid(
                 here,
                 &format!("defaults.{key}"),
-                At::Under("defaults", key),
+                At::Under("defaults", at),
                 reason,
             )
         };
@@ -172,7 +174,12 @@ pub(super) fn build(
             Some(fan_out(f, vars, &graph.ids).map_err(|(k, r)| bad(&format!("for_each{k}"), r))?)
         }
     };
-    let filled = template(raw, vars, fan_out.is_some(), |key| {
+    let kind = if text_field == "command" {
+        Text::Shell
+    } else {
+        Text::Plain
+    };
+    let filled = template(raw, kind, vars, fan_out.is_some(), |key| {
         if !graph.ids.contains_key(key) {
             return Err(format!("no task named {key:?} in this workflow"));
         }

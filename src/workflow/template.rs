@@ -11,7 +11,7 @@ use std::collections::HashMap;
 
 use crate::engine::{
     model::task::TaskId,
-    workflow::{Segment, Template},
+    workflow::{Segment, Template, shell_quote},
 };
 
 /// A `{{` the template kept as written because it is not one of claude-swarm's holes.
@@ -32,11 +32,24 @@ pub(super) struct Filled {
     pub(super) left_alone: Vec<LeftAlone>,
 }
 
+/// What the text is: its holes are filled differently in a shell command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Text {
+    /// A prompt, a directory: values go in as they are.
+    Plain,
+    /// A `command` for `sh -c`: every value goes in as single-quoted words, so no value
+    /// (a variable set by whoever runs the workflow, a task's result, an item) can become
+    /// shell code. Results and items are quoted when the task starts (the engine fills
+    /// them); variables here, each of a list's values as a word of its own.
+    Shell,
+}
+
 /// Splits `text` on its holes, filling variables now and resolving task references with
 /// `task_ref`. An error is a hole of ours that cannot be filled (an undeclared variable, a
 /// task that is not upstream).
 pub(super) fn template(
     text: &str,
+    kind: Text,
     vars: &HashMap<String, Vec<String>>,
     in_for_each: bool,
     task_ref: impl Fn(&str) -> std::result::Result<TaskId, String>,
@@ -74,7 +87,15 @@ pub(super) fn template(
                 let values = vars
                     .get(*name)
                     .ok_or_else(|| format!("no variable {name:?} is declared"))?;
-                push_text(&mut segments, &values.join(", "));
+                let value = match kind {
+                    Text::Plain => values.join(", "),
+                    Text::Shell => values
+                        .iter()
+                        .map(|v| shell_quote(v))
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                };
+                push_text(&mut segments, &value);
             }
             ["tasks", key @ .., "result"] if !key.is_empty() => {
                 segments.push(Segment::Result(task_ref(&key.join("."))?))
@@ -117,7 +138,7 @@ pub(super) fn template_vars_only(
     text: &str,
     vars: &HashMap<String, Vec<String>>,
 ) -> std::result::Result<(String, Vec<LeftAlone>), String> {
-    let filled = template(text, vars, false, |_| {
+    let filled = template(text, Text::Plain, vars, false, |_| {
         Err("only vars.NAME may be used here".into())
     })?;
     Ok((
@@ -132,7 +153,10 @@ mod tests {
 
     fn fill(text: &str) -> (String, Vec<String>) {
         let vars = HashMap::from([("app".to_string(), vec!["chess".to_string()])]);
-        let filled = template(text, &vars, false, |key| Ok(format!("id-{key}"))).unwrap();
+        let filled = template(text, Text::Plain, &vars, false, |key| {
+            Ok(format!("id-{key}"))
+        })
+        .unwrap();
         (
             Template(filled.segments).display(),
             filled.left_alone.into_iter().map(|l| l.hole).collect(),
@@ -171,9 +195,13 @@ mod tests {
         );
         // The escaped text is not a hole, even before one of ours.
         let vars = HashMap::new();
-        let filled = template("{{'{{'}} tasks.a.result }}", &vars, false, |_| {
-            Err("not called".into())
-        })
+        let filled = template(
+            "{{'{{'}} tasks.a.result }}",
+            Text::Plain,
+            &vars,
+            false,
+            |_| Err("not called".into()),
+        )
         .unwrap();
         assert_eq!(
             filled.segments,
@@ -186,19 +214,45 @@ mod tests {
         let vars = HashMap::new();
         let refuse = |_: &str| Err("not upstream".to_string());
         assert_eq!(
-            template("{{ vars.nope }}", &vars, false, refuse).err(),
+            template("{{ vars.nope }}", Text::Plain, &vars, false, refuse).err(),
             Some("no variable \"nope\" is declared".into())
         );
         assert_eq!(
-            template("{{ tasks.x.result }}", &vars, false, refuse).err(),
+            template("{{ tasks.x.result }}", Text::Plain, &vars, false, refuse).err(),
             Some("not upstream".into())
         );
-        let left = template("a {{ x }} b {{ y", &vars, false, refuse)
+        let left = template("a {{ x }} b {{ y", Text::Plain, &vars, false, refuse)
             .unwrap()
             .left_alone;
         assert_eq!(
             left.iter().map(|l| l.offset).collect::<Vec<_>>(),
             vec![2, 12]
         );
+    }
+
+    #[test]
+    fn variables_in_a_shell_command_are_quoted_words() {
+        let vars = HashMap::from([
+            ("name".to_string(), vec!["x'; rm -rf ~; echo '".to_string()]),
+            (
+                "files".to_string(),
+                vec!["a b".to_string(), "$(id)".to_string()],
+            ),
+        ]);
+        let shell = |text: &str| {
+            let filled = template(text, Text::Shell, &vars, false, |_| Err(String::new())).unwrap();
+            Template(filled.segments).display()
+        };
+        assert_eq!(
+            shell("echo {{ vars.name }}"),
+            r#"echo 'x'\''; rm -rf ~; echo '\'''"#
+        );
+        assert_eq!(shell("ls {{ vars.files }}"), "ls 'a b' '$(id)'");
+        // A prompt gets the values as they are.
+        let plain = template("{{ vars.files }}", Text::Plain, &vars, false, |_| {
+            Err(String::new())
+        })
+        .unwrap();
+        assert_eq!(Template(plain.segments).display(), "a b, $(id)");
     }
 }

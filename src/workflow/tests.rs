@@ -322,7 +322,7 @@ fn every_error_the_document_can_place_has_its_line() {
         ("defaults:\n  max_turns: 0\n", "defaults.max_turns", 11, 3),
         (
             "defaults:\n  allowed_tools: [Read, \" \"]\n",
-            "defaults.allowed_tools",
+            "defaults.allowed_tools[1]",
             11,
             3,
         ),
@@ -404,4 +404,20 @@ fn warnings_are_listed_up_to_a_bound_and_the_rest_counted() {
         warnings[100].to_string(),
         "yaml: 4904 more pieces of `{{ }}` text kept as written are not listed"
     );
+}
+
+#[test]
+fn a_variable_reaches_a_shell_step_as_quoted_words_never_as_code() {
+    let mut vars = BTreeMap::new();
+    vars.insert("target".to_string(), "x; touch pwned".to_string());
+    let plan = parse(
+        "name: t\nvariables:\n  target: .\ntasks:\n  - id: ls\n    command: ls {{ vars.target }}\n  - id: ask\n    prompt: Look at {{ vars.target }}\n",
+        &vars,
+    )
+    .unwrap();
+    assert_eq!(
+        plan.tasks[0].command.as_deref(),
+        Some("ls 'x; touch pwned'")
+    );
+    assert_eq!(plan.tasks[1].prompt, "Look at x; touch pwned");
 }

@@ -1,8 +1,9 @@
 //! A real server on 127.0.0.1:0 with the simulated agent (or another), and tonic clients
-//! for it.
+//! for it; `serve` runs one as a `claude-swarm serve` child process instead.
 #![allow(dead_code)]
 
 pub mod fake_api;
+pub mod serve;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -32,6 +33,7 @@ pub fn simulated_agent() -> ProcessAgent {
         long_lived: false,
         keep_worktrees: false,
         memory_limit: None,
+        workspace_root: None,
     })
 }
 
@@ -127,54 +129,14 @@ impl TestServer {
 
     /// Waits for the task's terminal event (replayed if it already happened), then reads it.
     pub async fn wait(&self, id: &str) -> pb::Task {
-        use pb::EventKind as K;
-        let request = pb::StreamEventsRequest {
-            after_sequence: Some(0),
-            task_id: id.into(),
-            kinds: [
-                K::TaskCompleted,
-                K::TaskFailed,
-                K::TaskCancelled,
-                K::TaskSkipped,
-            ]
-            .map(|k| k as i32)
-            .to_vec(),
-            ..Default::default()
-        };
-        let mut stream = self
-            .events()
-            .stream_events(request)
-            .await
-            .unwrap()
-            .into_inner();
-        let event = tokio::time::timeout(Duration::from_secs(30), stream.message())
-            .await
-            .expect("task finished within 30s")
-            .unwrap()
-            .expect("an event");
+        let event = first_event(&self.channel, id, &TERMINAL).await;
         assert_eq!(event.task_id, id);
         self.get(id).await
     }
 
     /// Waits for the first event matching `kind` for this task.
     pub async fn wait_for(&self, id: &str, kind: pb::EventKind) -> pb::Event {
-        let request = pb::StreamEventsRequest {
-            after_sequence: Some(0),
-            task_id: id.into(),
-            kinds: vec![kind as i32],
-            ..Default::default()
-        };
-        let mut stream = self
-            .events()
-            .stream_events(request)
-            .await
-            .unwrap()
-            .into_inner();
-        tokio::time::timeout(Duration::from_secs(30), stream.message())
-            .await
-            .expect("event within 30s")
-            .unwrap()
-            .unwrap()
+        first_event(&self.channel, id, &[kind]).await
     }
 
     /// Cancels a task and returns it as the cancel left it.
@@ -209,6 +171,34 @@ impl TestServer {
         let _ = self.stop.take().unwrap().send(());
         self.handle.take().unwrap().await.unwrap().unwrap();
     }
+}
+
+/// The events that end a task.
+pub const TERMINAL: [pb::EventKind; 4] = [
+    pb::EventKind::TaskCompleted,
+    pb::EventKind::TaskFailed,
+    pb::EventKind::TaskCancelled,
+    pb::EventKind::TaskSkipped,
+];
+
+/// The first event of task `id` of one of `kinds`, replayed if it already happened.
+pub async fn first_event(channel: &Channel, id: &str, kinds: &[pb::EventKind]) -> pb::Event {
+    let request = pb::StreamEventsRequest {
+        after_sequence: Some(0),
+        task_id: id.into(),
+        kinds: kinds.iter().map(|k| *k as i32).collect(),
+        ..Default::default()
+    };
+    let mut stream = EventServiceClient::new(channel.clone())
+        .stream_events(request)
+        .await
+        .unwrap()
+        .into_inner();
+    tokio::time::timeout(Duration::from_secs(30), stream.message())
+        .await
+        .unwrap_or_else(|_| panic!("an event of {kinds:?} for {id} within 30s"))
+        .unwrap()
+        .expect("an event")
 }
 
 pub fn spec(prompt: &str) -> pb::TaskSpec {

@@ -9,7 +9,10 @@ use axum::{
 use serde_json::json;
 
 use crate::{
-    api::error::{codes, public_message},
+    api::{
+        MAX_REQUEST_BYTES,
+        error::{codes, public_message},
+    },
     engine::EngineError,
 };
 
@@ -52,6 +55,7 @@ impl From<EngineError> for ApiError {
             tonic::Code::AlreadyExists => "already_exists",
             tonic::Code::FailedPrecondition => "failed_precondition",
             tonic::Code::DataLoss => "data_loss",
+            tonic::Code::ResourceExhausted => "resource_exhausted",
             tonic::Code::Internal => "internal",
             _ => "unavailable",
         };
@@ -67,12 +71,13 @@ impl From<EngineError> for ApiError {
 impl From<BytesRejection> for ApiError {
     fn from(rejection: BytesRejection) -> Self {
         let status = rejection.status();
-        let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
-            "payload_too_large"
-        } else {
-            "bad_request"
-        };
-        Self::new(status, code, rejection.body_text(), None)
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            let message = format!(
+                "the body is larger than {MAX_REQUEST_BYTES} bytes, the most this server takes"
+            );
+            return Self::new(status, "payload_too_large", message, None);
+        }
+        Self::new(status, "bad_request", rejection.body_text(), None)
     }
 }
 

@@ -162,13 +162,58 @@ pub(super) fn from_json<T: DeserializeOwned>(
     walk(&mut value, prefix)?;
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
-        let field = match (prefix.is_empty(), path.as_str()) {
-            (_, ".") => prefix.to_owned(),
-            (true, p) => p.to_owned(),
-            (false, p) => format!("{prefix}.{p}"),
+        let join = |a: &str, b: &str| match (a, b) {
+            ("" | ".", b) => b.to_owned(),
+            (a, "" | ".") => a.to_owned(),
+            (a, b) => format!("{a}.{b}"),
         };
-        ApiError::invalid(&field, e.into_inner().to_string())
+        let field = join(prefix, &path);
+        let reason = e.into_inner().to_string();
+        ApiError::invalid(&field, unknown_field(&reason).unwrap_or(reason))
     })
+}
+
+/// For serde's "unknown field `timout`, expected one of `prompt`, `timeout`, ..." (the path
+/// names the key already): a reason suggesting the field it was likely meant to be.
+fn unknown_field(reason: &str) -> Option<String> {
+    let rest = reason.strip_prefix("unknown field `")?;
+    let (key, rest) = rest.split_once('`')?;
+    let known: Vec<&str> = rest.split('`').skip(1).step_by(2).collect();
+    let near = known
+        .iter()
+        .map(|k| (edit_distance(key, k), *k))
+        .filter(|(d, k)| *d <= 2.max(k.len() / 4))
+        .min();
+    let reason = match near {
+        Some((_, k)) => format!("is not a field here; did you mean `{k}`?"),
+        None => {
+            // Each field is listed twice, as proto and as JSON (lowerCamelCase) name.
+            let proto: Vec<&str> = known
+                .into_iter()
+                .filter(|k| !k.contains(char::is_uppercase))
+                .collect();
+            format!("is not a field here; known fields: {}", proto.join(", "))
+        }
+    };
+    Some(reason)
+}
+
+/// Levenshtein distance, for suggestions.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (above + 1)
+                .min(row[j] + 1)
+                .min(diagonal + usize::from(ca != *cb));
+            diagonal = above;
+        }
+    }
+    row[b.len()]
 }
 
 /// The body as a JSON object; 400 with a reason for anything else. (The content type
@@ -319,5 +364,35 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.field.as_deref(), Some("tasks[0].max_turns"), "{err:?}");
+    }
+
+    #[test]
+    fn unknown_fields_are_refused_naming_the_field_and_the_one_meant() {
+        let err = from_json::<pb::TaskSpec>(json!({ "prompt": "x", "timout": 5 }), "").unwrap_err();
+        assert_eq!(err.field.as_deref(), Some("timout"), "{err:?}");
+        assert!(err.message.contains("did you mean `timeout`"), "{err:?}");
+        let err = from_json::<pb::SubmitTasksRequest>(
+            json!({ "tasks": [{ "prompt": "p", "options": { "evn": {} } }] }),
+            "",
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.field.as_deref(),
+            Some("tasks[0].options.evn"),
+            "{err:?}"
+        );
+        let err =
+            from_json::<pb::TaskSpec>(json!({ "prompt": "p", "zzzzzz": 1 }), "task").unwrap_err();
+        assert_eq!(err.field.as_deref(), Some("task.zzzzzz"), "{err:?}");
+        assert!(
+            err.message.contains("known fields: prompt, name"),
+            "{err:?}"
+        );
+        // Both spellings of a field stay accepted.
+        from_json::<pb::TaskSpec>(
+            json!({ "prompt": "p", "working_directory": "/tmp", "dependsOn": [] }),
+            "",
+        )
+        .unwrap();
     }
 }

@@ -17,7 +17,7 @@ use std::path::PathBuf;
 
 use axum::{
     Json, Router,
-    extract::State,
+    extract::{DefaultBodyLimit, State},
     handler::Handler,
     http::{Method, StatusCode},
     response::{IntoResponse, Response},
@@ -28,7 +28,7 @@ use serde_json::json;
 pub use docs::{OPENAPI, OPENAPI_METHODS};
 pub use error::ApiError;
 
-use super::{auth::tokens, metrics, service::Service};
+use super::{MAX_REQUEST_BYTES, auth::tokens, metrics, service::Service};
 use docs::{docs, openapi};
 use error::ApiResult;
 use instances::{
@@ -144,6 +144,7 @@ pub fn router(service: Service, workspace_root: PathBuf) -> Router {
             router.route(e.route.path, e.handler)
         })
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
         .with_state(Gateway {
             service,
             workspace_root,

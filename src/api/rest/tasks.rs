@@ -4,7 +4,7 @@ use axum::{
     body::Bytes,
     extract::{State, rejection::BytesRejection},
 };
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::{
     Gateway,
@@ -18,15 +18,12 @@ pub(super) async fn submit_task(
     State(g): State<Gateway>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    let mut value = json_body(body)?;
-    match value.get_mut("task") {
-        Some(task) if task.is_object() => {
-            let request = pb::SubmitTaskRequest {
-                task: Some(from_json(task.take(), "task")?),
-            };
-            respond(&g.service.submit_task(request).await?)
-        }
-        _ => respond(&g.service.submit_spec(from_json(value, "")?).await?),
+    let value = json_body(body)?;
+    if value.get("task").is_some_and(Value::is_object) {
+        let request: pb::SubmitTaskRequest = from_json(value, "")?;
+        respond(&g.service.submit_task(request).await?)
+    } else {
+        respond(&g.service.submit_spec(from_json(value, "")?).await?)
     }
 }
 
@@ -39,14 +36,20 @@ pub(super) async fn submit_tasks(
     let request: pb::SubmitTasksRequest =
         match value.as_object_mut().and_then(|m| m.remove("prompts")) {
             Some(Value::Array(prompts)) => {
-                let shared: Map<String, Value> = value.as_object().cloned().unwrap_or_default();
+                // The other keys are settings every prompt shares: a task spec's fields.
+                let shared: pb::TaskSpec = from_json(value, "")?;
                 let tasks = prompts
                     .into_iter()
                     .enumerate()
-                    .map(|(i, prompt)| {
-                        let mut spec = shared.clone();
-                        spec.insert("prompt".into(), prompt);
-                        from_json::<pb::TaskSpec>(Value::Object(spec), &format!("prompts[{i}]"))
+                    .map(|(i, prompt)| match prompt {
+                        Value::String(prompt) => Ok(pb::TaskSpec {
+                            prompt,
+                            ..shared.clone()
+                        }),
+                        _ => Err(ApiError::invalid(
+                            &format!("prompts[{i}]"),
+                            "must be a string",
+                        )),
                     })
                     .collect::<Result<_, _>>()?;
                 pb::SubmitTasksRequest { tasks }

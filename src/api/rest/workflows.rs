@@ -24,6 +24,10 @@ pub(super) const BODY_TYPES: &[&str] = &[
     "text/x-yaml",
 ];
 
+/// The keys of a JSON body: the workflow as `yaml` text or (as the original service had
+/// it) a `workflow_path`, and the `variables` to set.
+const JSON_KEYS: [&str; 3] = ["yaml", "workflow_path", "variables"];
+
 /// A YAML body (one of [`BODY_TYPES`]), or JSON `{"yaml": "..."}` or the original
 /// `{"workflow_path": "..."}` (a file inside the workspace root).
 pub(super) async fn execute_workflow(
@@ -35,6 +39,18 @@ pub(super) async fn execute_workflow(
     let yaml = match media_type(&headers).as_deref() {
         Some(JSON) | None => {
             let value = json_body(body)?;
+            let unknown = value
+                .as_object()
+                .and_then(|m| m.keys().find(|k| !JSON_KEYS.contains(&k.as_str())));
+            if let Some(key) = unknown {
+                return Err(ApiError::invalid(
+                    key,
+                    format!(
+                        "is not a field here; known fields: {}",
+                        JSON_KEYS.join(", ")
+                    ),
+                ));
+            }
             if let Some(vars) = value.get("variables") {
                 variables =
                     from_json::<pb::ExecuteWorkflowRequest>(json!({ "variables": vars }), "")?

@@ -43,8 +43,8 @@ impl Core {
             return;
         };
         running.waiters.extend(waiter);
-        if !running.stopping {
-            running.stopping = true;
+        if running.stop.is_none() {
+            running.stop = Some(reason);
             self.effects.push(Effect::StopRun {
                 task: id.to_owned(),
                 reason,

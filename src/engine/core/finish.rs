@@ -11,7 +11,7 @@ use crate::engine::{
         instance::InstanceStatus,
         task::{Attempt, FailureClass, FailurePolicy, TaskResult, TaskStatus, Usage, WorkflowId},
     },
-    ports::RunOutcome,
+    ports::{RunOutcome, StopReason},
 };
 
 /// Longest wait between two attempts.
@@ -31,18 +31,45 @@ impl Core {
         capped.mul_f64(jitter)
     }
 
+    /// A run's process is up: its instance shows the pid, and the task's record keeps the
+    /// process group (the agent leads one per process), so that a server started after a
+    /// crash can end what is left of it.
+    pub(super) fn run_started(&mut self, task_id: &str, pid: Option<u32>) {
+        if !self.running.contains_key(task_id) {
+            return;
+        }
+        let Some(task) = self.tasks.get_mut(task_id).map(|e| &mut e.task) else {
+            return;
+        };
+        task.process_group = pid;
+        if let Some(instance) = task
+            .instance_id
+            .clone()
+            .and_then(|id| self.pool.get_mut(&id))
+        {
+            instance.pid = pid;
+        }
+        self.mark_dirty(task_id);
+    }
+
     /// A run ended: record it, free the instance, retry or finish, dispatch.
     pub(super) fn run_finished(&mut self, task_id: &str, outcome: RunOutcome) {
         let running = self.running.remove(task_id);
-        let Some(task) = self.tasks.get(task_id).map(|e| &e.task) else {
+        let Some(task) = self.tasks.get_mut(task_id).map(|e| &mut e.task) else {
             return;
         };
+        // Its processes are gone.
+        task.process_group = None;
         let instance_id = task.instance_id.clone();
         let workflow = task.workflow_id.clone();
+        // A run the server's shutdown stopped stays RUNNING, as a crash would leave it: the
+        // next start retries it if its policy allows, else fails it as interrupted. A stop
+        // must not cost a task the retries a crash would have given it.
+        let interrupted = running.as_ref().and_then(|r| r.stop) == Some(StopReason::Shutdown)
+            && outcome.status != TaskStatus::Completed;
         let retry = outcome.status == TaskStatus::Failed
             && outcome.class.is_some_and(FailureClass::retryable)
-            && task.attempts <= task.spec.retries
-            && !self.shutting_down;
+            && task.attempts <= task.spec.retries;
         let (cost, usage, turns) = outcome
             .result
             .as_ref()
@@ -50,14 +77,19 @@ impl Core {
                 (r.cost_usd, r.usage.clone(), u64::from(r.num_turns))
             });
         self.account(instance_id.as_deref(), cost, &usage, turns, outcome.status);
-        if let Some(entry) = self.tasks.get_mut(task_id) {
-            entry.task.failure_class = outcome.class;
-        }
-        if retry {
-            let error = outcome.error.unwrap_or_default();
-            self.retry_later(task_id, outcome.result, error);
+        if interrupted {
+            // Stored as it is, without the process group that is gone now.
+            self.mark_dirty(task_id);
         } else {
-            self.finish(task_id, outcome.status, outcome.result, outcome.error);
+            if let Some(entry) = self.tasks.get_mut(task_id) {
+                entry.task.failure_class = outcome.class;
+            }
+            if retry {
+                let error = outcome.error.unwrap_or_default();
+                self.retry_later(task_id, outcome.result, error);
+            } else {
+                self.finish(task_id, outcome.status, outcome.result, outcome.error);
+            }
         }
         if let Some(workflow) = workflow {
             self.check_workflow_budget(&workflow);

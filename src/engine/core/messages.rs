@@ -14,7 +14,7 @@ use crate::engine::{
         instance::Instance,
         task::{Task, TaskId, TaskSpec, WorkflowId},
     },
-    ports::{Batch, RunOutcome, RunRequest, StopReason},
+    ports::{Batch, Leftover, RunOutcome, RunRequest, StopReason},
     workflow::{WorkflowInfo, WorkflowPlan},
 };
 
@@ -123,6 +123,8 @@ pub enum Effect {
     ArmTimer { after: Duration, timer: Timer },
     /// The instance is gone: the agent releases what it keeps for it.
     RetireInstance(String),
+    /// End what is left of a run from before a restart; done before the next effect.
+    Reap(Leftover),
     /// Answer a caller (once the turn's changes are stored).
     Reply { call: CallId, answer: Box<Answer> },
 }

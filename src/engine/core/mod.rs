@@ -71,7 +71,18 @@ pub struct EngineConfig {
     pub workspace_root: Option<PathBuf>,
     /// Finished tasks kept; older ones are compacted away (from memory and the store).
     pub task_retention: usize,
+    /// Most unfinished (pending, queued or running) tasks at once; a submission that would
+    /// pass it is refused whole (`for_each` items, made from accepted work, are not).
+    pub max_queued_tasks: usize,
+    /// Variables of [`GUARDED_ENV`](crate::engine::model::task::GUARDED_ENV) that a task's
+    /// `options.env` may set all the same.
+    pub allow_agent_env_override: Vec<String>,
 }
+
+/// Default of [`EngineConfig::max_queued_tasks`]: room for a workflow of the largest size
+/// ([`MAX_TASKS`](crate::engine::workflow::MAX_TASKS)), about 330 MiB of memory at the
+/// 3.4 KB a queued task takes (`BENCHMARKS.md`, figure 6).
+const DEFAULT_MAX_QUEUED_TASKS: usize = crate::engine::workflow::MAX_TASKS;
 
 impl Default for EngineConfig {
     fn default() -> Self {
@@ -85,6 +96,8 @@ impl Default for EngineConfig {
             budget_usd: None,
             workspace_root: None,
             task_retention: 100_000,
+            max_queued_tasks: DEFAULT_MAX_QUEUED_TASKS,
+            allow_agent_env_override: Vec::new(),
         }
     }
 }
@@ -137,8 +150,8 @@ enum Waiter {
 /// A run in flight.
 #[derive(Debug, Default)]
 struct Running {
-    /// A stop was asked for (once is enough).
-    stopping: bool,
+    /// Why a stop was asked for (once is enough).
+    stop: Option<StopReason>,
     waiters: Vec<Waiter>,
 }
 
@@ -302,15 +315,7 @@ impl Core {
                 self.reply(call, Answer::Status(Box::new(value)));
             }
             Input::Shutdown { call } => self.shutdown(call),
-            Input::RunStarted { task, pid } => {
-                let instance = self
-                    .tasks
-                    .get(&task)
-                    .and_then(|e| e.task.instance_id.clone());
-                if let Some(instance) = instance.and_then(|id| self.pool.get_mut(&id)) {
-                    instance.pid = pid;
-                }
-            }
+            Input::RunStarted { task, pid } => self.run_started(&task, pid),
             Input::Output { task, output } => {
                 if let Some(entry) = self.tasks.get(&task) {
                     let (instance, workflow) = (

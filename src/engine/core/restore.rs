@@ -1,17 +1,18 @@
 //! Start-up: the initial instances, then what a store kept. Queued and pending tasks come
-//! back in their order with their priorities and dependencies; tasks that were running are
-//! retried if they may be, else failed as interrupted; `for_each` parents and workflows
-//! whose last task ended just before the crash are settled.
+//! back in their order with their priorities and dependencies; tasks that were running have
+//! what is left of their processes ended, then are retried if they may be, else failed as
+//! interrupted; `for_each` parents and workflows whose last task ended just before the
+//! crash are settled.
 
 use std::{collections::HashMap, time::SystemTime};
 
-use super::{Core, Entry, Flow, fanout::FanOutState};
+use super::{Core, Effect, Entry, Flow, fanout::FanOutState};
 use crate::engine::{
     model::{
         event::Event,
         task::{TaskId, TaskStatus},
     },
-    ports::Snapshot,
+    ports::{Leftover, Snapshot},
     workflow::WorkflowStatus,
 };
 
@@ -130,6 +131,7 @@ impl Core {
 
     /// Work that was in flight when the store last wrote.
     fn resume(&mut self, id: &str, by_parent: &mut HashMap<TaskId, Vec<TaskId>>) {
+        self.reap(id);
         let Some(entry) = self.tasks.get(id) else {
             return;
         };
@@ -167,6 +169,22 @@ impl Core {
                 self.enqueue(id);
             }
             _ => {}
+        }
+    }
+
+    /// A run's process group may have outlived the server that started it (a crash): it is
+    /// ended before anything is dispatched, so that no attempt runs beside a new one.
+    fn reap(&mut self, id: &str) {
+        let Some(task) = self.tasks.get_mut(id).map(|e| &mut e.task) else {
+            return;
+        };
+        if let Some(process_group) = task.process_group.take() {
+            self.effects.push(Effect::Reap(Leftover {
+                task_id: id.to_owned(),
+                instance_id: task.instance_id.clone(),
+                process_group,
+            }));
+            self.mark_dirty(id);
         }
     }
 

@@ -11,7 +11,7 @@ use crate::engine::{
     error::{EngineError, Result},
     model::{
         event::EventKind,
-        task::{Priority, Task, TaskId, TaskSpec, TaskStatus, WorkflowId},
+        task::{Priority, Task, TaskId, TaskSpec, TaskStatus, WorkflowId, guarded_env},
     },
 };
 
@@ -37,6 +37,11 @@ impl Core {
     /// Refuses a working directory outside the configured workspace root. Relative
     /// directories are taken from the default working directory; `..` is resolved first.
     pub(super) fn inside_workspace(&self, dir: &Path) -> Result<()> {
+        self.inside_workspace_as("working_directory", dir)
+    }
+
+    /// [`Self::inside_workspace`] for the directory in `field`.
+    fn inside_workspace_as(&self, field: &str, dir: &Path) -> Result<()> {
         let Some(root) = &self.config.workspace_root else {
             return Ok(());
         };
@@ -58,7 +63,7 @@ impl Core {
             Ok(())
         } else {
             Err(EngineError::invalid(
-                "working_directory",
+                field,
                 format!(
                     "{} is outside the workspace root {}",
                     dir.display(),
@@ -86,9 +91,7 @@ impl Core {
         let mut new_ids: HashSet<&str> = HashSet::new();
         for (i, spec) in specs.iter().enumerate() {
             spec.validate().map_err(|e| locate(i, e))?;
-            if let Some(dir) = &spec.working_directory {
-                self.inside_workspace(dir).map_err(|e| locate(i, e))?;
-            }
+            self.confined(spec).map_err(|e| locate(i, e))?;
             if let Some(id) = &spec.id {
                 if self.tasks.contains_key(id) {
                     return Err(EngineError::AlreadyExists {
@@ -112,6 +115,8 @@ impl Core {
                 ));
             }
         }
+        // A well-formed request that would pass the bound is refused as a whole.
+        self.room_for(specs.len())?;
         for (i, spec) in specs.iter().enumerate() {
             for (j, dep) in spec.depends_on.iter().enumerate() {
                 if !self.tasks.contains_key(dep) && !new_ids.contains(dep.as_str()) {
@@ -137,6 +142,55 @@ impl Core {
             return Err(EngineError::invalid(
                 field,
                 format!("dependency cycle: {}", cycle.join(" -> ")),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Refuses `count` more tasks when the unfinished ones would pass `max_queued_tasks`.
+    fn room_for(&self, count: usize) -> Result<()> {
+        let unfinished: u64 = [TaskStatus::Pending, TaskStatus::Queued, TaskStatus::Running]
+            .iter()
+            .map(|s| self.counts[s.index()])
+            .sum();
+        let limit = self.config.max_queued_tasks;
+        if unfinished.saturating_add(count as u64) <= limit as u64 {
+            return Ok(());
+        }
+        Err(EngineError::ResourceExhausted {
+            limit: "max_queued_tasks",
+            reason: format!(
+                "{unfinished} tasks are pending, queued or running and this submission adds \
+                 {count}, more than the {limit} the server takes at once"
+            ),
+        })
+    }
+
+    /// What the workspace root and the server's leave confine: the working directory and
+    /// the agent's extra directories (`options.add_dirs`, relative to the working
+    /// directory) inside the root, and no guarded variable in `options.env` unless
+    /// `allow_agent_env_override` lists it.
+    fn confined(&self, spec: &TaskSpec) -> Result<()> {
+        let dir = spec.working_directory.clone().unwrap_or_default();
+        if spec.working_directory.is_some() {
+            self.inside_workspace(&dir)?;
+        }
+        for (i, extra) in spec.options.add_dirs.iter().enumerate() {
+            self.inside_workspace_as(&format!("options.add_dirs[{i}]"), &dir.join(extra))?;
+        }
+        let allowed = &self.config.allow_agent_env_override;
+        if let Some(name) = spec
+            .options
+            .env
+            .keys()
+            .find(|name| guarded_env(name) && !allowed.contains(name))
+        {
+            return Err(EngineError::invalid(
+                "options.env",
+                format!(
+                    "{name} decides what the agent's processes load or where they connect; \
+                     a task may set it only if the server's allow_agent_env_override lists it"
+                ),
             ));
         }
         Ok(())

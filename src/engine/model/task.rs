@@ -147,6 +147,102 @@ pub struct AgentOptions {
     pub fork_session: bool,
 }
 
+/// Variables claude-swarm sets itself, which `options.env` may not: `CLAUDECODE` is never
+/// passed (a CLI started from inside Claude Code would act as nested), the others name the
+/// run to its processes.
+pub const RESERVED_ENV: [&str; 4] = [
+    "CLAUDECODE",
+    "SWARM_TASK_ID",
+    "SWARM_ATTEMPT",
+    "SWARM_INSTANCE_ID",
+];
+
+/// Variables `options.env` may set only when the server lists them in
+/// `allow_agent_env_override`: they decide which programs and libraries the agent's
+/// processes load (the dynamic loader, `PATH`, interpreters' start-up hooks), where the CLI
+/// reads its settings and hooks, what git runs, and where the agent's traffic (and its API
+/// key) goes. Names ending in `_` are prefixes; case does not matter.
+pub const GUARDED_ENV: &[&str] = &[
+    "LD_",
+    "DYLD_",
+    "PATH",
+    "IFS",
+    "BASH_ENV",
+    "ENV",
+    "SHELLOPTS",
+    "BASHOPTS",
+    "NODE_OPTIONS",
+    "NODE_PATH",
+    "PYTHONPATH",
+    "PYTHONHOME",
+    "PYTHONSTARTUP",
+    "PERL5LIB",
+    "PERL5OPT",
+    "PERLLIB",
+    "RUBYLIB",
+    "RUBYOPT",
+    "GCONV_PATH",
+    "HOME",
+    "CLAUDE_CONFIG_DIR",
+    "GIT_SSH",
+    "GIT_SSH_COMMAND",
+    "GIT_EXEC_PATH",
+    "GIT_ASKPASS",
+    "GIT_CONFIG_",
+    "ANTHROPIC_BASE_URL",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "NODE_EXTRA_CA_CERTS",
+    "NODE_TLS_REJECT_UNAUTHORIZED",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+];
+
+/// Whether `options.env` needs the server's leave to set `name` (see [`GUARDED_ENV`]).
+pub fn guarded_env(name: &str) -> bool {
+    let name = name.to_ascii_uppercase();
+    GUARDED_ENV.iter().any(|g| {
+        if g.ends_with('_') {
+            name.starts_with(g)
+        } else {
+            name == *g
+        }
+    })
+}
+
+/// A value the CLI reads after its flag (`--model VALUE`) may not look like a flag
+/// (`--dangerously-skip-permissions`): the CLI 2.1.332 takes the next argument as the value
+/// whatever it is, but another version or parser may not, and no model, tool or path
+/// starts with `-`.
+fn not_a_flag(field: &str, value: &str) -> Result<()> {
+    if value.trim_start().starts_with('-') {
+        return Err(EngineError::invalid(
+            field,
+            format!(
+                "{value:?} starts with '-': it could be read as a command-line flag, and no \
+                 model, tool or path starts with one"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Each of `values` (an empty one is refused too), as `field[i]`.
+fn each_not_a_flag(field: &str, values: &[String], what: &str) -> Result<()> {
+    for (i, value) in values.iter().enumerate() {
+        let field = format!("{field}[{i}]");
+        if value.trim().is_empty() {
+            return Err(EngineError::invalid(
+                field,
+                format!("{what} must not be empty"),
+            ));
+        }
+        not_a_flag(&field, value)?;
+    }
+    Ok(())
+}
+
 impl AgentOptions {
     fn validate(&self) -> Result<()> {
         for name in self.env.keys() {
@@ -159,13 +255,25 @@ impl AgentOptions {
                     format!("{name:?} is not a variable name"),
                 ));
             }
-            if name == "CLAUDECODE" {
+            if RESERVED_ENV.contains(&name.as_str()) {
                 return Err(EngineError::invalid(
                     "options.env",
-                    "CLAUDECODE is never passed to agents",
+                    format!("{name} is set by claude-swarm, never by a task"),
                 ));
             }
         }
+        if let Some(model) = &self.fallback_model {
+            not_a_flag("options.fallback_model", model)?;
+        }
+        if let Some(config) = &self.mcp_config {
+            not_a_flag("options.mcp_config", config)?;
+        }
+        each_not_a_flag(
+            "options.disallowed_tools",
+            &self.disallowed_tools,
+            "tool names",
+        )?;
+        each_not_a_flag("options.add_dirs", &self.add_dirs, "directories")?;
         if let Some(session) = &self.resume_session
             && (session.is_empty()
                 || !session
@@ -189,17 +297,6 @@ impl AgentOptions {
             return Err(EngineError::invalid(
                 "options.max_budget_usd",
                 "must be a positive number",
-            ));
-        }
-        if self
-            .disallowed_tools
-            .iter()
-            .chain(&self.add_dirs)
-            .any(|t| t.trim().is_empty())
-        {
-            return Err(EngineError::invalid(
-                "options",
-                "tool names and directories must not be empty",
             ));
         }
         Ok(())
@@ -285,12 +382,10 @@ impl TaskSpec {
                 ));
             }
         }
-        if self.allowed_tools.iter().any(|t| t.trim().is_empty()) {
-            return Err(EngineError::invalid(
-                "allowed_tools",
-                "tool names must not be empty",
-            ));
+        if let Some(model) = &self.model {
+            not_a_flag("model", model)?;
         }
+        each_not_a_flag("allowed_tools", &self.allowed_tools, "tool names")?;
         if self.max_turns == Some(0) {
             return Err(EngineError::invalid("max_turns", "must be positive"));
         }
@@ -304,6 +399,13 @@ pub fn validate_id(field: &str, id: &str) -> Result<()> {
         return Err(EngineError::invalid(
             field,
             format!("must be 1 to {MAX_ID_LEN} characters"),
+        ));
+    }
+    // They name directories too (a task's worktree), and mean something there.
+    if id == "." || id == ".." {
+        return Err(EngineError::invalid(
+            field,
+            format!("{id:?} is not an id: it names a directory"),
         ));
     }
     if !id
@@ -376,6 +478,9 @@ pub struct Task {
     pub failure_class: Option<FailureClass>,
     /// Earlier attempts that failed and were retried, oldest first.
     pub history: Vec<Attempt>,
+    /// The process group of the run in flight, as its agent reported it. Stored, so that a
+    /// server started after a crash can end what is left of it before the task runs again.
+    pub process_group: Option<u32>,
 }
 
 /// One failed attempt of a task that was retried.
@@ -412,6 +517,7 @@ impl Task {
             attempts: 0,
             failure_class: None,
             history: Vec::new(),
+            process_group: None,
         }
     }
 }
@@ -489,6 +595,86 @@ mod tests {
         spec.depends_on.clear();
         spec.timeout = Some(Duration::ZERO);
         assert_eq!(spec.validate().unwrap_err().field(), Some("timeout"));
+        spec.timeout = None;
+        for id in [".", ".."] {
+            spec.id = Some(id.into());
+            assert_eq!(spec.validate().unwrap_err().field(), Some("id"), "{id}");
+        }
+        spec.id = Some("a.b".into());
+        spec.validate().unwrap();
+    }
+
+    #[test]
+    fn values_the_cli_would_read_as_flags_are_refused_naming_the_field() {
+        let bad = |change: fn(&mut TaskSpec)| {
+            let mut spec = TaskSpec::new("p");
+            change(&mut spec);
+            spec.validate().unwrap_err().field().map(str::to_owned)
+        };
+        let flag = "--dangerously-skip-permissions".to_string();
+        assert_eq!(
+            bad(|s| s.model = Some("--dangerously-skip-permissions".into())),
+            Some("model".into())
+        );
+        assert_eq!(
+            bad(|s| s.allowed_tools = vec!["Read".into(), "--foo".into()]),
+            Some("allowed_tools[1]".into())
+        );
+        assert_eq!(
+            bad(|s| s.options.fallback_model = Some(" -x".into())),
+            Some("options.fallback_model".into())
+        );
+        assert_eq!(
+            bad(|s| s.options.disallowed_tools = vec!["-p".into()]),
+            Some("options.disallowed_tools[0]".into())
+        );
+        assert_eq!(
+            bad(|s| s.options.add_dirs = vec!["/tmp".into(), "".into()]),
+            Some("options.add_dirs[1]".into())
+        );
+        assert_eq!(
+            bad(|s| s.options.mcp_config = Some("--strict".into())),
+            Some("options.mcp_config".into())
+        );
+        assert_eq!(
+            bad(|s| s.permission_mode = Some("--dangerously-skip-permissions".into())),
+            Some("permission_mode".into())
+        );
+        let mut spec = TaskSpec::new("p");
+        spec.model = Some("claude-opus-4".into());
+        spec.options.mcp_config = Some(r#"{"mcpServers": {}}"#.into());
+        spec.options.append_system_prompt = Some(flag);
+        spec.validate().unwrap();
+    }
+
+    #[test]
+    fn variables_claude_swarm_sets_are_refused_and_loader_ones_are_guarded() {
+        for name in RESERVED_ENV {
+            let mut spec = TaskSpec::new("p");
+            spec.options.env.insert(name.into(), "x".into());
+            let err = spec.validate().unwrap_err();
+            assert_eq!(err.field(), Some("options.env"));
+            assert!(err.to_string().contains(name), "{err}");
+        }
+        for name in [
+            "LD_PRELOAD",
+            "ld_library_path",
+            "PATH",
+            "DYLD_INSERT_LIBRARIES",
+            "NODE_OPTIONS",
+            "GIT_CONFIG_COUNT",
+        ] {
+            assert!(guarded_env(name), "{name}");
+        }
+        for name in [
+            "RUST_LOG",
+            "PATHX",
+            "MY_PATH",
+            "GIT_AUTHOR_NAME",
+            "ANTHROPIC_MODEL",
+        ] {
+            assert!(!guarded_env(name), "{name}");
+        }
     }
 
     #[test]

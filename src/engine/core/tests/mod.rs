@@ -7,6 +7,8 @@ mod dispatch;
 mod finish;
 mod instances;
 mod restore;
+mod shutdown;
+mod submit;
 mod workflows;
 
 use std::time::{Duration, SystemTime};
@@ -24,6 +26,8 @@ struct Harness {
     core: Core,
     now: SystemTime,
     next_call: CallId,
+    /// The turn of the start-up (instances, what the snapshot held).
+    booted: Turn,
 }
 
 impl Harness {
@@ -43,11 +47,12 @@ impl Harness {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
         let mut core = Core::new(config, 42);
         core.boot(now, snapshot);
-        core.end_turn();
+        let booted = core.end_turn();
         Self {
             core,
             now,
             next_call: 1,
+            booted,
         }
     }
 

@@ -107,3 +107,74 @@ fn finished_tasks_past_the_retention_are_compacted_away() {
     assert!(matches!(reply(&turn, call), Some(Answer::Task(Err(_)))));
     assert_eq!(h.status("t2"), TaskStatus::Completed);
 }
+
+#[test]
+fn a_run_started_records_its_process_group_until_it_ends() {
+    let mut h = Harness::new(1);
+    h.submit(vec![spec("a")]);
+    let turn = h.input(Input::RunStarted {
+        task: "a".into(),
+        pid: Some(4242),
+    });
+    // Stored with the task, in the turn that learned it.
+    assert_eq!(turn.batch.tasks.len(), 1);
+    assert_eq!(turn.batch.tasks[0].task.process_group, Some(4242));
+    let turn = h.complete("a");
+    let stored = turn.batch.tasks.iter().find(|r| r.task.id == "a").unwrap();
+    assert_eq!(stored.task.process_group, None);
+}
+
+#[test]
+fn what_a_crash_left_running_is_reaped_before_anything_runs_again() {
+    let with_group = |id: &str, retries: u32, group: Option<u32>| {
+        let mut record = record(id, TaskStatus::Running, 1, retries);
+        record.task.instance_id = Some("inst-0003".into());
+        record.task.process_group = group;
+        record
+    };
+    let snapshot = Snapshot {
+        tasks: vec![
+            with_group("retried", 1, Some(4242)),
+            with_group("failed", 0, Some(4343)),
+            with_group("never-started", 1, None),
+        ],
+        ..Snapshot::default()
+    };
+    let h = Harness::boot(
+        EngineConfig {
+            initial_instances: 2,
+            ..EngineConfig::default()
+        },
+        snapshot,
+    );
+    let order: Vec<String> = h
+        .booted
+        .effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Reap(leftover) => Some(format!(
+                "reap {} {} {:?}",
+                leftover.task_id, leftover.process_group, leftover.instance_id
+            )),
+            Effect::StartRun { request, .. } => Some(format!("start {}", request.task_id)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        order,
+        [
+            "reap retried 4242 Some(\"inst-0003\")",
+            "reap failed 4343 Some(\"inst-0003\")",
+            "start retried",
+            "start never-started",
+        ]
+    );
+    // Reaped once: the group is forgotten in the boot turn's records.
+    assert!(
+        h.booted
+            .batch
+            .tasks
+            .iter()
+            .all(|r| r.task.process_group.is_none())
+    );
+}
