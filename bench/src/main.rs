@@ -1575,6 +1575,8 @@ async fn probe_memory(kind: &str, count: usize, retention: usize) -> Res<(u64, u
     let scratch = Scratch::new()?;
     let config = EngineConfig {
         event_retention: retention,
+        // The warm-up task and the measured ones are all queued at once.
+        max_queued_tasks: count + 1,
         ..engine_config(0, count + 1, &scratch.0)
     };
     let engine = Engine::start(config, Arc::new(InstantAgent::default()));
