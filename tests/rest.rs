@@ -201,6 +201,48 @@ async fn workflows_over_rest() {
 }
 
 #[tokio::test]
+async fn a_workflow_is_validated_over_rest_without_running_it() {
+    let server = TestServer::start(config(1)).await;
+    let rest = Rest::new(&server);
+    // The original format: 1-based pins, and a docker template claude-swarm leaves alone.
+    let yaml = "name: images\ninstances: 2\ntasks:\n  - name: list\n    instance: 2\n    command: docker images --format \"{{ .Repository }}\"\n";
+    let response = rest
+        .http
+        .post(format!("{}/workflows/validate", rest.base))
+        .header("content-type", "application/yaml")
+        .body(yaml)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let checked: Value = response.json().await.unwrap();
+    assert_eq!(checked["name"], "images");
+    assert_eq!(checked["task_count"], 1);
+    let warning = &checked["warnings"][0];
+    assert_eq!(warning["field"], "tasks[0].command", "{checked}");
+    assert_eq!(warning["line"], 6, "{checked}");
+    // Nothing ran.
+    let (_, listed) = rest.get("/workflows").await;
+    assert!(
+        listed["workflows"].as_array().is_none_or(Vec::is_empty),
+        "{listed}"
+    );
+    // A bad pin is refused naming its field and line, as JSON too.
+    let bad =
+        "name: images\ninstances: 2\ntasks:\n  - name: list\n    instance: 3\n    prompt: hi\n";
+    let (status, err) = rest
+        .post("/workflows/validate", json!({ "yaml": bad }))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{err}");
+    assert_eq!(err["error"]["field"], "tasks[0].instance", "{err}");
+    assert!(
+        err["error"]["message"].as_str().unwrap().contains("line 5"),
+        "{err}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn errors_are_json_with_the_right_status_and_field() {
     let server = TestServer::start(config(1)).await;
     let rest = Rest::new(&server);

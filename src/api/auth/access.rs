@@ -70,7 +70,7 @@ const RULES: &[Rule] = &[
     rule(ADMIN,   Some("claude_swarm.v1.InstanceService/ScaleInstances"), &["POST /instances/scale"]),
     // Workflows.
     rule(OPERATE, Some("claude_swarm.v1.WorkflowService/ExecuteWorkflow"), &["POST /workflows/execute"]),
-    rule(READ,    Some("claude_swarm.v1.WorkflowService/ValidateWorkflow"), &[]),
+    rule(READ,    Some("claude_swarm.v1.WorkflowService/ValidateWorkflow"), &["POST /workflows/validate"]),
     rule(READ,    Some("claude_swarm.v1.WorkflowService/GetWorkflow"),    &["GET /workflows/{id}"]),
     rule(READ,    Some("claude_swarm.v1.WorkflowService/ListWorkflows"),  &["GET /workflows"]),
     rule(OPERATE, Some("claude_swarm.v1.WorkflowService/CancelWorkflow"), &["DELETE /workflows/{id}"]),

@@ -37,7 +37,9 @@ use instances::{
 use json::{JSON, respond};
 use streams::{sse_events, ws_events};
 use tasks::{cancel_task, get_task, list_tasks, submit_task, submit_tasks};
-use workflows::{cancel_workflow, execute_workflow, get_workflow, list_workflows};
+use workflows::{
+    cancel_workflow, execute_workflow, get_workflow, list_workflows, validate_workflow,
+};
 
 /// What the REST routes need besides the service.
 #[derive(Clone)]
@@ -121,6 +123,8 @@ fn endpoints() -> Vec<Endpoint> {
         endpoint(M::DELETE, "/tasks/{id}", cancel_task),
         endpoint(M::GET, "/workflows", list_workflows),
         endpoint(M::POST, "/workflows/execute", execute_workflow).body_types(workflows::BODY_TYPES),
+        endpoint(M::POST, "/workflows/validate", validate_workflow)
+            .body_types(workflows::BODY_TYPES),
         endpoint(M::GET, "/workflows/{id}", get_workflow),
         endpoint(M::DELETE, "/workflows/{id}", cancel_workflow),
         endpoint(M::GET, "/events", sse_events).stream(),

@@ -1,4 +1,5 @@
-//! `/workflows`: execute (YAML, inline or a file in the workspace root), list, show, cancel.
+//! `/workflows`: execute or validate (YAML, inline or a file in the workspace root), list,
+//! show, cancel.
 
 use axum::{
     body::Bytes,
@@ -35,8 +36,37 @@ pub(super) async fn execute_workflow(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
+    let (yaml, variables) = document(&g, &headers, body)?;
+    respond(
+        &g.service
+            .execute_workflow(pb::ExecuteWorkflowRequest { yaml, variables })
+            .await?,
+    )
+}
+
+/// The same body as `execute`; checks it and runs nothing: the workflow's name, its task
+/// count, and warnings (with line and column) for `{{ }}` text it would keep as written.
+pub(super) async fn validate_workflow(
+    State(g): State<Gateway>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let (yaml, variables) = document(&g, &headers, body)?;
+    respond(
+        &g.service
+            .validate_workflow(pb::ValidateWorkflowRequest { yaml, variables })
+            .await?,
+    )
+}
+
+/// The workflow document of a request body and the variables to set.
+fn document(
+    g: &Gateway,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(String, std::collections::HashMap<String, String>), ApiError> {
     let mut variables = Default::default();
-    let yaml = match media_type(&headers).as_deref() {
+    let yaml = match media_type(headers).as_deref() {
         Some(JSON) | None => {
             let value = json_body(body)?;
             let unknown = value
@@ -70,11 +100,7 @@ pub(super) async fn execute_workflow(
         Some(_) => String::from_utf8(body?.to_vec())
             .map_err(|_| ApiError::invalid("yaml", "the body is not UTF-8"))?,
     };
-    respond(
-        &g.service
-            .execute_workflow(pb::ExecuteWorkflowRequest { yaml, variables })
-            .await?,
-    )
+    Ok((yaml, variables))
 }
 
 fn read_workflow(root: &std::path::Path, path: &str) -> Result<String, ApiError> {
