@@ -10,7 +10,7 @@ use std::{
 };
 
 use clap::{Args, ValueEnum};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{
     api::auth::{ApiKey, Keys},
@@ -21,7 +21,7 @@ use crate::{
 };
 
 /// Which agent runs tasks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum AgentKind {
     /// The real Claude Code CLI.
@@ -31,7 +31,7 @@ pub enum AgentKind {
 }
 
 /// How instances run the CLI.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum AgentMode {
     /// One process per instance, kept alive; tasks with flags of their own get their own.

@@ -30,7 +30,8 @@
 //! - [`config`]: typed settings from defaults, a YAML file, `SWARM_*` variables and flags,
 //!   checked before any port opens.
 //! - [`app`]: the composition root: config -> agent -> store -> engine -> server.
-//! - [`cli`]: the command line: `serve`, `run`, and the client subcommands.
+//! - [`cli`]: the command line: `serve`, `run`, `config show|check`, `key`, and the client
+//!   subcommands.
 //! - [`pb`]: the code generated from `proto/`, and its descriptor set for reflection.
 
 pub mod agent;

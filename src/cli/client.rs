@@ -65,7 +65,8 @@ pub(super) async fn client(
     let mut workflows = WorkflowServiceClient::with_interceptor(channel.clone(), bearer.clone());
     let mut events = EventServiceClient::with_interceptor(channel.clone(), bearer.clone());
     match command {
-        Command::Serve { .. }
+        Command::Serve(_)
+        | Command::Config(_)
         | Command::Run { .. }
         | Command::Key(_)
         | Command::Workflow(WorkflowCommand::Validate { .. }) => {

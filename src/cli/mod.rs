@@ -2,6 +2,7 @@
 //! talk to a running server over gRPC. Tables for people, `--json` for scripts.
 
 mod client;
+mod config;
 mod key;
 mod print;
 mod progress;
@@ -9,11 +10,11 @@ mod workflow;
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 use crate::{
     api::server,
-    config::{Config, Overrides},
+    config::{Config, ConfigError, Overrides},
 };
 
 #[derive(Parser, Debug)]
@@ -44,17 +45,10 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Serve gRPC, grpc-web and REST on one port.
-    Serve {
-        /// Address to listen on [default: 127.0.0.1:50051].
-        #[arg(long, env = "SWARM_LISTEN")]
-        listen: Option<SocketAddr>,
-        /// Serve beyond loopback even with no API key (anyone who can reach the port can
-        /// run agents with a shell).
-        #[arg(long)]
-        insecure: bool,
-        #[command(flatten)]
-        overrides: Overrides,
-    },
+    Serve(ServeArgs),
+    /// Show or check the configuration `serve` would use (it takes the same flags).
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Run a workflow file in this process, end to end; exits non-zero if a task did not complete.
     Run {
         file: PathBuf,
@@ -112,6 +106,31 @@ enum Command {
         #[arg(long)]
         after: Option<u64>,
     },
+}
+
+/// Where `serve` takes its configuration from; `config show` and `config check` take the
+/// same, so they read exactly what `serve` would.
+#[derive(Args, Debug)]
+struct ServeArgs {
+    /// Address to listen on [default: 127.0.0.1:50051].
+    #[arg(long, env = "SWARM_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Serve beyond loopback even with no API key (anyone who can reach the port can
+    /// run agents with a shell).
+    #[arg(long)]
+    insecure: bool,
+    #[command(flatten)]
+    overrides: Overrides,
+}
+
+#[derive(Subcommand, Debug)]
+enum ConfigCommand {
+    /// Print the effective configuration (defaults < file < environment < flags) as YAML,
+    /// or JSON with `--json`; API keys show their name and role, `agent_env` values `***`.
+    Show(ServeArgs),
+    /// Check the configuration as `serve` does before it opens its port (the agent command
+    /// included): exits 0 if it is valid, else non-zero with the error naming the key.
+    Check(ServeArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -192,7 +211,7 @@ enum WorkflowCommand {
 impl Cli {
     /// Talks to a server (as opposed to being one, or running a workflow in-process).
     pub fn is_client(&self) -> bool {
-        !matches!(self.command, Command::Serve { .. } | Command::Run { .. })
+        !matches!(self.command, Command::Serve(_) | Command::Run { .. })
     }
 }
 
@@ -201,11 +220,8 @@ type CliResult = Result<ExitCode, Box<dyn std::error::Error>>;
 pub async fn main(cli: Cli) -> ExitCode {
     let json = cli.json;
     let outcome = match cli.command {
-        Command::Serve {
-            listen,
-            insecure,
-            overrides,
-        } => serve(listen, insecure, &overrides).await,
+        Command::Serve(args) => serve(&args).await,
+        Command::Config(command) => config::config(command, json),
         Command::Run {
             file,
             vars,
@@ -229,11 +245,17 @@ pub async fn main(cli: Cli) -> ExitCode {
     }
 }
 
-async fn serve(listen: Option<SocketAddr>, insecure: bool, overrides: &Overrides) -> CliResult {
-    let config = Config::load(overrides, listen)?;
-    config.check_exposure(insecure)?;
+/// The configuration `serve` runs with, checked as it is before the port opens.
+fn checked(args: &ServeArgs) -> Result<Config, ConfigError> {
+    let config = Config::load(&args.overrides, args.listen)?;
+    config.check_exposure(args.insecure)?;
     // The agent is checked before the port opens: a missing `claude` is reported first.
     config.agent()?;
+    Ok(config)
+}
+
+async fn serve(args: &ServeArgs) -> CliResult {
+    let config = checked(args)?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
