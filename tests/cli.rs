@@ -348,3 +348,49 @@ fn config_check_passes_a_good_configuration_and_names_the_key_of_a_bad_one() {
         assert!(out.stdout.is_empty(), "{file}");
     }
 }
+
+#[test]
+fn logs_are_json_lines_and_a_failed_run_names_its_class_and_task() {
+    let json_lines = |stderr: &[u8]| -> Vec<serde_json::Value> {
+        String::from_utf8_lossy(stderr)
+            .lines()
+            .map(|line| {
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: not JSON: {line}"))
+            })
+            .collect()
+    };
+    let run = |file: &std::path::Path| {
+        Command::new(BIN)
+            .args(["run", "--agent", "simulated", "--log-format", "json"])
+            .arg(file)
+            .env("SWARM_LOG", "claude_swarm=info")
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .unwrap()
+    };
+    let out = run("workflows/hello.yaml".as_ref());
+    assert!(out.status.success(), "{out:?}");
+    json_lines(&out.stderr);
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fails.yaml");
+    std::fs::write(
+        &path,
+        "name: fails\ntasks:\n  - id: bad\n    prompt: boom sim:error\n",
+    )
+    .unwrap();
+    let out = run(&path);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let lines = json_lines(&out.stderr);
+    let failed = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == "the run failed")
+        .unwrap_or_else(|| panic!("no failed run logged: {lines:?}"));
+    assert_eq!(failed["level"], "WARN", "{failed}");
+    assert!(failed["fields"]["class"].is_string(), "{failed}");
+    let span = &failed["span"];
+    assert_eq!(span["name"], "run", "{failed}");
+    for field in ["task_id", "instance_id", "workflow_id"] {
+        assert!(span[field].is_string(), "{field}: {failed}");
+    }
+}

@@ -53,6 +53,7 @@ pub(super) async fn client(
     server: &str,
     api_key: Option<&str>,
     json: bool,
+    quiet: bool,
 ) -> CliResult {
     let bearer = Bearer::new(api_key).map_err(|_| "--api-key: not a key (printable ASCII)")?;
     let channel = Channel::from_shared(server.to_owned())
@@ -251,7 +252,7 @@ pub(super) async fn client(
                     }
                 }
             });
-            let finished = follow_workflow(rx, &reply.workflow_id, json).await?;
+            let finished = follow_workflow(rx, &reply.workflow_id, quiet).await?;
             let request = pb::ListTasksRequest {
                 workflow_id: finished.id.clone(),
                 limit: 1000,

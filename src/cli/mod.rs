@@ -10,7 +10,7 @@ mod workflow;
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::{
     api::server,
@@ -40,6 +40,24 @@ pub struct Cli {
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     json: bool,
+    /// How log lines are written to standard error (`SWARM_LOG` chooses which).
+    #[arg(
+        long,
+        global = true,
+        env = "SWARM_LOG_FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Text
+    )]
+    log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// For people: one line of text an event, in colour on a terminal.
+    Text,
+    /// For log collectors: one JSON object a line, with the event's fields and its spans'.
+    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -209,6 +227,11 @@ enum WorkflowCommand {
 }
 
 impl Cli {
+    /// How log lines are written (`--log-format`, `SWARM_LOG_FORMAT`).
+    pub fn log_format(&self) -> LogFormat {
+        self.log_format
+    }
+
     /// Talks to a server (as opposed to being one, or running a workflow in-process).
     pub fn is_client(&self) -> bool {
         !matches!(self.command, Command::Serve(_) | Command::Run { .. })
@@ -219,6 +242,8 @@ type CliResult = Result<ExitCode, Box<dyn std::error::Error>>;
 
 pub async fn main(cli: Cli) -> ExitCode {
     let json = cli.json;
+    // Progress lines on stderr would break JSON documents on stdout, or JSON log lines.
+    let quiet = json || cli.log_format == LogFormat::Json;
     let outcome = match cli.command {
         Command::Serve(args) => serve(&args).await,
         Command::Config(command) => config::config(command, json),
@@ -226,12 +251,12 @@ pub async fn main(cli: Cli) -> ExitCode {
             file,
             vars,
             overrides,
-        } => workflow::run_local(&file, &vars, &overrides, json).await,
+        } => workflow::run_local(&file, &vars, &overrides, json, quiet).await,
         Command::Workflow(WorkflowCommand::Validate { file, vars }) => {
             workflow::validate(&file, &vars)
         }
         Command::Key(command) => key::key(command, json),
-        command => client::client(command, &cli.server, cli.api_key.as_deref(), json).await,
+        command => client::client(command, &cli.server, cli.api_key.as_deref(), json, quiet).await,
     };
     match outcome {
         Ok(code) => code,
