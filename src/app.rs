@@ -95,6 +95,7 @@ impl Config {
             allowed_hosts: self.allowed_hosts.clone(),
             keys: self.keys.clone(),
             allow_commands: self.allow_commands,
+            rate_limit: self.rate_limit,
         }
     }
 }

@@ -24,8 +24,9 @@
 //!   for `{{ }}` text it kept as written; the engine never reads YAML.
 //! - [`api`]: thin adapters. One conversion between engine types and the API messages,
 //!   one error mapping, the guard every request passes (Host, Origin, API keys, content
-//!   types), `api::auth` (keys, roles, and the one table of the role each RPC and route
-//!   needs; stream tokens), `api::metrics` (`/metrics`, the request-counting layer), the
+//!   types, the rate limit), `api::auth` (keys, roles, and the one table of the role each
+//!   RPC and route needs; stream tokens), `api::rate_limit` (a token bucket per key or
+//!   client address), `api::metrics` (`/metrics`, the request-counting layer), the
 //!   gRPC services, the REST gateway, and the server that puts them all on one port.
 //! - [`config`]: typed settings from defaults, a YAML file, `SWARM_*` variables and flags,
 //!   checked before any port opens.

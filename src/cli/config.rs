@@ -68,6 +68,9 @@ struct Shown<'a> {
     allow_agent_env_override: &'a [String],
     api_keys: Vec<ShownKey<'a>>,
     allow_commands: bool,
+    /// `null`: no rate limit.
+    rate_limit_per_second: Option<u32>,
+    rate_limit_burst: Option<u32>,
 }
 
 /// An API key as shown: never its secret or digest.
@@ -121,6 +124,8 @@ impl<'a> Shown<'a> {
                 })
                 .collect(),
             allow_commands: config.allow_commands,
+            rate_limit_per_second: config.rate_limit.map(|l| l.per_second.get()),
+            rate_limit_burst: config.rate_limit.map(|l| l.burst.get()),
         }
     }
 }
