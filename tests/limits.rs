@@ -281,6 +281,11 @@ async fn each_key_makes_its_burst_of_requests_and_the_next_hears_the_limit_on_ev
     }
     let refused = get("/tasks", a).await.unwrap();
     assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        refused.headers()[header::RETRY_AFTER],
+        "1",
+        "at one a second"
+    );
     let body: Value = refused.json().await.unwrap();
     assert_eq!(body["error"]["code"], "resource_exhausted", "{body}");
     assert_eq!(body["error"]["field"], "rate_limit_per_second", "{body}");

@@ -41,7 +41,7 @@ use axum::{
 
 use super::{
     auth::{Auth, Caller, Denied, access},
-    rate_limit::Limiter,
+    rate_limit::{Limited, Limiter},
     rest::{self, ApiError, Route},
     server::ServerOptions,
 };
@@ -302,6 +302,8 @@ struct Refusal {
     /// What gRPC callers hear instead, when it is about who is calling (`Host`, `Origin`,
     /// the key, its rate); `None` answers them with the REST error too.
     grpc: Option<tonic::Code>,
+    /// When a caller over its rate may try again (REST's `Retry-After`).
+    retry_after: Option<std::time::Duration>,
 }
 
 impl Refusal {
@@ -319,6 +321,7 @@ impl Refusal {
             field,
             message,
             grpc: Some(tonic::Code::PermissionDenied),
+            retry_after: None,
         }
     }
 
@@ -333,6 +336,7 @@ impl Refusal {
                 text(origin)
             ),
             grpc: Some(tonic::Code::PermissionDenied),
+            retry_after: None,
         }
     }
 
@@ -344,6 +348,7 @@ impl Refusal {
                 field,
                 message,
                 grpc: Some(tonic::Code::Unauthenticated),
+                retry_after: None,
             },
             Denied::Forbidden { message } => Self {
                 status: StatusCode::FORBIDDEN,
@@ -351,17 +356,19 @@ impl Refusal {
                 field: "Authorization",
                 message,
                 grpc: Some(tonic::Code::PermissionDenied),
+                retry_after: None,
             },
         }
     }
 
-    fn rate_limited(message: String) -> Self {
+    fn rate_limited(limited: Limited) -> Self {
         Self {
             status: StatusCode::TOO_MANY_REQUESTS,
             code: "resource_exhausted",
             field: "rate_limit_per_second",
-            message,
+            message: limited.message,
             grpc: Some(tonic::Code::ResourceExhausted),
+            retry_after: Some(limited.retry_after),
         }
     }
 
@@ -378,6 +385,7 @@ impl Refusal {
                 accepted.join(", ")
             ),
             grpc: None,
+            retry_after: None,
         }
     }
 
@@ -407,6 +415,13 @@ impl Refusal {
                         header::WWW_AUTHENTICATE,
                         HeaderValue::from_static("Bearer realm=\"claude-swarm\""),
                     );
+                }
+                if let Some(wait) = self.retry_after {
+                    // Whole seconds, rounded up: a client waiting that long finds a request.
+                    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                    response
+                        .headers_mut()
+                        .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
                 }
                 response
             }

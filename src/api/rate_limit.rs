@@ -26,6 +26,15 @@ enum Bucket {
     Address(Option<IpAddr>),
 }
 
+/// A request over its caller's limit.
+#[derive(Debug)]
+pub struct Limited {
+    /// Which limit, whose, and when to try again.
+    pub message: String,
+    /// How long until the bucket has a request again.
+    pub retry_after: Duration,
+}
+
 /// Buckets kept before the full (idle) ones are dropped: client addresses come and go.
 const MAX_BUCKETS: usize = 10_000;
 
@@ -50,7 +59,7 @@ impl Limiter {
 
     /// Takes a request from `caller`'s bucket (or `address`'s); `Err` says which limit it
     /// is over and when to try again.
-    pub fn take(&self, caller: &Caller, address: Option<IpAddr>) -> Result<(), String> {
+    pub fn take(&self, caller: &Caller, address: Option<IpAddr>) -> Result<(), Limited> {
         let bucket = if self.by_key {
             Bucket::Key(caller.name.clone())
         } else {
@@ -60,19 +69,24 @@ impl Limiter {
             self.buckets.retain_recent();
         }
         self.buckets.check_key(&bucket).map_err(|not_until| {
-            let wait = not_until.wait_time_from(self.buckets.clock().now());
+            let wait = not_until
+                .wait_time_from(self.buckets.clock().now())
+                .max(Duration::from_millis(1));
             let who = match &bucket {
                 Bucket::Key(name) => format!("the key {name:?}"),
                 Bucket::Address(Some(ip)) => format!("the address {ip}"),
                 Bucket::Address(None) => "this client".to_owned(),
             };
-            format!(
-                "rate_limit_per_second: {who} is over {} requests a second (in bursts of up \
-                 to {}, rate_limit_burst); try again in {} ms",
-                self.limit.per_second,
-                self.limit.burst,
-                wait.max(Duration::from_millis(1)).as_millis()
-            )
+            Limited {
+                message: format!(
+                    "rate_limit_per_second: {who} is over {} requests a second (in bursts of \
+                     up to {}, rate_limit_burst); try again in {} ms",
+                    self.limit.per_second,
+                    self.limit.burst,
+                    wait.as_millis()
+                ),
+                retry_after: wait,
+            }
         })
     }
 }
@@ -94,7 +108,7 @@ mod tests {
         };
         assert!(limiter.take(&caller("a"), None).is_ok());
         assert!(limiter.take(&caller("a"), None).is_ok());
-        let err = limiter.take(&caller("a"), None).unwrap_err();
+        let err = limiter.take(&caller("a"), None).unwrap_err().message;
         assert!(
             err.starts_with("rate_limit_per_second: the key \"a\" is over 1 requests a second"),
             "{err}"
@@ -106,7 +120,9 @@ mod tests {
         for _ in 0..2 {
             assert!(by_address.take(&Caller::anonymous(), one).is_ok());
         }
-        let err = by_address.take(&Caller::anonymous(), one).unwrap_err();
+        let limited = by_address.take(&Caller::anonymous(), one).unwrap_err();
+        assert!(limited.retry_after <= Duration::from_secs(1), "{limited:?}");
+        let err = limited.message;
         assert!(err.contains("the address 10.0.0.1"), "{err}");
         assert!(by_address.take(&Caller::anonymous(), two).is_ok());
     }
