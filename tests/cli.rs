@@ -267,7 +267,8 @@ fn config_show_prints_what_serve_would_use_with_secrets_masked() {
     std::fs::write(
         &path,
         format!(
-            "instances: 3\nmax_instances: 4\nagent: simulated\nagent_env:\n  ANTHROPIC_API_KEY: sk-secret-value\n\
+            "instances: 3\nmax_instances: 4\nagent: simulated\nrate_limit_per_second: 7\n\
+             agent_env:\n  ANTHROPIC_API_KEY: sk-secret-value\n\
              api_keys:\n  - name: dash\n    role: read\n    sha256: {hash}\n"
         ),
     )
@@ -297,6 +298,11 @@ fn config_show_prints_what_serve_would_use_with_secrets_masked() {
     assert_eq!(from_json["agent"], "simulated");
     assert_eq!(from_json["listen"], "127.0.0.1:50051");
     assert_eq!(from_json["agent_env"]["ANTHROPIC_API_KEY"], "***");
+    assert_eq!(from_json["rate_limit_per_second"], 7);
+    assert_eq!(
+        from_json["rate_limit_burst"], 7,
+        "a second's worth by default"
+    );
     assert_eq!(
         from_json["api_keys"],
         serde_json::json!([{"name": "ci", "role": "operate"}, {"name": "dash", "role": "read"}])

@@ -2,7 +2,15 @@
 //! each API key, or for each client address on a server without keys, drawn on by the
 //! guard once it knows who is calling. Off unless configured.
 
-use std::{net::IpAddr, num::NonZeroU32, sync::Arc, time::Duration};
+use std::{
+    net::IpAddr,
+    num::NonZeroU32,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter, clock::Clock as _};
 
@@ -38,12 +46,18 @@ pub struct Limited {
 /// Buckets kept before the full (idle) ones are dropped: client addresses come and go.
 const MAX_BUCKETS: usize = 10_000;
 
+/// Requests between two looks at how many buckets there are, so that many busy clients do
+/// not make every request walk them all.
+const TIDY_EVERY: u64 = 1024;
+
 /// The buckets of a server with a rate limit.
 pub struct Limiter {
     limit: RateLimit,
     /// By key when the server has keys, else by address.
     by_key: bool,
     buckets: DefaultKeyedRateLimiter<Bucket>,
+    /// Requests taken so far, for [`TIDY_EVERY`].
+    taken: AtomicU64,
 }
 
 impl Limiter {
@@ -54,6 +68,7 @@ impl Limiter {
             limit,
             by_key,
             buckets: RateLimiter::keyed(quota),
+            taken: AtomicU64::new(0),
         }
     }
 
@@ -65,7 +80,8 @@ impl Limiter {
         } else {
             Bucket::Address(address)
         };
-        if self.buckets.len() > MAX_BUCKETS {
+        let taken = self.taken.fetch_add(1, Ordering::Relaxed);
+        if taken.is_multiple_of(TIDY_EVERY) && self.buckets.len() > MAX_BUCKETS {
             self.buckets.retain_recent();
         }
         self.buckets.check_key(&bucket).map_err(|not_until| {
