@@ -26,7 +26,7 @@ impl Config {
             AgentKind::Claude => {
                 let program = find_program(&self.claude_command).ok_or_else(|| {
                     ConfigError(format!(
-                        "the Claude Code CLI `{}` was not found on PATH. Install it with \
+                        "claude_command: the Claude Code CLI `{}` was not found on PATH. Install it with \
                          `npm install -g @anthropic-ai/claude-code@2.1.332`, point --claude-command \
                          (or SWARM_CLAUDE_COMMAND) at it, or try claude-swarm without an account \
                          with `--agent simulated`",
@@ -95,6 +95,7 @@ impl Config {
             allowed_hosts: self.allowed_hosts.clone(),
             keys: self.keys.clone(),
             allow_commands: self.allow_commands,
+            rate_limit: self.rate_limit,
         }
     }
 }

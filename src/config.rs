@@ -5,15 +5,19 @@
 use std::{
     fmt,
     net::SocketAddr,
+    num::NonZeroU32,
     path::{Path, PathBuf},
     time::Duration,
 };
 
 use clap::{Args, ValueEnum};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{
-    api::auth::{ApiKey, Keys},
+    api::{
+        auth::{ApiKey, Keys},
+        rate_limit::RateLimit,
+    },
     engine::{
         EngineConfig,
         model::task::{GUARDED_ENV, guarded_env, positive_seconds},
@@ -21,7 +25,7 @@ use crate::{
 };
 
 /// Which agent runs tasks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum AgentKind {
     /// The real Claude Code CLI.
@@ -31,7 +35,7 @@ pub enum AgentKind {
 }
 
 /// How instances run the CLI.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum AgentMode {
     /// One process per instance, kept alive; tasks with flags of their own get their own.
@@ -138,6 +142,10 @@ struct FileConfig {
     api_keys: Vec<FileKey>,
     /// Whether tasks may run shell steps (`command`).
     allow_commands: Option<bool>,
+    /// Requests a second each key (each client address, without keys) may make.
+    rate_limit_per_second: Option<u32>,
+    /// Requests at once before a caller is held to `rate_limit_per_second`.
+    rate_limit_burst: Option<u32>,
 }
 
 /// An `api_keys` entry: the key's SHA-256, never the key.
@@ -179,6 +187,8 @@ pub struct Config {
     pub keys: Keys,
     /// Whether tasks may run shell steps (`command`).
     pub allow_commands: bool,
+    /// Requests each key (each client address, without keys) may make; `None`: no limit.
+    pub rate_limit: Option<RateLimit>,
     pub engine: EngineConfig,
 }
 
@@ -238,6 +248,7 @@ impl Config {
                 .unwrap_or(defaults.default_timeout);
         let stop_grace = seconds("stop_grace", file.stop_grace)?.unwrap_or(Duration::from_secs(5));
         let keys = api_keys(&file.api_keys, overrides.api_keys.as_deref())?;
+        let rate_limit = rate_limit(file.rate_limit_per_second, file.rate_limit_burst)?;
         Ok(Self {
             listen: listen
                 .or(file.listen)
@@ -270,6 +281,7 @@ impl Config {
                 .allow_commands
                 .or(file.allow_commands)
                 .unwrap_or(true),
+            rate_limit,
             engine: EngineConfig {
                 initial_instances,
                 max_instances,
@@ -348,6 +360,31 @@ fn api_keys(file: &[FileKey], env: Option<&str>) -> Result<Keys, ConfigError> {
         keys.push(key);
     }
     Keys::new(keys).map_err(|e| ConfigError(format!("api_keys: {e}")))
+}
+
+/// A limit when `rate_limit_per_second` is set, of bursts of `rate_limit_burst` (as many
+/// as a second's by default).
+fn rate_limit(
+    per_second: Option<u32>,
+    burst: Option<u32>,
+) -> Result<Option<RateLimit>, ConfigError> {
+    let Some(per_second) = per_second else {
+        return match burst {
+            Some(_) => Err(ConfigError(
+                "rate_limit_burst: has no effect without rate_limit_per_second".into(),
+            )),
+            None => Ok(None),
+        };
+    };
+    let per_second = NonZeroU32::new(per_second).ok_or_else(|| {
+        ConfigError("rate_limit_per_second: must be at least 1 (leave it out for no limit)".into())
+    })?;
+    let burst = match burst {
+        None => per_second,
+        Some(burst) => NonZeroU32::new(burst)
+            .ok_or_else(|| ConfigError("rate_limit_burst: must be at least 1".into()))?,
+    };
+    Ok(Some(RateLimit { per_second, burst }))
 }
 
 /// `$XDG_DATA_HOME/claude-swarm`, else `~/.local/share/claude-swarm`.
@@ -515,7 +552,16 @@ mod tests {
             config.engine.allow_agent_env_override,
             ["PATH", "LD_LIBRARY_PATH"]
         );
+        std::fs::write(&path, "rate_limit_per_second: 5\n").unwrap();
+        let limit = Config::load(&overrides, None).unwrap().rate_limit.unwrap();
+        assert_eq!((limit.per_second.get(), limit.burst.get()), (5, 5));
         for (bad, key) in [
+            ("rate_limit_per_second: 0\n", "rate_limit_per_second:"),
+            ("rate_limit_burst: 3\n", "rate_limit_burst:"),
+            (
+                "rate_limit_per_second: 1\nrate_limit_burst: 0\n",
+                "rate_limit_burst:",
+            ),
             ("max_queued_tasks: 0\n", "max_queued_tasks:"),
             (
                 "allow_agent_env_override: [RUST_LOG]\n",

@@ -24,13 +24,15 @@
 //!   for `{{ }}` text it kept as written; the engine never reads YAML.
 //! - [`api`]: thin adapters. One conversion between engine types and the API messages,
 //!   one error mapping, the guard every request passes (Host, Origin, API keys, content
-//!   types), `api::auth` (keys, roles, and the one table of the role each RPC and route
-//!   needs; stream tokens), `api::metrics` (`/metrics`, the request-counting layer), the
+//!   types, the rate limit), `api::auth` (keys, roles, and the one table of the role each
+//!   RPC and route needs; stream tokens), `api::rate_limit` (a token bucket per key or
+//!   client address), `api::metrics` (`/metrics`, the request-counting layer), the
 //!   gRPC services, the REST gateway, and the server that puts them all on one port.
 //! - [`config`]: typed settings from defaults, a YAML file, `SWARM_*` variables and flags,
 //!   checked before any port opens.
 //! - [`app`]: the composition root: config -> agent -> store -> engine -> server.
-//! - [`cli`]: the command line: `serve`, `run`, and the client subcommands.
+//! - [`cli`]: the command line: `serve`, `run`, `config show|check`, `key`, and the client
+//!   subcommands.
 //! - [`pb`]: the code generated from `proto/`, and its descriptor set for reflection.
 
 pub mod agent;

@@ -6,7 +6,11 @@ use std::process::ExitCode;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use clap::Parser;
-use claude_swarm::{agent::simulated, cli, config::SIMULATE_AGENT};
+use claude_swarm::{
+    agent::simulated,
+    cli::{self, LogFormat},
+    config::SIMULATE_AGENT,
+};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
@@ -14,15 +18,20 @@ fn main() -> ExitCode {
     if args.get(1).map(String::as_str) == Some(SIMULATE_AGENT) {
         return ExitCode::from(simulated::main(&args[2..]).clamp(0, 255) as u8);
     }
-    tracing_subscriber::fmt()
+    let cli = cli::Cli::parse();
+    // Tracing is set up once, here, for every subcommand that logs.
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SWARM_LOG")
                 .unwrap_or_else(|_| "claude_swarm=info".into()),
         )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    let cli = cli::Cli::parse();
+        .with_writer(std::io::stderr);
+    match cli.log_format() {
+        LogFormat::Json => logs.json().init(),
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
     if cli.is_client() {
         // A client piped into `head` should end quietly, as command-line tools do. The
         // server keeps ignoring SIGPIPE: a child closing its stdin must not kill it.

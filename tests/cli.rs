@@ -240,3 +240,163 @@ async fn grpcurl_lists_every_service_and_runs_a_task() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("SERVING"));
     server.stop().await;
 }
+
+/// `claude-swarm config ...` with only the variables given: nothing from the tester's own
+/// environment (a `SWARM_*` of theirs) reaches it.
+fn config_command(
+    args: &[&str],
+    env: &[(&str, &str)],
+    home: &std::path::Path,
+) -> std::process::Output {
+    Command::new(BIN)
+        .arg("config")
+        .args(args)
+        .env_clear()
+        .env("HOME", home)
+        .envs(env.iter().copied())
+        .current_dir(home)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn config_show_prints_what_serve_would_use_with_secrets_masked() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("swarm.yaml");
+    let hash = "ab".repeat(32);
+    std::fs::write(
+        &path,
+        format!(
+            "instances: 3\nmax_instances: 4\nagent: simulated\nrate_limit_per_second: 7\n\
+             agent_env:\n  ANTHROPIC_API_KEY: sk-secret-value\n\
+             api_keys:\n  - name: dash\n    role: read\n    sha256: {hash}\n"
+        ),
+    )
+    .unwrap();
+    let config = path.to_str().unwrap();
+    // The file < the environment < flags.
+    let env = [
+        ("SWARM_INSTANCES", "2"),
+        ("SWARM_MAX_INSTANCES", "9"),
+        ("SWARM_API_KEYS", "ci:operate:env-key-0123456789"),
+    ];
+    let args = ["show", "--config", config, "--max-instances", "5"];
+    let json = config_command(&[&args[..], &["--json"]].concat(), &env, dir.path());
+    let yaml = config_command(&args, &env, dir.path());
+    for out in [&json, &yaml] {
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        for secret in ["sk-secret-value", "env-key-0123456789", hash.as_str()] {
+            assert!(!stdout.contains(secret), "{secret} is shown: {stdout}");
+        }
+    }
+    let from_json: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    let from_yaml: serde_json::Value = serde_norway::from_slice(&yaml.stdout).unwrap();
+    assert_eq!(from_json, from_yaml);
+    assert_eq!(from_json["instances"], 2);
+    assert_eq!(from_json["max_instances"], 5);
+    assert_eq!(from_json["agent"], "simulated");
+    assert_eq!(from_json["listen"], "127.0.0.1:50051");
+    assert_eq!(from_json["agent_env"]["ANTHROPIC_API_KEY"], "***");
+    assert_eq!(from_json["rate_limit_per_second"], 7);
+    assert_eq!(
+        from_json["rate_limit_burst"], 7,
+        "a second's worth by default"
+    );
+    assert_eq!(
+        from_json["api_keys"],
+        serde_json::json!([{"name": "ci", "role": "operate"}, {"name": "dash", "role": "read"}])
+    );
+}
+
+#[test]
+fn config_check_passes_a_good_configuration_and_names_the_key_of_a_bad_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("swarm.yaml");
+    let config = path.to_str().unwrap();
+    let check = |file: &str, args: &[&str]| {
+        std::fs::write(&path, file).unwrap();
+        config_command(
+            &[&["check", "--config", config][..], args].concat(),
+            &[],
+            dir.path(),
+        )
+    };
+    let out = check("agent: simulated\n", &[]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "configuration is valid\n"
+    );
+    for (file, args, says) in [
+        (
+            "agent: simulated\nmax_instances: 0\n",
+            &[][..],
+            "error: max_instances: must be at least 1",
+        ),
+        ("agent: simulated\nbogus: 1\n", &[], "unknown field `bogus`"),
+        (
+            "agent: simulated\n",
+            &["--listen", "0.0.0.0:0"],
+            "error: listen: 0.0.0.0:0",
+        ),
+        // As `serve` does, it looks for the agent command.
+        (
+            "claude_command: no-such-claude-here\n",
+            &[],
+            "error: claude_command:",
+        ),
+    ] {
+        let out = check(file, args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{file}: {stderr}");
+        assert!(stderr.contains(says), "{file}: {stderr}");
+        assert!(out.stdout.is_empty(), "{file}");
+    }
+}
+
+#[test]
+fn logs_are_json_lines_and_a_failed_run_names_its_class_and_task() {
+    let json_lines = |stderr: &[u8]| -> Vec<serde_json::Value> {
+        String::from_utf8_lossy(stderr)
+            .lines()
+            .map(|line| {
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: not JSON: {line}"))
+            })
+            .collect()
+    };
+    let run = |file: &std::path::Path| {
+        Command::new(BIN)
+            .args(["run", "--agent", "simulated", "--log-format", "json"])
+            .arg(file)
+            .env("SWARM_LOG", "claude_swarm=info")
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .unwrap()
+    };
+    let out = run("workflows/hello.yaml".as_ref());
+    assert!(out.status.success(), "{out:?}");
+    json_lines(&out.stderr);
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fails.yaml");
+    std::fs::write(
+        &path,
+        "name: fails\ntasks:\n  - id: bad\n    prompt: boom sim:error\n",
+    )
+    .unwrap();
+    let out = run(&path);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let lines = json_lines(&out.stderr);
+    let failed = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == "the run failed")
+        .unwrap_or_else(|| panic!("no failed run logged: {lines:?}"));
+    assert_eq!(failed["level"], "WARN", "{failed}");
+    assert!(failed["fields"]["class"].is_string(), "{failed}");
+    let span = &failed["span"];
+    assert_eq!(span["name"], "run", "{failed}");
+    for field in ["task_id", "instance_id", "workflow_id"] {
+        assert!(span[field].is_string(), "{field}: {failed}");
+    }
+}

@@ -1,14 +1,22 @@
 //! Limits that agree across surfaces: one request size for REST and gRPC, requests tonic
-//! cannot decode answered as the caller's mistake, and the bound on unfinished tasks.
+//! cannot decode answered as the caller's mistake, the bound on unfinished tasks, and the
+//! rate each key (or client address) may call at.
 
 mod common;
 
+use std::num::NonZeroU32;
+
 use claude_swarm::{
-    api::MAX_REQUEST_BYTES,
+    api::{
+        MAX_REQUEST_BYTES,
+        auth::{ApiKey, Keys},
+        rate_limit::RateLimit,
+        server::ServerOptions,
+    },
     engine::{EngineConfig, workflow::MAX_DOCUMENT_BYTES},
     pb,
 };
-use common::{TestServer, config, spec};
+use common::{TestServer, config, simulated_agent, spec};
 use prost::bytes::{Buf, BufMut};
 use reqwest::{Client, StatusCode, header};
 use serde_json::{Value, json};
@@ -236,5 +244,93 @@ async fn unfinished_tasks_are_bounded_on_every_surface() {
     );
     // Within the bound it is taken.
     server.submit(spec("two")).await;
+    server.stop().await;
+}
+
+/// One request a second on average, in bursts of `burst`: a test's few requests, made
+/// within milliseconds, see no refill.
+fn rate(burst: u32) -> Option<RateLimit> {
+    Some(RateLimit {
+        per_second: NonZeroU32::MIN,
+        burst: NonZeroU32::new(burst).unwrap(),
+    })
+}
+
+#[tokio::test]
+async fn each_key_makes_its_burst_of_requests_and_the_next_hears_the_limit_on_every_surface() {
+    let (a, b) = ("key-a-0123456789abcdef", "key-b-0123456789abcdef");
+    let keys = Keys::new([
+        ApiKey::from_entry(&format!("a:read:{a}")).unwrap(),
+        ApiKey::from_entry(&format!("b:read:{b}")).unwrap(),
+    ])
+    .unwrap();
+    let options = ServerOptions {
+        keys,
+        rate_limit: rate(3),
+        ..ServerOptions::default()
+    };
+    let server = TestServer::start_with_options(config(1), simulated_agent(), options).await;
+    let http = Client::new();
+    let get = |path: &str, key: &str| {
+        http.get(format!("http://{}{path}", server.addr))
+            .bearer_auth(key)
+            .send()
+    };
+    for _ in 0..3 {
+        assert_eq!(get("/tasks", a).await.unwrap().status(), StatusCode::OK);
+    }
+    let refused = get("/tasks", a).await.unwrap();
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        refused.headers()[header::RETRY_AFTER],
+        "1",
+        "at one a second"
+    );
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "resource_exhausted", "{body}");
+    assert_eq!(body["error"]["field"], "rate_limit_per_second", "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("rate_limit_per_second: the key \"a\" is over 1 requests a second"),
+        "{message}"
+    );
+    // Health is open to all, and another key has its own bucket.
+    assert_eq!(get("/health", a).await.unwrap().status(), StatusCode::OK);
+    for _ in 0..3 {
+        assert_eq!(get("/status", b).await.unwrap().status(), StatusCode::OK);
+    }
+    let mut request = tonic::Request::new(pb::GetStatusRequest {});
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {b}").parse().unwrap());
+    let status = server.swarm().get_status(request).await.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status.message().contains("rate_limit_per_second"),
+        "{status:?}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn without_keys_each_client_address_has_a_bucket() {
+    let options = ServerOptions {
+        rate_limit: rate(2),
+        ..ServerOptions::default()
+    };
+    let server = TestServer::start_with_options(config(1), simulated_agent(), options).await;
+    let http = Client::new();
+    let url = format!("http://{}/tasks", server.addr);
+    for _ in 0..2 {
+        assert_eq!(
+            http.get(&url).send().await.unwrap().status(),
+            StatusCode::OK
+        );
+    }
+    let refused = http.get(&url).send().await.unwrap();
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    let body: Value = refused.json().await.unwrap();
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("the address 127.0.0.1"), "{message}");
     server.stop().await;
 }

@@ -17,20 +17,23 @@
 //!
 //! Then it asks who is calling ([`auth`]): an API key of the role the operation needs
 //! (401 without one or with an unknown one, 403 with too low a role), or on the event
-//! streams a stream token. The caller is the current one for the rest of the request.
+//! streams a stream token. With a `rate_limit_per_second`, the caller's key (or, on a
+//! server without keys, its address) then takes a request from its bucket
+//! ([`rate_limit`](super::rate_limit)): 429 once it is empty. The caller is the current one for the rest of
+//! the request.
 //!
-//! gRPC and grpc-web callers hear PERMISSION_DENIED instead of 421 and 403, and
-//! UNAUTHENTICATED instead of 401. Clients that are not browsers send no `Origin`, declare
+//! gRPC and grpc-web callers hear PERMISSION_DENIED instead of 421 and 403,
+//! UNAUTHENTICATED instead of 401 and RESOURCE_EXHAUSTED instead of 429. Clients that are not browsers send no `Origin`, declare
 //! their bodies and name the address they dial, so they pass.
 
 use std::{
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     sync::Arc,
 };
 
 use axum::{
     body::Body,
-    extract::{Request, State},
+    extract::{ConnectInfo, Request, State},
     http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header},
     middleware::Next,
     response::{IntoResponse, Response},
@@ -38,6 +41,7 @@ use axum::{
 
 use super::{
     auth::{Auth, Caller, Denied, access},
+    rate_limit::{Limited, Limiter},
     rest::{self, ApiError, Route},
     server::ServerOptions,
 };
@@ -71,6 +75,8 @@ pub struct Guard {
     grpc: Vec<String>,
     /// Keys and stream tokens.
     auth: Auth,
+    /// The callers' buckets, with a rate limit.
+    limiter: Option<Limiter>,
 }
 
 impl Guard {
@@ -100,6 +106,9 @@ impl Guard {
             rest: rest::route_table(),
             grpc: grpc_services.iter().map(|s| format!("/{s}/")).collect(),
             auth,
+            limiter: options
+                .rate_limit
+                .map(|limit| Limiter::new(limit, !options.keys.is_empty())),
         }
     }
 
@@ -154,9 +163,21 @@ impl Guard {
             self.check_body_type(method, uri.path(), headers)?;
         }
         let token = stream.then(|| stream_token(uri)).flatten();
-        self.auth
+        let caller = self
+            .auth
             .check(&access::operation(method, uri.path()), headers, token)
-            .map_err(Refusal::denied)
+            .map_err(Refusal::denied)?;
+        // Open routes (`/health`) are not limited: a load balancer polls them.
+        if let (Some(limiter), Some(caller)) = (&self.limiter, &caller) {
+            let address = request
+                .extensions()
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|info| info.0.ip());
+            limiter
+                .take(caller, address)
+                .map_err(Refusal::rate_limited)?;
+        }
+        Ok(caller)
     }
 
     /// `Host` and the URI's authority (HTTP/2 `:authority`, or an absolute request target):
@@ -279,8 +300,10 @@ struct Refusal {
     field: &'static str,
     message: String,
     /// What gRPC callers hear instead, when it is about who is calling (`Host`, `Origin`,
-    /// the key); `None` answers them with the REST error too.
+    /// the key, its rate); `None` answers them with the REST error too.
     grpc: Option<tonic::Code>,
+    /// When a caller over its rate may try again (REST's `Retry-After`).
+    retry_after: Option<std::time::Duration>,
 }
 
 impl Refusal {
@@ -298,6 +321,7 @@ impl Refusal {
             field,
             message,
             grpc: Some(tonic::Code::PermissionDenied),
+            retry_after: None,
         }
     }
 
@@ -312,6 +336,7 @@ impl Refusal {
                 text(origin)
             ),
             grpc: Some(tonic::Code::PermissionDenied),
+            retry_after: None,
         }
     }
 
@@ -323,6 +348,7 @@ impl Refusal {
                 field,
                 message,
                 grpc: Some(tonic::Code::Unauthenticated),
+                retry_after: None,
             },
             Denied::Forbidden { message } => Self {
                 status: StatusCode::FORBIDDEN,
@@ -330,7 +356,19 @@ impl Refusal {
                 field: "Authorization",
                 message,
                 grpc: Some(tonic::Code::PermissionDenied),
+                retry_after: None,
             },
+        }
+    }
+
+    fn rate_limited(limited: Limited) -> Self {
+        Self {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            code: "resource_exhausted",
+            field: "rate_limit_per_second",
+            message: limited.message,
+            grpc: Some(tonic::Code::ResourceExhausted),
+            retry_after: Some(limited.retry_after),
         }
     }
 
@@ -347,6 +385,7 @@ impl Refusal {
                 accepted.join(", ")
             ),
             grpc: None,
+            retry_after: None,
         }
     }
 
@@ -376,6 +415,13 @@ impl Refusal {
                         header::WWW_AUTHENTICATE,
                         HeaderValue::from_static("Bearer realm=\"claude-swarm\""),
                     );
+                }
+                if let Some(wait) = self.retry_after {
+                    // Whole seconds, rounded up: a client waiting that long finds a request.
+                    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                    response
+                        .headers_mut()
+                        .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
                 }
                 response
             }

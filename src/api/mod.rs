@@ -6,6 +6,7 @@ pub mod error;
 pub mod grpc;
 pub mod guard;
 pub mod metrics;
+pub mod rate_limit;
 pub mod rest;
 pub mod server;
 pub mod service;

@@ -4,7 +4,7 @@
 use std::{
     future::{Future, IntoFuture},
     io,
-    net::IpAddr,
+    net::{IpAddr, SocketAddr},
     path::PathBuf,
     sync::Arc,
     time::Duration,
@@ -27,6 +27,7 @@ use super::{
     grpc,
     guard::{self, Guard},
     metrics::{self, Metrics},
+    rate_limit::RateLimit,
     rest,
     service::Service,
 };
@@ -59,6 +60,8 @@ pub struct ServerOptions {
     pub keys: Keys,
     /// Whether tasks may run shell steps (`command`) at all.
     pub allow_commands: bool,
+    /// Requests each key (each client address, without keys) may make; `None`: no limit.
+    pub rate_limit: Option<RateLimit>,
 }
 
 impl Default for ServerOptions {
@@ -69,6 +72,7 @@ impl Default for ServerOptions {
             allowed_hosts: Vec::new(),
             keys: Keys::default(),
             allow_commands: true,
+            rate_limit: None,
         }
     }
 }
@@ -242,6 +246,8 @@ pub async fn serve_with(
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
+    // The client's address, for the rate limit of a server without keys.
+    let app = app.into_make_service_with_connect_info::<SocketAddr>();
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(signal)
         .into_future();

@@ -53,6 +53,7 @@ pub(super) async fn client(
     server: &str,
     api_key: Option<&str>,
     json: bool,
+    quiet: bool,
 ) -> CliResult {
     let bearer = Bearer::new(api_key).map_err(|_| "--api-key: not a key (printable ASCII)")?;
     let channel = Channel::from_shared(server.to_owned())
@@ -65,7 +66,8 @@ pub(super) async fn client(
     let mut workflows = WorkflowServiceClient::with_interceptor(channel.clone(), bearer.clone());
     let mut events = EventServiceClient::with_interceptor(channel.clone(), bearer.clone());
     match command {
-        Command::Serve { .. }
+        Command::Serve(_)
+        | Command::Config(_)
         | Command::Run { .. }
         | Command::Key(_)
         | Command::Workflow(WorkflowCommand::Validate { .. }) => {
@@ -250,7 +252,7 @@ pub(super) async fn client(
                     }
                 }
             });
-            let finished = follow_workflow(rx, &reply.workflow_id, json).await?;
+            let finished = follow_workflow(rx, &reply.workflow_id, quiet).await?;
             let request = pb::ListTasksRequest {
                 workflow_id: finished.id.clone(),
                 limit: 1000,

@@ -2,6 +2,7 @@
 //! talk to a running server over gRPC. Tables for people, `--json` for scripts.
 
 mod client;
+mod config;
 mod key;
 mod print;
 mod progress;
@@ -9,11 +10,11 @@ mod workflow;
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::{
     api::server,
-    config::{Config, Overrides},
+    config::{Config, ConfigError, Overrides},
 };
 
 #[derive(Parser, Debug)]
@@ -39,22 +40,33 @@ pub struct Cli {
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     json: bool,
+    /// How log lines are written to standard error (`SWARM_LOG` chooses which).
+    #[arg(
+        long,
+        global = true,
+        env = "SWARM_LOG_FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Text
+    )]
+    log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// For people: one line of text an event, in colour on a terminal.
+    Text,
+    /// For log collectors: one JSON object a line, with the event's fields and its spans'.
+    Json,
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Serve gRPC, grpc-web and REST on one port.
-    Serve {
-        /// Address to listen on [default: 127.0.0.1:50051].
-        #[arg(long, env = "SWARM_LISTEN")]
-        listen: Option<SocketAddr>,
-        /// Serve beyond loopback even with no API key (anyone who can reach the port can
-        /// run agents with a shell).
-        #[arg(long)]
-        insecure: bool,
-        #[command(flatten)]
-        overrides: Overrides,
-    },
+    Serve(ServeArgs),
+    /// Show or check the configuration `serve` would use (it takes the same flags).
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Run a workflow file in this process, end to end; exits non-zero if a task did not complete.
     Run {
         file: PathBuf,
@@ -112,6 +124,31 @@ enum Command {
         #[arg(long)]
         after: Option<u64>,
     },
+}
+
+/// Where `serve` takes its configuration from; `config show` and `config check` take the
+/// same, so they read exactly what `serve` would.
+#[derive(Args, Debug)]
+struct ServeArgs {
+    /// Address to listen on [default: 127.0.0.1:50051].
+    #[arg(long, env = "SWARM_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Serve beyond loopback even with no API key (anyone who can reach the port can
+    /// run agents with a shell).
+    #[arg(long)]
+    insecure: bool,
+    #[command(flatten)]
+    overrides: Overrides,
+}
+
+#[derive(Subcommand, Debug)]
+enum ConfigCommand {
+    /// Print the effective configuration (defaults < file < environment < flags) as YAML,
+    /// or JSON with `--json`; API keys show their name and role, `agent_env` values `***`.
+    Show(ServeArgs),
+    /// Check the configuration as `serve` does before it opens its port (the agent command
+    /// included): exits 0 if it is valid, else non-zero with the error naming the key.
+    Check(ServeArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -190,9 +227,14 @@ enum WorkflowCommand {
 }
 
 impl Cli {
+    /// How log lines are written (`--log-format`, `SWARM_LOG_FORMAT`).
+    pub fn log_format(&self) -> LogFormat {
+        self.log_format
+    }
+
     /// Talks to a server (as opposed to being one, or running a workflow in-process).
     pub fn is_client(&self) -> bool {
-        !matches!(self.command, Command::Serve { .. } | Command::Run { .. })
+        !matches!(self.command, Command::Serve(_) | Command::Run { .. })
     }
 }
 
@@ -200,22 +242,21 @@ type CliResult = Result<ExitCode, Box<dyn std::error::Error>>;
 
 pub async fn main(cli: Cli) -> ExitCode {
     let json = cli.json;
+    // Progress lines on stderr would break JSON documents on stdout, or JSON log lines.
+    let quiet = json || cli.log_format == LogFormat::Json;
     let outcome = match cli.command {
-        Command::Serve {
-            listen,
-            insecure,
-            overrides,
-        } => serve(listen, insecure, &overrides).await,
+        Command::Serve(args) => serve(&args).await,
+        Command::Config(command) => config::config(command, json),
         Command::Run {
             file,
             vars,
             overrides,
-        } => workflow::run_local(&file, &vars, &overrides, json).await,
+        } => workflow::run_local(&file, &vars, &overrides, json, quiet).await,
         Command::Workflow(WorkflowCommand::Validate { file, vars }) => {
             workflow::validate(&file, &vars)
         }
         Command::Key(command) => key::key(command, json),
-        command => client::client(command, &cli.server, cli.api_key.as_deref(), json).await,
+        command => client::client(command, &cli.server, cli.api_key.as_deref(), json, quiet).await,
     };
     match outcome {
         Ok(code) => code,
@@ -229,11 +270,17 @@ pub async fn main(cli: Cli) -> ExitCode {
     }
 }
 
-async fn serve(listen: Option<SocketAddr>, insecure: bool, overrides: &Overrides) -> CliResult {
-    let config = Config::load(overrides, listen)?;
-    config.check_exposure(insecure)?;
+/// The configuration `serve` runs with, checked as it is before the port opens.
+fn checked(args: &ServeArgs) -> Result<Config, ConfigError> {
+    let config = Config::load(&args.overrides, args.listen)?;
+    config.check_exposure(args.insecure)?;
     // The agent is checked before the port opens: a missing `claude` is reported first.
     config.agent()?;
+    Ok(config)
+}
+
+async fn serve(args: &ServeArgs) -> CliResult {
+    let config = checked(args)?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;

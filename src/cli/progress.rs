@@ -16,7 +16,8 @@ use crate::{
 
 /// Where a workflow's task events are shown.
 pub(super) enum Progress {
-    /// Nothing (`--json`: stdout is for the document, stderr stays quiet).
+    /// Nothing (`--json`: stdout is for the document; `--log-format json`: stderr is for
+    /// log lines).
     Quiet,
     /// One line per event on stderr.
     Lines,

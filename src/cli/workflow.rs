@@ -47,6 +47,7 @@ pub(super) async fn run_local(
     vars: &[(String, String)],
     overrides: &Overrides,
     json: bool,
+    quiet: bool,
 ) -> CliResult {
     let config = Config::load(overrides, None)?;
     let (_, plan) = load_workflow(file, vars)?;
@@ -65,7 +66,7 @@ pub(super) async fn run_local(
             }
         }
     });
-    let finished = follow_workflow(rx, &info.id, json).await;
+    let finished = follow_workflow(rx, &info.id, quiet).await;
     let query = TaskQuery {
         workflow_id: Some(info.id.clone()),
         limit: 1000,

@@ -13,12 +13,16 @@ use std::{
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::StreamExt;
 use tokio_util::time::{DelayQueue, delay_queue};
+use tracing::Instrument as _;
 
 use super::{
     core::{Answer, CallId, Core, Effect, EngineConfig, Input, Timer, Turn},
     error::{EngineError, Result},
     events::{EventHub, Subscription},
-    model::{event::EventFilter, task::TaskId},
+    model::{
+        event::EventFilter,
+        task::{FailureClass, TaskId, TaskStatus},
+    },
     ports::{
         Agent, Batch, OutputSink, RunEvent, RunRequest, Snapshot, StopReason, StopSignal, Store,
         StoreError,
@@ -265,9 +269,17 @@ impl Actor {
             // Every handle is gone: nobody would hear of this run.
             return;
         };
+        // Whatever the agent logs of this run carries these fields.
+        let span = tracing::info_span!(
+            "run",
+            task_id = %task,
+            instance_id = %request.instance_id,
+            workflow_id = request.workflow_id.as_deref(),
+            attempt = request.attempt,
+        );
         let sink = OutputSink::new(task, tx);
         let agent = self.agent.clone();
-        tokio::spawn(async move {
+        let run = async move {
             // A dropped sender (the actor is gone) stops the run as a shutdown would.
             let stop: StopSignal =
                 Box::pin(async move { stop_rx.await.unwrap_or(StopReason::Shutdown) });
@@ -283,8 +295,16 @@ impl Actor {
                     run.await
                 }
             };
+            if outcome.status == TaskStatus::Failed {
+                tracing::warn!(
+                    class = outcome.class.map(FailureClass::as_str),
+                    error = outcome.error.as_deref(),
+                    "the run failed"
+                );
+            }
             sink.finished(outcome).await;
-        });
+        };
+        tokio::spawn(run.instrument(span));
     }
 }
 

@@ -35,6 +35,8 @@ pub struct RunRequest {
     pub isolation: Isolation,
     /// The instance it runs on.
     pub instance_id: String,
+    /// The workflow the task belongs to, if any (for the run's log fields).
+    pub workflow_id: Option<String>,
 }
 
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;

@@ -206,6 +206,14 @@ impl Keys {
         self.by_digest.is_empty()
     }
 
+    /// Who each key is (its name and role, never its digest), by name: what
+    /// `config show` may print of the keys.
+    pub fn callers(&self) -> Vec<&Caller> {
+        let mut callers: Vec<&Caller> = self.by_digest.values().collect();
+        callers.sort_by(|a, b| a.name.cmp(&b.name));
+        callers
+    }
+
     fn caller(&self, secret: &str) -> Option<Caller> {
         self.by_digest.get(&digest(secret)).cloned()
     }

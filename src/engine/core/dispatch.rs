@@ -160,6 +160,7 @@ impl Core {
             options: spec.options.clone(),
             isolation: spec.isolation,
             instance_id: instance_id.to_owned(),
+            workflow_id: task.workflow_id.clone(),
         };
         self.pool.assign(instance_id, &task_id);
         self.set_status(&task_id, TaskStatus::Running);

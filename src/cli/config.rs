@@ -1,0 +1,131 @@
+//! `claude-swarm config show|check`: the configuration `serve` would use, read through the
+//! same [`Config::load`] from the same flags, printed with its secrets masked or checked
+//! as `serve` checks it before its port opens.
+
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
+
+use serde::Serialize;
+
+use super::{CliResult, ConfigCommand};
+use crate::config::{AgentKind, AgentMode, Config, default_data_dir};
+
+/// What a secret is shown as.
+const MASK: &str = "***";
+
+pub(super) fn config(command: ConfigCommand, json: bool) -> CliResult {
+    match command {
+        ConfigCommand::Show(args) => {
+            let config = Config::load(&args.overrides, args.listen)?;
+            let shown = Shown::of(&config);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&shown)?);
+            } else {
+                print!("{}", serde_norway::to_string(&shown)?);
+            }
+        }
+        ConfigCommand::Check(args) => {
+            super::checked(&args)?;
+            println!("configuration is valid");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The effective configuration under the config file's keys, so a value can be copied
+/// back into one. Secrets are masked: API keys show their name and role only, `agent_env`
+/// its names with `***` for each value.
+#[derive(Serialize)]
+struct Shown<'a> {
+    listen: SocketAddr,
+    agent: AgentKind,
+    agent_mode: AgentMode,
+    claude_command: &'a Path,
+    instances: usize,
+    max_instances: usize,
+    /// Seconds.
+    task_timeout: f64,
+    working_directory: &'a Path,
+    /// Seconds.
+    stop_grace: f64,
+    event_retention: usize,
+    agent_env: BTreeMap<&'a str, &'static str>,
+    cors_origins: &'a [String],
+    allowed_hosts: &'a [String],
+    /// Where `serve` keeps its state (its default when none is set); `null`: in memory.
+    data_dir: Option<PathBuf>,
+    in_memory: bool,
+    budget_usd: Option<f64>,
+    workspace_root: Option<&'a Path>,
+    instance_memory_limit_mb: Option<u64>,
+    task_retention: usize,
+    keep_worktrees: bool,
+    max_queued_tasks: usize,
+    allow_agent_env_override: &'a [String],
+    api_keys: Vec<ShownKey<'a>>,
+    allow_commands: bool,
+    /// `null`: no rate limit.
+    rate_limit_per_second: Option<u32>,
+    rate_limit_burst: Option<u32>,
+}
+
+/// An API key as shown: never its secret or digest.
+#[derive(Serialize)]
+struct ShownKey<'a> {
+    name: &'a str,
+    role: &'static str,
+}
+
+impl<'a> Shown<'a> {
+    fn of(config: &'a Config) -> Self {
+        let engine = &config.engine;
+        Self {
+            listen: config.listen,
+            agent: config.agent,
+            agent_mode: config.agent_mode,
+            claude_command: &config.claude_command,
+            instances: engine.initial_instances,
+            max_instances: engine.max_instances,
+            task_timeout: engine.default_timeout.as_secs_f64(),
+            working_directory: &engine.working_directory,
+            stop_grace: config.stop_grace.as_secs_f64(),
+            event_retention: engine.event_retention,
+            agent_env: config
+                .agent_env
+                .iter()
+                .map(|(name, _)| (name.as_str(), MASK))
+                .collect(),
+            cors_origins: &config.cors_origins,
+            allowed_hosts: &config.allowed_hosts,
+            data_dir: if config.in_memory {
+                None
+            } else {
+                config.data_dir.clone().or_else(default_data_dir)
+            },
+            in_memory: config.in_memory,
+            budget_usd: engine.budget_usd,
+            workspace_root: engine.workspace_root.as_deref(),
+            instance_memory_limit_mb: config.instance_memory_limit.map(|b| b / (1024 * 1024)),
+            task_retention: engine.task_retention,
+            keep_worktrees: config.keep_worktrees,
+            max_queued_tasks: engine.max_queued_tasks,
+            allow_agent_env_override: &engine.allow_agent_env_override,
+            api_keys: config
+                .keys
+                .callers()
+                .into_iter()
+                .map(|caller| ShownKey {
+                    name: &caller.name,
+                    role: caller.role.as_str(),
+                })
+                .collect(),
+            allow_commands: config.allow_commands,
+            rate_limit_per_second: config.rate_limit.map(|l| l.per_second.get()),
+            rate_limit_burst: config.rate_limit.map(|l| l.burst.get()),
+        }
+    }
+}
