@@ -110,21 +110,11 @@ impl TestServer {
     }
 
     pub async fn submit(&self, spec: pb::TaskSpec) -> pb::Task {
-        self.tasks()
-            .submit_task(pb::SubmitTaskRequest { task: Some(spec) })
-            .await
-            .unwrap()
-            .into_inner()
-            .task
-            .unwrap()
+        submit_on(&self.channel, spec).await
     }
 
     pub async fn get(&self, id: &str) -> pb::Task {
-        self.tasks()
-            .get_task(pb::GetTaskRequest { task_id: id.into() })
-            .await
-            .unwrap()
-            .into_inner()
+        get_on(&self.channel, id).await
     }
 
     /// Waits for the task's terminal event (replayed if it already happened), then reads it.
@@ -151,14 +141,7 @@ impl TestServer {
     /// The pid of the agent running `id`, once its first output line has arrived (the pid
     /// is recorded before any output is forwarded).
     pub async fn pid_of(&self, id: &str) -> u32 {
-        self.wait_for(id, pb::EventKind::TaskOutput).await;
-        let instance_id = self.get(id).await.instance_id;
-        self.instances()
-            .get_instance(pb::GetInstanceRequest { instance_id })
-            .await
-            .unwrap()
-            .into_inner()
-            .pid
+        pid_on(&self.channel, id).await
     }
 
     /// Waits for the server to end on its own and returns how it ended.
@@ -182,6 +165,38 @@ pub const TERMINAL: [pb::EventKind; 4] = [
 ];
 
 /// The first event of task `id` of one of `kinds`, replayed if it already happened.
+/// Submits one task on `channel` and returns it as accepted.
+pub async fn submit_on(channel: &Channel, spec: pb::TaskSpec) -> pb::Task {
+    TaskServiceClient::new(channel.clone())
+        .submit_task(pb::SubmitTaskRequest { task: Some(spec) })
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+        .unwrap()
+}
+
+pub async fn get_on(channel: &Channel, id: &str) -> pb::Task {
+    TaskServiceClient::new(channel.clone())
+        .get_task(pb::GetTaskRequest { task_id: id.into() })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// The pid the instance running `id` reports, once the task has printed a line (the pid
+/// is recorded before any output is forwarded).
+pub async fn pid_on(channel: &Channel, id: &str) -> u32 {
+    first_event(channel, id, &[pb::EventKind::TaskOutput]).await;
+    let instance_id = get_on(channel, id).await.instance_id;
+    InstanceServiceClient::new(channel.clone())
+        .get_instance(pb::GetInstanceRequest { instance_id })
+        .await
+        .unwrap()
+        .into_inner()
+        .pid
+}
+
 pub async fn first_event(channel: &Channel, id: &str, kinds: &[pb::EventKind]) -> pb::Event {
     let request = pb::StreamEventsRequest {
         after_sequence: Some(0),

@@ -9,9 +9,7 @@ use std::{
     time::Duration,
 };
 
-use claude_swarm::pb::{
-    self, instance_service_client::InstanceServiceClient, task_service_client::TaskServiceClient,
-};
+use claude_swarm::pb::{self, task_service_client::TaskServiceClient};
 use tonic::transport::Channel;
 
 use super::BIN;
@@ -89,17 +87,8 @@ impl Served {
         assert!(status.success(), "a clean exit after SIGTERM: {status}");
     }
 
-    /// The pid the instance running `id` reports, once the task has printed a line (the
-    /// pid is recorded before any output is forwarded).
     pub async fn pid_of(&self, id: &str) -> u32 {
-        self.event(id, &[pb::EventKind::TaskOutput]).await;
-        let instance_id = self.get(id).await.instance_id;
-        InstanceServiceClient::new(self.channel.clone())
-            .get_instance(pb::GetInstanceRequest { instance_id })
-            .await
-            .unwrap()
-            .into_inner()
-            .pid
+        super::pid_on(&self.channel, id).await
     }
 
     pub fn tasks(&self) -> TaskServiceClient<Channel> {
@@ -107,21 +96,11 @@ impl Served {
     }
 
     pub async fn submit(&self, spec: pb::TaskSpec) -> pb::Task {
-        self.tasks()
-            .submit_task(pb::SubmitTaskRequest { task: Some(spec) })
-            .await
-            .unwrap()
-            .into_inner()
-            .task
-            .unwrap()
+        super::submit_on(&self.channel, spec).await
     }
 
     pub async fn get(&self, id: &str) -> pb::Task {
-        self.tasks()
-            .get_task(pb::GetTaskRequest { task_id: id.into() })
-            .await
-            .unwrap()
-            .into_inner()
+        super::get_on(&self.channel, id).await
     }
 
     /// The first event of task `id` of one of `kinds` (replayed if it already happened).
