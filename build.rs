@@ -4,11 +4,21 @@
 use std::{env, error::Error, fs, path::PathBuf};
 
 fn main() -> Result<(), Box<dyn Error>> {
-    let proto = "proto/claude_swarm/v1/swarm.proto";
-    println!("cargo:rerun-if-changed={proto}");
+    // Every service file of the package, in a fixed order; one file per service family.
+    let dir = "proto/claude_swarm/v1";
+    println!("cargo:rerun-if-changed={dir}");
     println!("cargo:rerun-if-changed=build.rs");
+    let mut protos = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "proto") {
+            println!("cargo:rerun-if-changed={}", path.display());
+            protos.push(path);
+        }
+    }
+    protos.sort();
 
-    let fds = protox::compile([proto], ["proto"])?;
+    let fds = protox::compile(&protos, ["proto"])?;
     let out = PathBuf::from(env::var("OUT_DIR")?);
     let descriptor_path = out.join("claude_swarm_descriptor.bin");
     fs::write(&descriptor_path, prost::Message::encode_to_vec(&fds))?;
