@@ -29,31 +29,27 @@ pub(super) struct SubmitTask {
     /// needs (it does not see this conversation). Required, not blank.
     pub prompt: String,
     /// A short human-readable name for lists and logs (defaults to the id).
-    #[serde(default)]
     pub name: Option<String>,
     /// An id of your choosing (letters, digits, '-', '_', '.'; at most 128 characters), so
     /// that later tasks can name it in `depends_on` before you have seen it; generated when
     /// absent. An id already taken is refused.
-    #[serde(default)]
     pub id: Option<String>,
     /// How urgent: critical > high > normal > low (default normal); first come, first
     /// served within a level.
-    #[serde(default)]
+    #[serde(default = "normal")]
     #[schemars(schema_with = "priority_word")]
-    pub priority: Option<String>,
+    pub priority: String,
     /// The directory the agent works in (default: the server's). A server with a
     /// `workspace_root` refuses directories outside it.
-    #[serde(default)]
     pub working_directory: Option<String>,
     /// Ids of tasks that must complete first; the task waits (PENDING) until they have, and
     /// is SKIPPED if one of them does not complete. Unknown ids and cycles are refused.
     #[serde(default)]
     pub depends_on: Vec<String>,
     /// The model the agent uses (`--model`), such as `sonnet` or `opus`.
-    #[serde(default)]
     pub model: Option<String>,
     /// Seconds before the task is stopped and failed (default: the server's, 1800).
-    #[serde(default, alias = "timeout_seconds")]
+    #[serde(alias = "timeout_seconds")]
     #[schemars(range(min = 0.0))]
     pub timeout: Option<f64>,
     /// Labels for filtering and grouping (string values).
@@ -67,29 +63,24 @@ pub(super) struct SubmitTask {
     #[serde(default)]
     pub allowed_tools: Vec<String>,
     /// At most this many agent turns (`--max-turns`).
-    #[serde(default)]
     pub max_turns: Option<u32>,
     /// Attempts after the first when a run fails for a reason that may pass (API errors,
     /// rate limits, timeouts, crashes).
-    #[serde(default)]
     pub retries: Option<u32>,
     /// Seconds before the first retry; doubles each time (default 1).
-    #[serde(default)]
     #[schemars(range(min = 0.0))]
     pub retry_backoff: Option<f64>,
     /// The agent's `--permission-mode` (acceptEdits, auto, bypassPermissions, manual,
     /// dontAsk, plan).
-    #[serde(default)]
     pub permission_mode: Option<String>,
     /// A key that makes a retried submission safe: a second submission with the same key
     /// returns the task made by the first instead of a new one.
-    #[serde(default)]
     pub idempotency_key: Option<String>,
     /// `worktree` runs the task in a git worktree of its own on branch `swarm/<task id>`
     /// (its changes are committed there); `none` (the default) in the directory as it is.
-    #[serde(default)]
+    #[serde(default = "no_isolation")]
     #[schemars(schema_with = "isolation_word")]
-    pub isolation: Option<String>,
+    pub isolation: String,
 }
 
 /// Submit a workflow document.
@@ -124,7 +115,6 @@ pub(super) struct WaitForTask {
     pub task_id: String,
     /// Seconds to wait at most (default 300, at most 3600). When they pass first, the
     /// answer says `finished: false` with the task as it is; call again to wait longer.
-    #[serde(default)]
     #[schemars(range(min = 0.0, max = 3600.0))]
     pub timeout_seconds: Option<f64>,
 }
@@ -142,14 +132,11 @@ pub(super) struct ListTasks {
     #[schemars(schema_with = "priority_words")]
     pub priority: Vec<String>,
     /// Only the tasks of this workflow.
-    #[serde(default)]
     pub workflow_id: Option<String>,
     /// Tasks on this page (default 20, at most 100), oldest first.
-    #[serde(default)]
     #[schemars(range(min = 1, max = 100))]
     pub limit: Option<u32>,
     /// The `next_page_token` of the previous page, for the next one.
-    #[serde(default)]
     pub page_token: Option<String>,
 }
 
@@ -227,6 +214,14 @@ pub(super) fn word<E: Word>(
             format!("{word:?} is not one of {}", words::<E>().join(", ")),
         )
     })
+}
+
+fn normal() -> String {
+    Priority::default().as_str().to_owned()
+}
+
+fn no_isolation() -> String {
+    Isolation::default().as_str().to_owned()
 }
 
 fn words<E: Word>() -> Vec<&'static str> {

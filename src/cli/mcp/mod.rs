@@ -253,16 +253,10 @@ impl Swarm {
 
     async fn submit_task(&self, a: Parsed<SubmitTask>) -> Outcome {
         let a = a?;
-        let priority = match a.priority {
-            Some(w) => word("priority", &w, Priority::from_word)?,
-            None => Priority::Normal,
-        };
-        let isolation = match a.isolation {
-            Some(w) => word("isolation", &w, |w| {
-                Isolation::parse(&w.trim().to_ascii_lowercase())
-            })?,
-            None => Isolation::None,
-        };
+        let priority = word("priority", &a.priority, Priority::from_word)?;
+        let isolation = word("isolation", &a.isolation, |w| {
+            Isolation::parse(&w.trim().to_ascii_lowercase())
+        })?;
         let spec = pb::TaskSpec {
             prompt: a.prompt,
             name: a.name.unwrap_or_default(),

@@ -52,16 +52,18 @@ impl Swarm {
         let deadline = Instant::now() + Duration::from_secs_f64(seconds);
         let progress = context.meta.get_progress_token();
         let mut sent = 0u32;
-        let request = pb::StreamEventsRequest {
-            // Live only: the task as it is is read once the stream is open, so whatever
-            // happens after that read arrives on the stream, and nothing before it is needed.
-            after_sequence: None,
+        let mut request = pb::StreamEventsRequest {
+            // The task's retained events first, so the progress tells its story from the
+            // start (it may have started before this call came in), then live ones.
+            after_sequence: Some(0),
             task_id: a.task_id.clone(),
             kinds: FOLLOWED.iter().map(|k| *k as i32).collect(),
             ..Default::default()
         };
-        // Each turn of this loop opens the stream again: only after DATA_LOSS (a feed that
-        // fell behind), when reading the task once more closes the gap.
+        // Each turn of this loop opens the stream again: only after DATA_LOSS (events no
+        // longer retained, or a feed that fell behind). The stream is then live only, and
+        // the task is read once it is open, so whatever happens after that read arrives on
+        // the stream and nothing before it is needed.
         loop {
             let mut stream = self
                 .events
@@ -92,7 +94,10 @@ impl Swarm {
                             "the server ended the event stream (it is shutting down)",
                         ));
                     }
-                    Err(status) if status.code() == Code::DataLoss => break,
+                    Err(status) if status.code() == Code::DataLoss => {
+                        request.after_sequence = None;
+                        break;
+                    }
                     Err(status) => return Err(self.status_error("")(status)),
                 };
                 if TERMINAL.contains(&event.kind) {
