@@ -20,7 +20,11 @@ use claude_swarm::{
     },
     pb::{self, TaskStatus as S},
 };
-use common::{BIN, TestServer, config, simulated_agent, status};
+use common::{
+    BIN, TestServer, config,
+    fake_api::{FakeApi, Reply, TOOL_ANSWER_PREFIX},
+    simulated_agent, status,
+};
 use serde_json::{Value, json};
 
 /// The venv's Python, with `mcp` installed; panics with what to do when it is missing.
@@ -355,4 +359,98 @@ async fn subscribed(server: &TestServer) -> bool {
     body.lines()
         .filter(|l| l.starts_with("swarm_event_subscribers"))
         .any(|l| l.split_whitespace().last().is_some_and(|v| v != "0"))
+}
+
+/// The real Claude Code CLI (see tests/real_cli.rs); `SWARM_TEST_CLAUDE` points elsewhere.
+fn claude() -> PathBuf {
+    let path = std::env::var_os("SWARM_TEST_CLAUDE").map_or_else(
+        || {
+            PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/.tools/claude-code/node_modules/.bin/claude"
+            ))
+        },
+        PathBuf::from,
+    );
+    assert!(
+        path.is_file(),
+        "the real Claude Code CLI is not at {}: run scripts/setup",
+        path.display()
+    );
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_real_claude_hands_a_task_to_the_swarm_through_mcp() {
+    let server = TestServer::start(config(1)).await;
+    // The model (the fake API) asks for our tool; the CLI calls it through `claude-swarm mcp`.
+    let api = FakeApi::start(Reply::CallTool {
+        name: "mcp__swarm__submit_task".into(),
+        input: json!({"prompt": "sim:reply=docs-written write the docs", "name": "via-claude"}),
+    })
+    .await;
+    let home = tempfile::TempDir::new().unwrap();
+    let mcp_config = json!({"mcpServers": {"swarm": {
+        "type": "stdio",
+        "command": BIN,
+        "args": ["mcp", "--server", format!("http://{}", server.addr)],
+    }}});
+    let mut command = tokio::process::Command::new(claude());
+    command
+        .args(["-p", "hand the docs to the swarm", "--output-format", "json"])
+        .arg("--mcp-config")
+        .arg(mcp_config.to_string())
+        .args(["--strict-mcp-config", "--allowedTools", "mcp__swarm__submit_task"])
+        .current_dir(home.path())
+        .env("HOME", home.path())
+        .env("ANTHROPIC_BASE_URL", api.url())
+        .env("ANTHROPIC_API_KEY", "test-key")
+        .env("CLAUDE_CODE_MAX_RETRIES", "0")
+        .env("DISABLE_TELEMETRY", "1")
+        .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
+        .env_remove("CLAUDECODE")
+        .env_remove("CLAUDE_CONFIG_DIR")
+        .env_remove("ANTHROPIC_AUTH_TOKEN")
+        .env_remove("CLAUDE_CODE_OAUTH_TOKEN")
+        .env_remove("SWARM_API_KEY")
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(120), command.output())
+        .await
+        .expect("claude ends")
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}: {stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The task exists in the swarm, as the model asked for it, and it ran.
+    let page = server
+        .tasks()
+        .list_tasks(pb::ListTasksRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let [task] = page.tasks.as_slice() else {
+        panic!("one task: {:?}", page.tasks)
+    };
+    assert_eq!(task.name, "via-claude");
+    let done = server.wait(&task.id).await;
+    assert_eq!(status(&done), S::Completed);
+    assert_eq!(done.result.unwrap().text, "docs-written");
+
+    // The tool's answer went back to the model: the second request carries the task's id.
+    let requests = api.requests();
+    let last = requests.last().expect("requests").to_string();
+    assert!(last.contains("tool_result") && last.contains(&task.id), "{last}");
+    let result: Value = serde_json::from_str(&stdout).unwrap();
+    assert!(
+        result["result"]
+            .as_str()
+            .is_some_and(|r| r.starts_with(TOOL_ANSWER_PREFIX) && r.contains(&task.id)),
+        "{result}"
+    );
 }
