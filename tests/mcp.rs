@@ -115,7 +115,10 @@ async fn a_python_mcp_client_submits_waits_gets_lists_and_cancels() {
         json!(["low", "normal", "high", "critical"])
     );
     assert!(submit["properties"].get("command").is_none(), "{submit}");
-    assert_eq!(tools["wait_for_task"]["schema"]["required"], json!(["task_id"]));
+    assert_eq!(
+        tools["wait_for_task"]["schema"]["required"],
+        json!(["task_id"])
+    );
 
     // submit -> wait -> get: the task ran on the server and its result comes back.
     let submitted = ok(&out["submit"]);
@@ -159,7 +162,11 @@ async fn a_python_mcp_client_submits_waits_gets_lists_and_cancels() {
     // list_tasks: a bounded page of briefs, filtered.
     let list = ok(&out["list"]);
     let tasks = list["tasks"].as_array().unwrap();
-    assert!(tasks.iter().any(|t| t["id"] == id && t["result_text"] == "pong"));
+    assert!(
+        tasks
+            .iter()
+            .any(|t| t["id"] == id && t["result_text"] == "pong")
+    );
     assert!(tasks.iter().all(|t| t["status"] == "completed"));
     assert!(tasks.len() <= 5);
     assert!(ok(&out["status"])["tasks"]["completed"].as_str().is_some());
@@ -168,15 +175,37 @@ async fn a_python_mcp_client_submits_waits_gets_lists_and_cancels() {
     let e = error(&out["cancel_finished"]);
     assert_eq!(e["code"], "failed_precondition", "{e}");
     let e = error(&out["bad_priority"]);
-    assert_eq!((&e["code"], &e["field"]), (&json!("invalid_argument"), &json!("priority")));
-    assert!(e["message"].as_str().unwrap().contains("low, normal, high, critical"));
+    assert_eq!(
+        (&e["code"], &e["field"]),
+        (&json!("invalid_argument"), &json!("priority"))
+    );
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("low, normal, high, critical")
+    );
     let e = error(&out["shell"]);
     assert_eq!(e["field"], "command");
-    assert!(e["message"].as_str().unwrap().contains("cannot be submitted through MCP"));
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("cannot be submitted through MCP")
+    );
     let e = error(&out["unknown_dependency"]);
     assert_eq!(e["field"], "depends_on[0]", "{e}");
     assert!(e["message"].as_str().unwrap().contains("nope"), "{e}");
     assert_eq!(error(&out["missing_prompt"])["field"], "prompt");
+    let e = error(&out["bypass"]);
+    assert_eq!(e["field"], "permission_mode");
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("--allow-bypass-permissions"),
+        "{e}"
+    );
     assert_eq!(error(&out["bad_limit"])["field"], "limit");
     assert_eq!(error(&out["unknown_task"])["code"], "not_found");
 
@@ -193,7 +222,10 @@ async fn a_python_mcp_client_submits_waits_gets_lists_and_cancels() {
     let second = ok(&out["workflow_wait"]);
     assert_eq!(second["task"]["status"], "completed");
     assert!(
-        second["task"]["result"]["text"].as_str().unwrap().contains("first"),
+        second["task"]["result"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("first"),
         "{second}"
     );
     assert_eq!(ok(&out["workflow_get"])["status"], "completed");
@@ -224,7 +256,9 @@ async fn a_key_whose_role_is_too_low_gets_the_servers_refusal_as_a_tool_error() 
     // Reading is what the key may do, and nothing was submitted.
     let counts = &ok(&out["status"])["tasks"];
     assert!(
-        counts.as_object().is_none_or(|c| c.values().all(|v| v == "0")),
+        counts
+            .as_object()
+            .is_none_or(|c| c.values().all(|v| v == "0")),
         "{counts}"
     );
     server.stop().await;
@@ -247,12 +281,19 @@ async fn a_server_that_is_down_is_a_tool_error_not_a_failed_session() {
         .await
         .unwrap()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(out["tools"].as_array().unwrap().len(), 8);
     let e = error(&out["status"]);
     assert_eq!(e["code"], "unavailable", "{e}");
-    assert!(e["message"].as_str().unwrap().contains(&addr.to_string()), "{e}");
+    assert!(
+        e["message"].as_str().unwrap().contains(&addr.to_string()),
+        "{e}"
+    );
 }
 
 /// `claude-swarm mcp` spoken to in raw JSON-RPC lines.
@@ -280,11 +321,16 @@ impl Raw {
             .unwrap();
         let lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let mut raw = Self { child, lines };
-        raw.send(json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        raw.send(
+            json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
             "protocolVersion": "2025-06-18", "capabilities": {},
-            "clientInfo": {"name": "raw", "version": "1"}}}));
+            "clientInfo": {"name": "raw", "version": "1"}}}),
+        );
         let init = raw.receive();
-        assert_eq!(init["result"]["serverInfo"]["name"], "claude-swarm", "{init}");
+        assert_eq!(
+            init["result"]["serverInfo"]["name"], "claude-swarm",
+            "{init}"
+        );
         raw.send(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
         raw
     }
@@ -308,19 +354,29 @@ async fn closing_stdin_ends_the_mcp_server_even_with_a_wait_in_flight() {
     let hung = server.submit(common::spec("sim:hang")).await;
     let mut raw = tokio::task::block_in_place(|| Raw::start(&server));
     tokio::task::block_in_place(|| {
-        raw.send(json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
-            "name": "get_task", "arguments": {"task_id": hung.id}}}));
+        raw.send(
+            json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+            "name": "get_task", "arguments": {"task_id": hung.id}}}),
+        );
         let got = raw.receive();
         assert_eq!(got["id"], 1);
-        assert_eq!(got["result"]["structuredContent"]["id"], hung.id.as_str(), "{got}");
+        assert_eq!(
+            got["result"]["structuredContent"]["id"],
+            hung.id.as_str(),
+            "{got}"
+        );
         // An unknown tool cannot be routed: a protocol error, not a tool result.
-        raw.send(json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
-            "name": "rm_rf", "arguments": {}}}));
+        raw.send(
+            json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+            "name": "rm_rf", "arguments": {}}}),
+        );
         let unknown = raw.receive();
         assert_eq!(unknown["error"]["code"], -32602, "{unknown}");
         // A wait for a task that never ends, then the client goes away.
-        raw.send(json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {
-            "name": "wait_for_task", "arguments": {"task_id": hung.id, "timeout_seconds": 3600}}}));
+        raw.send(
+            json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {
+            "name": "wait_for_task", "arguments": {"task_id": hung.id, "timeout_seconds": 3600}}}),
+        );
     });
     // The wait is in flight once the server has its subscriber.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -397,10 +453,19 @@ async fn the_real_claude_hands_a_task_to_the_swarm_through_mcp() {
     }}});
     let mut command = tokio::process::Command::new(claude());
     command
-        .args(["-p", "hand the docs to the swarm", "--output-format", "json"])
+        .args([
+            "-p",
+            "hand the docs to the swarm",
+            "--output-format",
+            "json",
+        ])
         .arg("--mcp-config")
         .arg(mcp_config.to_string())
-        .args(["--strict-mcp-config", "--allowedTools", "mcp__swarm__submit_task"])
+        .args([
+            "--strict-mcp-config",
+            "--allowedTools",
+            "mcp__swarm__submit_task",
+        ])
         .current_dir(home.path())
         .env("HOME", home.path())
         .env("ANTHROPIC_BASE_URL", api.url())
@@ -445,7 +510,10 @@ async fn the_real_claude_hands_a_task_to_the_swarm_through_mcp() {
     // The tool's answer went back to the model: the second request carries the task's id.
     let requests = api.requests();
     let last = requests.last().expect("requests").to_string();
-    assert!(last.contains("tool_result") && last.contains(&task.id), "{last}");
+    assert!(
+        last.contains("tool_result") && last.contains(&task.id),
+        "{last}"
+    );
     let result: Value = serde_json::from_str(&stdout).unwrap();
     assert!(
         result["result"]

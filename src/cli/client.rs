@@ -70,7 +70,7 @@ pub(super) async fn client(
         | Command::Config(_)
         | Command::Run { .. }
         | Command::Key(_)
-        | Command::Mcp
+        | Command::Mcp { .. }
         | Command::Workflow(WorkflowCommand::Validate { .. }) => {
             unreachable!("handled by main")
         }

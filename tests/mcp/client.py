@@ -59,6 +59,7 @@ async def roundtrip(session, out):
     await call("bad_priority", "submit_task", {"prompt": "x", "priority": "urgent"})
     await call("shell", "submit_task", {"prompt": "x", "command": "touch /tmp/owned"})
     await call("unknown_dependency", "submit_task", {"prompt": "x", "depends_on": ["nope"]})
+    await call("bypass", "submit_task", {"prompt": "x", "permission_mode": "bypassPermissions"})
     await call("missing_prompt", "submit_task", {"name": "no prompt"})
     await call("bad_limit", "list_tasks", {"limit": 5000})
     await call("unknown_task", "get_task", {"task_id": "nope"})

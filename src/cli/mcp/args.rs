@@ -70,8 +70,8 @@ pub(super) struct SubmitTask {
     /// Seconds before the first retry; doubles each time (default 1).
     #[schemars(range(min = 0.0))]
     pub retry_backoff: Option<f64>,
-    /// The agent's `--permission-mode` (acceptEdits, auto, bypassPermissions, manual,
-    /// dontAsk, plan).
+    /// The agent's `--permission-mode` (acceptEdits, auto, manual, dontAsk, plan;
+    /// bypassPermissions only when `claude-swarm mcp` runs with --allow-bypass-permissions).
     pub permission_mode: Option<String>,
     /// A key that makes a retried submission safe: a second submission with the same key
     /// returns the task made by the first instead of a new one.

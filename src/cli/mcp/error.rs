@@ -60,9 +60,9 @@ impl ToolError {
         let message = match status.code() {
             // The engine says `invalid FIELD: reason`.
             Code::InvalidArgument => message.replacen(&format!("invalid {strip}"), "invalid ", 1),
-            Code::Unauthenticated => format!(
-                "{message} (give `claude-swarm mcp` the key in SWARM_API_KEY or --api-key)"
-            ),
+            Code::Unauthenticated => {
+                format!("{message} (give `claude-swarm mcp` the key in SWARM_API_KEY or --api-key)")
+            }
             Code::Unavailable => format!("the swarm server at {server} did not answer: {message}"),
             _ => message.to_owned(),
         };

@@ -18,9 +18,8 @@ use rmcp::{
     ErrorData, RoleServer, ServerHandler, ServiceExt,
     handler::server::tool::schema_for_type,
     model::{
-        CallToolRequestParams, CallToolResponse, CallToolResult, Implementation,
-        ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
-        ToolAnnotations,
+        CallToolRequestParams, CallToolResponse, CallToolResult, Implementation, ListToolsResult,
+        PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool, ToolAnnotations,
     },
     service::RequestContext,
 };
@@ -56,7 +55,11 @@ FAILED, CANCELLED or SKIPPED. wait_for_task waits for the end and returns the re
 get_task, list_tasks and get_status look without waiting; cancel_task stops one.";
 
 /// Serves MCP on stdin/stdout until the client closes stdin, talking to `server`.
-pub(super) async fn serve(server: &str, api_key: Option<&str>) -> CliResult {
+pub(super) async fn serve(
+    server: &str,
+    api_key: Option<&str>,
+    allow_bypass_permissions: bool,
+) -> CliResult {
     let bearer = Bearer::new(api_key).map_err(|_| "--api-key: not a key (printable ASCII)")?;
     // Lazy: the MCP client starts this with its session, perhaps before the swarm is up;
     // a call made while the server is down is a tool error that says so.
@@ -69,6 +72,7 @@ pub(super) async fn serve(server: &str, api_key: Option<&str>) -> CliResult {
         events: EventServiceClient::with_interceptor(channel.clone(), bearer.clone()),
         status: SwarmServiceClient::with_interceptor(channel, bearer),
         server: server.into(),
+        allow_bypass_permissions,
     };
     let running = swarm
         .serve(rmcp::transport::io::stdio_pipes())
@@ -88,7 +92,12 @@ struct Swarm {
     status: SwarmServiceClient<Authed>,
     /// The server's URL, for errors that say it did not answer.
     server: Arc<str>,
+    /// Whether a task may ask for `bypassPermissions` (`--allow-bypass-permissions`).
+    allow_bypass_permissions: bool,
 }
+
+/// The permission mode in which an agent runs every tool without asking.
+const BYPASS_PERMISSIONS: &str = "bypassPermissions";
 
 /// What a tool answers: JSON for the model, or an error naming what is at fault.
 type Outcome = Result<Value, ToolError>;
@@ -159,9 +168,7 @@ fn tools() -> Vec<Tool> {
     ) -> Tool {
         Tool::new(name, description, schema_for_type::<T>()).with_annotations(hints)
     }
-    let reads = ToolAnnotations::new()
-        .read_only(true)
-        .open_world(false);
+    let reads = ToolAnnotations::new().read_only(true).open_world(false);
     vec![
         tool::<SubmitTask>(
             "submit_task",
@@ -253,6 +260,16 @@ impl Swarm {
 
     async fn submit_task(&self, a: Parsed<SubmitTask>) -> Outcome {
         let a = a?;
+        if a.permission_mode.as_deref() == Some(BYPASS_PERMISSIONS)
+            && !self.allow_bypass_permissions
+        {
+            return Err(ToolError::invalid(
+                "permission_mode",
+                "bypassPermissions is refused through MCP unless `claude-swarm mcp` was \
+                 started with --allow-bypass-permissions; name the tools the agent needs in \
+                 `allowed_tools`, or use acceptEdits",
+            ));
+        }
         let priority = word("priority", &a.priority, Priority::from_word)?;
         let isolation = word("isolation", &a.isolation, |w| {
             Isolation::parse(&w.trim().to_ascii_lowercase())
@@ -291,15 +308,15 @@ impl Swarm {
         let a = a?;
         // The server parses the document too (and is the one that decides); this is only
         // the rule that MCP hands the swarm prompts, not shell.
-        let variables = a.variables.clone();
-        if let Ok(plan) = crate::workflow::parse(&a.yaml, &variables) {
-            if let Some(i) = plan.tasks.iter().position(|t| t.command.is_some()) {
-                return Err(ToolError::invalid(
-                    &format!("tasks[{i}].command"),
-                    "workflows with shell command steps cannot be submitted through MCP; \
-                     give each step a prompt instead",
-                ));
-            }
+        let shell = crate::workflow::parse(&a.yaml, &a.variables)
+            .ok()
+            .and_then(|plan| plan.tasks.iter().position(|t| t.command.is_some()));
+        if let Some(i) = shell {
+            return Err(ToolError::invalid(
+                &format!("tasks[{i}].command"),
+                "workflows with shell command steps cannot be submitted through MCP; \
+                 give each step a prompt instead",
+            ));
         }
         let variables: std::collections::HashMap<_, _> = a.variables.into_iter().collect();
         let checked = self
@@ -518,7 +535,10 @@ mod tests {
                 .clone()
         };
         let e = error(json!({}));
-        assert_eq!((e["field"].clone(), e["message"].clone()), (json!("prompt"), json!("invalid prompt: is required")));
+        assert_eq!(
+            (e["field"].clone(), e["message"].clone()),
+            (json!("prompt"), json!("invalid prompt: is required"))
+        );
         let e = error(json!({"prompt": "x", "timout": 5}));
         assert_eq!(e["field"], "timout");
         assert!(e["message"].as_str().unwrap().contains("timeout"), "{e}");
@@ -527,7 +547,13 @@ mod tests {
         let e = error(json!({"prompt": "x", "depends_on": [1]}));
         assert_eq!(e["field"], "depends_on[0]", "{e}");
         let e = parse::<NoArguments>("get_status", arguments(json!({"x": 1}))).unwrap_err();
-        assert!(e.into_result().content[0].as_text().unwrap().text.contains("no arguments"));
+        assert!(
+            e.into_result().content[0]
+                .as_text()
+                .unwrap()
+                .text
+                .contains("no arguments")
+        );
     }
 
     #[test]
@@ -540,6 +566,9 @@ mod tests {
         };
         let b = brief(&task);
         assert_eq!(b["status"], "queued");
-        assert_eq!(b["prompt"].as_str().unwrap().chars().count(), BRIEF_CHARS + 1);
+        assert_eq!(
+            b["prompt"].as_str().unwrap().chars().count(),
+            BRIEF_CHARS + 1
+        );
     }
 }

@@ -164,8 +164,8 @@ async fn notify(
         (_, pb::EventKind::TaskQueued) => "queued".to_owned(),
         (_, kind) => kind.as_str_name().to_owned(),
     };
-    let param = ProgressNotificationParam::new(token.clone(), f64::from(count))
-        .with_message(message);
+    let param =
+        ProgressNotificationParam::new(token.clone(), f64::from(count)).with_message(message);
     if let Err(e) = context.peer.notify_progress(param).await {
         tracing::debug!(error = %e, "a progress notification was not sent");
     }
