@@ -84,7 +84,6 @@ pub(super) async fn serve(
 }
 
 /// The MCP server: gRPC clients of the swarm server, one per service.
-#[derive(Clone)]
 struct Swarm {
     tasks: TaskServiceClient<Authed>,
     workflows: WorkflowServiceClient<Authed>,

@@ -20,7 +20,7 @@ use super::{
 };
 use crate::{api::rest::to_json, pb};
 
-/// The events worth a progress notification, and those that end a task.
+/// The events worth a progress notification, and those that end a task ([`TERMINAL`]).
 const FOLLOWED: [pb::EventKind; 8] = [
     pb::EventKind::TaskQueued,
     pb::EventKind::TaskStarted,
@@ -57,7 +57,11 @@ impl Swarm {
             // start (it may have started before this call came in), then live ones.
             after_sequence: Some(0),
             task_id: a.task_id.clone(),
-            kinds: FOLLOWED.iter().map(|k| *k as i32).collect(),
+            // Without a progress token only the end matters.
+            kinds: match progress {
+                Some(_) => FOLLOWED.iter().map(|k| *k as i32).collect(),
+                None => TERMINAL.to_vec(),
+            },
             ..Default::default()
         };
         // Each turn of this loop opens the stream again: only after DATA_LOSS (events no
