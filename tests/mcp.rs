@@ -349,7 +349,7 @@ impl Raw {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn closing_stdin_ends_the_mcp_server_even_with_a_wait_in_flight() {
+async fn a_cancelled_wait_lets_go_and_closing_stdin_ends_the_server_mid_wait() {
     let server = TestServer::start(config(1)).await;
     let hung = server.submit(common::spec("sim:hang")).await;
     let mut raw = tokio::task::block_in_place(|| Raw::start(&server));
@@ -379,11 +379,23 @@ async fn closing_stdin_ends_the_mcp_server_even_with_a_wait_in_flight() {
         );
     });
     // The wait is in flight once the server has its subscriber.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !subscribed(&server).await {
-        assert!(Instant::now() < deadline, "the wait subscribed to events");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until(&server, true).await;
+    // The client cancels it: the wait ends and its event stream with it.
+    tokio::task::block_in_place(|| {
+        raw.send(
+            json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+            "params": {"requestId": 3, "reason": "changed my mind"}}),
+        );
+    });
+    until(&server, false).await;
+    // Another wait, and the client goes away with it in flight.
+    tokio::task::block_in_place(|| {
+        raw.send(
+            json!({"jsonrpc": "2.0", "id": 4, "method": "tools/call", "params": {
+            "name": "wait_for_task", "arguments": {"task_id": hung.id}}}),
+        );
+    });
+    until(&server, true).await;
     drop(raw.child.stdin.take());
     let pid = raw.child.id();
     let exited = tokio::task::block_in_place(|| {
@@ -402,6 +414,18 @@ async fn closing_stdin_ends_the_mcp_server_even_with_a_wait_in_flight() {
     assert!(status.success(), "{status}");
     server.cancel(&hung.id).await;
     server.stop().await;
+}
+
+/// Polls (with a deadline) until an event stream is open on the server, or none is.
+async fn until(server: &TestServer, open: bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while subscribed(server).await != open {
+        assert!(
+            Instant::now() < deadline,
+            "event streams open: {open} within 30s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Whether an event stream is open on the server (`swarm_event_subscribers` > 0).
