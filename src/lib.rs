@@ -32,7 +32,8 @@
 //!   checked before any port opens.
 //! - [`app`]: the composition root: config -> agent -> store -> engine -> server.
 //! - [`cli`]: the command line: `serve`, `run`, `config show|check`, `key`, and the client
-//!   subcommands.
+//!   subcommands, `mcp` among them (an MCP server on stdio for a Claude Code session, a
+//!   client of the gRPC API like the others).
 //! - [`pb`]: the code generated from `proto/`, and its descriptor set for reflection.
 
 pub mod agent;

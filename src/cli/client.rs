@@ -27,10 +27,10 @@ use crate::{
 
 /// Sends `authorization: Bearer <key>` on every call, when there is a key.
 #[derive(Clone)]
-struct Bearer(Option<AsciiMetadataValue>);
+pub(super) struct Bearer(Option<AsciiMetadataValue>);
 
 impl Bearer {
-    fn new(key: Option<&str>) -> Result<Self, InvalidMetadataValue> {
+    pub(super) fn new(key: Option<&str>) -> Result<Self, InvalidMetadataValue> {
         key.map(|key| format!("Bearer {}", key.trim()).parse())
             .transpose()
             .map(Self)
@@ -70,6 +70,7 @@ pub(super) async fn client(
         | Command::Config(_)
         | Command::Run { .. }
         | Command::Key(_)
+        | Command::Mcp { .. }
         | Command::Workflow(WorkflowCommand::Validate { .. }) => {
             unreachable!("handled by main")
         }

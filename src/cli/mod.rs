@@ -4,6 +4,7 @@
 mod client;
 mod config;
 mod key;
+mod mcp;
 mod print;
 mod progress;
 mod workflow;
@@ -112,6 +113,14 @@ enum Command {
     /// Make API keys for the server's `api_keys` (or SWARM_API_KEYS).
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Serve MCP on stdin/stdout for a Claude Code session, as a client of the server:
+    /// `claude mcp add swarm -- claude-swarm mcp --server http://127.0.0.1:50051`.
+    Mcp {
+        /// Let tool calls submit tasks with `permission_mode: bypassPermissions` (an agent
+        /// that runs every tool unasked); refused by default.
+        #[arg(long)]
+        allow_bypass_permissions: bool,
+    },
     /// Print events as they happen.
     Watch {
         #[arg(long)]
@@ -256,6 +265,16 @@ pub async fn main(cli: Cli) -> ExitCode {
             workflow::validate(&file, &vars)
         }
         Command::Key(command) => key::key(command, json),
+        Command::Mcp {
+            allow_bypass_permissions,
+        } => {
+            mcp::serve(
+                &cli.server,
+                cli.api_key.as_deref(),
+                allow_bypass_permissions,
+            )
+            .await
+        }
         command => client::client(command, &cli.server, cli.api_key.as_deref(), json, quiet).await,
     };
     match outcome {

@@ -50,6 +50,10 @@ pub enum Reply {
     Overloaded,
     /// A text answer whose deltas come `every` apart, one per part.
     Slow { parts: Vec<String>, every: Duration },
+    /// Like [`Reply::ToolUse`], with a tool of any name and input (an MCP server's tool,
+    /// `mcp__SERVER__TOOL`): a `tool_use` block for it, then [`TOOL_ANSWER_PREFIX`] and the
+    /// result's text once the request carries the `tool_result`.
+    CallTool { name: String, input: Value },
 }
 
 struct Shared {
@@ -174,6 +178,13 @@ async fn messages(
             }
             None => stream(tool_use_answer(&model), Duration::ZERO),
         },
+        Reply::CallTool { name, input } => match last_tool_result(&request) {
+            Some(output) => {
+                let text = format!("{TOOL_ANSWER_PREFIX}{output}");
+                stream(text_answer(&model, &[&text]), Duration::ZERO)
+            }
+            None => stream(tool_call_answer(&model, &name, &input), Duration::ZERO),
+        },
         Reply::Slow { parts, every } => {
             let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
             stream(text_answer(&model, &parts), every)
@@ -290,7 +301,11 @@ fn text_answer(model: &str, parts: &[&str]) -> Vec<Event> {
 }
 
 fn tool_use_answer(model: &str) -> Vec<Event> {
-    let input = json!({"command": TOOL_COMMAND}).to_string();
+    tool_call_answer(model, "Bash", &json!({"command": TOOL_COMMAND}))
+}
+
+fn tool_call_answer(model: &str, name: &str, input: &Value) -> Vec<Event> {
+    let input = input.to_string();
     let (a, b) = input.split_at(input.len() / 2);
     let mut events = vec![
         message_start(model),
@@ -302,7 +317,7 @@ fn tool_use_answer(model: &str) -> Vec<Event> {
                 "content_block": {
                     "type": "tool_use",
                     "id": format!("toolu_fake_{}", uuid::Uuid::new_v4().simple()),
-                    "name": "Bash",
+                    "name": name,
                     "input": {}
                 }
             }),

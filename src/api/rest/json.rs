@@ -35,7 +35,7 @@ const ENUM_FIELDS: [(&str, &[&str]); 7] = [
 const FREE_FORM: [&str; 3] = ["metadata", "labels", "env"];
 
 /// An API message as REST JSON: proto field names, enums as lowercase words.
-pub(super) fn to_json(message: &impl Serialize) -> Value {
+pub fn to_json(message: &impl Serialize) -> Value {
     fn words(value: &mut Value, prefixes: &[&str]) {
         match value {
             Value::String(s) => {

@@ -27,6 +27,7 @@ use serde_json::json;
 
 pub use docs::{OPENAPI, OPENAPI_METHODS};
 pub use error::ApiError;
+pub use json::to_json;
 
 use super::{MAX_REQUEST_BYTES, auth::tokens, metrics, service::Service};
 use docs::{docs, openapi};
