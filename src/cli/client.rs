@@ -61,10 +61,17 @@ pub(super) async fn client(
         .connect()
         .await
         .map_err(|e| format!("cannot reach the server at {server}: {e}"))?;
-    let mut tasks = TaskServiceClient::with_interceptor(channel.clone(), bearer.clone());
-    let mut instances = InstanceServiceClient::with_interceptor(channel.clone(), bearer.clone());
-    let mut workflows = WorkflowServiceClient::with_interceptor(channel.clone(), bearer.clone());
-    let mut events = EventServiceClient::with_interceptor(channel.clone(), bearer.clone());
+    // The server sends replies of any size (a page of 1000 tasks with their results can be
+    // tens of MiB, past tonic's 4 MiB default), and the client takes what its server sends.
+    let max = usize::MAX;
+    let mut tasks = TaskServiceClient::with_interceptor(channel.clone(), bearer.clone())
+        .max_decoding_message_size(max);
+    let mut instances = InstanceServiceClient::with_interceptor(channel.clone(), bearer.clone())
+        .max_decoding_message_size(max);
+    let mut workflows = WorkflowServiceClient::with_interceptor(channel.clone(), bearer.clone())
+        .max_decoding_message_size(max);
+    let mut events = EventServiceClient::with_interceptor(channel.clone(), bearer.clone())
+        .max_decoding_message_size(max);
     match command {
         Command::Serve(_)
         | Command::Config(_)
@@ -75,6 +82,7 @@ pub(super) async fn client(
         }
         Command::Status => {
             let status = SwarmServiceClient::with_interceptor(channel, bearer)
+                .max_decoding_message_size(max)
                 .get_status(pb::GetStatusRequest {})
                 .await?
                 .into_inner();

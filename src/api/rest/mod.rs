@@ -5,6 +5,7 @@
 //! (`"status": "completed"`) and are accepted as words or as proto enum names. Requests of
 //! the original Python service are accepted as they are.
 
+mod audit;
 mod docs;
 mod error;
 mod instances;
@@ -132,6 +133,8 @@ fn endpoints() -> Vec<Endpoint> {
         // Served outside the gateway (its state comes as an extension), documented with it.
         endpoint(M::POST, "/auth/stream-token", tokens::stream_token).body_types(&[]),
         endpoint(M::GET, "/metrics", metrics::metrics),
+        // Served outside the gateway too (the audit comes as an extension).
+        endpoint(M::GET, "/audit", audit::list_audit),
     ]
 }
 
