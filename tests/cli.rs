@@ -358,6 +358,9 @@ fn config_show_prints_what_serve_would_use_with_secrets_masked() {
     assert_eq!(from_json["listen"], "127.0.0.1:50051");
     assert_eq!(from_json["agent_env"]["ANTHROPIC_API_KEY"], "***");
     assert_eq!(from_json["rate_limit_per_second"], 7);
+    assert_eq!(from_json["max_streams_per_key"], 32);
+    assert_eq!(from_json["request_timeout"], 30.0);
+    assert_eq!(from_json["tls_cert"], serde_json::Value::Null);
     assert_eq!(
         from_json["rate_limit_burst"], 7,
         "a second's worth by default"
