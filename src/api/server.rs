@@ -264,6 +264,7 @@ pub async fn serve_with(
     let (down_tx, down_rx) = watch::channel(false);
     let listen = listener.local_addr()?.ip();
     let tls = options.tls.clone();
+    let audit = options.audit.clone();
     let app = app(engine.clone(), options, Some(listen), down_rx).await;
     let (failed_tx, failed_rx) = oneshot::channel();
     let (draining_tx, draining) = oneshot::channel::<()>();
@@ -316,6 +317,7 @@ pub async fn serve_with(
         () = drain_limit => tracing::warn!("connections still open after the drain limit; closing them"),
     }
     engine.shutdown(SHUTDOWN_LIMIT).await;
+    audit.flush().await;
     match failed_rx.await {
         // The engine ended under the server: exit non-zero with its reason.
         Ok(reason) => Err(io::Error::other(reason)),

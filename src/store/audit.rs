@@ -66,6 +66,8 @@ pub struct AuditPage {
 enum Op {
     Record(AuditRecord),
     List(AuditQuery, oneshot::Sender<Result<AuditPage, String>>),
+    /// Answered once every record before it is written.
+    Flush(oneshot::Sender<()>),
 }
 
 /// The handle requests record through; cheap to clone.
@@ -139,6 +141,15 @@ impl AuditLog {
         }
     }
 
+    /// Waits until every record handed over so far is written (a server that stops loses
+    /// none it answered for).
+    pub async fn flush(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.ops.send(Op::Flush(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+
     /// The records `query` asks for, after every record handed over before it.
     pub async fn list(&self, query: AuditQuery) -> Result<AuditPage, String> {
         let (tx, rx) = oneshot::channel();
@@ -170,6 +181,10 @@ impl Writer {
                     Op::List(query, reply) => {
                         self.flush(&mut batch);
                         let _ = reply.send(self.list(&query).map_err(|e| e.to_string()));
+                    }
+                    Op::Flush(done) => {
+                        self.flush(&mut batch);
+                        let _ = done.send(());
                     }
                 }
                 next = ops.try_recv().ok();

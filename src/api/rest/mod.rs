@@ -158,6 +158,13 @@ pub fn router(service: Service, workspace_root: PathBuf) -> Router {
         })
 }
 
+/// A body decoded as the routes decode theirs: a JSON object, enum words to names, free-form
+/// maps to strings, and errors naming the field. What the `rest_json` fuzz target drives.
+pub fn decode_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let value = json::json_body(Ok(axum::body::Bytes::copy_from_slice(body)))?;
+    json::from_json(value, "")
+}
+
 /// A JSON 404 for any path no route serves.
 pub async fn not_found() -> Response {
     ApiError::new(
