@@ -534,7 +534,7 @@ async fn the_audit_is_kept_in_the_data_directory_across_a_restart() {
         .iter()
         .find(|r| r.action == "claude_swarm.v1.TaskService/SubmitTask")
         .expect("the submission is in the audit");
-    assert_eq!(submit.ids, [task.id.clone()]);
+    assert_eq!(submit.ids, std::slice::from_ref(&task.id));
     assert_eq!(submit.key, "anonymous");
     server.terminate();
 }
