@@ -15,7 +15,7 @@ use crate::{
     api::server::{self, ServerOptions},
     config::{AgentKind, AgentMode, Config, ConfigError, SIMULATE_AGENT},
     engine::{Engine, ports::Agent},
-    store::sqlite::SqliteStore,
+    store::{audit::AuditLog, sqlite::SqliteStore},
 };
 
 impl Config {
@@ -71,12 +71,7 @@ impl Config {
         agent: Arc<dyn Agent>,
         default_dir: Option<PathBuf>,
     ) -> Result<Engine, ConfigError> {
-        let dir = if self.in_memory {
-            None
-        } else {
-            self.data_dir.clone().or(default_dir)
-        };
-        match dir {
+        match self.state_dir(default_dir) {
             None => Ok(Engine::start(self.engine.clone(), agent)),
             Some(dir) => {
                 let store = SqliteStore::open(&dir, self.engine.event_retention as u64)
@@ -87,7 +82,27 @@ impl Config {
         }
     }
 
-    /// What the HTTP side needs of the configuration.
+    /// Where state is kept: `data_dir` (or `default_dir` when none is set); `None` in memory.
+    fn state_dir(&self, default_dir: Option<PathBuf>) -> Option<PathBuf> {
+        if self.in_memory {
+            None
+        } else {
+            self.data_dir.clone().or(default_dir)
+        }
+    }
+
+    /// The audit, in the same place as the engine's state (opened after it, so the store
+    /// makes the file and keeps it private).
+    pub fn audit_log(&self, default_dir: Option<PathBuf>) -> Result<AuditLog, ConfigError> {
+        AuditLog::open(
+            self.state_dir(default_dir).as_deref(),
+            self.serving.audit_retention,
+        )
+        .map_err(|e| ConfigError(e.to_string()))
+    }
+
+    /// What the HTTP side needs of the configuration (the audit in memory: see
+    /// [`Config::audit_log`]).
     pub fn server_options(&self) -> ServerOptions {
         ServerOptions {
             workspace_root: self.engine.working_directory.clone(),
@@ -96,6 +111,10 @@ impl Config {
             keys: self.keys.clone(),
             allow_commands: self.allow_commands,
             rate_limit: self.rate_limit,
+            max_streams_per_key: self.serving.max_streams_per_key,
+            request_timeout: self.serving.request_timeout,
+            tls: self.serving.tls.as_ref().map(|tls| tls.config.clone()),
+            audit: AuditLog::default(),
         }
     }
 }
@@ -107,8 +126,13 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    let engine = start(config, crate::config::default_data_dir()).map_err(io::Error::other)?;
-    server::serve_with(listener, engine, config.server_options(), shutdown).await
+    let default_dir = crate::config::default_data_dir();
+    let engine = start(config, default_dir.clone()).map_err(io::Error::other)?;
+    let options = ServerOptions {
+        audit: config.audit_log(default_dir).map_err(io::Error::other)?,
+        ..config.server_options()
+    };
+    server::serve_with(listener, engine, options, shutdown).await
 }
 
 /// The configured agent and the engine on it (`run` keeps state in memory unless a data

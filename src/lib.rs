@@ -18,7 +18,8 @@
 //!   its own process group, death with the server, the end of a group a crash left
 //!   behind), the simulated CLI, and an instant in-process agent.
 //! - [`store`]: implements the `Store` port on SQLite; stored rows are their own versioned
-//!   types, migrated when an older data directory opens.
+//!   types, migrated when an older data directory opens. Beside it, outside the port,
+//!   `store::audit`: the audit log's table, with its own connection and writer thread.
 //! - [`workflow`]: the workflow file format. Reads a YAML document, checks it (each error
 //!   naming the field, the line and the column) and hands the engine a plan, with warnings
 //!   for `{{ }}` text it kept as written; the engine never reads YAML.
@@ -26,14 +27,19 @@
 //!   one error mapping, the guard every request passes (Host, Origin, API keys, content
 //!   types, the rate limit), `api::auth` (keys, roles, and the one table of the role each
 //!   RPC and route needs; stream tokens), `api::rate_limit` (a token bucket per key or
-//!   client address), `api::metrics` (`/metrics`, the request-counting layer), the
-//!   gRPC services, the REST gateway, and the server that puts them all on one port.
+//!   client address), `api::metrics` (`/metrics`, the request-counting layer),
+//!   `api::stream_limit` (live streams per key), `api::timeout` (`request_timeout`),
+//!   `api::audit` (the layer that records state-changing calls, and `ListAudit`),
+//!   `api::tls` (rustls on the port), the gRPC services, the REST gateway, and the server
+//!   that puts them all on one port.
 //! - [`config`]: typed settings from defaults, a YAML file, `SWARM_*` variables and flags,
-//!   checked before any port opens.
+//!   checked before any port opens; `config::serving` holds TLS, the stream and time
+//!   limits and the audit's retention.
 //! - [`app`]: the composition root: config -> agent -> store -> engine -> server.
 //! - [`cli`]: the command line: `serve`, `run`, `config show|check`, `key`, and the client
-//!   subcommands, `mcp` among them (an MCP server on stdio for a Claude Code session, a
-//!   client of the gRPC API like the others).
+//!   subcommands (`audit` and `mcp` among them: `mcp` is an MCP server on stdio for a
+//!   Claude Code session, a client of the gRPC API like the others), over TLS for an
+//!   `https://` server.
 //! - [`pb`]: the code generated from `proto/`, and its descriptor set for reflection.
 
 pub mod agent;

@@ -101,6 +101,65 @@ fn an_invalid_workflow_is_refused_before_anything_runs() {
     );
 }
 
+#[test]
+fn run_refuses_shell_steps_when_commands_are_switched_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("ran");
+    let path = dir.path().join("shell.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "name: shell\ntasks:\n  - id: plan\n    prompt: p\n  - id: touch\n    command: touch {}\n",
+            marker.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["run", "--agent", "simulated", "--allow-commands", "false"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("tasks[1].command") && stderr.contains("allow_commands: false"),
+        "{stderr}"
+    );
+    assert!(!marker.exists(), "the shell step ran");
+    // Allowed (the default), the same workflow runs its step.
+    let out = Command::new(BIN)
+        .args(["run", "--agent", "simulated"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(marker.exists());
+}
+
+/// A page of tasks larger than tonic's 4 MiB default reaches the command line whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_page_past_four_mib_is_listed() {
+    let server = TestServer::start(config(1)).await;
+    let blocker = server.submit(common::spec("hold sim:hang")).await;
+    let big = "x".repeat(1024 * 1024);
+    for i in 0..6 {
+        let mut spec = common::spec(&format!("{i} {big}"));
+        spec.depends_on = vec![blocker.id.clone()];
+        server.submit(spec).await;
+    }
+    let (ok, out, err) = client(&server, &["task", "list", "--json", "--limit", "10"]);
+    assert!(ok, "{err}");
+    assert!(out.len() > 6 * 1024 * 1024, "{} bytes", out.len());
+    let page: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(page["tasks"].as_array().unwrap().len(), 7);
+    server.cancel(&blocker.id).await;
+    server.stop().await;
+}
+
 fn client(server: &TestServer, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(BIN)
         .arg("--server")
@@ -299,6 +358,9 @@ fn config_show_prints_what_serve_would_use_with_secrets_masked() {
     assert_eq!(from_json["listen"], "127.0.0.1:50051");
     assert_eq!(from_json["agent_env"]["ANTHROPIC_API_KEY"], "***");
     assert_eq!(from_json["rate_limit_per_second"], 7);
+    assert_eq!(from_json["max_streams_per_key"], 32);
+    assert_eq!(from_json["request_timeout"], 30.0);
+    assert_eq!(from_json["tls_cert"], serde_json::Value::Null);
     assert_eq!(
         from_json["rate_limit_burst"], 7,
         "a second's worth by default"

@@ -194,3 +194,27 @@ def test_a_server_with_keys_wants_one_and_the_client_sends_it(keyed_server):
         with pytest.raises(grpc.RpcError) as refused:
             anonymous.status()
         assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_over_tls_the_client_trusts_the_given_certificate(tmp_path):
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )
+    os.chmod(key, 0o600)
+    server = Server(env={"SWARM_TLS_CERT": str(cert), "SWARM_TLS_KEY": str(key)})
+    try:
+        port = server.address.rsplit(":", 1)[1]
+        with Client(f"https://localhost:{port}", timeout=BOUND, ca_cert=str(cert)) as swarm:
+            task = swarm.wait(swarm.submit("over tls").id, timeout=BOUND)
+            assert task.status == pb.TASK_STATUS_COMPLETED
+        # Plaintext to a TLS port gets no answer.
+        with Client(server.address, timeout=5) as plain:
+            with pytest.raises(grpc.RpcError) as refused:
+                plain.status()
+            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        server.stop()

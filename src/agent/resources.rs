@@ -1,31 +1,24 @@
-//! What an agent's process group holds and uses, read from /proc: its processes and their
-//! environment, resident memory, CPU time. The agent leads its own group, so the group is
-//! its process tree (tools it started included).
+//! What an agent's process group holds and uses, through `sysinfo`: its processes and
+//! their environment, resident memory, CPU time. The agent leads its own group, so the
+//! group is its process tree (tools it started included). `sysinfo` knows no process
+//! groups, so each process's group is asked of the kernel (`getpgid`).
 
-use std::fs;
+use std::os::unix::ffi::OsStrExt;
+
+use sysinfo::{
+    Pid, Process, ProcessRefreshKind, ProcessStatus, ProcessesToUpdate, System, UpdateKind,
+};
 
 use crate::engine::ports::ResourceUse;
 
-/// Sums the processes whose process group is `pgid`. `None` when none is alive or /proc
-/// cannot be read.
+/// Sums the processes whose process group is `pgid`. `None` when none is alive.
 pub fn group_usage(pgid: u32) -> Option<ResourceUse> {
-    // SAFETY: sysconf has no memory effects.
-    let (page, ticks) = unsafe {
-        (
-            libc::sysconf(libc::_SC_PAGESIZE),
-            libc::sysconf(libc::_SC_CLK_TCK),
-        )
-    };
-    let (page, ticks) = (
-        u64::try_from(page).ok()?,
-        u64::try_from(ticks).ok().filter(|t| *t > 0)?,
-    );
     let mut usage = ResourceUse::default();
-    for_each_member(pgid, |_, number| {
+    let what = ProcessRefreshKind::nothing().with_memory().with_cpu();
+    for_each_member(pgid, what, |_, process| {
         usage.processes += 1;
-        usage.cpu_seconds +=
-            (number(11).unwrap_or(0) + number(12).unwrap_or(0)) as f64 / ticks as f64;
-        usage.rss_bytes += number(21).unwrap_or(0) * page;
+        usage.cpu_seconds += process.accumulated_cpu_time() as f64 / 1000.0;
+        usage.rss_bytes += process.memory();
     });
     (usage.processes > 0).then_some(usage)
 }
@@ -33,49 +26,46 @@ pub fn group_usage(pgid: u32) -> Option<ResourceUse> {
 /// The processes of group `pgid` that have not ended (zombies are left out).
 pub fn group_members(pgid: u32) -> Vec<u32> {
     let mut members = Vec::new();
-    for_each_member(pgid, |pid, _| members.push(pid));
+    for_each_member(pgid, ProcessRefreshKind::nothing(), |pid, _| {
+        members.push(pid)
+    });
     members
 }
 
 /// The environment process `pid` started with, one `NAME=value` per entry; empty when it
 /// cannot be read (gone, or another user's).
 pub fn environ(pid: u32) -> Vec<Vec<u8>> {
-    fs::read(format!("/proc/{pid}/environ"))
-        .unwrap_or_default()
-        .split(|b| *b == 0)
-        .filter(|entry| !entry.is_empty())
-        .map(<[u8]>::to_vec)
-        .collect()
+    let mut system = System::new();
+    let pid = Pid::from_u32(pid);
+    system.refresh_processes_specifics(
+        ProcessesToUpdate::Some(&[pid]),
+        false,
+        ProcessRefreshKind::nothing()
+            .without_tasks()
+            .with_environ(UpdateKind::Always),
+    );
+    system.process(pid).map_or_else(Vec::new, |process| {
+        process
+            .environ()
+            .iter()
+            .map(|entry| entry.as_bytes().to_vec())
+            .collect()
+    })
 }
 
-/// Calls `each` with the pid of every live process of group `pgid` and a reader of its
-/// `stat` fields, counted from `state` = 0.
-fn for_each_member(pgid: u32, mut each: impl FnMut(u32, &dyn Fn(usize) -> Option<u64>)) {
-    let Ok(entries) = fs::read_dir("/proc") else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        // Fields after the command (which may hold spaces) start after the last ')'.
-        let Some(rest) = stat.rsplit_once(')').map(|(_, rest)| rest) else {
-            continue;
-        };
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        // state ppid pgrp ... utime(12) stime(13) ... rss(22), counted from `state` = 0.
-        let number = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
-        if number(2) != Some(u64::from(pgid)) || fields.first() == Some(&"Z") {
+/// Calls `each` with the pid of every live process of group `pgid`, refreshed with `what`
+/// (threads are not processes here).
+fn for_each_member(pgid: u32, what: ProcessRefreshKind, mut each: impl FnMut(u32, &Process)) {
+    let mut system = System::new();
+    system.refresh_processes_specifics(ProcessesToUpdate::All, true, what.without_tasks());
+    for (pid, process) in system.processes() {
+        let pid = pid.as_u32();
+        // SAFETY: getpgid has no memory effects; -1 (gone since) matches no group.
+        let group = unsafe { libc::getpgid(pid as libc::pid_t) };
+        if i64::from(group) != i64::from(pgid) || process.status() == ProcessStatus::Zombie {
             continue;
         }
-        each(pid, &number);
+        each(pid, process);
     }
 }
 
@@ -93,5 +83,34 @@ mod tests {
         assert!(group_members(group).contains(&std::process::id()));
         let ours = environ(std::process::id());
         assert!(ours.iter().any(|e| e.starts_with(b"PATH=")), "{ours:?}");
+    }
+
+    #[test]
+    fn a_group_of_children_counts_each_process_once_and_its_cpu_time() {
+        use std::os::unix::process::CommandExt;
+        // A shell in a group of its own that starts a second process and burns CPU.
+        let mut child = std::process::Command::new("sh")
+            .args([
+                "-c",
+                "sleep 30 & i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done; wait",
+            ])
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pgid = child.id();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let usage = loop {
+            let usage = group_usage(pgid).expect("the group is alive");
+            if usage.processes == 2 && usage.cpu_seconds > 0.0 {
+                break usage;
+            }
+            assert!(std::time::Instant::now() < deadline, "{usage:?}");
+            std::thread::yield_now();
+        };
+        assert!(usage.rss_bytes > 0, "{usage:?}");
+        assert_eq!(group_members(pgid).len(), 2);
+        // SAFETY: kills the group this test made.
+        unsafe { libc::kill(-(pgid as libc::pid_t), libc::SIGKILL) };
+        child.wait().unwrap();
     }
 }

@@ -374,6 +374,23 @@ impl From<crate::workflow::Warning> for pb::ValidationWarning {
     }
 }
 
+// ---- the audit ----------------------------------------------------------------------------
+
+impl From<&crate::store::audit::AuditRecord> for pb::AuditRecord {
+    fn from(r: &crate::store::audit::AuditRecord) -> Self {
+        let time = SystemTime::UNIX_EPOCH + Duration::from_millis(r.time_ms.max(0) as u64);
+        Self {
+            sequence: r.sequence,
+            time: Some(timestamp(time)),
+            key: r.key.clone(),
+            client_address: r.client_address.clone().unwrap_or_default(),
+            action: r.action.clone(),
+            ids: r.ids.clone(),
+            outcome: r.outcome.clone(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

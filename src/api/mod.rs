@@ -1,5 +1,6 @@
 //! Adapters only: convert, call the engine, map errors. No rule lives here.
 
+pub mod audit;
 pub mod auth;
 pub mod convert;
 pub mod error;
@@ -10,6 +11,9 @@ pub mod rate_limit;
 pub mod rest;
 pub mod server;
 pub mod service;
+pub mod stream_limit;
+pub mod timeout;
+pub mod tls;
 
 use crate::engine::workflow::MAX_DOCUMENT_BYTES;
 

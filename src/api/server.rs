@@ -6,6 +6,7 @@ use std::{
     io,
     net::{IpAddr, SocketAddr},
     path::PathBuf,
+    pin::Pin,
     sync::Arc,
     time::Duration,
 };
@@ -23,6 +24,7 @@ use tower_http::cors::{AllowHeaders, AllowOrigin, Any, CorsLayer};
 
 use super::{
     MAX_REQUEST_BYTES,
+    audit::{self, Audit},
     auth::{Auth, Keys, tokens::StreamTokens},
     grpc,
     guard::{self, Guard},
@@ -30,14 +32,18 @@ use super::{
     rate_limit::RateLimit,
     rest,
     service::Service,
+    stream_limit::{self, DEFAULT_MAX_STREAMS_PER_KEY, StreamLimit},
+    timeout::{self, DEFAULT_REQUEST_TIMEOUT},
+    tls::TlsListener,
 };
 use crate::{
     engine::Engine,
     pb::{
-        self, event_service_server::EventServiceServer,
+        self, audit_service_server::AuditServiceServer, event_service_server::EventServiceServer,
         instance_service_server::InstanceServiceServer, swarm_service_server::SwarmServiceServer,
         task_service_server::TaskServiceServer, workflow_service_server::WorkflowServiceServer,
     },
+    store::audit::AuditLog,
 };
 
 /// How long running tasks get to stop when the server shuts down.
@@ -62,6 +68,15 @@ pub struct ServerOptions {
     pub allow_commands: bool,
     /// Requests each key (each client address, without keys) may make; `None`: no limit.
     pub rate_limit: Option<RateLimit>,
+    /// `max_streams_per_key`: event streams each key (each client address, without keys)
+    /// may hold open at once.
+    pub max_streams_per_key: usize,
+    /// `request_timeout`: how long a call may take to be answered (streams excepted).
+    pub request_timeout: Duration,
+    /// TLS on the port (`tls_cert`, `tls_key`); `None`: plaintext.
+    pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    /// Where every state-changing call is recorded (in memory by default).
+    pub audit: AuditLog,
 }
 
 impl Default for ServerOptions {
@@ -73,6 +88,10 @@ impl Default for ServerOptions {
             keys: Keys::default(),
             allow_commands: true,
             rate_limit: None,
+            max_streams_per_key: DEFAULT_MAX_STREAMS_PER_KEY,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            tls: None,
+            audit: AuditLog::default(),
         }
     }
 }
@@ -100,7 +119,11 @@ async fn app(
         shutdown,
         options.allow_commands,
         metrics.subscribers(),
-    );
+    )
+    .with_stream_limit(StreamLimit::new(
+        options.max_streams_per_key,
+        !options.keys.is_empty(),
+    ));
     let tokens = Arc::new(StreamTokens::default());
     let (health, health_service) = tonic_health::server::health_reporter();
     // grpcurl 1.8 speaks only v1alpha; newer clients use v1.
@@ -118,6 +141,9 @@ async fn app(
 
     let web = GrpcWebLayer::new();
     let max = MAX_REQUEST_BYTES;
+    let audit = web.layer(
+        AuditServiceServer::new(Audit::new(options.audit.clone())).max_decoding_message_size(max),
+    );
     let (swarm, tasks, instances, workflows, events, health_service) = (
         web.layer(SwarmServiceServer::new(api.clone()).max_decoding_message_size(max)),
         web.layer(TaskServiceServer::new(api.clone()).max_decoding_message_size(max)),
@@ -132,6 +158,7 @@ async fn app(
         name(&instances),
         name(&workflows),
         name(&events),
+        name(&audit),
     ];
     set_health(&health, &api_services, ServingStatus::Serving).await;
     // A stopped engine (a bug) answers nothing any more: health says so at once.
@@ -159,6 +186,7 @@ async fn app(
         .add_service(instances)
         .add_service(workflows)
         .add_service(events)
+        .add_service(audit)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -171,6 +199,13 @@ async fn app(
         .fallback(rest::not_found)
         .layer(Extension(tokens))
         .layer(Extension(metrics.clone()))
+        .layer(Extension(Audit::new(options.audit.clone())))
+        .layer(middleware::from_fn_with_state(
+            options.request_timeout,
+            timeout::limit,
+        ))
+        .layer(middleware::from_fn_with_state(options.audit, audit::record))
+        .layer(middleware::from_fn(stream_limit::scope_peer))
         .layer(cors(guard.clone()))
         .layer(middleware::from_fn_with_state(guard, guard::check))
         .layer(middleware::from_fn_with_state(metrics, metrics::record))
@@ -228,6 +263,8 @@ pub async fn serve_with(
 ) -> io::Result<()> {
     let (down_tx, down_rx) = watch::channel(false);
     let listen = listener.local_addr()?.ip();
+    let tls = options.tls.clone();
+    let audit = options.audit.clone();
     let app = app(engine.clone(), options, Some(listen), down_rx).await;
     let (failed_tx, failed_rx) = oneshot::channel();
     let (draining_tx, draining) = oneshot::channel::<()>();
@@ -242,15 +279,31 @@ pub async fn serve_with(
         let _ = down_tx.send(true);
         let _ = draining_tx.send(());
     };
-    // Small RPCs must not wait on delayed ACKs (Nagle): ~40 ms stalls at light load.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
     // The client's address, for the rate limit of a server without keys.
     let app = app.into_make_service_with_connect_info::<SocketAddr>();
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(signal)
-        .into_future();
+    let served: Pin<Box<dyn Future<Output = io::Result<()>> + Send>> = match tls {
+        None => {
+            // Small RPCs must not wait on delayed ACKs (Nagle): ~40 ms stalls at light load.
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            Box::pin(
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(signal)
+                    .into_future(),
+            )
+        }
+        Some(config) => {
+            let listener = TlsListener::new(listener, config)?.tap_io(|tls| {
+                let _ = tls.get_ref().0.set_nodelay(true);
+            });
+            Box::pin(
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(signal)
+                    .into_future(),
+            )
+        }
+    };
     // The drain is bounded: a client holding a stream open (a health watch) cannot keep
     // the server from stopping.
     let drain_limit = async {
@@ -264,6 +317,7 @@ pub async fn serve_with(
         () = drain_limit => tracing::warn!("connections still open after the drain limit; closing them"),
     }
     engine.shutdown(SHUTDOWN_LIMIT).await;
+    audit.flush().await;
     match failed_rx.await {
         // The engine ended under the server: exit non-zero with its reason.
         Ok(reason) => Err(io::Error::other(reason)),

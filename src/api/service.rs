@@ -7,8 +7,10 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::{
+    audit::involve,
     auth::{Caller, Role},
     convert::from_pb,
+    stream_limit::{DEFAULT_MAX_STREAMS_PER_KEY, StreamLimit},
 };
 use crate::{
     engine::{Engine, EngineError, EventFilter, TaskQuery, TaskSpec, workflow::WorkflowPlan},
@@ -29,6 +31,8 @@ pub struct Service {
     allow_commands: bool,
     /// Event feeds open now, for `/metrics`.
     subscribers: Gauge,
+    /// `max_streams_per_key`: the feeds each caller holds open.
+    streams: std::sync::Arc<StreamLimit>,
 }
 
 fn opt(s: String) -> Option<String> {
@@ -43,12 +47,25 @@ fn first_command<'a>(commands: impl IntoIterator<Item = &'a str>) -> Option<Stri
         .map(|i| format!("tasks[{i}].command"))
 }
 
-fn plan_commands(plan: &WorkflowPlan) -> Option<String> {
+/// `tasks[i].command` of a workflow's first shell step.
+pub fn plan_commands(plan: &WorkflowPlan) -> Option<String> {
     first_command(
         plan.tasks
             .iter()
             .map(|t| t.command.as_deref().unwrap_or("")),
     )
+}
+
+/// With shell steps switched off (`allow_commands: false`), a request that has one (its
+/// first at `field`) is refused. Every surface asks this, `run` in-process too.
+pub fn commands_allowed(allow_commands: bool, field: Option<&str>) -> Result<()> {
+    match field {
+        Some(field) if !allow_commands => Err(EngineError::invalid(
+            field,
+            "shell steps are switched off on this server (allow_commands: false)",
+        )),
+        _ => Ok(()),
+    }
 }
 
 impl Service {
@@ -63,19 +80,18 @@ impl Service {
             shutdown,
             allow_commands,
             subscribers,
+            streams: StreamLimit::new(DEFAULT_MAX_STREAMS_PER_KEY, false),
         }
     }
 
-    /// With shell steps switched off (`allow_commands: false`), a request that has one
-    /// (its first at `field`) is refused.
+    /// The service with `streams` counting its callers' event feeds.
+    pub fn with_stream_limit(self, streams: std::sync::Arc<StreamLimit>) -> Self {
+        Self { streams, ..self }
+    }
+
+    /// With shell steps switched off, a request that has one is refused.
     fn commands_allowed(&self, field: Option<&str>) -> Result<()> {
-        match field {
-            Some(field) if !self.allow_commands => Err(EngineError::invalid(
-                field,
-                "shell steps are switched off on this server (allow_commands: false)",
-            )),
-            _ => Ok(()),
-        }
+        commands_allowed(self.allow_commands, field)
     }
 
     /// Running a shell step, besides being allowed, needs an admin key.
@@ -116,6 +132,7 @@ impl Service {
         let command = (!spec.command.is_empty()).then(|| "command".to_owned());
         self.may_run_commands(command)?;
         let task = self.engine.submit(TaskSpec::try_from(spec)?).await?;
+        involve(&task.id);
         Ok(pb::SubmitTaskResponse {
             task_id: task.id.clone(),
             task: Some((&task).into()),
@@ -135,6 +152,7 @@ impl Service {
             .map(|(i, spec)| TaskSpec::try_from(spec).map_err(|e| e.within(&format!("tasks[{i}]"))))
             .collect::<Result<Vec<_>>>()?;
         let tasks = self.engine.submit_batch(specs).await?;
+        tasks.iter().for_each(|t| involve(&t.id));
         Ok(pb::SubmitTasksResponse {
             task_ids: tasks.iter().map(|t| t.id.clone()).collect(),
             tasks: tasks.iter().map(Into::into).collect(),
@@ -169,6 +187,7 @@ impl Service {
     }
 
     pub async fn cancel_task(&self, request: pb::CancelTaskRequest) -> Result<pb::Task> {
+        involve(&request.task_id);
         Ok((&self.engine.cancel_task(request.task_id).await?).into())
     }
 
@@ -178,6 +197,7 @@ impl Service {
     ) -> Result<pb::SpawnInstancesResponse> {
         let dir = opt(request.working_directory).map(Into::into);
         let instances = self.engine.spawn_instances(request.count, dir).await?;
+        instances.iter().for_each(|i| involve(&i.id));
         Ok(pb::SpawnInstancesResponse {
             instances: instances.iter().map(Into::into).collect(),
         })
@@ -198,6 +218,7 @@ impl Service {
         &self,
         request: pb::TerminateInstanceRequest,
     ) -> Result<pb::Instance> {
+        involve(&request.instance_id);
         Ok((&self.engine.terminate_instance(request.instance_id).await?).into())
     }
 
@@ -231,6 +252,7 @@ impl Service {
         let plan = workflow::parse(&request.yaml, &request.variables.into_iter().collect())?;
         self.may_run_commands(plan_commands(&plan))?;
         let info = self.engine.execute_workflow(plan).await?;
+        involve(&info.id);
         Ok(pb::ExecuteWorkflowResponse {
             workflow_id: info.id.clone(),
             workflow: Some((&info).into()),
@@ -252,12 +274,15 @@ impl Service {
         &self,
         request: pb::CancelWorkflowRequest,
     ) -> Result<pb::Workflow> {
+        involve(&request.workflow_id);
         Ok((&self.engine.cancel_workflow(request.workflow_id).await?).into())
     }
 
     /// Replayed, then live events. A subscriber that falls behind gets one `DataLoss` and
     /// the feed ends.
     pub async fn stream_events(&self, request: pb::StreamEventsRequest) -> Result<EventFeed> {
+        // Held by the feed's task below: the place is freed when the feed ends.
+        let slot = self.streams.take()?;
         let filter = EventFilter {
             task_id: opt(request.task_id),
             workflow_id: opt(request.workflow_id),
@@ -301,6 +326,7 @@ impl Service {
                 }
             }
             subscribers.dec();
+            drop(slot);
         });
         Ok(ReceiverStream::new(rx))
     }

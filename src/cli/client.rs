@@ -1,17 +1,18 @@
 //! The client subcommands: one gRPC call each (or a stream), printed as a table or JSON.
 
-use std::process::ExitCode;
+use std::{path::Path, process::ExitCode};
 
 use tokio::sync::mpsc;
 use tonic::{
     Request, Status,
     metadata::{AsciiMetadataValue, errors::InvalidMetadataValue},
     service::Interceptor,
-    transport::Channel,
+    transport::{Certificate, Channel, ClientTlsConfig, Endpoint},
 };
 
 use super::{
     CliResult, Command, InstanceCommand, TaskCommand, WorkflowCommand,
+    audit::{AuditArgs, audit},
     print::{print, print_event, print_instances, print_task, print_tasks, print_workflows},
     workflow::{follow_workflow, report_workflow},
 };
@@ -19,7 +20,7 @@ use crate::{
     api::convert,
     engine::{Priority, TaskStatus},
     pb::{
-        self, event_service_client::EventServiceClient,
+        self, audit_service_client::AuditServiceClient, event_service_client::EventServiceClient,
         instance_service_client::InstanceServiceClient, swarm_service_client::SwarmServiceClient,
         task_service_client::TaskServiceClient, workflow_service_client::WorkflowServiceClient,
     },
@@ -48,23 +49,76 @@ impl Interceptor for Bearer {
     }
 }
 
+/// Where the client subcommands go, and how.
+pub(super) struct Server<'a> {
+    /// `--server`: `http://` in the clear, `https://` over TLS.
+    pub url: &'a str,
+    pub api_key: Option<&'a str>,
+    /// `--ca-cert`: trusted for `https://` besides the system's roots.
+    pub ca_cert: Option<&'a Path>,
+}
+
+impl Server<'_> {
+    /// The server's endpoint; over TLS for `https://`.
+    pub fn endpoint(&self) -> Result<Endpoint, String> {
+        let url = self.url;
+        let mut endpoint =
+            Endpoint::from_shared(url.to_owned()).map_err(|e| format!("--server {url:?}: {e}"))?;
+        if url.starts_with("https://") {
+            let mut tls = ClientTlsConfig::new().with_native_roots();
+            if let Some(path) = self.ca_cert {
+                let pem = std::fs::read(path)
+                    .map_err(|e| format!("--ca-cert {}: {e}", path.display()))?;
+                tls = tls.ca_certificate(Certificate::from_pem(pem));
+            }
+            endpoint = endpoint
+                .tls_config(tls)
+                .map_err(|e| format!("--server {url:?}: {e}"))?;
+        } else if self.ca_cert.is_some() {
+            return Err(format!(
+                "--ca-cert is for an https:// server; --server {url:?} is not one"
+            ));
+        }
+        Ok(endpoint)
+    }
+
+    /// A channel to the server, connected.
+    async fn connect(&self) -> Result<Channel, String> {
+        let url = self.url;
+        self.endpoint()?.connect().await.map_err(|e| {
+            // tonic's own words ("transport error") hide the cause: a certificate that is
+            // not trusted, a server that does not speak TLS.
+            let mut cause = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(inner) = source {
+                cause = format!("{cause}: {inner}");
+                source = inner.source();
+            }
+            format!("cannot reach the server at {url}: {cause}")
+        })
+    }
+}
+
 pub(super) async fn client(
     command: Command,
-    server: &str,
-    api_key: Option<&str>,
+    server: Server<'_>,
     json: bool,
     quiet: bool,
 ) -> CliResult {
-    let bearer = Bearer::new(api_key).map_err(|_| "--api-key: not a key (printable ASCII)")?;
-    let channel = Channel::from_shared(server.to_owned())
-        .map_err(|e| format!("--server {server:?}: {e}"))?
-        .connect()
-        .await
-        .map_err(|e| format!("cannot reach the server at {server}: {e}"))?;
-    let mut tasks = TaskServiceClient::with_interceptor(channel.clone(), bearer.clone());
-    let mut instances = InstanceServiceClient::with_interceptor(channel.clone(), bearer.clone());
-    let mut workflows = WorkflowServiceClient::with_interceptor(channel.clone(), bearer.clone());
-    let mut events = EventServiceClient::with_interceptor(channel.clone(), bearer.clone());
+    let bearer =
+        Bearer::new(server.api_key).map_err(|_| "--api-key: not a key (printable ASCII)")?;
+    let channel = server.connect().await?;
+    // The server sends replies of any size (a page of 1000 tasks with their results can be
+    // tens of MiB, past tonic's 4 MiB default), and the client takes what its server sends.
+    let max = usize::MAX;
+    let mut tasks = TaskServiceClient::with_interceptor(channel.clone(), bearer.clone())
+        .max_decoding_message_size(max);
+    let mut instances = InstanceServiceClient::with_interceptor(channel.clone(), bearer.clone())
+        .max_decoding_message_size(max);
+    let mut workflows = WorkflowServiceClient::with_interceptor(channel.clone(), bearer.clone())
+        .max_decoding_message_size(max);
+    let mut events = EventServiceClient::with_interceptor(channel.clone(), bearer.clone())
+        .max_decoding_message_size(max);
     match command {
         Command::Serve(_)
         | Command::Config(_)
@@ -76,6 +130,7 @@ pub(super) async fn client(
         }
         Command::Status => {
             let status = SwarmServiceClient::with_interceptor(channel, bearer)
+                .max_decoding_message_size(max)
                 .get_status(pb::GetStatusRequest {})
                 .await?
                 .into_inner();
@@ -294,6 +349,22 @@ pub(super) async fn client(
                 .await?
                 .into_inner();
             print(json, &w, |w| print_workflows(std::slice::from_ref(w)))?;
+        }
+        Command::Audit {
+            since,
+            key,
+            action,
+            limit,
+        } => {
+            let client = AuditServiceClient::with_interceptor(channel, bearer)
+                .max_decoding_message_size(max);
+            let args = AuditArgs {
+                since,
+                key,
+                action,
+                limit,
+            };
+            return audit(client, args, json).await;
         }
         Command::Watch {
             task,

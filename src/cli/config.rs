@@ -71,6 +71,13 @@ struct Shown<'a> {
     /// `null`: no rate limit.
     rate_limit_per_second: Option<u32>,
     rate_limit_burst: Option<u32>,
+    /// `null`: plaintext.
+    tls_cert: Option<&'a Path>,
+    tls_key: Option<&'a Path>,
+    max_streams_per_key: usize,
+    /// Seconds.
+    request_timeout: f64,
+    audit_retention: usize,
 }
 
 /// An API key as shown: never its secret or digest.
@@ -126,6 +133,11 @@ impl<'a> Shown<'a> {
             allow_commands: config.allow_commands,
             rate_limit_per_second: config.rate_limit.map(|l| l.per_second.get()),
             rate_limit_burst: config.rate_limit.map(|l| l.burst.get()),
+            tls_cert: config.serving.tls.as_ref().map(|t| t.cert.as_path()),
+            tls_key: config.serving.tls.as_ref().map(|t| t.key.as_path()),
+            max_streams_per_key: config.serving.max_streams_per_key,
+            request_timeout: config.serving.request_timeout.as_secs_f64(),
+            audit_retention: config.serving.audit_retention,
         }
     }
 }

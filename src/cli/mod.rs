@@ -1,6 +1,7 @@
 //! The command line: `serve`, `run` (a workflow in-process), and client subcommands that
 //! talk to a running server over gRPC. Tables for people, `--json` for scripts.
 
+mod audit;
 mod client;
 mod config;
 mod key;
@@ -38,6 +39,10 @@ pub struct Cli {
     /// API key for the server (client subcommands). Prefer SWARM_API_KEY: `ps` shows flags.
     #[arg(long, global = true, env = "SWARM_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
+    /// PEM certificate(s) to trust for an `https://` server besides the system's roots (a
+    /// self-signed server certificate, or its CA).
+    #[arg(long, global = true, env = "SWARM_CA_CERT")]
+    ca_cert: Option<PathBuf>,
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     json: bool,
@@ -120,6 +125,20 @@ enum Command {
         /// that runs every tool unasked); refused by default.
         #[arg(long)]
         allow_bypass_permissions: bool,
+    },
+    /// The server's audit: who changed what, newest first (needs an admin key).
+    Audit {
+        /// Only records at or after this RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        /// Only calls made with this key (its name; `anonymous` without keys).
+        #[arg(long)]
+        key: Option<String>,
+        /// Only this action (`POST /tasks`, `claude_swarm.v1.TaskService/CancelTask`).
+        #[arg(long)]
+        action: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
     },
     /// Print events as they happen.
     Watch {
@@ -265,17 +284,19 @@ pub async fn main(cli: Cli) -> ExitCode {
             workflow::validate(&file, &vars)
         }
         Command::Key(command) => key::key(command, json),
-        Command::Mcp {
-            allow_bypass_permissions,
-        } => {
-            mcp::serve(
-                &cli.server,
-                cli.api_key.as_deref(),
-                allow_bypass_permissions,
-            )
-            .await
+        command => {
+            let server = client::Server {
+                url: &cli.server,
+                api_key: cli.api_key.as_deref(),
+                ca_cert: cli.ca_cert.as_deref(),
+            };
+            match command {
+                Command::Mcp {
+                    allow_bypass_permissions,
+                } => mcp::serve(server, allow_bypass_permissions).await,
+                command => client::client(command, server, json, quiet).await,
+            }
         }
-        command => client::client(command, &cli.server, cli.api_key.as_deref(), json, quiet).await,
     };
     match outcome {
         Ok(code) => code,
@@ -303,7 +324,7 @@ async fn serve(args: &ServeArgs) -> CliResult {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
-    tracing::info!(address = %listener.local_addr()?, agent = ?config.agent, "serving gRPC, grpc-web and REST");
+    tracing::info!(address = %listener.local_addr()?, agent = ?config.agent, tls = config.serving.tls.is_some(), "serving gRPC, grpc-web and REST");
     crate::app::serve(&config, listener, server::shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
 }

@@ -10,6 +10,7 @@ use super::{
     progress::Progress,
 };
 use crate::{
+    api::service,
     config::{Config, Overrides},
     engine::{EngineError, EventFilter, TaskQuery},
     pb, workflow,
@@ -51,6 +52,12 @@ pub(super) async fn run_local(
 ) -> CliResult {
     let config = Config::load(overrides, None)?;
     let (_, plan) = load_workflow(file, vars)?;
+    // The same rule as the server's: `allow_commands: false` runs no shell step here either.
+    service::commands_allowed(
+        config.allow_commands,
+        service::plan_commands(&plan).as_deref(),
+    )
+    .map_err(|e| format!("{}: {e}", file.display()))?;
     let engine = crate::app::start(&config, None)?;
     let info = engine.execute_workflow(plan).await?;
     let filter = EventFilter {

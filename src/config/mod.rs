@@ -91,6 +91,14 @@ pub struct Overrides {
     /// `name:role:key` entries. From the environment only: a flag would show keys to `ps`.
     #[arg(skip = std::env::var("SWARM_API_KEYS").ok())]
     pub api_keys: Option<String>,
+    // ---- TLS (issue 12) ----
+    /// PEM certificate chain to serve TLS with (`serve`; needs --tls-key) [default: none,
+    /// plaintext].
+    #[arg(long, env = "SWARM_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "SWARM_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// The config file's shape. Unknown keys are errors.
@@ -146,6 +154,17 @@ struct FileConfig {
     rate_limit_per_second: Option<u32>,
     /// Requests at once before a caller is held to `rate_limit_per_second`.
     rate_limit_burst: Option<u32>,
+    // ---- TLS, stream and time limits, the audit (issue 12; see `serving`) ----
+    /// PEM certificate chain of the port.
+    tls_cert: Option<PathBuf>,
+    /// Its PEM private key.
+    tls_key: Option<PathBuf>,
+    /// Event streams each key (each client address, without keys) may hold open.
+    max_streams_per_key: Option<usize>,
+    /// Seconds a call may take to be answered (streams excepted).
+    request_timeout: Option<f64>,
+    /// Audit records kept.
+    audit_retention: Option<usize>,
 }
 
 /// An `api_keys` entry: the key's SHA-256, never the key.
@@ -189,6 +208,8 @@ pub struct Config {
     pub allow_commands: bool,
     /// Requests each key (each client address, without keys) may make; `None`: no limit.
     pub rate_limit: Option<RateLimit>,
+    /// TLS, the stream and time limits, the audit's retention.
+    pub serving: Serving,
     pub engine: EngineConfig,
 }
 
@@ -249,6 +270,13 @@ impl Config {
         let stop_grace = seconds("stop_grace", file.stop_grace)?.unwrap_or(Duration::from_secs(5));
         let keys = api_keys(&file.api_keys, overrides.api_keys.as_deref())?;
         let rate_limit = rate_limit(file.rate_limit_per_second, file.rate_limit_burst)?;
+        let serving = Serving::check(serving::Given {
+            tls_cert: overrides.tls_cert.clone().or(file.tls_cert),
+            tls_key: overrides.tls_key.clone().or(file.tls_key),
+            max_streams_per_key: file.max_streams_per_key,
+            request_timeout: file.request_timeout,
+            audit_retention: file.audit_retention,
+        })?;
         Ok(Self {
             listen: listen
                 .or(file.listen)
@@ -282,6 +310,7 @@ impl Config {
                 .or(file.allow_commands)
                 .unwrap_or(true),
             rate_limit,
+            serving,
             engine: EngineConfig {
                 initial_instances,
                 max_instances,
@@ -451,6 +480,10 @@ fn checked_hosts(hosts: Vec<String>) -> Result<Vec<String>, ConfigError> {
     }
     Ok(hosts)
 }
+
+mod serving;
+
+pub use serving::{Serving, Tls};
 
 #[cfg(test)]
 mod tests;

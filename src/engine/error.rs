@@ -84,6 +84,8 @@ impl EngineError {
             Self::InvalidArgument { field, .. } | Self::PermissionDenied { field, .. } => {
                 Some(field)
             }
+            // The setting whose bound was reached (`max_queued_tasks`).
+            Self::ResourceExhausted { limit, .. } => Some(limit),
             _ => None,
         }
     }

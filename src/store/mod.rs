@@ -2,6 +2,8 @@
 //! per turn (group commit) and answers its callers only once the batch is stored, so an
 //! acknowledged submission survives a crash. SQLite in WAL mode is the default; stored
 //! shapes are their own versioned types ([`rows`]), separate from the engine's.
+//! The audit of API calls lives next to it ([`audit`]), in the same file, outside the port.
 
+pub mod audit;
 pub mod rows;
 pub mod sqlite;

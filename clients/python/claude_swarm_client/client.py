@@ -9,6 +9,7 @@ names the field at fault (`invalid task.prompt: must not be empty`).
 from __future__ import annotations
 
 import collections
+import os
 import time
 from typing import Mapping, Optional, Sequence
 
@@ -116,13 +117,26 @@ class Client:
         channel: Optional[grpc.Channel] = None,
         timeout: Optional[float] = 30.0,
         api_key: Optional[str] = None,
+        ca_cert: Optional[str] = None,
     ):
-        """`target` is `host:port` (an `http://` prefix is accepted); `timeout` bounds each
-        unary call in seconds (None: unbounded). Pass `channel` for TLS or other options,
-        and `api_key` when the server has keys (it is sent with every call)."""
-        for scheme in ("http://", "dns:///"):
+        """`target` is `host:port` (an `http://` prefix is accepted; `https://` means TLS);
+        `timeout` bounds each unary call in seconds (None: unbounded). Pass `api_key` when
+        the server has keys (it is sent with every call), and `ca_cert`, the path of a PEM
+        certificate to trust (a self-signed server's, or its CA; default `SWARM_CA_CERT`),
+        for a server with TLS: either `https://` or `ca_cert` makes the channel TLS, which
+        trusts the system's roots otherwise. Pass `channel` for other options."""
+        tls = target.startswith("https://")
+        for scheme in ("http://", "https://", "dns:///"):
             if target.startswith(scheme):
                 target = target[len(scheme) :]
+        ca_cert = ca_cert if ca_cert is not None else os.environ.get("SWARM_CA_CERT") if tls else None
+        if channel is None and (tls or ca_cert is not None):
+            roots = None
+            if ca_cert is not None:
+                with open(ca_cert, "rb") as pem:
+                    roots = pem.read()
+            credentials = grpc.ssl_channel_credentials(root_certificates=roots)
+            channel = grpc.secure_channel(target, credentials)
         self.channel = channel if channel is not None else grpc.insecure_channel(target)
         if api_key is not None:
             self.channel = grpc.intercept_channel(self.channel, _Bearer(api_key))

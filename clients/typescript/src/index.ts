@@ -14,6 +14,7 @@ import {
   type Transport,
 } from "@connectrpc/connect";
 import { createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
+import { readFileSync } from "node:fs";
 import {
   EventKind,
   EventService,
@@ -67,6 +68,11 @@ export interface SwarmClientOptions {
   apiKey?: string;
   /** Bound on each unary call in milliseconds (default 30 s). */
   timeoutMs?: number;
+  /**
+   * For an `https://` server: PEM certificate(s) to trust besides the system's roots (a
+   * self-signed server's, or its CA). Defaults to the file named by `SWARM_CA_CERT`.
+   */
+  caCert?: string | Buffer;
 }
 
 export interface WaitOptions {
@@ -94,11 +100,16 @@ export class SwarmClient {
   /** `baseUrl` is the server, e.g. "http://127.0.0.1:50051". */
   constructor(baseUrl = "http://127.0.0.1:50051", options: SwarmClientOptions = {}) {
     const interceptors = options.apiKey === undefined ? [] : [bearer(options.apiKey)];
+    const caFile = process.env.SWARM_CA_CERT;
+    const ca =
+      options.caCert ??
+      (baseUrl.startsWith("https://") && caFile ? readFileSync(caFile) : undefined);
+    const nodeOptions = ca === undefined ? {} : { nodeOptions: { ca } };
     const transport =
       options.transport ??
       (options.protocol === "grpc"
-        ? createGrpcTransport({ baseUrl, interceptors })
-        : createGrpcWebTransport({ baseUrl, httpVersion: "1.1", interceptors }));
+        ? createGrpcTransport({ baseUrl, interceptors, ...nodeOptions })
+        : createGrpcWebTransport({ baseUrl, httpVersion: "1.1", interceptors, ...nodeOptions }));
     this.tasks = createClient(TaskService, transport);
     this.workflows = createClient(WorkflowService, transport);
     this.events = createClient(EventService, transport);

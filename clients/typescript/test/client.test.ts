@@ -5,9 +5,11 @@
 // SWARM_TEST_BIN overrides the binary's path.
 
 import assert from "node:assert/strict";
-import { spawn, type ChildProcess } from "node:child_process";
+import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { once } from "node:events";
-import { dirname, resolve } from "node:path";
+import { chmodSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
 import { createInterface } from "node:readline";
 import { after, before, describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
@@ -187,6 +189,41 @@ describe("a server with API keys", () => {
         assert.equal(ConnectError.from(error).code, Code.Unauthenticated);
         return true;
       });
+    });
+  }
+});
+
+describe("a server with TLS", () => {
+  const dir = mkdtempSync(join(tmpdir(), "swarm-tls-"));
+  const cert = join(dir, "cert.pem");
+  const key = join(dir, "key.pem");
+  let tls: Server | undefined;
+  before(async () => {
+    execFileSync("openssl", [
+      "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+      "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", key, "-out", cert,
+    ], { stdio: "ignore" });
+    chmodSync(key, 0o600);
+    tls = await startServer({ SWARM_TLS_CERT: cert, SWARM_TLS_KEY: key });
+  });
+  after(async () => {
+    await stopServer(tls);
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  for (const protocol of ["grpc-web", "grpc"] as const) {
+    test(`is reached over https with the certificate trusted (${protocol})`, { timeout: BOUND }, async () => {
+      const port = new URL(tls!.baseUrl).port;
+      const swarm = new SwarmClient(`https://localhost:${port}`, {
+        protocol,
+        caCert: readFileSync(cert),
+        timeoutMs: BOUND,
+      });
+      const task = await swarm.submit(`over tls (${protocol})`);
+      assert.equal((await swarm.wait(task.id, { timeoutMs: BOUND })).status, TaskStatus.COMPLETED);
+      // Not trusting the certificate, the client is refused at the handshake.
+      const untrusting = new SwarmClient(`https://localhost:${port}`, { protocol, timeoutMs: BOUND });
+      await assert.rejects(untrusting.swarm.getStatus({}));
     });
   }
 });

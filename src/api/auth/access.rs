@@ -77,6 +77,8 @@ const RULES: &[Rule] = &[
     // Events, and the token a browser opens them with.
     rule(READ,    Some("claude_swarm.v1.EventService/StreamEvents"),      &["GET /events", "GET /ws/stream"]),
     rule(READ,    None,                                                   &["POST /auth/stream-token"]),
+    // The audit of every state-changing call: who did what.
+    rule(ADMIN,   Some("claude_swarm.v1.AuditService/ListAudit"),         &["GET /audit"]),
 ];
 
 /// The operation `method path` asks for. `HEAD` is `GET`; a CORS preflight (`OPTIONS`)
@@ -204,13 +206,17 @@ mod tests {
                     None => reads_rpc(name),
                 };
                 let open = name.contains("Health/") || name == "GET /health";
+                // Who did what is for admins only, though reading it changes nothing.
+                let audit = name.contains("AuditService/") || name == "GET /audit";
                 let expected = match (open, reads) {
+                    _ if audit => "admin",
                     (true, _) => "open",
                     (false, true) => "read",
                     (false, false) => "operate or admin",
                 };
                 let fits = match rule.access {
                     Access::Open => open,
+                    Access::Key(role) if audit => role == Role::Admin,
                     Access::Key(role) => !open && reads == (role == Role::Read),
                 };
                 assert!(fits, "{name}: {:?}, expected {expected}", rule.access);

@@ -49,7 +49,7 @@ fn framing(headers: &HeaderMap) -> Option<Framing> {
 }
 
 /// `OK`, `PermissionDenied`, ...: the name of the gRPC status written `code`.
-fn code_name(code: &[u8]) -> String {
+pub(crate) fn code_name(code: &[u8]) -> String {
     let number = std::str::from_utf8(code)
         .ok()
         .and_then(|c| c.trim().parse::<i32>().ok());

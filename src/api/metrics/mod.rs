@@ -33,6 +33,7 @@ use prometheus_client::{
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
+pub(crate) use layer::code_name;
 pub use layer::record;
 
 use super::rest::ApiError;

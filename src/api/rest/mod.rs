@@ -5,6 +5,7 @@
 //! (`"status": "completed"`) and are accepted as words or as proto enum names. Requests of
 //! the original Python service are accepted as they are.
 
+mod audit;
 mod docs;
 mod error;
 mod instances;
@@ -133,6 +134,8 @@ fn endpoints() -> Vec<Endpoint> {
         // Served outside the gateway (its state comes as an extension), documented with it.
         endpoint(M::POST, "/auth/stream-token", tokens::stream_token).body_types(&[]),
         endpoint(M::GET, "/metrics", metrics::metrics),
+        // Served outside the gateway too (the audit comes as an extension).
+        endpoint(M::GET, "/audit", audit::list_audit),
     ]
 }
 
@@ -154,6 +157,13 @@ pub fn router(service: Service, workspace_root: PathBuf) -> Router {
             service,
             workspace_root,
         })
+}
+
+/// A body decoded as the routes decode theirs: a JSON object, enum words to names, free-form
+/// maps to strings, and errors naming the field. What the `rest_json` fuzz target drives.
+pub fn decode_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let value = json::json_body(Ok(axum::body::Bytes::copy_from_slice(body)))?;
+    json::from_json(value, "")
 }
 
 /// A JSON 404 for any path no route serves.

@@ -34,7 +34,10 @@ use self::{
     },
     error::ToolError,
 };
-use super::{CliResult, client::Bearer};
+use super::{
+    CliResult,
+    client::{Bearer, Server},
+};
 use crate::{
     api::{convert, rest::to_json},
     engine::{Isolation, Priority, TaskStatus},
@@ -55,23 +58,18 @@ FAILED, CANCELLED or SKIPPED. wait_for_task waits for the end and returns the re
 get_task, list_tasks and get_status look without waiting; cancel_task stops one.";
 
 /// Serves MCP on stdin/stdout until the client closes stdin, talking to `server`.
-pub(super) async fn serve(
-    server: &str,
-    api_key: Option<&str>,
-    allow_bypass_permissions: bool,
-) -> CliResult {
-    let bearer = Bearer::new(api_key).map_err(|_| "--api-key: not a key (printable ASCII)")?;
+pub(super) async fn serve(server: Server<'_>, allow_bypass_permissions: bool) -> CliResult {
+    let bearer =
+        Bearer::new(server.api_key).map_err(|_| "--api-key: not a key (printable ASCII)")?;
     // Lazy: the MCP client starts this with its session, perhaps before the swarm is up;
     // a call made while the server is down is a tool error that says so.
-    let channel = Channel::from_shared(server.to_owned())
-        .map_err(|e| format!("--server {server:?}: {e}"))?
-        .connect_lazy();
+    let channel = server.endpoint()?.connect_lazy();
     let swarm = Swarm {
         tasks: TaskServiceClient::with_interceptor(channel.clone(), bearer.clone()),
         workflows: WorkflowServiceClient::with_interceptor(channel.clone(), bearer.clone()),
         events: EventServiceClient::with_interceptor(channel.clone(), bearer.clone()),
         status: SwarmServiceClient::with_interceptor(channel, bearer),
-        server: server.into(),
+        server: server.url.into(),
         allow_bypass_permissions,
     };
     let running = swarm
