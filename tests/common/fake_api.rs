@@ -50,7 +50,15 @@ pub enum Reply {
     Overloaded,
     /// A text answer whose deltas come `every` apart, one per part.
     Slow { parts: Vec<String>, every: Duration },
+    /// Structured output, as the CLI asks for it with `--json-schema`: a request that
+    /// offers the `StructuredOutput` tool (whose `input_schema` is the schema) gets a
+    /// `tool_use` of it with this input (`stop_reason: tool_use`; the CLI ends the turn
+    /// there). Any other request gets this value as JSON text.
+    Structured(Value),
 }
+
+/// The tool the CLI 2.1.332 offers the model for `--json-schema`.
+pub const STRUCTURED_OUTPUT_TOOL: &str = "StructuredOutput";
 
 struct Shared {
     reply: Mutex<Reply>,
@@ -174,6 +182,17 @@ async fn messages(
             }
             None => stream(tool_use_answer(&model), Duration::ZERO),
         },
+        Reply::Structured(value) => {
+            let offered = request["tools"]
+                .as_array()
+                .is_some_and(|tools| tools.iter().any(|t| t["name"] == STRUCTURED_OUTPUT_TOOL));
+            if offered && last_tool_result(&request).is_none() {
+                let events = tool_use(&model, STRUCTURED_OUTPUT_TOOL, &value);
+                stream(events, Duration::ZERO)
+            } else {
+                stream(text_answer(&model, &[&value.to_string()]), Duration::ZERO)
+            }
+        }
         Reply::Slow { parts, every } => {
             let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
             stream(text_answer(&model, &parts), every)
@@ -290,7 +309,12 @@ fn text_answer(model: &str, parts: &[&str]) -> Vec<Event> {
 }
 
 fn tool_use_answer(model: &str) -> Vec<Event> {
-    let input = json!({"command": TOOL_COMMAND}).to_string();
+    tool_use(model, "Bash", &json!({"command": TOOL_COMMAND}))
+}
+
+/// A `tool_use` block asking for `name` with `input`, streamed in two deltas.
+fn tool_use(model: &str, name: &str, input: &Value) -> Vec<Event> {
+    let input = input.to_string();
     let (a, b) = input.split_at(input.len() / 2);
     let mut events = vec![
         message_start(model),
@@ -302,7 +326,7 @@ fn tool_use_answer(model: &str) -> Vec<Event> {
                 "content_block": {
                     "type": "tool_use",
                     "id": format!("toolu_fake_{}", uuid::Uuid::new_v4().simple()),
-                    "name": "Bash",
+                    "name": name,
                     "input": {}
                 }
             }),
