@@ -101,11 +101,17 @@ async fn each_task_gets_a_process_started_ahead_with_a_session_of_its_own() {
     let ready = spare_in(&dir, &[]).await;
     let first = server.submit(spec("one sim:delay=200")).await;
     let first_pid = server.pid_of(&first.id).await;
-    assert_eq!(first_pid, ready, "the first task ran on the process started ahead");
+    assert_eq!(
+        first_pid, ready,
+        "the first task ran on the process started ahead"
+    );
     let first = server.wait(&first.id).await;
     // Its process goes; the next one is already waiting when the next task comes.
     let next = spare_in(&dir, &[first_pid]).await;
-    until("the first task's process is gone", || !group_alive(first_pid)).await;
+    until("the first task's process is gone", || {
+        !group_alive(first_pid)
+    })
+    .await;
     let second = server.submit(spec("two sim:delay=200")).await;
     let second_pid = server.pid_of(&second.id).await;
     let second = server.wait(&second.id).await;
@@ -131,10 +137,20 @@ async fn each_task_gets_a_process_started_ahead_with_a_session_of_its_own() {
     let own_pid = server.pid_of(&own.id).await;
     assert_ne!(own_pid, spare);
     assert_eq!(status(&server.wait(&own.id).await), S::Completed);
-    assert!(group_alive(spare), "the process started ahead is still ready");
+    assert!(
+        group_alive(spare),
+        "the process started ahead is still ready"
+    );
     server.stop().await;
-    assert!(!group_alive(spare), "shutdown ends the process started ahead");
-    assert_eq!(processes_in(&dir), Vec::<u32>::new(), "nothing is left behind");
+    assert!(
+        !group_alive(spare),
+        "shutdown ends the process started ahead"
+    );
+    assert_eq!(
+        processes_in(&dir),
+        Vec::<u32>::new(),
+        "nothing is left behind"
+    );
 }
 
 #[tokio::test]
@@ -145,10 +161,16 @@ async fn an_interrupted_task_is_cancelled_and_the_next_task_gets_a_fresh_process
     let pid = server.pid_of(&hanging.id).await;
     let cancelled = server.cancel(&hanging.id).await;
     assert_eq!(status(&cancelled), S::Cancelled);
-    until("the interrupted task's process is gone", || !group_alive(pid)).await;
+    until("the interrupted task's process is gone", || {
+        !group_alive(pid)
+    })
+    .await;
     let next = server.submit(spec("next sim:delay=300")).await;
     let next_pid = server.pid_of(&next.id).await;
-    assert_ne!(next_pid, pid, "the cancelled conversation is not the next task's");
+    assert_ne!(
+        next_pid, pid,
+        "the cancelled conversation is not the next task's"
+    );
     assert_eq!(status(&server.wait(&next.id).await), S::Completed);
     server.stop().await;
     assert_eq!(processes_in(&dir), Vec::<u32>::new());

@@ -280,7 +280,11 @@ async fn an_answer_without_structured_output_fails_with_a_retryable_class() {
         .await;
     assert_eq!(status(&task), S::Failed, "{task:?}");
     assert_eq!(task.failure_class, pb::FailureClass::OutputInvalid as i32);
-    assert!(task.error.contains("no structured output"), "{}", task.error);
+    assert!(
+        task.error.contains("no structured output"),
+        "{}",
+        task.error
+    );
     assert_eq!(task.attempts, 2, "the class is retryable");
     rig.server.stop().await;
 }
@@ -318,7 +322,10 @@ async fn bad_schemas_and_session_ids_are_refused_naming_the_field() {
     for (schema, why) in [
         (json!({"type": "nope"}), "not a valid JSON Schema"),
         (json!("object"), "must be a JSON Schema"),
-        (json!({"$ref": "file:///etc/passwd"}), "not a valid JSON Schema"),
+        (
+            json!({"$ref": "file:///etc/passwd"}),
+            "not a valid JSON Schema",
+        ),
     ] {
         let error = refused(pb::TaskSpec {
             output_schema: Some(value(schema.clone())),
@@ -332,7 +339,11 @@ async fn bad_schemas_and_session_ids_are_refused_naming_the_field() {
             error.message()
         );
     }
-    for id in ["abc", "--dangerously-skip-permissions", "0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f"] {
+    for id in [
+        "abc",
+        "--dangerously-skip-permissions",
+        "0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f",
+    ] {
         let error = refused(pb::TaskSpec {
             options: Some(pb::AgentOptions {
                 resume_session: id.into(),

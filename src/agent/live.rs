@@ -71,7 +71,10 @@ impl Live {
     fn leave(mut self, grace: std::time::Duration) -> JoinHandle<()> {
         tokio::spawn(async move {
             drop(self.stdin.take());
-            if tokio::time::timeout(grace, self.child.wait()).await.is_err() {
+            if tokio::time::timeout(grace, self.child.wait())
+                .await
+                .is_err()
+            {
                 let _ = terminate(&mut self.child, self.pid, grace).await;
             }
         })

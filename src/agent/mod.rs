@@ -3,7 +3,8 @@
 //! run's end becomes a failure class ([`verdict`]).
 //!
 //! One file per way of running a CLI process: `process` (one process per task, print mode)
-//! and `live` (one long-lived process per instance, a task per user message); `child` has
+//! and `live` (per instance, its next process started ahead, a task per process and
+//! session, the prompt a user message on its stdin); `child` has
 //! what both need of a child process (environment, process group, bounded lines, stops).
 
 mod child;

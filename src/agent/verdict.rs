@@ -104,8 +104,14 @@ impl ProcessExit {
                     self.error_class(r),
                 )
             }
-            (None, None, Some(r)) if self.exit_code == Some(0) && !r.is_error && invalid.is_some() => {
-                (TaskStatus::Failed, invalid.unwrap_or_default(), C::OutputInvalid)
+            (None, None, Some(r))
+                if self.exit_code == Some(0) && !r.is_error && invalid.is_some() =>
+            {
+                (
+                    TaskStatus::Failed,
+                    invalid.unwrap_or_default(),
+                    C::OutputInvalid,
+                )
             }
             (None, None, Some(_)) if self.exit_code == Some(0) => {
                 return RunOutcome {

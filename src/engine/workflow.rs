@@ -110,7 +110,10 @@ pub fn items_of(text: &str) -> Vec<String> {
 
 /// The value at `path` of a structured output (`None` when a step is missing): keys of
 /// objects, indexes of arrays.
-pub fn output_at<'a>(output: &'a serde_json::Value, path: &[String]) -> Option<&'a serde_json::Value> {
+pub fn output_at<'a>(
+    output: &'a serde_json::Value,
+    path: &[String],
+) -> Option<&'a serde_json::Value> {
     path.iter().try_fold(output, |value, step| match value {
         serde_json::Value::Array(items) => step.parse::<usize>().ok().and_then(|i| items.get(i)),
         other => other.get(step),

@@ -193,7 +193,10 @@ pub(super) fn fan_out(
     ids: &HashMap<String, TaskId>,
 ) -> std::result::Result<FanOut, (String, String)> {
     if f.output.is_some() && f.task.is_none() {
-        return Err((".output".into(), "needs task: the task whose output it is".into()));
+        return Err((
+            ".output".into(),
+            "needs task: the task whose output it is".into(),
+        ));
     }
     let source = match (&f.items, &f.var, &f.task) {
         (Some(items), None, None) => FanOutSource::Items(items.clone()),

@@ -64,7 +64,9 @@ impl Core {
                     .and_then(|r| r.structured_output.as_ref())
                     .and_then(|output| output_at(output, path));
                 match value {
-                    Some(serde_json::Value::Array(values)) => values.iter().map(output_text).collect(),
+                    Some(serde_json::Value::Array(values)) => {
+                        values.iter().map(output_text).collect()
+                    }
                     other => {
                         let found = other.map_or("nothing", |v| json_kind(v));
                         let at = path.join(".");

@@ -76,9 +76,10 @@ impl Core {
         session.holder = None;
         let mut next = None;
         while let Some(candidate) = session.waiting.pop_front() {
-            let ready = self.tasks.get(&candidate).is_some_and(|e| {
-                e.task.status == TaskStatus::Pending && e.waiting_on == 0
-            });
+            let ready = self
+                .tasks
+                .get(&candidate)
+                .is_some_and(|e| e.task.status == TaskStatus::Pending && e.waiting_on == 0);
             if ready {
                 next = Some(candidate);
                 break;

@@ -15,7 +15,10 @@ struct NothingOutside;
 
 impl UrlLoader for NothingOutside {
     fn load(&self, url: &str) -> Result<Value, Box<dyn std::error::Error>> {
-        Err(format!("{url} is outside the schema: an output schema may refer only to itself").into())
+        Err(
+            format!("{url} is outside the schema: an output schema may refer only to itself")
+                .into(),
+        )
     }
 }
 
@@ -54,9 +57,7 @@ pub fn check(schema: &Value) -> Result<(), String> {
 /// where it does not.
 pub fn matches(schema: &Value, answer: &Value) -> Result<(), String> {
     let (schemas, index) = compile(schema)?;
-    schemas
-        .validate(answer, index)
-        .map_err(|e| alternate(&e))
+    schemas.validate(answer, index).map_err(|e| alternate(&e))
 }
 
 #[cfg(test)]
@@ -76,7 +77,11 @@ mod tests {
         check(&json!(true)).unwrap();
         assert!(check(&json!({"type": "nope"})).is_err());
         assert!(check(&json!({"required": "files"})).is_err());
-        assert!(check(&json!("object")).unwrap_err().contains("must be a JSON Schema"));
+        assert!(
+            check(&json!("object"))
+                .unwrap_err()
+                .contains("must be a JSON Schema")
+        );
         assert!(check(&json!([1])).is_err());
         matches(&files, &json!({"files": ["a.rs"]})).unwrap();
         let missing = matches(&files, &json!({"nope": 1})).unwrap_err();
@@ -85,9 +90,16 @@ mod tests {
 
     #[test]
     fn a_schema_cannot_read_files_or_urls() {
-        for reference in ["file:///etc/passwd", "http://127.0.0.1:1/x.json", "/etc/hosts"] {
+        for reference in [
+            "file:///etc/passwd",
+            "http://127.0.0.1:1/x.json",
+            "/etc/hosts",
+        ] {
             let error = check(&json!({"$ref": reference})).unwrap_err();
-            assert!(error.contains("not a valid JSON Schema"), "{reference}: {error}");
+            assert!(
+                error.contains("not a valid JSON Schema"),
+                "{reference}: {error}"
+            );
         }
         // Its own parts resolve.
         check(&json!({

@@ -114,7 +114,10 @@ fn a_task_resuming_a_session_of_its_own_keeps_it() {
     b.depends_on = vec!["a".into()];
     h.execute(plan(vec![in_session("a", "main"), b])).0.unwrap();
     let turn = h.finish("a", with_session_id(ok("x"), S1));
-    assert_eq!(requests(&turn)[0].options.resume_session.as_deref(), Some(own));
+    assert_eq!(
+        requests(&turn)[0].options.resume_session.as_deref(),
+        Some(own)
+    );
 }
 
 #[test]
@@ -191,7 +194,11 @@ fn each_attempt_may_spend_what_is_left_of_the_least_budget() {
     own.options.max_budget_usd = Some(0.5);
     h.submit(vec![own, spec("c")]);
     let turn = h.finish("a", costing("spent", 0.75));
-    assert_eq!(requests(&turn)[0].max_budget_usd, Some(0.25), "the swarm's rest");
+    assert_eq!(
+        requests(&turn)[0].max_budget_usd,
+        Some(0.25),
+        "the swarm's rest"
+    );
     let turn = h.finish("b", costing("spent", 0.0));
     assert_eq!(requests(&turn)[0].max_budget_usd, Some(0.25));
 
