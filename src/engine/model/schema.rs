@@ -48,8 +48,18 @@ fn alternate(error: &dyn std::fmt::Display) -> String {
         .join(" ")
 }
 
-/// Whether `schema` is a JSON Schema; the error says why not.
+/// Largest schema, as compact JSON: it is one argument of the CLI's command line, and
+/// Linux takes at most 128 KiB in one (`MAX_ARG_STRLEN`).
+pub const MAX_SCHEMA_BYTES: usize = 64 * 1024;
+
+/// Whether `schema` is a JSON Schema small enough to pass; the error says why not.
 pub fn check(schema: &Value) -> Result<(), String> {
+    let size = schema.to_string().len();
+    if size > MAX_SCHEMA_BYTES {
+        return Err(format!(
+            "is {size} bytes of JSON; at most {MAX_SCHEMA_BYTES} (it goes on the agent's command line)"
+        ));
+    }
     compile(schema).map(drop)
 }
 
@@ -83,6 +93,8 @@ mod tests {
                 .contains("must be a JSON Schema")
         );
         assert!(check(&json!([1])).is_err());
+        let huge = json!({"description": "x".repeat(MAX_SCHEMA_BYTES)});
+        assert!(check(&huge).unwrap_err().contains("at most 65536"));
         matches(&files, &json!({"files": ["a.rs"]})).unwrap();
         let missing = matches(&files, &json!({"nope": 1})).unwrap_err();
         assert!(missing.contains("files"), "{missing}");
