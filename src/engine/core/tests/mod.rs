@@ -9,6 +9,7 @@ mod instances;
 mod restore;
 mod sessions;
 mod shutdown;
+mod structured;
 mod submit;
 mod workflows;
 
