@@ -462,3 +462,52 @@ fn logs_are_json_lines_and_a_failed_run_names_its_class_and_task() {
         assert!(span[field].is_string(), "{field}: {failed}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submit_takes_an_output_schema_and_a_session_to_resume() {
+    let server = TestServer::start(config(1)).await;
+    let (ok, out, err) = client(
+        &server,
+        &[
+            "submit",
+            r#"plan sim:reply={"files":["a.rs"]}"#,
+            "--output-schema",
+            r#"{"type": "object", "required": ["files"]}"#,
+            "--wait",
+            "--json",
+        ],
+    );
+    assert!(ok, "{out}{err}");
+    let task: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(task["status"], "TASK_STATUS_COMPLETED", "{task}");
+    assert_eq!(
+        task["result"]["structured_output"],
+        serde_json::json!({"files": ["a.rs"]})
+    );
+    let session = task["result"]["session_id"].as_str().unwrap().to_owned();
+    let (ok, out, err) = client(
+        &server,
+        &[
+            "submit",
+            "again",
+            "--resume-session",
+            &session,
+            "--wait",
+            "--json",
+        ],
+    );
+    assert!(ok, "{out}{err}");
+    let again: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(again["options"]["resume_session"], session.as_str());
+    // Refused before anything is sent, or by the server naming the field.
+    let (ok, _, err) = client(&server, &["submit", "p", "--output-schema", "{nope"]);
+    assert!(!ok && err.contains("--output-schema is not JSON"), "{err}");
+    let (ok, _, err) = client(
+        &server,
+        &["submit", "p", "--output-schema", r#"{"type": 1}"#],
+    );
+    assert!(!ok && err.contains("output_schema"), "{err}");
+    let (ok, _, err) = client(&server, &["submit", "p", "--resume-session", "--x"]);
+    assert!(!ok, "{err}");
+    server.stop().await;
+}

@@ -386,6 +386,10 @@ async fn schemas_have_every_proto_field_with_its_json_mapping() {
                         "{what}: a map"
                     );
                 }
+                Type::Message if type_name == "google.protobuf.Value" => assert!(
+                    targets.iter().all(|t| t["x-proto-json-value"] == true),
+                    "{what}: any JSON value"
+                ),
                 Type::Message if type_name == "google.protobuf.Timestamp" => assert!(
                     targets.iter().all(|t| t["format"] == "date-time"),
                     "{what}: a timestamp"

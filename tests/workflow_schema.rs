@@ -196,8 +196,24 @@ fn schema_and_parser_agree_on_what_is_valid() {
             "every task key",
             "name: x\ninstances: 1\nvariables:\n  dir: .\n  files: [a, b]\n  empty:\ntasks:\n  - id: up\n    command: printf 'x\\ny\\n'\n  - id: a\n    name: A\n    description: d\n    prompt: \"{{ item }} {{ index }} {{ vars.files }} {{ tasks.up.result }}\"\n    depends_on: [up]\n    priority: normal\n    timeout: 10\n    working_directory: \"{{ vars.dir }}\"\n    instance: 1\n    model: opus\n    allowed_tools: [Read]\n    max_turns: 1\n    retries: 0\n    retry_backoff: 2\n    permission_mode: acceptEdits\n    isolation: none\n    on_failure: continue\n    for_each: { var: files, max_parallel: 1 }\n    labels: {team: core}\n    metadata: {ticket: \"42\"}\n  - id: b\n    prompt: \"{{ item }}\"\n    for_each: { task: up }\n  - id: c\n    prompt: \"{{ item }}\"\n    for_each: { items: [x, 2, true] }\n".into(),
         ),
+        (
+            "sessions and structured output",
+            "name: x\ntasks:\n  - id: plan\n    prompt: p\n    session: main\n    output_schema: {type: object, properties: {files: {type: array}}}\n  - id: b\n    prompt: \"{{ tasks.plan.output.files }} {{ item }}\"\n    session: main.2\n    for_each: { task: plan, output: files }\n".into(),
+        ),
     ];
     let invalid: Vec<(&str, String)> = vec![
+        (
+            "an output_schema that is not a JSON Schema",
+            task("    prompt: p\n    output_schema: {type: nope}\n"),
+        ),
+        (
+            "a session name that is not a plain name",
+            task("    prompt: p\n    session: \"my session\"\n"),
+        ),
+        (
+            "for_each output without a task",
+            task("    prompt: \"{{ item }}\"\n    for_each: { items: [a], output: files }\n"),
+        ),
         (
             "an unknown top-level key",
             "name: x\ncolour: red\ntasks:\n  - id: a\n    prompt: p\n".into(),

@@ -1,11 +1,13 @@
-//! Long-lived instances: one Claude Code process per instance, started with
-//! `--input-format stream-json` and kept alive; each task is one user message on its stdin
-//! and ends with its `result` line. Spawning ahead removes start-up time from every task.
-//! A cancel or timeout first asks the CLI to interrupt the turn (a `control_request`); the
-//! process survives when the CLI answers in time, else stdin is closed and the process
-//! group gets SIGTERM, then SIGKILL. A replacement for a process that died resumes its
-//! session. Tasks that need flags of their own (model, tools, options, isolation, shell
-//! steps) and retries run in a process of their own instead.
+//! Long-lived instances: each instance keeps a Claude Code process started ahead of its
+//! next task (`--input-format stream-json`, a fresh `--session-id`), waiting on stdin, so a
+//! task pays no start-up time. The task is one user message on its stdin and ends with its
+//! `result` line; then that process goes (its conversation is the task's own, never the
+//! next one's) and the instance's next process starts at once, ready for the next task. A
+//! cancel or timeout first asks the CLI to interrupt the turn (a `control_request`), so the
+//! turn's result (and its cost) is read; if the CLI does not answer in time, stdin is
+//! closed and the process group gets SIGTERM, then SIGKILL. Tasks that need flags of their
+//! own (model, tools, options, a session to resume, a budget cap, an output schema,
+//! isolation, shell steps) and retries run in a process of their own instead.
 
 use std::{
     collections::HashMap,
@@ -32,16 +34,17 @@ use crate::engine::{
     ports::{OutputSink, RunOutcome, RunRequest, StopReason, StopSignal},
 };
 
-/// Each instance's process, locked while a task runs on it.
+/// Each instance's processes, locked while a task runs on it.
 pub type Slots = Mutex<HashMap<String, Arc<tokio::sync::Mutex<Slot>>>>;
 
-/// An instance's process, and what outlives it: the session and directory it had, so a
-/// replacement can resume the session.
+/// An instance's processes.
 #[derive(Default)]
 pub struct Slot {
-    live: Option<Live>,
-    session: Option<String>,
-    cwd: Option<PathBuf>,
+    /// Started ahead with a fresh session; it has run no task yet.
+    spare: Option<Live>,
+    /// Processes that ran their task, on their way out; retiring the instance (and
+    /// shutdown) waits for them.
+    leaving: Vec<JoinHandle<()>>,
 }
 
 /// A running `claude -p --input-format stream-json` process.
@@ -51,8 +54,6 @@ pub struct Live {
     stdin: Option<ChildStdin>,
     lines: LineReader<ChildStdout>,
     pid: Option<u32>,
-    /// The session it was started with, for a replacement to resume.
-    session: String,
     cwd: PathBuf,
     stderr: Option<JoinHandle<String>>,
 }
@@ -64,9 +65,25 @@ impl Drop for Live {
     }
 }
 
+impl Live {
+    /// Ends the process: stdin closed, which a CLI between turns answers by saving its
+    /// session and exiting; after `grace`, SIGTERM to its group, then SIGKILL.
+    fn leave(mut self, grace: std::time::Duration) -> JoinHandle<()> {
+        tokio::spawn(async move {
+            drop(self.stdin.take());
+            if tokio::time::timeout(grace, self.child.wait())
+                .await
+                .is_err()
+            {
+                let _ = terminate(&mut self.child, self.pid, grace).await;
+            }
+        })
+    }
+}
+
 impl ProcessAgent {
-    /// Whether a task can run on its instance's long-lived process: it needs no flags of
-    /// its own, and it is a first attempt (a retry starts from a clean process).
+    /// Whether a task can run on its instance's process started ahead: it needs no flags
+    /// of its own, and it is a first attempt (a retry starts from a clean process).
     pub(super) fn fits_live(&self, r: &RunRequest) -> bool {
         self.command.long_lived
             && r.command.is_none()
@@ -75,11 +92,33 @@ impl ProcessAgent {
             && r.max_turns.is_none()
             && r.permission_mode.is_none()
             && r.options == AgentOptions::default()
+            && r.max_budget_usd.is_none()
+            && r.output_schema.is_none()
             && r.isolation == Isolation::None
             && r.attempt <= 1
     }
 
-    /// Ends an instance's process: stdin closed, then SIGTERM and SIGKILL to its group.
+    /// Starts an instance's first process ahead of its first task.
+    pub(super) fn prepare_live(&self, instance: &str, dir: PathBuf) {
+        if !self.command.long_lived {
+            return;
+        }
+        // A task's directory is resolved the same way before it is compared with this one.
+        let Ok(dir) = self.confine_dir(&dir) else {
+            return;
+        };
+        let agent = self.clone();
+        let instance = instance.to_owned();
+        tokio::spawn(async move {
+            let slot = agent.slot(&instance);
+            let mut slot = slot.lock().await;
+            if slot.spare.is_none() {
+                agent.start_spare(&instance, &mut slot, &dir);
+            }
+        });
+    }
+
+    /// Ends an instance's processes: stdin closed, then SIGTERM and SIGKILL to each group.
     pub(super) fn retire_live(&self, instance: &str) -> Option<tokio::task::JoinHandle<()>> {
         let slot = self
             .live
@@ -88,14 +127,17 @@ impl ProcessAgent {
             .remove(instance)?;
         let grace = self.command.stop_grace;
         Some(tokio::spawn(async move {
-            if let Some(mut live) = slot.lock().await.live.take() {
-                drop(live.stdin.take());
-                let _ = terminate(&mut live.child, live.pid, grace).await;
+            let mut slot = slot.lock().await;
+            if let Some(spare) = slot.spare.take() {
+                slot.leaving.push(spare.leave(grace));
+            }
+            for leaving in std::mem::take(&mut slot.leaving) {
+                let _ = leaving.await;
             }
         }))
     }
 
-    /// Ends every instance's process and waits until they are gone.
+    /// Ends every instance's processes and waits until they are gone.
     pub(super) async fn shutdown_live(&self) {
         let instances: Vec<String> = self
             .live
@@ -117,12 +159,28 @@ impl ProcessAgent {
         slots.entry(instance.to_owned()).or_default().clone()
     }
 
-    fn spawn_live(
-        &self,
-        instance: &str,
-        dir: &Path,
-        resume: Option<&str>,
-    ) -> std::io::Result<Live> {
+    /// Whether `slot` is still the instance's (it was not retired meanwhile).
+    fn current(&self, instance: &str, slot: &Arc<tokio::sync::Mutex<Slot>>) -> bool {
+        self.live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(instance)
+            .is_some_and(|s| Arc::ptr_eq(s, slot))
+    }
+
+    /// Starts the instance's next process in `dir`; a failure to start is logged, and the
+    /// next task starts one of its own (and reports the failure).
+    fn start_spare(&self, instance: &str, slot: &mut Slot, dir: &Path) {
+        slot.leaving.retain(|leaving| !leaving.is_finished());
+        match self.spawn_live(instance, dir) {
+            Ok(live) => slot.spare = Some(live),
+            Err(e) => {
+                tracing::warn!(instance, cause = %e, "cannot start the instance's next process");
+            }
+        }
+    }
+
+    fn spawn_live(&self, instance: &str, dir: &Path) -> std::io::Result<Live> {
         let spec = &self.command;
         let mut cmd = Command::new(&spec.program);
         cmd.args(&spec.leading_args).args([
@@ -132,18 +190,9 @@ impl ProcessAgent {
             "--output-format",
             "stream-json",
             "--verbose",
+            "--session-id",
+            &uuid::Uuid::new_v4().to_string(),
         ]);
-        let session = match resume {
-            Some(session) => {
-                cmd.arg(format!("--resume={session}"));
-                session.to_owned()
-            }
-            None => {
-                let session = uuid::Uuid::new_v4().to_string();
-                cmd.arg("--session-id").arg(&session);
-                session
-            }
-        };
         // Tasks with options of their own never run here: no variables of theirs.
         prepare(&self.command, &mut cmd, dir, &Default::default(), instance);
         let mut child = cmd.spawn()?;
@@ -155,10 +204,27 @@ impl ProcessAgent {
             child,
             stdin,
             lines,
-            session,
             cwd: dir.to_owned(),
             stderr,
         })
+    }
+
+    /// The instance's spare if it can take this task: started in its directory, alive,
+    /// and (with a memory limit) not grown past it while it waited.
+    fn take_spare(&self, slot: &mut Slot, dir: &Path) -> Option<Live> {
+        let mut spare = slot.spare.take()?;
+        let alive = matches!(spare.child.try_wait(), Ok(None));
+        let small = match (self.command.memory_limit, spare.pid) {
+            (Some(limit), Some(pid)) => {
+                resources::group_usage(pid).is_none_or(|u| u.rss_bytes <= limit)
+            }
+            _ => true,
+        };
+        if spare.cwd == dir && alive && small {
+            return Some(spare);
+        }
+        slot.leaving.push(spare.leave(self.command.stop_grace));
+        None
     }
 
     pub(super) async fn run_live(
@@ -178,38 +244,21 @@ impl ProcessAgent {
     ) -> ProcessExit {
         let started = Instant::now();
         let mut outcome = ProcessExit::default();
-        let slot = self.slot(&request.instance_id);
-        let mut slot = slot.lock().await;
-        let usable = slot.live.as_mut().is_some_and(|live| {
-            live.cwd == request.working_directory && matches!(live.child.try_wait(), Ok(None))
-        });
-        if !usable {
-            // A process that died is replaced by one resuming its session; one in another
-            // directory by a fresh one.
-            slot.live = None;
-            let resume = slot
-                .session
-                .clone()
-                .filter(|_| slot.cwd.as_ref() == Some(&request.working_directory));
-            match self.spawn_live(
-                &request.instance_id,
-                &request.working_directory,
-                resume.as_deref(),
-            ) {
-                Ok(live) => {
-                    slot.session = Some(live.session.clone());
-                    slot.cwd = Some(live.cwd.clone());
-                    slot.live = Some(live);
-                }
+        let instance = request.instance_id.as_str();
+        let dir = request.working_directory.as_path();
+        let handle = self.slot(instance);
+        let mut slot = handle.lock().await;
+        let mut live = match self.take_spare(&mut slot, dir) {
+            Some(live) => live,
+            // None ready (the first task, another directory, a process that died): a cold
+            // start.
+            None => match self.spawn_live(instance, dir) {
+                Ok(live) => live,
                 Err(e) => {
                     outcome.failure = Some(spawn_error(&self.command, &e));
                     return outcome;
                 }
-            }
-        }
-        let Some(live) = slot.live.as_mut() else {
-            outcome.failure = Some("the instance's process is gone".into());
-            return outcome;
+            },
         };
         sink.started(live.pid).await;
         let message =
@@ -221,6 +270,7 @@ impl ProcessAgent {
                 .is_ok(),
             None => false,
         };
+        // Whether the process is gone or must go now, its exit being part of the verdict.
         let mut ended = !sent;
         while !ended {
             tokio::select! {
@@ -228,7 +278,7 @@ impl ProcessAgent {
                     Ok(Some(line)) => {
                         forward(&sink, &mut outcome, None, line).await;
                         if outcome.result.is_some() {
-                            // The process lives on; the turn ended as a clean exit would.
+                            // The turn ended as a clean exit would.
                             outcome.exit_code = Some(0);
                             break;
                         }
@@ -240,33 +290,15 @@ impl ProcessAgent {
                 },
                 reason = &mut stop => {
                     outcome.stopped = Some(reason);
-                    let keep = interrupt(live, &sink, &mut outcome, self.command.stop_grace).await;
-                    if keep && matches!(reason, StopReason::Cancelled | StopReason::TimedOut(_)) {
-                        outcome.duration = started.elapsed();
-                        return outcome;
-                    }
-                    ended = true;
+                    let answered =
+                        interrupt(&mut live, &sink, &mut outcome, self.command.stop_grace).await;
+                    ended = !(answered
+                        && matches!(reason, StopReason::Cancelled | StopReason::TimedOut(_)));
+                    break;
                 }
             }
         }
-        if !ended {
-            // A process grown past the memory limit restarts before the next task (the
-            // replacement resumes its session).
-            let pid = slot.live.as_ref().and_then(|l| l.pid);
-            if let Some(limit) = self.command.memory_limit
-                && let Some(usage) = pid.and_then(resources::group_usage)
-                && usage.rss_bytes > limit
-                && let Some(mut live) = slot.live.take()
-            {
-                tracing::warn!(instance = %request.instance_id, rss = usage.rss_bytes, limit, "recycling an instance over its memory limit");
-                let grace = self.command.stop_grace;
-                tokio::spawn(async move {
-                    drop(live.stdin.take());
-                    let _ = terminate(&mut live.child, live.pid, grace).await;
-                });
-            }
-        }
-        if let Some(mut live) = slot.live.take_if(|_| ended) {
+        if ended {
             // The process is gone or must go: stdin closed, then the group stopped.
             drop(live.stdin.take());
             if outcome.stopped.is_some() || !matches!(live.child.try_wait(), Ok(Some(_))) {
@@ -287,6 +319,19 @@ impl ProcessAgent {
             {
                 outcome.stderr_tail = tail;
             }
+        } else {
+            // The turn is over and its conversation is this task's alone: the process
+            // saves it (for a later `--resume`) and exits while the next task goes on.
+            slot.leaving.push(live.leave(self.command.stop_grace));
+        }
+        // The instance's next process, ready before its next task arrives (unless the
+        // instance is going, or the server is).
+        let stopping = matches!(
+            outcome.stopped,
+            Some(StopReason::Shutdown | StopReason::InstanceTerminated)
+        );
+        if !stopping && self.current(instance, &handle) {
+            self.start_spare(instance, &mut slot, dir);
         }
         outcome.duration = started.elapsed();
         outcome

@@ -3,7 +3,8 @@
 //! run's end becomes a failure class ([`verdict`]).
 //!
 //! One file per way of running a CLI process: `process` (one process per task, print mode)
-//! and `live` (one long-lived process per instance, a task per user message); `child` has
+//! and `live` (per instance, its next process started ahead, a task per process and
+//! session, the prompt a user message on its stdin); `child` has
 //! what both need of a child process (environment, process group, bounded lines, stops).
 
 mod child;
@@ -39,13 +40,14 @@ pub struct AgentCommand {
     pub stop_grace: Duration,
     /// Variables set for the agent on top of the ones passed through (see [`PASSED_ENV`]).
     pub env: Vec<(String, String)>,
-    /// Keep one CLI process per instance (`--input-format stream-json`) for the tasks that
-    /// need no flags of their own; otherwise a process per task.
+    /// Keep a CLI process per instance started ahead (`--input-format stream-json`, a
+    /// fresh session) for the next task that needs no flags of its own; otherwise a
+    /// process per task.
     pub long_lived: bool,
     /// Leave a task's git worktree in place when it ends (its branch is kept either way).
     pub keep_worktrees: bool,
-    /// A long-lived process whose tree uses more memory (bytes) after a task is restarted
-    /// (resuming its session) before the next one.
+    /// A process started ahead whose tree grew past this (bytes) while it waited is not
+    /// used: the task gets a new one.
     pub memory_limit: Option<u64>,
     /// When set, a run whose directories resolve (symlinks followed) outside it is refused
     /// as it starts, and the agent runs in the resolved directory.
@@ -122,31 +124,53 @@ impl ProcessAgent {
         let Some(root) = &self.command.workspace_root else {
             return Ok(());
         };
-        let resolve = |path: &Path| {
-            path.canonicalize()
-                .map_err(|e| format!("cannot resolve {}: {e}", path.display()))
-        };
-        let inside = |what: &str, path: &Path, real_root: &Path| {
-            let real = resolve(path)?;
-            if real.starts_with(real_root) {
-                Ok(real)
-            } else {
-                Err(format!(
-                    "{what} {} resolves to {}, outside the workspace root {}",
-                    path.display(),
-                    real.display(),
-                    root.display()
-                ))
-            }
-        };
         let real_root = resolve(root)?;
-        let dir = inside("working directory", &request.working_directory, &real_root)?;
+        let dir = inside(
+            "working directory",
+            &request.working_directory,
+            root,
+            &real_root,
+        )?;
         for extra in &mut request.options.add_dirs {
-            let real = inside("options.add_dirs entry", &dir.join(&*extra), &real_root)?;
+            let real = inside(
+                "options.add_dirs entry",
+                &dir.join(&*extra),
+                root,
+                &real_root,
+            )?;
             *extra = real.display().to_string();
         }
         request.working_directory = dir;
         Ok(())
+    }
+
+    /// A directory as [`ProcessAgent::confine`] makes a run's: resolved, when there is a
+    /// workspace root, and inside it.
+    fn confine_dir(&self, dir: &Path) -> Result<PathBuf, String> {
+        match &self.command.workspace_root {
+            Some(root) => inside("working directory", dir, root, &resolve(root)?),
+            None => Ok(dir.to_owned()),
+        }
+    }
+}
+
+fn resolve(path: &Path) -> Result<PathBuf, String> {
+    path.canonicalize()
+        .map_err(|e| format!("cannot resolve {}: {e}", path.display()))
+}
+
+/// `path` resolved, if that is inside `real_root` (the workspace `root` resolved).
+fn inside(what: &str, path: &Path, root: &Path, real_root: &Path) -> Result<PathBuf, String> {
+    let real = resolve(path)?;
+    if real.starts_with(real_root) {
+        Ok(real)
+    } else {
+        Err(format!(
+            "{what} {} resolves to {}, outside the workspace root {}",
+            path.display(),
+            real.display(),
+            root.display()
+        ))
     }
 }
 
@@ -179,6 +203,10 @@ impl Agent for ProcessAgent {
 
     fn retire(&self, instance: &str) {
         self.retire_live(instance);
+    }
+
+    fn prepare(&self, instance: &str, working_directory: PathBuf) {
+        self.prepare_live(instance, working_directory);
     }
 
     fn shutdown(&self) -> BoxFuture<()> {

@@ -87,8 +87,15 @@ impl ProcessAgent {
                 for dir in &o.add_dirs {
                     cmd.arg(format!("--add-dir={dir}"));
                 }
-                if let Some(budget) = o.max_budget_usd {
+                // What is left of the task's, workflow's and swarm's budgets: the CLI stops
+                // itself there (`error_max_budget_usd`).
+                if let Some(budget) = request.max_budget_usd {
                     cmd.arg("--max-budget-usd").arg(budget.to_string());
+                }
+                if let Some(schema) = &request.output_schema {
+                    // JSON text starts with `{` (or is `true`/`false`); the `=` form keeps it
+                    // a value anyway.
+                    cmd.arg(format!("--json-schema={schema}"));
                 }
                 cmd
             }
@@ -122,7 +129,10 @@ impl ProcessAgent {
         mut stop: StopSignal,
     ) -> ProcessExit {
         let started = Instant::now();
-        let mut outcome = ProcessExit::default();
+        let mut outcome = ProcessExit {
+            output_schema: request.output_schema.clone(),
+            ..ProcessExit::default()
+        };
         let worktree = match request.isolation {
             Isolation::None => None,
             Isolation::Worktree => {

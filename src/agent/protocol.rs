@@ -22,6 +22,8 @@ pub struct ResultLine {
     pub subtype: String,
     /// `api_error_status`, when the API answered with an error.
     pub api_error_status: Option<u16>,
+    /// `structured_output`: with `--json-schema`, the answer the CLI checked against it.
+    pub structured_output: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -116,6 +118,7 @@ pub struct ResultMessage {
     pub api_error_status: Option<Value>,
     /// Messages on error subtypes.
     pub errors: Vec<Value>,
+    pub structured_output: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -211,6 +214,7 @@ pub fn parse_line(line: &str) -> ParsedLine {
                     .as_ref()
                     .and_then(Value::as_u64)
                     .and_then(|s| u16::try_from(s).ok()),
+                structured_output: r.structured_output.filter(|v| !v.is_null()),
             });
             ("result", r.subtype, text)
         }

@@ -111,6 +111,8 @@ struct Options {
     fork: bool,
     /// `--input-format stream-json`: a long-lived process, one user message per line.
     stream_input: bool,
+    /// `--json-schema`: a successful answer that is JSON is also the structured output.
+    json_schema: bool,
     prompt: Option<String>,
 }
 
@@ -137,6 +139,10 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
             "--fork-session" => o.fork = true,
             "--input-format" => o.stream_input = value()? == "stream-json",
             "--strict-mcp-config" => {}
+            "--json-schema" => {
+                value()?;
+                o.json_schema = true;
+            }
             "--mcp-config" | "--max-budget-usd" => {
                 value()?;
             }
@@ -354,6 +360,8 @@ struct Session {
     model: String,
     cwd: String,
     started: Instant,
+    /// With `--json-schema`: the answer, if it is JSON, is the structured output.
+    structured: bool,
 }
 
 impl Session {
@@ -372,6 +380,7 @@ impl Session {
                 .map(|d| d.display().to_string())
                 .unwrap_or_default(),
             started: Instant::now(),
+            structured: options.json_schema,
         }
     }
 
@@ -584,6 +593,9 @@ impl Session {
             1 + text.len() as u64 / 4
         };
         line["result"] = json!(text);
+        if self.structured && !is_error {
+            line["structured_output"] = serde_json::from_str(text).unwrap_or(Value::Null);
+        }
         line["is_error"] = json!(is_error);
         line["num_turns"] = json!(turns);
         line["session_id"] = json!(self.id);

@@ -36,6 +36,9 @@ pub struct ProcessExit {
     /// With worktree isolation: the branch and what changed on it.
     pub branch: Option<String>,
     pub diff_stat: String,
+    /// The task's `output_schema`: a run that completes must have given a structured
+    /// output matching it.
+    pub output_schema: Option<serde_json::Value>,
 }
 
 impl ProcessExit {
@@ -53,8 +56,10 @@ impl ProcessExit {
             api_error_status: r.api_error_status,
             branch: self.branch.clone(),
             diff_stat: self.diff_stat.clone(),
+            structured_output: r.structured_output.clone(),
         });
         use FailureClass as C;
+        let invalid = self.result.as_ref().and_then(|r| self.output_invalid(r));
         let (status, error, class) = match (self.stopped, &self.failure, &self.result) {
             (Some(StopReason::Cancelled), ..) => {
                 (TaskStatus::Cancelled, "cancelled".to_string(), C::Cancelled)
@@ -99,6 +104,15 @@ impl ProcessExit {
                     self.error_class(r),
                 )
             }
+            (None, None, Some(r))
+                if self.exit_code == Some(0) && !r.is_error && invalid.is_some() =>
+            {
+                (
+                    TaskStatus::Failed,
+                    invalid.unwrap_or_default(),
+                    C::OutputInvalid,
+                )
+            }
             (None, None, Some(_)) if self.exit_code == Some(0) => {
                 return RunOutcome {
                     status: TaskStatus::Completed,
@@ -137,6 +151,21 @@ impl ProcessExit {
             error: Some(error),
             class: Some(class),
         }
+    }
+
+    /// Why a clean result does not do with the task's `output_schema`, if it does not: the
+    /// CLI gave no structured output (the model never called its StructuredOutput tool),
+    /// or one that does not match (the CLI checks, but another CLI may not).
+    fn output_invalid(&self, r: &ResultLine) -> Option<String> {
+        let schema = self.output_schema.as_ref()?;
+        let Some(output) = &r.structured_output else {
+            return Some(
+                "the answer has no structured output, and the task has an output_schema".into(),
+            );
+        };
+        crate::engine::model::schema::matches(schema, output)
+            .err()
+            .map(|why| format!("the structured output does not match the output_schema: {why}"))
     }
 
     /// The class of an error result: what the CLI said, not how it said it.

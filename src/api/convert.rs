@@ -84,8 +84,26 @@ impl TryFrom<pb::TaskSpec> for TaskSpec {
             idempotency_key: non_empty(spec.idempotency_key),
             options: spec.options.map(AgentOptions::from).unwrap_or_default(),
             isolation: from_pb("isolation", spec.isolation, Some(Isolation::None))?,
+            // Workflows name sessions (`session:` in their YAML); a lone task resumes one
+            // by id (`options.resume_session`).
+            session: None,
+            output_schema: spec
+                .output_schema
+                .map(|v| json_of("output_schema", &v))
+                .transpose()?
+                .filter(|v| !v.is_null()),
         })
     }
+}
+
+/// A `google.protobuf.Value` as the JSON value it stands for.
+fn json_of(field: &str, value: &pbjson_types::Value) -> Result<serde_json::Value> {
+    serde_json::to_value(value).map_err(|e| EngineError::invalid(field, e.to_string()))
+}
+
+/// A JSON value as a `google.protobuf.Value` (every JSON value is one).
+fn value_of(value: &serde_json::Value) -> Option<pbjson_types::Value> {
+    serde_json::from_value(value.clone()).ok()
 }
 
 /// A number of seconds on the wire: 0 means unset; negative, NaN, infinite and too large
@@ -170,6 +188,7 @@ impl From<&TaskResult> for pb::TaskResult {
             api_error_status: r.api_error_status.map_or(0, u32::from),
             branch: r.branch.clone().unwrap_or_default(),
             diff_stat: r.diff_stat.clone(),
+            structured_output: r.structured_output.as_ref().and_then(value_of),
         }
     }
 }
@@ -228,6 +247,8 @@ impl From<&Task> for pb::Task {
                     instance_id: a.instance_id.clone().unwrap_or_default(),
                 })
                 .collect(),
+            session: s.session.clone().unwrap_or_default(),
+            output_schema: s.output_schema.as_ref().and_then(value_of),
         }
     }
 }

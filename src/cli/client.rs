@@ -168,11 +168,18 @@ pub(super) async fn client(
             depends_on,
             working_directory,
             model,
+            output_schema,
+            resume_session,
             wait,
         } => {
             let priority = Priority::from_word(&priority).ok_or_else(|| {
                 format!("--priority {priority:?} is not one of low, normal, high, critical")
             })?;
+            // The server checks that it is a schema; here only that it is JSON.
+            let output_schema = output_schema
+                .map(|text| serde_json::from_str::<pbjson_types::Value>(&text))
+                .transpose()
+                .map_err(|e| format!("--output-schema is not JSON: {e}"))?;
             let spec = pb::TaskSpec {
                 prompt,
                 name: name.unwrap_or_default(),
@@ -181,6 +188,11 @@ pub(super) async fn client(
                 depends_on,
                 working_directory: working_directory.unwrap_or_default(),
                 model: model.unwrap_or_default(),
+                output_schema,
+                options: resume_session.map(|resume_session| pb::AgentOptions {
+                    resume_session,
+                    ..Default::default()
+                }),
                 ..Default::default()
             };
             let reply = tasks

@@ -102,6 +102,13 @@ enum Command {
         working_directory: Option<String>,
         #[arg(long)]
         model: Option<String>,
+        /// A JSON Schema (JSON text) the answer must match; the result keeps the answer as
+        /// its structured output.
+        #[arg(long)]
+        output_schema: Option<String>,
+        /// Continue this session (a `result.session_id` of an earlier task).
+        #[arg(long)]
+        resume_session: Option<String>,
         /// Wait for the task to finish and print it.
         #[arg(long)]
         wait: bool,

@@ -38,7 +38,8 @@ pub enum AgentKind {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum AgentMode {
-    /// One process per instance, kept alive; tasks with flags of their own get their own.
+    /// A process per instance started ahead of its next task (a fresh session each);
+    /// tasks with flags of their own get their own.
     LongLived,
     /// A process per task.
     PerTask,

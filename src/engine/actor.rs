@@ -246,6 +246,10 @@ impl Actor {
             },
             Effect::RetireInstance(id) => self.agent.retire(&id),
             Effect::Reap(leftover) => self.agent.reap(&leftover),
+            Effect::PrepareInstance {
+                instance,
+                working_directory,
+            } => self.agent.prepare(&instance, working_directory),
             Effect::Reply { call, answer } => self.answers.push((call, answer)),
         }
     }

@@ -37,6 +37,11 @@ pub struct RunRequest {
     pub instance_id: String,
     /// The workflow the task belongs to, if any (for the run's log fields).
     pub workflow_id: Option<String>,
+    /// The most this attempt may spend (`--max-budget-usd`): what is left of its task's,
+    /// workflow's and swarm's budgets, the least of them. `None` when none is set.
+    pub max_budget_usd: Option<f64>,
+    /// A JSON Schema the answer must match (`--json-schema`).
+    pub output_schema: Option<serde_json::Value>,
 }
 
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -154,6 +159,11 @@ pub trait Agent: Send + Sync + 'static {
 
     /// The instance is gone: release what the agent keeps for it (a long-lived process).
     fn retire(&self, _instance: &str) {}
+
+    /// A new instance whose tasks run in `working_directory` unless they say otherwise:
+    /// the agent may start a process ahead of the first task (it must not outlive
+    /// [`Agent::retire`] or [`Agent::shutdown`]).
+    fn prepare(&self, _instance: &str, _working_directory: PathBuf) {}
 
     /// The engine stops: end everything the agent keeps, and resolve once it is gone.
     fn shutdown(&self) -> BoxFuture<()> {

@@ -25,6 +25,9 @@ pub enum Segment {
     Text(String),
     /// The result text of this (upstream) task.
     Result(TaskId),
+    /// The value at this path of the (upstream) task's structured output (the whole of it
+    /// when the path is empty): a string as it is, anything else as JSON.
+    Output(TaskId, Vec<String>),
     /// The current `for_each` item.
     Item,
     /// The current `for_each` index, from 0.
@@ -36,13 +39,14 @@ pub enum Segment {
 pub struct Template(pub Vec<Segment>);
 
 impl Template {
-    /// The text, with each upstream result from `result_of`.
-    pub fn render(&self, result_of: impl Fn(&str) -> String) -> String {
+    /// The text, with each upstream result (or part of its structured output) from
+    /// `value_of`.
+    pub fn render(&self, value_of: impl Fn(&Segment) -> String) -> String {
         self.0
             .iter()
             .map(|segment| match segment {
                 Segment::Text(text) => text.clone(),
-                Segment::Result(id) => result_of(id),
+                Segment::Result(_) | Segment::Output(..) => value_of(segment),
                 Segment::Item | Segment::Index => String::new(),
             })
             .collect()
@@ -55,6 +59,10 @@ impl Template {
             .map(|segment| match segment {
                 Segment::Text(text) => text.clone(),
                 Segment::Result(id) => format!("{{{{ tasks.{id}.result }}}}"),
+                Segment::Output(id, path) => {
+                    let path: String = path.iter().map(|p| format!(".{p}")).collect();
+                    format!("{{{{ tasks.{id}.output{path} }}}}")
+                }
                 Segment::Item => "{{ item }}".to_owned(),
                 Segment::Index => "{{ index }}".to_owned(),
             })
@@ -100,12 +108,35 @@ pub fn items_of(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// The value at `path` of a structured output (`None` when a step is missing): keys of
+/// objects, indexes of arrays.
+pub fn output_at<'a>(
+    output: &'a serde_json::Value,
+    path: &[String],
+) -> Option<&'a serde_json::Value> {
+    path.iter().try_fold(output, |value, step| match value {
+        serde_json::Value::Array(items) => step.parse::<usize>().ok().and_then(|i| items.get(i)),
+        other => other.get(step),
+    })
+}
+
+/// A structured output value as text: a string as it is, anything else as JSON.
+pub fn output_text(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
 /// Where a `for_each` task's items come from.
 #[derive(Clone, Debug, PartialEq)]
 pub enum FanOutSource {
     Items(Vec<String>),
     /// The items of an upstream task's result (see [`items_of`]).
     Result(TaskId),
+    /// The list at this path of an upstream task's structured output (each element a
+    /// string as it is, anything else as JSON).
+    Output(TaskId, Vec<String>),
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -44,7 +44,7 @@ macro_rules! same {
     )+};
 }
 
-same!(String, bool, u16, u32, u64, i32, f64, PathBuf, BTreeMap<String, String>);
+same!(String, bool, u16, u32, u64, i32, f64, PathBuf, BTreeMap<String, String>, serde_json::Value);
 
 impl<T: Row> Row for Option<T> {
     type Domain = Option<T::Domain>;
@@ -212,6 +212,7 @@ mirror! {
         api_error_status: Option<u16>,
         branch: Option<String>,
         diff_stat: String,
+        structured_output: Option<serde_json::Value>,
     }
 }
 
@@ -239,6 +240,7 @@ pub enum SegmentRow {
     Result(String),
     Item,
     Index,
+    Output(String, Vec<String>),
 }
 
 impl Row for SegmentRow {
@@ -249,6 +251,7 @@ impl Row for SegmentRow {
             Segment::Result(id) => Self::Result(id.clone()),
             Segment::Item => Self::Item,
             Segment::Index => Self::Index,
+            Segment::Output(id, path) => Self::Output(id.clone(), path.clone()),
         }
     }
     fn into_domain(self) -> Segment {
@@ -257,6 +260,7 @@ impl Row for SegmentRow {
             Self::Result(id) => Segment::Result(id),
             Self::Item => Segment::Item,
             Self::Index => Segment::Index,
+            Self::Output(id, path) => Segment::Output(id, path),
         }
     }
 }
@@ -278,6 +282,7 @@ impl Row for TemplateRow {
 pub enum FanOutSourceRow {
     Items(Vec<String>),
     Result(String),
+    Output(String, Vec<String>),
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -293,6 +298,7 @@ impl Row for FanOutRow {
             source: match &value.source {
                 FanOutSource::Items(items) => FanOutSourceRow::Items(items.clone()),
                 FanOutSource::Result(id) => FanOutSourceRow::Result(id.clone()),
+                FanOutSource::Output(id, path) => FanOutSourceRow::Output(id.clone(), path.clone()),
             },
             max_parallel: value.max_parallel,
         }
@@ -302,6 +308,7 @@ impl Row for FanOutRow {
             source: match self.source {
                 FanOutSourceRow::Items(items) => FanOutSource::Items(items),
                 FanOutSourceRow::Result(id) => FanOutSource::Result(id),
+                FanOutSourceRow::Output(id, path) => FanOutSource::Output(id, path),
             },
             max_parallel: self.max_parallel,
         }
@@ -334,6 +341,8 @@ mirror! {
         idempotency_key: Option<String>,
         options: OptionsRow,
         isolation: Variant<Isolation>,
+        session: Option<String>,
+        output_schema: Option<serde_json::Value>,
     }
 }
 

@@ -420,6 +420,45 @@ mod tests {
     }
 
     #[test]
+    fn sessions_schemas_and_structured_output_are_kept() {
+        use crate::engine::{
+            TaskResult,
+            workflow::{FanOut, FanOutSource, Segment, Template},
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::open(dir.path(), 10).unwrap();
+        let path = vec!["files".to_string()];
+        let spec = TaskSpec {
+            session: Some("main".into()),
+            output_schema: Some(serde_json::json!({"type": "object", "required": ["files"]})),
+            template: Some(Template(vec![
+                Segment::Text("all: ".into()),
+                Segment::Output("plan".into(), path.clone()),
+            ])),
+            fan_out: Some(FanOut {
+                source: FanOutSource::Output("plan".into(), path),
+                max_parallel: 2,
+            }),
+            ..TaskSpec::new("p")
+        };
+        let mut task = Task::new("t1".into(), spec, Some("w".into()), std::time::UNIX_EPOCH);
+        task.status = TaskStatus::Completed;
+        task.result = Some(TaskResult {
+            session_id: "0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9".into(),
+            structured_output: Some(serde_json::json!({"files": ["a.rs"]})),
+            ..TaskResult::default()
+        });
+        let record = TaskRecord { task, parent: None };
+        store
+            .commit(&Batch {
+                tasks: vec![record.clone()],
+                ..Batch::default()
+            })
+            .unwrap();
+        assert_eq!(store.load().unwrap().tasks, vec![record]);
+    }
+
+    #[test]
     fn an_empty_directory_starts_empty_and_private() {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("nested");

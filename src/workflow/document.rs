@@ -85,6 +85,10 @@ pub(super) struct DocumentTask {
     pub(super) isolation: Option<String>,
     pub(super) on_failure: Option<String>,
     pub(super) for_each: Option<ForEach>,
+    /// Tasks of the workflow with the same name continue one conversation.
+    pub(super) session: Option<String>,
+    /// A JSON Schema (written as YAML or JSON) the answer must match.
+    pub(super) output_schema: Option<serde_json::Value>,
     #[serde(default)]
     pub(super) labels: BTreeMap<String, String>,
     #[serde(default)]
@@ -97,6 +101,8 @@ pub(super) struct ForEach {
     pub(super) items: Option<Vec<String>>,
     pub(super) var: Option<String>,
     pub(super) task: Option<String>,
+    /// With `task`: the list at this path of its structured output (`.` for all of it).
+    pub(super) output: Option<String>,
     pub(super) max_parallel: Option<usize>,
 }
 
@@ -186,6 +192,12 @@ pub(super) fn fan_out(
     vars: &HashMap<String, Vec<String>>,
     ids: &HashMap<String, TaskId>,
 ) -> std::result::Result<FanOut, (String, String)> {
+    if f.output.is_some() && f.task.is_none() {
+        return Err((
+            ".output".into(),
+            "needs task: the task whose output it is".into(),
+        ));
+    }
     let source = match (&f.items, &f.var, &f.task) {
         (Some(items), None, None) => FanOutSource::Items(items.clone()),
         (None, Some(var), None) => {
@@ -199,7 +211,22 @@ pub(super) fn fan_out(
             };
             FanOutSource::Items(items)
         }
-        (None, None, Some(task)) => FanOutSource::Result(ids[task].clone()),
+        (None, None, Some(task)) => match &f.output {
+            None => FanOutSource::Result(ids[task].clone()),
+            Some(path) => {
+                let steps: Vec<String> = match path.trim() {
+                    "" | "." => Vec::new(),
+                    path => path.split('.').map(str::to_owned).collect(),
+                };
+                if steps.iter().any(|s| s.is_empty()) {
+                    return Err((
+                        ".output".into(),
+                        format!("{path:?} is not a path (keys separated by '.')"),
+                    ));
+                }
+                FanOutSource::Output(ids[task].clone(), steps)
+            }
+        },
         _ => {
             return Err((
                 String::new(),

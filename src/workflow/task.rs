@@ -277,6 +277,8 @@ pub(super) fn build(
             Some(word) => parse_word::<Isolation>(word).map_err(|r| bad("isolation", r))?,
             None => inherited.isolation,
         },
+        session: task.session,
+        output_schema: task.output_schema,
     };
     spec.validate().map_err(|e| match e {
         EngineError::InvalidArgument { field, reason } => bad(&field, reason),

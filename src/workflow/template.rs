@@ -81,6 +81,12 @@ pub(super) fn template(
         let hole = &text[open..done];
         let expr = text[open + 2..close].trim();
         let parts: Vec<&str> = expr.split('.').collect();
+        if let ["tasks", rest @ ..] = parts.as_slice()
+            && let Some((key, path)) = output_ref(rest)
+        {
+            segments.push(Segment::Output(task_ref(&key)?, path));
+            continue;
+        }
         match parts.as_slice() {
             _ if expr == "'{{'" || expr == "\"{{\"" => push_text(&mut segments, "{{"),
             ["vars", name] if !name.is_empty() => {
@@ -120,7 +126,7 @@ pub(super) fn template(
                     hole: hole.into(),
                     reason: format!(
                         "`{hole}` is not a claude-swarm template (vars.NAME, tasks.NAME.result, \
-                         item, index); kept as written"
+                         tasks.NAME.output.PATH, item, index); kept as written"
                     ),
                 });
             }
@@ -131,6 +137,18 @@ pub(super) fn template(
         segments,
         left_alone,
     })
+}
+
+/// `KEY.output` or `KEY.output.PATH` (after `tasks.`): the task's key and the path into its
+/// structured output; `None` when it is neither (or a step of the path is empty).
+fn output_ref(rest: &[&str]) -> Option<(String, Vec<String>)> {
+    let at = rest.iter().skip(1).position(|p| *p == "output")? + 1;
+    let path = &rest[at + 1..];
+    if path.iter().any(|p| p.is_empty()) {
+        return None;
+    }
+    let path = path.iter().map(|p| (*p).to_owned()).collect();
+    Some((rest[..at].join("."), path))
 }
 
 /// A field where only variables may be used: its text, and what was kept as written.
@@ -185,6 +203,23 @@ mod tests {
         assert_eq!(fill("never {{ closed").0, "never {{ closed");
         assert_eq!(fill("never {{ closed").1, vec!["{{"]);
         assert_eq!(fill("}} alone").0, "}} alone");
+    }
+
+    #[test]
+    fn structured_output_paths_are_holes() {
+        assert_eq!(
+            fill("files: {{ tasks.plan.output.files }}, all: {{ tasks.plan.output }}"),
+            (
+                "files: {{ tasks.id-plan.output.files }}, all: {{ tasks.id-plan.output }}".into(),
+                vec![]
+            )
+        );
+        assert_eq!(
+            fill("{{ tasks.a.b.output.x.0 }}").0,
+            "{{ tasks.id-a.b.output.x.0 }}"
+        );
+        // An empty step is not a path: kept as written, and noted.
+        assert_eq!(fill("{{ tasks.plan.output..x }}").1.len(), 1);
     }
 
     #[test]

@@ -183,7 +183,7 @@ fn an_original_file_keeps_its_foreign_braces_and_pins_from_1() {
     assert_eq!(
         warnings[0].to_string(),
         "tasks[1].command: `{{.Repository}}` is not a claude-swarm template (vars.NAME, \
-         tasks.NAME.result, item, index); kept as written (line 20, column 53)"
+         tasks.NAME.result, tasks.NAME.output.PATH, item, index); kept as written (line 20, column 53)"
     );
 }
 

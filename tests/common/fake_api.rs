@@ -54,7 +54,15 @@ pub enum Reply {
     /// `mcp__SERVER__TOOL`): a `tool_use` block for it, then [`TOOL_ANSWER_PREFIX`] and the
     /// result's text once the request carries the `tool_result`.
     CallTool { name: String, input: Value },
+    /// Structured output, as the CLI asks for it with `--json-schema`: a request that
+    /// offers the `StructuredOutput` tool (whose `input_schema` is the schema) gets a
+    /// `tool_use` of it with this input (`stop_reason: tool_use`; the CLI ends the turn
+    /// there). Any other request gets this value as JSON text.
+    Structured(Value),
 }
+
+/// The tool the CLI 2.1.332 offers the model for `--json-schema`.
+pub const STRUCTURED_OUTPUT_TOOL: &str = "StructuredOutput";
 
 struct Shared {
     reply: Mutex<Reply>,
@@ -183,8 +191,19 @@ async fn messages(
                 let text = format!("{TOOL_ANSWER_PREFIX}{output}");
                 stream(text_answer(&model, &[&text]), Duration::ZERO)
             }
-            None => stream(tool_call_answer(&model, &name, &input), Duration::ZERO),
+            None => stream(tool_use(&model, &name, &input), Duration::ZERO),
         },
+        Reply::Structured(value) => {
+            let offered = request["tools"]
+                .as_array()
+                .is_some_and(|tools| tools.iter().any(|t| t["name"] == STRUCTURED_OUTPUT_TOOL));
+            if offered && last_tool_result(&request).is_none() {
+                let events = tool_use(&model, STRUCTURED_OUTPUT_TOOL, &value);
+                stream(events, Duration::ZERO)
+            } else {
+                stream(text_answer(&model, &[&value.to_string()]), Duration::ZERO)
+            }
+        }
         Reply::Slow { parts, every } => {
             let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
             stream(text_answer(&model, &parts), every)
@@ -301,10 +320,11 @@ fn text_answer(model: &str, parts: &[&str]) -> Vec<Event> {
 }
 
 fn tool_use_answer(model: &str) -> Vec<Event> {
-    tool_call_answer(model, "Bash", &json!({"command": TOOL_COMMAND}))
+    tool_use(model, "Bash", &json!({"command": TOOL_COMMAND}))
 }
 
-fn tool_call_answer(model: &str, name: &str, input: &Value) -> Vec<Event> {
+/// A `tool_use` block asking for `name` with `input`, streamed in two deltas.
+fn tool_use(model: &str, name: &str, input: &Value) -> Vec<Event> {
     let input = input.to_string();
     let (a, b) = input.split_at(input.len() / 2);
     let mut events = vec![

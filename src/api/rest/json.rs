@@ -34,6 +34,10 @@ const ENUM_FIELDS: [(&str, &[&str]); 7] = [
 /// Maps of free-form strings, left alone.
 const FREE_FORM: [&str; 3] = ["metadata", "labels", "env"];
 
+/// JSON values of the caller's or the agent's (`google.protobuf.Value`), left as they are:
+/// a schema's `"status"` property is not our enum.
+const JSON_VALUES: [&str; 2] = ["output_schema", "structured_output"];
+
 /// An API message as REST JSON: proto field names, enums as lowercase words.
 pub fn to_json(message: &impl Serialize) -> Value {
     fn words(value: &mut Value, prefixes: &[&str]) {
@@ -53,7 +57,9 @@ pub fn to_json(message: &impl Serialize) -> Value {
                 for (key, value) in map.iter_mut() {
                     if let Some((_, prefixes)) = ENUM_FIELDS.iter().find(|(k, _)| k == key) {
                         words(value, prefixes);
-                    } else if !FREE_FORM.contains(&key.as_str()) {
+                    } else if !FREE_FORM.contains(&key.as_str())
+                        && !JSON_VALUES.contains(&key.as_str())
+                    {
                         walk(value);
                     }
                 }
@@ -121,6 +127,9 @@ pub(super) fn from_json<T: DeserializeOwned>(
                 } else {
                     format!("{path}.{key}")
                 };
+                if JSON_VALUES.contains(&key.as_str()) {
+                    continue;
+                }
                 if ENUM_FIELDS.iter().any(|(k, _)| k == key) {
                     let named = match &*value {
                         Value::Array(items) => Value::Array(

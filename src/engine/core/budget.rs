@@ -52,6 +52,36 @@ impl Core {
         })
     }
 
+    /// What an attempt of `task` may spend (`--max-budget-usd`): the least of what is left
+    /// of its own budget (after its earlier attempts), its workflow's and the swarm's, so
+    /// that a runaway agent stops itself. `None` when no budget applies.
+    pub(super) fn attempt_budget(&self, task: &str) -> Option<f64> {
+        let task = &self.tasks.get(task)?.task;
+        let own = task.spec.options.max_budget_usd.map(|budget| {
+            let spent: f64 = task
+                .history
+                .iter()
+                .filter_map(|a| a.result.as_ref())
+                .map(|r| r.cost_usd)
+                .sum();
+            budget - spent
+        });
+        let workflow = task
+            .workflow_id
+            .as_ref()
+            .and_then(|w| self.workflows.get(w))
+            .and_then(|flow| {
+                let budget = flow.record.info.budget_usd?;
+                Some(budget - self.workflow_info(flow).total_cost_usd)
+            });
+        let swarm = self.config.budget_usd.map(|b| b - self.total_cost_usd);
+        [own, workflow, swarm]
+            .into_iter()
+            .flatten()
+            .reduce(f64::min)
+            .map(|left| left.max(0.0))
+    }
+
     pub(super) fn status(&self) -> SwarmStatus {
         let count = |status| self.pool.live().filter(|i| i.status == status).count() as u64;
         SwarmStatus {

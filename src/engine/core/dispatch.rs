@@ -7,10 +7,10 @@ use super::{Core, Effect, Running};
 use crate::engine::{
     model::{
         event::EventKind,
-        task::{TaskId, TaskStatus},
+        task::{AgentOptions, FailureClass, TaskId, TaskStatus},
     },
     ports::RunRequest,
-    workflow::shell_quote,
+    workflow::{Segment, output_at, output_text, shell_quote},
 };
 
 impl Core {
@@ -24,6 +24,12 @@ impl Core {
             self.expand(id);
             return;
         }
+        if !self.take_session(id) {
+            return;
+        }
+        let Some(task) = self.tasks.get(id).map(|e| &e.task) else {
+            return;
+        };
         let priority = task.spec.priority;
         self.arrivals += 1;
         if let Some(instance) = task.spec.instance_id.clone() {
@@ -100,24 +106,39 @@ impl Core {
         let spec = &self.tasks.get(task_id)?.task.spec;
         let shell = spec.command.is_some();
         spec.template.as_ref().map(|template| {
-            template.render(|id| {
-                let text = self
-                    .tasks
-                    .get(id)
-                    .and_then(|e| e.task.result.as_ref())
-                    .map(|r| r.text.as_str())
-                    .unwrap_or_default();
-                if shell {
-                    shell_quote(text)
-                } else {
-                    text.to_owned()
+            template.render(|segment| {
+                let result = |id: &str| self.tasks.get(id).and_then(|e| e.task.result.as_ref());
+                let text = match segment {
+                    Segment::Result(id) => result(id).map(|r| r.text.clone()),
+                    // A part the schema let the answer leave out is empty.
+                    Segment::Output(id, path) => result(id)
+                        .and_then(|r| r.structured_output.as_ref())
+                        .and_then(|output| output_at(output, path))
+                        .map(output_text),
+                    _ => None,
                 }
+                .unwrap_or_default();
+                if shell { shell_quote(&text) } else { text }
             })
         })
     }
 
     fn start(&mut self, task_id: TaskId, instance_id: &str) {
+        let max_budget_usd = self.attempt_budget(&task_id);
+        if let Some(left) = max_budget_usd
+            && left <= 0.0
+        {
+            // Its own budget went on earlier attempts (the swarm's and the workflow's hold
+            // dispatching back before this).
+            if let Some(entry) = self.tasks.get_mut(&task_id) {
+                entry.task.failure_class = Some(FailureClass::BudgetExhausted);
+            }
+            let reason = "not started: its budget (options.max_budget_usd) is spent".to_string();
+            self.finish(&task_id, TaskStatus::Failed, None, Some(reason));
+            return;
+        }
         let rendered = self.render(&task_id);
+        let resume = self.session_to_resume(&task_id);
         let instance_dir = self
             .pool
             .get(instance_id)
@@ -157,10 +178,18 @@ impl Core {
             permission_mode: spec.permission_mode.clone(),
             command: spec.command.clone(),
             attempt: task.attempts,
-            options: spec.options.clone(),
+            options: match resume {
+                Some(session) => AgentOptions {
+                    resume_session: Some(session),
+                    ..spec.options.clone()
+                },
+                None => spec.options.clone(),
+            },
             isolation: spec.isolation,
             instance_id: instance_id.to_owned(),
             workflow_id: task.workflow_id.clone(),
+            max_budget_usd,
+            output_schema: spec.output_schema.clone(),
         };
         self.pool.assign(instance_id, &task_id);
         self.set_status(&task_id, TaskStatus::Running);

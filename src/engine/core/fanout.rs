@@ -9,8 +9,20 @@ use crate::engine::{
         task::{Task, TaskId, TaskResult, TaskSpec, TaskStatus},
     },
     ports::StopReason,
-    workflow::{FanOutSource, MAX_ITEMS, Template, items_of, shell_quote},
+    workflow::{FanOutSource, MAX_ITEMS, Template, items_of, output_at, output_text, shell_quote},
 };
+
+/// What a JSON value is, for an error.
+fn json_kind(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "a list",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
 
 /// A `for_each` task's items, released at most `max_parallel` at a time.
 pub(super) struct FanOutState {
@@ -44,6 +56,29 @@ impl Core {
                     .and_then(|e| e.task.result.as_ref())
                     .map_or("", |r| r.text.as_str()),
             ),
+            FanOutSource::Output(source, path) => {
+                let value = self
+                    .tasks
+                    .get(source)
+                    .and_then(|e| e.task.result.as_ref())
+                    .and_then(|r| r.structured_output.as_ref())
+                    .and_then(|output| output_at(output, path));
+                match value {
+                    Some(serde_json::Value::Array(values)) => {
+                        values.iter().map(output_text).collect()
+                    }
+                    other => {
+                        let found = other.map_or("nothing", |v| json_kind(v));
+                        let at = path.join(".");
+                        let reason = format!(
+                            "for_each: the structured output of {source} has {found} at {:?}, not a list",
+                            if at.is_empty() { "." } else { &at }
+                        );
+                        self.finish(id, TaskStatus::Failed, None, Some(reason));
+                        return;
+                    }
+                }
+            }
         };
         if items.len() > MAX_ITEMS {
             let reason = format!("for_each: {} items is more than {MAX_ITEMS}", items.len());

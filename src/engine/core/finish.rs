@@ -77,6 +77,9 @@ impl Core {
                 (r.cost_usd, r.usage.clone(), u64::from(r.num_turns))
             });
         self.account(instance_id.as_deref(), cost, &usage, turns, outcome.status);
+        if let Some(result) = &outcome.result {
+            self.record_session(task_id, &result.session_id);
+        }
         if interrupted {
             // Stored as it is, without the process group that is gone now.
             self.mark_dirty(task_id);
@@ -183,6 +186,7 @@ impl Core {
                 continue;
             }
             self.set_status(&id, status);
+            self.release_session(&id);
             self.finished_tasks.push_back(id.clone());
             let Some(entry) = self.tasks.get_mut(&id) else {
                 continue;

@@ -41,6 +41,15 @@ impl Core {
 
     pub(super) fn spawn_instance(&mut self, working_directory: Option<PathBuf>) -> Instance {
         let instance = self.pool.spawn(working_directory, self.now).clone();
+        // Relative directories are taken from the configured one, as a run's are.
+        let working_directory = self
+            .config
+            .working_directory
+            .join(instance.working_directory.clone().unwrap_or_default());
+        self.effects.push(Effect::PrepareInstance {
+            instance: instance.id.clone(),
+            working_directory,
+        });
         self.publish(
             EventKind::InstanceSpawned,
             None,

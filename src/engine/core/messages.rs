@@ -127,6 +127,12 @@ pub enum Effect {
     Reap(Leftover),
     /// Answer a caller (once the turn's changes are stored).
     Reply { call: CallId, answer: Box<Answer> },
+    /// A new instance: the agent may start its first process ahead of its first task, in
+    /// the directory its tasks run in by default.
+    PrepareInstance {
+        instance: String,
+        working_directory: PathBuf,
+    },
 }
 
 /// The timers the core uses; one of each kind per key at most.

@@ -8,7 +8,8 @@
 //! One file per family of transitions: `submit` (validation, ids, idempotency, listing),
 //! `dispatch` (the ready queues, starting runs), `finish` (run results, retries, terminal
 //! states and dependents), `fanout` (`for_each`), `cancel`, `workflows`, `instances`,
-//! `budget` (rate-limit pauses and budgets), `restore` and `compact`.
+//! `budget` (rate-limit pauses and budgets), `sessions` (workflow session names),
+//! `restore` and `compact`.
 
 mod budget;
 mod cancel;
@@ -21,6 +22,7 @@ mod messages;
 mod pool;
 mod queue;
 mod restore;
+mod sessions;
 mod submit;
 mod workflows;
 
@@ -181,6 +183,8 @@ pub struct Core {
     pool: Pool,
     running: HashMap<TaskId, Running>,
     fan_outs: HashMap<TaskId, fanout::FanOutState>,
+    /// Workflow session names: the id to resume, who holds each, who waits.
+    sessions: HashMap<sessions::SessionKey, sessions::Session>,
     /// Idempotency key -> the task submitted with it.
     idempotency: HashMap<String, TaskId>,
     workflows: HashMap<WorkflowId, Flow>,
@@ -229,6 +233,7 @@ impl Core {
             pool: Pool::default(),
             running: HashMap::new(),
             fan_outs: HashMap::new(),
+            sessions: HashMap::new(),
             idempotency: HashMap::new(),
             workflows: HashMap::new(),
             workflow_order: Vec::new(),

@@ -98,6 +98,7 @@ impl Core {
         for (id, reason) in self.wire_dependencies(&open) {
             self.finish(&id, TaskStatus::Skipped, None, Some(reason));
         }
+        self.restore_sessions();
         for id in open {
             self.resume(&id, &mut by_parent);
         }
@@ -127,6 +128,27 @@ impl Core {
             self.end_workflow(&id);
         }
         self.dispatch();
+    }
+
+    /// Session names resume what their tasks' runs last reported, as stored with them.
+    fn restore_sessions(&mut self) {
+        let mut reported: Vec<(Option<SystemTime>, TaskId, String)> = self
+            .tasks
+            .values()
+            .map(|e| &e.task)
+            .filter(|t| t.spec.session.is_some())
+            .filter_map(|t| {
+                let result = t
+                    .result
+                    .as_ref()
+                    .or_else(|| t.history.last().and_then(|a| a.result.as_ref()))?;
+                Some((t.started_at, t.id.clone(), result.session_id.clone()))
+            })
+            .collect();
+        reported.sort();
+        for (_, task, session) in reported {
+            self.record_session(&task, &session);
+        }
     }
 
     /// Work that was in flight when the store last wrote.

@@ -3,5 +3,6 @@
 
 pub mod event;
 pub mod instance;
+pub mod schema;
 pub mod task;
 pub mod words;

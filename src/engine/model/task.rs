@@ -114,6 +114,12 @@ pub struct TaskSpec {
     pub options: AgentOptions,
     /// Where the task runs: as it is, or in a git worktree of its own.
     pub isolation: Isolation,
+    /// A conversation shared by name with the other tasks of its workflow that name it:
+    /// the first to run starts it, later ones resume it, one at a time.
+    pub session: Option<String>,
+    /// A JSON Schema the answer must match (`--json-schema`); the result then keeps the
+    /// answer as `structured_output`.
+    pub output_schema: Option<serde_json::Value>,
 }
 
 words! {
@@ -275,14 +281,14 @@ impl AgentOptions {
         )?;
         each_not_a_flag("options.add_dirs", &self.add_dirs, "directories")?;
         if let Some(session) = &self.resume_session
-            && (session.is_empty()
-                || !session
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-'))
+            && !session_id_shaped(session)
         {
             return Err(EngineError::invalid(
                 "options.resume_session",
-                "must be a session id (letters, digits, '-')",
+                format!(
+                    "{session:?} is not a session id: one looks like \
+                     123e4567-e89b-12d3-a456-426614174000 (a UUID, as `result.session_id` shows)"
+                ),
             ));
         }
         if self.fork_session && self.resume_session.is_none() {
@@ -389,8 +395,31 @@ impl TaskSpec {
         if self.max_turns == Some(0) {
             return Err(EngineError::invalid("max_turns", "must be positive"));
         }
+        if let Some(name) = &self.session {
+            validate_id("session", name)?;
+        }
+        if let Some(schema) = &self.output_schema {
+            if self.command.is_some() {
+                return Err(EngineError::invalid(
+                    "output_schema",
+                    "a shell step (command) has no structured answer",
+                ));
+            }
+            super::schema::check(schema)
+                .map_err(|why| EngineError::invalid("output_schema", why))?;
+        }
         self.options.validate()
     }
+}
+
+/// A session id as the CLI makes them: a UUID in its hyphenated form, nothing else (it
+/// ends up on a command line).
+pub fn session_id_shaped(id: &str) -> bool {
+    id.len() == 36
+        && id.char_indices().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => c == '-',
+            _ => c.is_ascii_hexdigit(),
+        })
 }
 
 /// Ids chosen by clients end up in URLs, logs and command lines: keep them plain.
@@ -455,6 +484,8 @@ pub struct TaskResult {
     /// With worktree isolation: the branch holding the changes, and their diff stat.
     pub branch: Option<String>,
     pub diff_stat: String,
+    /// With an `output_schema`: the answer, matching it.
+    pub structured_output: Option<serde_json::Value>,
 }
 
 /// A task as the engine tracks it.
@@ -538,6 +569,7 @@ words! {
         Interrupted = "interrupted",
         CommandFailed = "command_failed",
         Skipped = "skipped",
+        OutputInvalid = "output_invalid",
     }
 }
 
@@ -553,6 +585,7 @@ impl FailureClass {
                 | Self::ProtocolError
                 | Self::Interrupted
                 | Self::CommandFailed
+                | Self::OutputInvalid
         )
     }
 }

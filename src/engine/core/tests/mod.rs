@@ -7,7 +7,9 @@ mod dispatch;
 mod finish;
 mod instances;
 mod restore;
+mod sessions;
 mod shutdown;
+mod structured;
 mod submit;
 mod workflows;
 
