@@ -23,7 +23,8 @@ use tokio::{
 
 use super::{
     ProcessAgent,
-    child::{LineReader, forward, prepare, read_tail, signal_group, spawn_error, terminate},
+    child::{Line, LineReader, forward, prepare, read_tail, signal_group, spawn_error, terminate},
+    control::{Control, PERMISSION_FLAGS},
     resources,
     verdict::ProcessExit,
 };
@@ -133,6 +134,7 @@ impl ProcessAgent {
             "stream-json",
             "--verbose",
         ]);
+        cmd.args(PERMISSION_FLAGS);
         let session = match resume {
             Some(session) => {
                 cmd.arg(format!("--resume={session}"));
@@ -222,10 +224,14 @@ impl ProcessAgent {
             None => false,
         };
         let mut ended = !sent;
+        let mut control = Control::default();
         while !ended {
             tokio::select! {
                 line = live.lines.next() => match line {
                     Ok(Some(line)) => {
+                        if let Line::Text(text) = &line {
+                            control.on_line(&sink, text).await;
+                        }
                         forward(&sink, &mut outcome, None, line).await;
                         if outcome.result.is_some() {
                             // The process lives on; the turn ended as a clean exit would.
@@ -238,6 +244,13 @@ impl ProcessAgent {
                     }
                     Ok(None) | Err(_) => ended = true,
                 },
+                answer = control.next_answer() => {
+                    let written = match live.stdin.as_mut() {
+                        Some(stdin) => stdin.write_all(answer.as_bytes()).await.is_ok(),
+                        None => false,
+                    };
+                    ended = !written;
+                }
                 reason = &mut stop => {
                     outcome.stopped = Some(reason);
                     let keep = interrupt(live, &sink, &mut outcome, self.command.stop_grace).await;

@@ -5,7 +5,7 @@
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::engine::{AgentOutput, Usage};
+use crate::engine::{AgentOutput, PermissionDenial, Usage};
 
 /// The agent's `result` line, reduced to what the engine keeps.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -22,6 +22,8 @@ pub struct ResultLine {
     pub subtype: String,
     /// `api_error_status`, when the API answered with an error.
     pub api_error_status: Option<u16>,
+    /// `permission_denials`: the tool calls refused during the turn.
+    pub permission_denials: Vec<PermissionDenial>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -116,6 +118,16 @@ pub struct ResultMessage {
     pub api_error_status: Option<Value>,
     /// Messages on error subtypes.
     pub errors: Vec<Value>,
+    pub permission_denials: Vec<DenialJson>,
+}
+
+/// One of a result line's `permission_denials`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct DenialJson {
+    pub tool_name: String,
+    pub tool_use_id: String,
+    pub tool_input: Value,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -211,6 +223,16 @@ pub fn parse_line(line: &str) -> ParsedLine {
                     .as_ref()
                     .and_then(Value::as_u64)
                     .and_then(|s| u16::try_from(s).ok()),
+                permission_denials: r
+                    .permission_denials
+                    .into_iter()
+                    .map(|d| PermissionDenial {
+                        tool_name: d.tool_name,
+                        tool_use_id: d.tool_use_id,
+                        input: d.tool_input,
+                        message: String::new(),
+                    })
+                    .collect(),
             });
             ("result", r.subtype, text)
         }

@@ -53,6 +53,7 @@ impl ProcessExit {
             api_error_status: r.api_error_status,
             branch: self.branch.clone(),
             diff_stat: self.diff_stat.clone(),
+            permission_denials: r.permission_denials.clone(),
         });
         use FailureClass as C;
         let (status, error, class) = match (self.stopped, &self.failure, &self.result) {

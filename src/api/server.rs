@@ -34,7 +34,7 @@ use super::{
 use crate::{
     engine::Engine,
     pb::{
-        self, event_service_server::EventServiceServer,
+        self, approval_service_server::ApprovalServiceServer, event_service_server::EventServiceServer,
         instance_service_server::InstanceServiceServer, swarm_service_server::SwarmServiceServer,
         task_service_server::TaskServiceServer, workflow_service_server::WorkflowServiceServer,
     },
@@ -126,12 +126,15 @@ async fn app(
         web.layer(EventServiceServer::new(api.clone()).max_decoding_message_size(max)),
         web.layer(health_service),
     );
+    let approvals =
+        web.layer(ApprovalServiceServer::new(api.clone()).max_decoding_message_size(max));
     let api_services = [
         name(&swarm),
         name(&tasks),
         name(&instances),
         name(&workflows),
         name(&events),
+        name(&approvals),
     ];
     set_health(&health, &api_services, ServingStatus::Serving).await;
     // A stopped engine (a bug) answers nothing any more: health says so at once.
@@ -159,6 +162,7 @@ async fn app(
         .add_service(instances)
         .add_service(workflows)
         .add_service(events)
+        .add_service(approvals)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -19,7 +19,8 @@ use crate::{
     api::convert,
     engine::{Priority, TaskStatus},
     pb::{
-        self, event_service_client::EventServiceClient,
+        self, approval_service_client::ApprovalServiceClient,
+        event_service_client::EventServiceClient,
         instance_service_client::InstanceServiceClient, swarm_service_client::SwarmServiceClient,
         task_service_client::TaskServiceClient, workflow_service_client::WorkflowServiceClient,
     },
@@ -27,7 +28,7 @@ use crate::{
 
 /// Sends `authorization: Bearer <key>` on every call, when there is a key.
 #[derive(Clone)]
-struct Bearer(Option<AsciiMetadataValue>);
+pub(super) struct Bearer(Option<AsciiMetadataValue>);
 
 impl Bearer {
     fn new(key: Option<&str>) -> Result<Self, InvalidMetadataValue> {
@@ -65,6 +66,7 @@ pub(super) async fn client(
     let mut instances = InstanceServiceClient::with_interceptor(channel.clone(), bearer.clone());
     let mut workflows = WorkflowServiceClient::with_interceptor(channel.clone(), bearer.clone());
     let mut events = EventServiceClient::with_interceptor(channel.clone(), bearer.clone());
+    let mut approvals = ApprovalServiceClient::with_interceptor(channel.clone(), bearer.clone());
     match command {
         Command::Serve(_)
         | Command::Config(_)
@@ -293,6 +295,40 @@ pub(super) async fn client(
                 .await?
                 .into_inner();
             print(json, &w, |w| print_workflows(std::slice::from_ref(w)))?;
+        }
+        Command::Approvals {
+            state,
+            task,
+            workflow,
+        } => super::approvals::list(&mut approvals, &state, task, workflow, json).await?,
+        Command::Approve {
+            id,
+            always,
+            message,
+            input,
+        } => {
+            let verdict = super::approvals::Verdict {
+                id,
+                allow: true,
+                message,
+                always,
+                input,
+            };
+            super::approvals::decide(&mut approvals, verdict, json).await?;
+        }
+        Command::Deny {
+            id,
+            message,
+            always,
+        } => {
+            let verdict = super::approvals::Verdict {
+                id,
+                allow: false,
+                message,
+                always,
+                input: None,
+            };
+            super::approvals::decide(&mut approvals, verdict, json).await?;
         }
         Command::Watch {
             task,

@@ -146,6 +146,10 @@ struct FileConfig {
     rate_limit_per_second: Option<u32>,
     /// Requests at once before a caller is held to `rate_limit_per_second`.
     rate_limit_burst: Option<u32>,
+    // ---- tool permissions (issue 13) ----
+    /// Swarm-wide permission rules and the approvals' deadline.
+    #[serde(default)]
+    permissions: permissions::PermissionsSection,
 }
 
 /// An `api_keys` entry: the key's SHA-256, never the key.
@@ -212,6 +216,7 @@ impl Config {
             None => FileConfig::default(),
         };
         let defaults = EngineConfig::default();
+        let (permissions, approval_timeout) = file.permissions.checked()?;
         let working_directory = match overrides
             .working_directory
             .clone()
@@ -305,6 +310,8 @@ impl Config {
                     other => other.unwrap_or(defaults.max_queued_tasks),
                 },
                 allow_agent_env_override: checked_env_overrides(file.allow_agent_env_override)?,
+                permissions,
+                approval_timeout,
                 budget_usd: match file.budget_usd {
                     Some(b) if !(b.is_finite() && b > 0.0) => {
                         return Err(ConfigError(
@@ -454,3 +461,5 @@ fn checked_hosts(hosts: Vec<String>) -> Result<Vec<String>, ConfigError> {
 
 #[cfg(test)]
 mod tests;
+
+mod permissions;

@@ -3,5 +3,6 @@
 //! acknowledged submission survives a crash. SQLite in WAL mode is the default; stored
 //! shapes are their own versioned types ([`rows`]), separate from the engine's.
 
+mod approvals;
 pub mod rows;
 pub mod sqlite;

@@ -15,8 +15,10 @@ use std::{
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer, de::Error as _};
 
+use super::approvals::{ApprovalRow, DenialRow, PolicyRow};
 use crate::engine::{
-    AgentOptions, AgentOutput, Attempt, Event, EventKind, FailureClass, FailurePolicy, Instance,
+    AgentOptions, AgentOutput, Attempt, DenialPolicy, Event, EventKind, FailureClass,
+    FailurePolicy, Instance,
     InstanceStatus, Isolation, Payload, Priority, Task, TaskResult, TaskSpec, TaskStatus, Usage,
     model::words::Word,
     ports::{TaskRecord, WorkflowRecord},
@@ -186,6 +188,8 @@ macro_rules! mirror {
     };
 }
 
+pub(super) use mirror;
+
 mirror! {
     #[derive(Default)]
     #[serde(default)]
@@ -212,6 +216,7 @@ mirror! {
         api_error_status: Option<u16>,
         branch: Option<String>,
         diff_stat: String,
+        permission_denials: Vec<DenialRow>,
     }
 }
 
@@ -334,6 +339,8 @@ mirror! {
         idempotency_key: Option<String>,
         options: OptionsRow,
         isolation: Variant<Isolation>,
+        permissions: PolicyRow,
+        on_permission_denied: Variant<DenialPolicy>,
     }
 }
 
@@ -405,6 +412,8 @@ mirror! {
         usage: UsageRow,
         #[serde(default)]
         turns: u64,
+        #[serde(default)]
+        permissions: PolicyRow,
     }
 }
 
@@ -529,6 +538,8 @@ pub enum ChangeRow {
     Instance(InstanceRow),
     Workflow(WorkflowInfoRow),
     Output(OutputRow),
+    Approval(Box<ApprovalRow>),
+    Denial(DenialRow),
 }
 
 /// An event as layout 2 stores it.
@@ -557,6 +568,10 @@ impl EventRow {
                 Payload::Instance(i) => ChangeRow::Instance(Row::from_domain(i.as_ref())),
                 Payload::Workflow(w) => ChangeRow::Workflow(Row::from_domain(w.as_ref())),
                 Payload::Output(o) => ChangeRow::Output(Row::from_domain(o.as_ref())),
+                Payload::Approval(a) => {
+                    ChangeRow::Approval(Box::new(Row::from_domain(a.as_ref())))
+                }
+                Payload::Denial(d) => ChangeRow::Denial(Row::from_domain(d.as_ref())),
             },
         }
     }
@@ -580,6 +595,8 @@ impl EventRow {
             ChangeRow::Instance(i) => Payload::Instance(Box::new(i.into_domain())),
             ChangeRow::Workflow(w) => Payload::Workflow(Box::new(w.into_domain())),
             ChangeRow::Output(o) => Payload::Output(Box::new(o.into_domain())),
+            ChangeRow::Approval(a) => Payload::Approval(Box::new(a.into_domain())),
+            ChangeRow::Denial(d) => Payload::Denial(Box::new(d.into_domain())),
         };
         Event {
             sequence: self.sequence,

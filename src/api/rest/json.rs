@@ -18,11 +18,14 @@ use crate::pb;
 pub(super) const JSON: &str = "application/json";
 
 /// Enum-valued fields and the prefix of their proto value names.
-const ENUM_FIELDS: [(&str, &[&str]); 7] = [
+const ENUM_FIELDS: [(&str, &[&str]); 10] = [
     (
         "status",
         &["TASK_STATUS_", "INSTANCE_STATUS_", "WORKFLOW_STATUS_"],
     ),
+    ("on_permission_denied", &["DENIAL_POLICY_"]),
+    ("state", &["APPROVAL_STATE_"]),
+    ("always", &["POLICY_SCOPE_"]),
     ("priority", &["PRIORITY_"]),
     ("kind", &["EVENT_KIND_"]),
     ("kinds", &["EVENT_KIND_"]),
@@ -33,6 +36,9 @@ const ENUM_FIELDS: [(&str, &[&str]); 7] = [
 
 /// Maps of free-form strings, left alone.
 const FREE_FORM: [&str; 3] = ["metadata", "labels", "env"];
+
+/// Arbitrary JSON (a tool's input, the CLI's suggestions), passed through untouched.
+const RAW_JSON: [&str; 3] = ["input", "updated_input", "permission_suggestions"];
 
 /// An API message as REST JSON: proto field names, enums as lowercase words.
 pub(super) fn to_json(message: &impl Serialize) -> Value {
@@ -53,7 +59,9 @@ pub(super) fn to_json(message: &impl Serialize) -> Value {
                 for (key, value) in map.iter_mut() {
                     if let Some((_, prefixes)) = ENUM_FIELDS.iter().find(|(k, _)| k == key) {
                         words(value, prefixes);
-                    } else if !FREE_FORM.contains(&key.as_str()) {
+                    } else if !FREE_FORM.contains(&key.as_str())
+                        && !RAW_JSON.contains(&key.as_str())
+                    {
                         walk(value);
                     }
                 }
@@ -95,6 +103,9 @@ pub(super) fn enum_name(field: &str, value: &Value) -> Result<Value, ApiError> {
             "FAILURE_POLICY_" => pb::FailurePolicy::from_str_name(&name).is_some(),
             "FAILURE_CLASS_" => pb::FailureClass::from_str_name(&name).is_some(),
             "ISOLATION_" => pb::Isolation::from_str_name(&name).is_some(),
+            "DENIAL_POLICY_" => pb::DenialPolicy::from_str_name(&name).is_some(),
+            "APPROVAL_STATE_" => pb::ApprovalState::from_str_name(&name).is_some(),
+            "POLICY_SCOPE_" => pb::PolicyScope::from_str_name(&name).is_some(),
             _ => pb::EventKind::from_str_name(&name).is_some(),
         };
         if known {
@@ -133,6 +144,8 @@ pub(super) fn from_json<T: DeserializeOwned>(
                         single => enum_name(key, single).map_err(|e| at(e, &here))?,
                     };
                     *value = named;
+                } else if RAW_JSON.contains(&key.as_str()) {
+                    // Taken as it is: the tool's own keys are not ours to check.
                 } else if FREE_FORM.contains(&key.as_str()) {
                     if let Value::Object(entries) = value {
                         for entry in entries.values_mut() {

@@ -3,7 +3,10 @@
 
 use std::{collections::BTreeMap, path::PathBuf, time::Duration, time::SystemTime};
 
-use super::words::words;
+use super::{
+    approval::{DenialPolicy, PermissionDenial, PermissionPolicy},
+    words::words,
+};
 use crate::engine::{
     error::{EngineError, Result},
     workflow::{FanOut, Template},
@@ -114,6 +117,10 @@ pub struct TaskSpec {
     pub options: AgentOptions,
     /// Where the task runs: as it is, or in a git worktree of its own.
     pub isolation: Isolation,
+    /// Tool permission rules of this task (its workflow's and the swarm's apply too).
+    pub permissions: PermissionPolicy,
+    /// Whether a refused tool call fails a task that otherwise completed.
+    pub on_permission_denied: DenialPolicy,
 }
 
 words! {
@@ -389,6 +396,7 @@ impl TaskSpec {
         if self.max_turns == Some(0) {
             return Err(EngineError::invalid("max_turns", "must be positive"));
         }
+        self.permissions.validate("permissions")?;
         self.options.validate()
     }
 }
@@ -455,6 +463,8 @@ pub struct TaskResult {
     /// With worktree isolation: the branch holding the changes, and their diff stat.
     pub branch: Option<String>,
     pub diff_stat: String,
+    /// Tool calls the agent was refused during the run.
+    pub permission_denials: Vec<PermissionDenial>,
 }
 
 /// A task as the engine tracks it.
@@ -538,6 +548,7 @@ words! {
         Interrupted = "interrupted",
         CommandFailed = "command_failed",
         Skipped = "skipped",
+        PermissionDenied = "permission_denied",
     }
 }
 

@@ -196,6 +196,7 @@ fn plan(tasks: Vec<TaskSpec>) -> WorkflowPlan {
         tasks,
         leaves,
         budget_usd: None,
+        permissions: Default::default(),
     }
 }
 
