@@ -116,7 +116,8 @@ fn response_line(request_id: &str, decision: PermissionDecision, input: Value) -
 mod tests {
     use super::*;
 
-    const ALLOW: &str = include_str!("../../tests/fixtures/claude-code-cli/can-use-tool-allow.jsonl");
+    const ALLOW: &str =
+        include_str!("../../tests/fixtures/claude-code-cli/can-use-tool-allow.jsonl");
 
     #[test]
     fn the_captured_request_is_read_whole() {
@@ -132,24 +133,38 @@ mod tests {
             "touch /home/user/outside/marker && echo wrote-it"
         );
         assert_eq!(request.suggestions[0]["type"], "addRules");
-        assert_eq!(request.blocked_path.as_deref(), Some("/home/user/outside/marker"));
+        assert_eq!(
+            request.blocked_path.as_deref(),
+            Some("/home/user/outside/marker")
+        );
         assert_eq!(request.tool_use_id, "toolu_fake1");
     }
 
     #[test]
     fn answers_have_the_shape_the_cli_reads() {
         let input = json!({ "command": "ls" });
-        let allow = response_line("r1", PermissionDecision::Allow { updated_input: None }, input.clone());
+        let allow = response_line(
+            "r1",
+            PermissionDecision::Allow {
+                updated_input: None,
+            },
+            input.clone(),
+        );
         let allow: Value = serde_json::from_str(&allow).unwrap();
         assert_eq!(allow["response"]["request_id"], "r1");
         assert_eq!(allow["response"]["response"]["behavior"], "allow");
         assert_eq!(allow["response"]["response"]["updatedInput"], input);
         let deny = response_line(
             "r2",
-            PermissionDecision::Deny { message: "no".into() },
+            PermissionDecision::Deny {
+                message: "no".into(),
+            },
             input,
         );
         let deny: Value = serde_json::from_str(&deny).unwrap();
-        assert_eq!(deny["response"]["response"], json!({ "behavior": "deny", "message": "no" }));
+        assert_eq!(
+            deny["response"]["response"],
+            json!({ "behavior": "deny", "message": "no" })
+        );
     }
 }

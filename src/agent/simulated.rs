@@ -301,7 +301,10 @@ impl Pause for Inbox {
             .iter()
             .position(|l| Self::answer_of(l, request_id).is_some())
         {
-            return self.later.remove(i).and_then(|l| Self::answer_of(&l, request_id));
+            return self
+                .later
+                .remove(i)
+                .and_then(|l| Self::answer_of(&l, request_id));
         }
         loop {
             let line = self.lines.recv().ok()?;

@@ -157,10 +157,7 @@ impl pb::approval_service_server::ApprovalService for Service {
         reply(Service::get_approval(self, r.into_inner()).await)
     }
 
-    async fn decide_approval(
-        &self,
-        r: Request<pb::DecideApprovalRequest>,
-    ) -> Reply<pb::Approval> {
+    async fn decide_approval(&self, r: Request<pb::DecideApprovalRequest>) -> Reply<pb::Approval> {
         reply(Service::decide_approval(self, r.into_inner()).await)
     }
 }

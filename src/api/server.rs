@@ -34,9 +34,10 @@ use super::{
 use crate::{
     engine::Engine,
     pb::{
-        self, approval_service_server::ApprovalServiceServer, event_service_server::EventServiceServer,
-        instance_service_server::InstanceServiceServer, swarm_service_server::SwarmServiceServer,
-        task_service_server::TaskServiceServer, workflow_service_server::WorkflowServiceServer,
+        self, approval_service_server::ApprovalServiceServer,
+        event_service_server::EventServiceServer, instance_service_server::InstanceServiceServer,
+        swarm_service_server::SwarmServiceServer, task_service_server::TaskServiceServer,
+        workflow_service_server::WorkflowServiceServer,
     },
 };
 

@@ -294,7 +294,9 @@ impl Service {
             n => Some(from_pb("always", n, None)?),
         };
         let caller = Caller::current();
-        if always == Some(PolicyScope::Swarm) && caller.as_ref().is_none_or(|c| c.role < Role::Admin) {
+        if always == Some(PolicyScope::Swarm)
+            && caller.as_ref().is_none_or(|c| c.role < Role::Admin)
+        {
             return Err(EngineError::PermissionDenied {
                 field: "always".into(),
                 reason: match &caller {

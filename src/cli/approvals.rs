@@ -97,8 +97,8 @@ pub(super) async fn decide(
     let updated_input = match &verdict.input {
         None => None,
         Some(text) => {
-            let value: serde_json::Value = serde_json::from_str(text)
-                .map_err(|e| format!("--input: not JSON: {e}"))?;
+            let value: serde_json::Value =
+                serde_json::from_str(text).map_err(|e| format!("--input: not JSON: {e}"))?;
             Some(serde_json::from_value::<pbjson_types::Value>(value)?)
         }
     };

@@ -20,9 +20,9 @@ use crate::{
     engine::{Priority, TaskStatus},
     pb::{
         self, approval_service_client::ApprovalServiceClient,
-        event_service_client::EventServiceClient,
-        instance_service_client::InstanceServiceClient, swarm_service_client::SwarmServiceClient,
-        task_service_client::TaskServiceClient, workflow_service_client::WorkflowServiceClient,
+        event_service_client::EventServiceClient, instance_service_client::InstanceServiceClient,
+        swarm_service_client::SwarmServiceClient, task_service_client::TaskServiceClient,
+        workflow_service_client::WorkflowServiceClient,
     },
 };
 

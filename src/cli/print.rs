@@ -117,7 +117,9 @@ pub(super) fn print_tasks(tasks: &[pb::Task]) {
         })
         .collect();
     table(
-        &["ID", "NAME", "STATUS", "DURATION", "COST", "DENIED", "RESULT"],
+        &[
+            "ID", "NAME", "STATUS", "DURATION", "COST", "DENIED", "RESULT",
+        ],
         &rows,
     );
 }

@@ -123,7 +123,9 @@ pub struct PermissionRequest {
 #[derive(Clone, Debug, PartialEq)]
 pub enum PermissionDecision {
     /// Run the tool, with this input instead of its own when set.
-    Allow { updated_input: Option<serde_json::Value> },
+    Allow {
+        updated_input: Option<serde_json::Value>,
+    },
     /// Refuse it; the agent is told why.
     Deny { message: String },
 }

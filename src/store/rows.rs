@@ -18,8 +18,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer, de::Error as _};
 use super::approvals::{ApprovalRow, DenialRow, PolicyRow};
 use crate::engine::{
     AgentOptions, AgentOutput, Attempt, DenialPolicy, Event, EventKind, FailureClass,
-    FailurePolicy, Instance,
-    InstanceStatus, Isolation, Payload, Priority, Task, TaskResult, TaskSpec, TaskStatus, Usage,
+    FailurePolicy, Instance, InstanceStatus, Isolation, Payload, Priority, Task, TaskResult,
+    TaskSpec, TaskStatus, Usage,
     model::words::Word,
     ports::{TaskRecord, WorkflowRecord},
     workflow::{FanOut, FanOutSource, Segment, Template, WorkflowInfo, WorkflowStatus},
@@ -568,9 +568,7 @@ impl EventRow {
                 Payload::Instance(i) => ChangeRow::Instance(Row::from_domain(i.as_ref())),
                 Payload::Workflow(w) => ChangeRow::Workflow(Row::from_domain(w.as_ref())),
                 Payload::Output(o) => ChangeRow::Output(Row::from_domain(o.as_ref())),
-                Payload::Approval(a) => {
-                    ChangeRow::Approval(Box::new(Row::from_domain(a.as_ref())))
-                }
+                Payload::Approval(a) => ChangeRow::Approval(Box::new(Row::from_domain(a.as_ref()))),
                 Payload::Denial(d) => ChangeRow::Denial(Row::from_domain(d.as_ref())),
             },
         }

@@ -31,10 +31,15 @@ impl Session {
         let tool_id = format!("toolu_sim_ask_{}", uuid::Uuid::new_v4().simple());
         let command = format!("touch {path} && echo wrote-it");
         let input = json!({ "command": command, "description": "print a marker" });
-        self.emit(out, self.assistant(json!([{ "type": "text", "text": "running it" }])))?;
         self.emit(
             out,
-            self.assistant(json!([{ "type": "tool_use", "id": tool_id, "name": "Bash", "input": input }])),
+            self.assistant(json!([{ "type": "text", "text": "running it" }])),
+        )?;
+        self.emit(
+            out,
+            self.assistant(
+                json!([{ "type": "tool_use", "id": tool_id, "name": "Bash", "input": input }]),
+            ),
         )?;
         let dir = Path::new(path)
             .parent()
@@ -42,7 +47,9 @@ impl Session {
             .unwrap_or_default();
         let refused = |message: &str| Asked {
             output: message.to_owned(),
-            denial: Some(json!({ "tool_name": "Bash", "tool_use_id": tool_id, "tool_input": input })),
+            denial: Some(
+                json!({ "tool_name": "Bash", "tool_use_id": tool_id, "tool_input": input }),
+            ),
         };
         let asked = if stdio {
             let request_id = uuid::Uuid::new_v4().to_string();
@@ -70,7 +77,10 @@ impl Session {
                         .as_str()
                         .unwrap_or(&command)
                         .to_owned();
-                    let ran = std::process::Command::new("sh").arg("-c").arg(&run).output()?;
+                    let ran = std::process::Command::new("sh")
+                        .arg("-c")
+                        .arg(&run)
+                        .output()?;
                     let text = String::from_utf8_lossy(&ran.stdout).trim().to_owned();
                     Asked {
                         output: text,
@@ -86,15 +96,18 @@ impl Session {
                  for this session ('{}'). Allowing runs the command as written.",
                 self.cwd
             );
-            self.emit(out, json!({
-                "type": "system",
-                "subtype": "permission_denied",
-                "tool_name": "Bash",
-                "tool_use_id": tool_id,
-                "message": message,
-                "uuid": uuid::Uuid::new_v4().to_string(),
-                "session_id": self.id,
-            }))?;
+            self.emit(
+                out,
+                json!({
+                    "type": "system",
+                    "subtype": "permission_denied",
+                    "tool_name": "Bash",
+                    "tool_use_id": tool_id,
+                    "message": message,
+                    "uuid": uuid::Uuid::new_v4().to_string(),
+                    "session_id": self.id,
+                }),
+            )?;
             refused(&message)
         };
         let mut result = self.user_tool_result(&tool_id, &asked.output);

@@ -17,8 +17,8 @@ use crate::engine::{
     error::{EngineError, Result},
     model::{
         approval::{
-            Approval, ApprovalId, ApprovalState, DenialPolicy, PermissionDenial,
-            PermissionPolicy, PolicyScope, Rule, ToolCall, asks, decide,
+            Approval, ApprovalId, ApprovalState, DenialPolicy, PermissionDenial, PermissionPolicy,
+            PolicyScope, Rule, ToolCall, asks, decide,
         },
         event::{EventKind, Payload},
         task::{FailureClass, TaskId, TaskStatus},
@@ -205,7 +205,10 @@ impl Core {
             let how = if verdict.allow { "allowed" } else { "denied" };
             return Some((
                 verdict.allow,
-                format!("{how} by the rule {} ({} policy)", verdict.rule, verdict.scope),
+                format!(
+                    "{how} by the rule {} ({} policy)",
+                    verdict.rule, verdict.scope
+                ),
             ));
         }
         (!asks(&borrowed)).then(|| {
@@ -217,7 +220,12 @@ impl Core {
     }
 
     /// A run asks whether it may use a tool.
-    pub(super) fn permission_asked(&mut self, task_id: TaskId, ask: AskId, request: PermissionRequest) {
+    pub(super) fn permission_asked(
+        &mut self,
+        task_id: TaskId,
+        ask: AskId,
+        request: PermissionRequest,
+    ) {
         let running = self.running.contains_key(&task_id)
             && self
                 .tasks
@@ -229,7 +237,12 @@ impl Core {
         }
         if let Some((allow, why)) = self.ruled(&task_id, &request.tool_name, &request.input) {
             if allow {
-                self.answer(ask, PermissionDecision::Allow { updated_input: None });
+                self.answer(
+                    ask,
+                    PermissionDecision::Allow {
+                        updated_input: None,
+                    },
+                );
             } else {
                 self.denied(&task_id, &request, &why);
                 self.answer(ask, deny(&why));
@@ -312,7 +325,11 @@ impl Core {
     }
 
     /// A person decides.
-    pub(super) fn decide_approval(&mut self, id: &str, decision: super::Decision) -> Result<Approval> {
+    pub(super) fn decide_approval(
+        &mut self,
+        id: &str,
+        decision: super::Decision,
+    ) -> Result<Approval> {
         let approval = self.get_approval(id)?;
         if approval.state != ApprovalState::Pending {
             let by = approval
@@ -381,7 +398,14 @@ impl Core {
             (_, text) => text.to_owned(),
         };
         let rule_added = added.map(|scope| format!("{scope}:{rule}"));
-        let decided = self.settle(id, state, &decision.by, message, decision.updated_input, rule_added);
+        let decided = self.settle(
+            id,
+            state,
+            &decision.by,
+            message,
+            decision.updated_input,
+            rule_added,
+        );
         if added.is_some() {
             self.settle_by_rules();
         }
@@ -496,7 +520,12 @@ impl Core {
             .approvals
             .waiting
             .keys()
-            .filter(|id| self.approvals.all.get(*id).is_some_and(|a| a.task_id == task))
+            .filter(|id| {
+                self.approvals
+                    .all
+                    .get(*id)
+                    .is_some_and(|a| a.task_id == task)
+            })
             .cloned()
             .collect();
         for id in &mine {
@@ -585,16 +614,18 @@ impl Core {
     }
 
     fn answer(&mut self, ask: AskId, decision: PermissionDecision) {
-        self.effects.push(Effect::AnswerPermission { ask, decision });
+        self.effects
+            .push(Effect::AnswerPermission { ask, decision });
     }
 
     /// Holds the task's timeout while one of its questions waits on a person.
     fn hold(&mut self, task: &str) {
-        let held = self
-            .approvals
-            .waiting
-            .keys()
-            .any(|id| self.approvals.all.get(id).is_some_and(|a| a.task_id == task));
+        let held = self.approvals.waiting.keys().any(|id| {
+            self.approvals
+                .all
+                .get(id)
+                .is_some_and(|a| a.task_id == task)
+        });
         self.effects.push(Effect::HoldTimeout {
             task: task.to_owned(),
             held,

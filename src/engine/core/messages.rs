@@ -16,8 +16,7 @@ use crate::engine::{
         task::{Task, TaskId, TaskSpec, WorkflowId},
     },
     ports::{
-        Batch, Leftover, PermissionDecision, PermissionRequest, RunOutcome, RunRequest,
-        StopReason,
+        Batch, Leftover, PermissionDecision, PermissionRequest, RunOutcome, RunRequest, StopReason,
     },
     workflow::{WorkflowInfo, WorkflowPlan},
 };

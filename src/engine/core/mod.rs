@@ -39,9 +39,9 @@ use std::{
 use super::{
     error::{EngineError, Result},
     model::{
+        approval::PermissionPolicy,
         event::{Event, EventKind, Payload},
         instance::Instance,
-        approval::PermissionPolicy,
         task::{Priority, Task, TaskId, TaskStatus, Usage, WorkflowId},
     },
     ports::{Batch, StopReason, TaskRecord, WorkflowRecord},

