@@ -71,6 +71,17 @@ struct Shown<'a> {
     /// `null`: no rate limit.
     rate_limit_per_second: Option<u32>,
     rate_limit_burst: Option<u32>,
+    permissions: ShownPermissions<'a>,
+}
+
+/// The swarm-wide permission rules and the approvals' deadline (seconds).
+#[derive(Serialize)]
+struct ShownPermissions<'a> {
+    allow: &'a [String],
+    deny: &'a [String],
+    /// `null`: ask (the default).
+    ask: Option<bool>,
+    approval_timeout: f64,
 }
 
 /// An API key as shown: never its secret or digest.
@@ -126,6 +137,12 @@ impl<'a> Shown<'a> {
             allow_commands: config.allow_commands,
             rate_limit_per_second: config.rate_limit.map(|l| l.per_second.get()),
             rate_limit_burst: config.rate_limit.map(|l| l.burst.get()),
+            permissions: ShownPermissions {
+                allow: &engine.permissions.allow,
+                deny: &engine.permissions.deny,
+                ask: engine.permissions.ask,
+                approval_timeout: engine.approval_timeout.as_secs_f64(),
+            },
         }
     }
 }
