@@ -171,6 +171,33 @@ async fn every_route_wants_a_key_of_its_role_and_works_with_one() {
     let http = Client::new();
     let admin = with_key(server.channel.clone(), &key(Role::Admin));
     let mut tasks = pb::task_service_client::TaskServiceClient::new(admin.clone());
+    // A tool call waiting on a person, first, while an instance is free.
+    let outside = tempfile::tempdir().unwrap();
+    let asking = tasks
+        .submit_task(pb::SubmitTaskRequest {
+            task: Some(common::spec(&format!(
+                "sim:ask={}",
+                outside.path().join("marker").display()
+            ))),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .task_id;
+    let approval = {
+        let mut events = pb::event_service_client::EventServiceClient::new(admin.clone());
+        let request = pb::StreamEventsRequest {
+            after_sequence: Some(0),
+            task_id: asking,
+            kinds: vec![pb::EventKind::ApprovalRequested as i32],
+            ..Default::default()
+        };
+        let mut stream = events.stream_events(request).await.unwrap().into_inner();
+        match stream.message().await.unwrap().unwrap().payload {
+            Some(pb::event::Payload::Approval(a)) => a.id,
+            other => panic!("an approval: {other:?}"),
+        }
+    };
     let hanging = tasks
         .submit_task(pb::SubmitTaskRequest {
             task: Some(common::spec("hold on sim:hang")),
@@ -230,7 +257,8 @@ async fn every_route_wants_a_key_of_its_role_and_works_with_one() {
                 + &path
                     .replace("/tasks/{id}", &format!("/tasks/{hanging}"))
                     .replace("/instances/{id}", &format!("/instances/{instance}"))
-                    .replace("/workflows/{id}", &format!("/workflows/{workflow}"));
+                    .replace("/workflows/{id}", &format!("/workflows/{workflow}"))
+                    .replace("/approvals/{id}", &format!("/approvals/{approval}"));
             let request = |key: Option<&str>| -> RequestBuilder {
                 let mut request = http.request(method.clone(), &url);
                 if let Some(example) =

@@ -99,6 +99,20 @@ async fn the_document_lists_exactly_the_served_routes_and_each_answers() {
             .unwrap();
         (task, started["workflow_id"].as_str().unwrap().to_owned())
     };
+    // A tool call waiting on a person, for the approval routes (the decision's example
+    // denies it).
+    let outside = tempfile::tempdir().unwrap();
+    let marker = outside.path().join("marker");
+    let asking = server
+        .submit(common::spec(&format!("sim:ask={}", marker.display())))
+        .await;
+    let requested = server
+        .wait_for(&asking.id, pb::EventKind::ApprovalRequested)
+        .await;
+    let approval = match requested.payload {
+        Some(pb::event::Payload::Approval(a)) => a.id,
+        other => panic!("an approval: {other:?}"),
+    };
     let instances: Value = http
         .get(format!("{base}/instances"))
         .send()
@@ -107,7 +121,15 @@ async fn the_document_lists_exactly_the_served_routes_and_each_answers() {
         .json()
         .await
         .unwrap();
-    let instance = instances["instances"][0]["id"].as_str().unwrap().to_owned();
+    // Not the one running the task that asks: terminating it would close the approval.
+    let instance = instances["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["current_task_id"] != asking.id.as_str())
+        .and_then(|i| i["id"].as_str())
+        .unwrap()
+        .to_owned();
 
     for (method, path) in documented(&doc) {
         let operation = &doc["paths"][&path][method.to_ascii_lowercase()];
@@ -115,7 +137,8 @@ async fn the_document_lists_exactly_the_served_routes_and_each_answers() {
             + &path
                 .replace("/tasks/{id}", &format!("/tasks/{task}"))
                 .replace("/instances/{id}", &format!("/instances/{instance}"))
-                .replace("/workflows/{id}", &format!("/workflows/{workflow}"));
+                .replace("/workflows/{id}", &format!("/workflows/{workflow}"))
+                .replace("/approvals/{id}", &format!("/approvals/{approval}"));
         assert!(!url.contains('{'), "{path}: a path parameter is left");
         let what = format!("{method} {path}");
         assert!(
@@ -444,6 +467,11 @@ async fn schemas_have_every_proto_field_with_its_json_mapping() {
         "QueueDepth",
         "Event",
         "AgentOutput",
+        "Approval",
+        "ListApprovalsResponse",
+        "DecideApprovalRequest",
+        "PermissionPolicy",
+        "PermissionDenial",
     ] {
         let name = format!("claude_swarm.v1.{message}");
         assert!(messages_seen.contains(&name), "no schema for {name}");
@@ -453,6 +481,7 @@ async fn schemas_have_every_proto_field_with_its_json_mapping() {
         ("/tasks", "ListTasksRequest"),
         ("/events", "StreamEventsRequest"),
         ("/ws/stream", "StreamEventsRequest"),
+        ("/approvals", "ListApprovalsRequest"),
     ] {
         let parameters: BTreeSet<&str> = doc["paths"][path]["get"]["parameters"]
             .as_array()

@@ -25,7 +25,8 @@ use tokio::{
 
 use super::{
     ProcessAgent,
-    child::{LineReader, forward, prepare, read_tail, signal_group, spawn_error, terminate},
+    child::{Line, LineReader, forward, prepare, read_tail, signal_group, spawn_error, terminate},
+    control::{Control, PERMISSION_FLAGS},
     resources,
     verdict::ProcessExit,
 };
@@ -193,6 +194,7 @@ impl ProcessAgent {
             "--session-id",
             &uuid::Uuid::new_v4().to_string(),
         ]);
+        cmd.args(PERMISSION_FLAGS);
         // Tasks with options of their own never run here: no variables of theirs.
         prepare(&self.command, &mut cmd, dir, &Default::default(), instance);
         let mut child = cmd.spawn()?;
@@ -272,10 +274,14 @@ impl ProcessAgent {
         };
         // Whether the process is gone or must go now, its exit being part of the verdict.
         let mut ended = !sent;
+        let mut control = Control::default();
         while !ended {
             tokio::select! {
                 line = live.lines.next() => match line {
                     Ok(Some(line)) => {
+                        if let Line::Text(text) = &line {
+                            control.on_line(&sink, text).await;
+                        }
                         forward(&sink, &mut outcome, None, line).await;
                         if outcome.result.is_some() {
                             // The turn ended as a clean exit would.
@@ -288,6 +294,13 @@ impl ProcessAgent {
                     }
                     Ok(None) | Err(_) => ended = true,
                 },
+                answer = control.next_answer() => {
+                    let written = match live.stdin.as_mut() {
+                        Some(stdin) => stdin.write_all(answer.as_bytes()).await.is_ok(),
+                        None => false,
+                    };
+                    ended = !written;
+                }
                 reason = &mut stop => {
                     outcome.stopped = Some(reason);
                     let answered =

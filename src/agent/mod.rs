@@ -8,6 +8,7 @@
 //! what both need of a child process (environment, process group, bounded lines, stops).
 
 mod child;
+mod control;
 pub mod instant;
 mod live;
 mod process;

@@ -1,5 +1,7 @@
-//! One CLI process per task, in print mode: the prompt goes to stdin, stream-json lines
-//! come back on stdout and are forwarded as they arrive; the result comes from the
+//! One CLI process per task, in print mode with stream-json input: the prompt goes to
+//! stdin as one user message, stream-json lines come back on stdout and are forwarded as
+//! they arrive, and questions about tool calls (`can_use_tool`) are answered on stdin until
+//! the `result` line, when stdin closes and the process ends. The result comes from the
 //! `result` line and the exit code. The process leads its own process group, so a stop
 //! (cancel, timeout) reaches everything it started.
 
@@ -10,9 +12,10 @@ use tokio::{io::AsyncWriteExt, process::Command};
 use super::{
     ProcessAgent,
     child::{
-        ATTEMPT_VAR, DRAIN_LIMIT, LineReader, TASK_VAR, forward, prepare, read_tail, signal_group,
-        spawn_error, terminate,
+        ATTEMPT_VAR, DRAIN_LIMIT, Line, LineReader, TASK_VAR, forward, prepare, read_tail,
+        signal_group, spawn_error, terminate,
     },
+    control::{Control, PERMISSION_FLAGS},
     protocol::ResultLine,
     verdict::ProcessExit,
     worktree::Worktree,
@@ -33,12 +36,16 @@ impl ProcessAgent {
             }
             None => {
                 let mut cmd = Command::new(&spec.program);
-                cmd.args(&spec.leading_args).args([
-                    "-p",
-                    "--output-format",
-                    "stream-json",
-                    "--verbose",
-                ]);
+                cmd.args(&spec.leading_args)
+                    .args([
+                        "-p",
+                        "--input-format",
+                        "stream-json",
+                        "--output-format",
+                        "stream-json",
+                        "--verbose",
+                    ])
+                    .args(PERMISSION_FLAGS);
                 if let Some(model) = &request.model {
                     cmd.arg("--model").arg(model);
                 }
@@ -167,28 +174,42 @@ impl ProcessAgent {
         // A shell step's stdout is its result; the agent's is stream-json.
         let mut stdout_text = request.command.as_ref().map(|_| String::new());
         outcome.shell = request.command.is_some();
-        if let Some(mut stdin) = child.stdin.take() {
-            let prompt = if request.command.is_some() {
-                String::new()
-            } else {
-                request.prompt.clone()
-            };
-            // A child that never reads its stdin must not block us.
-            tokio::spawn(async move {
-                let _ = stdin.write_all(prompt.as_bytes()).await;
+        // A shell step reads nothing; the agent reads its prompt as one user message and
+        // its answers to `can_use_tool` until the result (closing stdin earlier would
+        // refuse every question).
+        let mut stdin = child.stdin.take().filter(|_| request.command.is_none());
+        if let Some(pipe) = stdin.as_mut() {
+            let message = serde_json::json!({
+                "type": "user",
+                "message": { "role": "user", "content": request.prompt },
             });
+            let line = format!("{message}\n");
+            tokio::select! {
+                written = pipe.write_all(line.as_bytes()) => if written.is_err() {
+                    stdin = None;
+                },
+                reason = &mut stop => outcome.stopped = Some(reason),
+            }
         }
+        let mut control = Control::default();
         let stderr = child.stderr.take().map(|e| tokio::spawn(read_tail(e)));
         let mut lines = LineReader::new(child.stdout.take().expect("stdout is piped"));
 
         let mut exited = None;
-        loop {
+        while outcome.stopped.is_none() {
             tokio::select! {
                 line = lines.next() => match line {
                     Ok(Some(line)) => {
+                        if let (Line::Text(text), None) = (&line, &stdout_text) {
+                            control.on_line(&sink, text).await;
+                        }
                         forward(&sink, &mut outcome, stdout_text.as_mut(), line).await;
                         if outcome.line_too_long {
                             break;
+                        }
+                        if outcome.result.is_some() {
+                            // The turn is over: the process ends once its input does.
+                            stdin = None;
                         }
                     }
                     Ok(None) => break,
@@ -203,12 +224,20 @@ impl ProcessAgent {
                     // any grandchild still holding them.
                     signal_group(pid, libc::SIGKILL);
                 }
+                answer = control.next_answer(), if stdin.is_some() => {
+                    if let Some(pipe) = stdin.as_mut()
+                        && pipe.write_all(answer.as_bytes()).await.is_err()
+                    {
+                        stdin = None;
+                    }
+                }
                 reason = &mut stop => {
                     outcome.stopped = Some(reason);
                     break;
                 }
             }
         }
+        drop(stdin);
         let status = match exited {
             Some(status) => status,
             // Stopped from outside, or its output cannot be followed any more.

@@ -5,7 +5,7 @@
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::engine::{AgentOutput, Usage};
+use crate::engine::{AgentOutput, PermissionDenial, Usage};
 
 /// The agent's `result` line, reduced to what the engine keeps.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -24,6 +24,8 @@ pub struct ResultLine {
     pub api_error_status: Option<u16>,
     /// `structured_output`: with `--json-schema`, the answer the CLI checked against it.
     pub structured_output: Option<Value>,
+    /// `permission_denials`: the tool calls refused during the turn.
+    pub permission_denials: Vec<PermissionDenial>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -119,6 +121,16 @@ pub struct ResultMessage {
     /// Messages on error subtypes.
     pub errors: Vec<Value>,
     pub structured_output: Option<Value>,
+    pub permission_denials: Vec<DenialJson>,
+}
+
+/// One of a result line's `permission_denials`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct DenialJson {
+    pub tool_name: String,
+    pub tool_use_id: String,
+    pub tool_input: Value,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -215,6 +227,16 @@ pub fn parse_line(line: &str) -> ParsedLine {
                     .and_then(Value::as_u64)
                     .and_then(|s| u16::try_from(s).ok()),
                 structured_output: r.structured_output.filter(|v| !v.is_null()),
+                permission_denials: r
+                    .permission_denials
+                    .into_iter()
+                    .map(|d| PermissionDenial {
+                        tool_name: d.tool_name,
+                        tool_use_id: d.tool_use_id,
+                        input: d.tool_input,
+                        message: String::new(),
+                    })
+                    .collect(),
             });
             ("result", r.subtype, text)
         }

@@ -7,7 +7,9 @@
 //! `sim:delay=MS`, `sim:chunks=N`, `sim:error[=STATUS]`, `sim:auth`, `sim:crash`,
 //! `sim:hang`, `sim:garbage`, `sim:large=BYTES`, `sim:cost=USD`, `sim:exit=CODE`,
 //! `sim:tool`, `sim:stderr=WORD`, `sim:reply=WORD`, `sim:flaky=N`, `sim:max_turns`,
-//! `sim:rate_limit=SECONDS`.
+//! `sim:rate_limit=SECONDS`, `sim:ask=PATH` (a tool call that needs permission, see `ask`).
+
+mod ask;
 
 use std::{
     io::{self, Read, Write},
@@ -46,6 +48,8 @@ pub struct Directives {
     pub max_turns: bool,
     /// Report a rate limit that lifts in this many seconds, then fail with a 429.
     pub rate_limit: Option<u64>,
+    /// Ask permission for a Bash call that writes this file.
+    pub ask: Option<String>,
 }
 
 impl Directives {
@@ -83,6 +87,14 @@ impl Directives {
                 "flaky" => d.flaky = Some(number(value)? as u32),
                 "max_turns" => d.max_turns = true,
                 "rate_limit" => d.rate_limit = Some(number(value)? as u64),
+                "ask" => {
+                    d.ask = Some(
+                        value
+                            .filter(|v| !v.is_empty())
+                            .ok_or("sim:ask needs a path")?
+                            .to_owned(),
+                    )
+                }
                 other => return Err(format!("unknown directive sim:{other}")),
             }
         }
@@ -113,6 +125,9 @@ struct Options {
     stream_input: bool,
     /// `--json-schema`: a successful answer that is JSON is also the structured output.
     json_schema: bool,
+    /// `--permission-prompt-tool stdio`: tool calls that need permission are asked of the
+    /// host.
+    ask_host: bool,
     prompt: Option<String>,
 }
 
@@ -138,6 +153,7 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
             "--session-id" | "--resume" => o.session_id = Some(value()?),
             "--fork-session" => o.fork = true,
             "--input-format" => o.stream_input = value()? == "stream-json",
+            "--permission-prompt-tool" => o.ask_host = value()? == "stdio",
             "--strict-mcp-config" => {}
             "--json-schema" => {
                 value()?;
@@ -229,6 +245,12 @@ fn directives_for(prompt: &str) -> Result<Directives, String> {
 /// Waits inside a turn; `true` when an interrupt arrived instead.
 trait Pause {
     fn pause(&mut self, duration: Duration) -> bool;
+
+    /// The host's answer (`response.response`) to the control request `request_id`;
+    /// `None` once stdin is closed (or in print mode, where there is no host to ask).
+    fn answer(&mut self, _request_id: &str) -> Option<Value> {
+        None
+    }
 }
 
 /// Print mode: nothing can interrupt.
@@ -277,6 +299,33 @@ impl Pause for Inbox {
                 }
             }
         }
+    }
+
+    fn answer(&mut self, request_id: &str) -> Option<Value> {
+        if let Some(i) = self
+            .later
+            .iter()
+            .position(|l| Self::answer_of(l, request_id).is_some())
+        {
+            return self
+                .later
+                .remove(i)
+                .and_then(|l| Self::answer_of(&l, request_id));
+        }
+        loop {
+            let line = self.lines.recv().ok()?;
+            match Self::answer_of(&line, request_id) {
+                Some(answer) => return Some(answer),
+                None => self.later.push_back(line),
+            }
+        }
+    }
+}
+
+impl Inbox {
+    fn answer_of(line: &Value, request_id: &str) -> Option<Value> {
+        (line["type"] == "control_response" && line["response"]["request_id"] == request_id)
+            .then(|| line["response"]["response"].clone())
     }
 }
 
@@ -362,6 +411,8 @@ struct Session {
     started: Instant,
     /// With `--json-schema`: the answer, if it is JSON, is the structured output.
     structured: bool,
+    /// Asks its host about tool calls (`--permission-prompt-tool stdio`).
+    ask_host: bool,
 }
 
 impl Session {
@@ -381,6 +432,7 @@ impl Session {
                 .unwrap_or_default(),
             started: Instant::now(),
             structured: options.json_schema,
+            ask_host: options.ask_host,
         }
     }
 
@@ -460,6 +512,14 @@ impl Session {
             return Ok(d.exit.unwrap_or(1));
         }
         let mut turns = 1;
+        let mut denials = Vec::new();
+        let mut asked_reply = None;
+        if let Some(path) = &d.ask {
+            let asked = self.ask_tool(path, self.ask_host, out, clock)?;
+            denials.extend(asked.denial);
+            asked_reply = Some(format!("tool said: {}", asked.output));
+            turns += 1;
+        }
         if d.tool {
             let tool_id = format!("toolu_sim_{}", &self.id[..8]);
             self.emit(out, self.assistant(json!([{ "type": "tool_use", "id": tool_id, "name": "Bash", "input": { "command": "echo simulated", "description": "Say something" } }])))?;
@@ -469,6 +529,7 @@ impl Session {
         let reply = match (&d.reply, d.large) {
             (_, n) if n > 0 => "x".repeat(n),
             (Some(word), _) => word.clone(),
+            (None, _) if asked_reply.is_some() => asked_reply.clone().unwrap_or_default(),
             (None, _) => format!(
                 "Simulated answer to: {}",
                 crate::agent::protocol::cut(prompt, 200)
@@ -497,7 +558,9 @@ impl Session {
         let cost = d
             .cost
             .unwrap_or(0.00001 * (prompt.len() + reply.len()) as f64 / 4.0);
-        self.emit(out, self.result(&reply, false, turns, cost, None))?;
+        let mut result = self.result(&reply, false, turns, cost, None);
+        result["permission_denials"] = json!(denials);
+        self.emit(out, result)?;
         Ok(d.exit.unwrap_or(0))
     }
 

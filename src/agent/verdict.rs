@@ -57,6 +57,7 @@ impl ProcessExit {
             branch: self.branch.clone(),
             diff_stat: self.diff_stat.clone(),
             structured_output: r.structured_output.clone(),
+            permission_denials: r.permission_denials.clone(),
         });
         use FailureClass as C;
         let invalid = self.result.as_ref().and_then(|r| self.output_invalid(r));

@@ -5,8 +5,9 @@ use std::{collections::BTreeMap, time::Duration, time::SystemTime};
 
 use crate::{
     engine::{
-        AgentOptions, AgentOutput, EngineError, Event, FailurePolicy, Instance, Isolation, Payload,
-        Priority, SwarmStatus, Task, TaskResult, TaskSpec, TaskStatus, Usage, WorkflowInfo,
+        AgentOptions, AgentOutput, Approval, DenialPolicy, EngineError, Event, FailurePolicy,
+        Instance, Isolation, Payload, PermissionDenial, PermissionPolicy, Priority, SwarmStatus,
+        Task, TaskResult, TaskSpec, TaskStatus, Usage, WorkflowInfo,
         model::{task::positive_seconds, words::Word},
     },
     pb,
@@ -92,6 +93,12 @@ impl TryFrom<pb::TaskSpec> for TaskSpec {
                 .map(|v| json_of("output_schema", &v))
                 .transpose()?
                 .filter(|v| !v.is_null()),
+            permissions: spec.permissions.map(Into::into).unwrap_or_default(),
+            on_permission_denied: from_pb(
+                "on_permission_denied",
+                spec.on_permission_denied,
+                Some(DenialPolicy::Continue),
+            )?,
         })
     }
 }
@@ -104,6 +111,76 @@ fn json_of(field: &str, value: &pbjson_types::Value) -> Result<serde_json::Value
 /// A JSON value as a `google.protobuf.Value` (every JSON value is one).
 fn value_of(value: &serde_json::Value) -> Option<pbjson_types::Value> {
     serde_json::from_value(value.clone()).ok()
+}
+
+// ---- permissions ------------------------------------------------------------------------
+
+impl From<pb::PermissionPolicy> for PermissionPolicy {
+    fn from(p: pb::PermissionPolicy) -> Self {
+        PermissionPolicy {
+            allow: p.allow,
+            deny: p.deny,
+            ask: p.ask,
+        }
+    }
+}
+
+impl From<&PermissionPolicy> for pb::PermissionPolicy {
+    fn from(p: &PermissionPolicy) -> Self {
+        pb::PermissionPolicy {
+            allow: p.allow.clone(),
+            deny: p.deny.clone(),
+            ask: p.ask,
+        }
+    }
+}
+
+/// A JSON object as a protobuf `Struct` (anything else as an empty one).
+pub fn json_struct(value: &serde_json::Value) -> pbjson_types::Struct {
+    serde_json::from_value(value.clone()).unwrap_or_default()
+}
+
+/// A protobuf `Value` as JSON.
+pub fn json_value(value: &pbjson_types::Value) -> serde_json::Value {
+    serde_json::to_value(value).unwrap_or_default()
+}
+
+impl From<&PermissionDenial> for pb::PermissionDenial {
+    fn from(d: &PermissionDenial) -> Self {
+        pb::PermissionDenial {
+            tool_name: d.tool_name.clone(),
+            tool_use_id: d.tool_use_id.clone(),
+            input: Some(json_struct(&d.input)),
+            message: d.message.clone(),
+        }
+    }
+}
+
+impl From<&Approval> for pb::Approval {
+    fn from(a: &Approval) -> Self {
+        pb::Approval {
+            id: a.id.clone(),
+            task_id: a.task_id.clone(),
+            workflow_id: a.workflow_id.clone().unwrap_or_default(),
+            attempt: a.attempt,
+            tool_name: a.tool_name.clone(),
+            input: Some(json_struct(&a.input)),
+            permission_suggestions: Some(
+                serde_json::from_value(a.suggestions.clone()).unwrap_or_default(),
+            ),
+            description: a.description.clone(),
+            blocked_path: a.blocked_path.clone().unwrap_or_default(),
+            tool_use_id: a.tool_use_id.clone(),
+            requested_at: Some(timestamp(a.requested_at)),
+            expires_at: Some(timestamp(a.expires_at)),
+            state: to_pb(a.state),
+            decided_by: a.decided_by.clone().unwrap_or_default(),
+            decided_at: a.decided_at.map(timestamp),
+            message: a.message.clone(),
+            updated_input: a.updated_input.as_ref().map(json_struct),
+            rule_added: a.rule_added.clone().unwrap_or_default(),
+        }
+    }
 }
 
 /// A number of seconds on the wire: 0 means unset; negative, NaN, infinite and too large
@@ -189,6 +266,7 @@ impl From<&TaskResult> for pb::TaskResult {
             branch: r.branch.clone().unwrap_or_default(),
             diff_stat: r.diff_stat.clone(),
             structured_output: r.structured_output.as_ref().and_then(value_of),
+            permission_denials: r.permission_denials.iter().map(Into::into).collect(),
         }
     }
 }
@@ -249,6 +327,8 @@ impl From<&Task> for pb::Task {
                 .collect(),
             session: s.session.clone().unwrap_or_default(),
             output_schema: s.output_schema.as_ref().and_then(value_of),
+            permissions: Some((&s.permissions).into()),
+            on_permission_denied: to_pb(s.on_permission_denied),
         }
     }
 }
@@ -309,6 +389,7 @@ impl From<&WorkflowInfo> for pb::Workflow {
             budget_usd: w.budget_usd.unwrap_or(0.0),
             usage: Some((&w.usage).into()),
             turns: w.turns,
+            permissions: Some((&w.permissions).into()),
         }
     }
 }
@@ -378,6 +459,8 @@ impl From<&Event> for pb::Event {
                 Payload::Instance(i) => P::Instance(i.as_ref().into()),
                 Payload::Workflow(w) => P::Workflow(w.as_ref().into()),
                 Payload::Output(o) => P::Output(o.as_ref().into()),
+                Payload::Approval(a) => P::Approval(a.as_ref().into()),
+                Payload::Denial(d) => P::Denial(d.as_ref().into()),
             }),
         }
     }
@@ -500,6 +583,9 @@ mod tests {
         check::<Isolation>("ISOLATION_", names!(pb::Isolation));
         check::<FailureClass>("FAILURE_CLASS_", names!(pb::FailureClass));
         check::<FailurePolicy>("FAILURE_POLICY_", names!(pb::FailurePolicy));
+        check::<crate::engine::ApprovalState>("APPROVAL_STATE_", names!(pb::ApprovalState));
+        check::<crate::engine::PolicyScope>("POLICY_SCOPE_", names!(pb::PolicyScope));
+        check::<DenialPolicy>("DENIAL_POLICY_", names!(pb::DenialPolicy));
         assert!(from_pb::<TaskStatus>("status", 0, None).is_err());
         assert_eq!(
             from_pb("priority", 0, Some(Priority::Normal)).unwrap(),

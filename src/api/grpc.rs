@@ -144,6 +144,24 @@ impl pb::workflow_service_server::WorkflowService for Service {
     }
 }
 
+#[tonic::async_trait]
+impl pb::approval_service_server::ApprovalService for Service {
+    async fn list_approvals(
+        &self,
+        r: Request<pb::ListApprovalsRequest>,
+    ) -> Reply<pb::ListApprovalsResponse> {
+        reply(Service::list_approvals(self, r.into_inner()).await)
+    }
+
+    async fn get_approval(&self, r: Request<pb::GetApprovalRequest>) -> Reply<pb::Approval> {
+        reply(Service::get_approval(self, r.into_inner()).await)
+    }
+
+    async fn decide_approval(&self, r: Request<pb::DecideApprovalRequest>) -> Reply<pb::Approval> {
+        reply(Service::decide_approval(self, r.into_inner()).await)
+    }
+}
+
 pub type EventStream = Pin<Box<dyn Stream<Item = Result<pb::Event, Status>> + Send>>;
 
 #[tonic::async_trait]

@@ -39,7 +39,8 @@ use super::{
 use crate::{
     engine::Engine,
     pb::{
-        self, audit_service_server::AuditServiceServer, event_service_server::EventServiceServer,
+        self, approval_service_server::ApprovalServiceServer,
+        audit_service_server::AuditServiceServer, event_service_server::EventServiceServer,
         instance_service_server::InstanceServiceServer, swarm_service_server::SwarmServiceServer,
         task_service_server::TaskServiceServer, workflow_service_server::WorkflowServiceServer,
     },
@@ -152,6 +153,8 @@ async fn app(
         web.layer(EventServiceServer::new(api.clone()).max_decoding_message_size(max)),
         web.layer(health_service),
     );
+    let approvals =
+        web.layer(ApprovalServiceServer::new(api.clone()).max_decoding_message_size(max));
     let api_services = [
         name(&swarm),
         name(&tasks),
@@ -159,6 +162,7 @@ async fn app(
         name(&workflows),
         name(&events),
         name(&audit),
+        name(&approvals),
     ];
     set_health(&health, &api_services, ServingStatus::Serving).await;
     // A stopped engine (a bug) answers nothing any more: health says so at once.
@@ -187,6 +191,7 @@ async fn app(
         .add_service(workflows)
         .add_service(events)
         .add_service(audit)
+        .add_service(approvals)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -9,11 +9,14 @@ use tokio_stream::wrappers::ReceiverStream;
 use super::{
     audit::involve,
     auth::{Caller, Role},
-    convert::from_pb,
+    convert::{from_pb, json_value},
     stream_limit::{DEFAULT_MAX_STREAMS_PER_KEY, StreamLimit},
 };
 use crate::{
-    engine::{Engine, EngineError, EventFilter, TaskQuery, TaskSpec, workflow::WorkflowPlan},
+    engine::{
+        ApprovalQuery, Decision, Engine, EngineError, EventFilter, PolicyScope, TaskQuery,
+        TaskSpec, workflow::WorkflowPlan,
+    },
     pb, workflow,
 };
 
@@ -276,6 +279,70 @@ impl Service {
     ) -> Result<pb::Workflow> {
         involve(&request.workflow_id);
         Ok((&self.engine.cancel_workflow(request.workflow_id).await?).into())
+    }
+
+    pub async fn list_approvals(
+        &self,
+        request: pb::ListApprovalsRequest,
+    ) -> Result<pb::ListApprovalsResponse> {
+        let query = ApprovalQuery {
+            states: request
+                .state
+                .iter()
+                .map(|s| from_pb("state", *s, None))
+                .collect::<Result<_>>()?,
+            task_id: opt(request.task_id),
+            workflow_id: opt(request.workflow_id),
+        };
+        let approvals = self.engine.approvals(query).await?;
+        Ok(pb::ListApprovalsResponse {
+            approvals: approvals.iter().map(Into::into).collect(),
+        })
+    }
+
+    pub async fn get_approval(&self, request: pb::GetApprovalRequest) -> Result<pb::Approval> {
+        Ok((&self.engine.approval(request.approval_id).await?).into())
+    }
+
+    /// Allows or denies; "always" for the whole swarm needs an admin key.
+    pub async fn decide_approval(
+        &self,
+        request: pb::DecideApprovalRequest,
+    ) -> Result<pb::Approval> {
+        if request.approval_id.is_empty() {
+            return Err(EngineError::invalid("approval_id", "is required"));
+        }
+        let always: Option<PolicyScope> = match request.always {
+            0 => None,
+            n => Some(from_pb("always", n, None)?),
+        };
+        let caller = Caller::current();
+        if always == Some(PolicyScope::Swarm)
+            && caller.as_ref().is_none_or(|c| c.role < Role::Admin)
+        {
+            return Err(EngineError::PermissionDenied {
+                field: "always".into(),
+                reason: match &caller {
+                    Some(c) => format!(
+                        "a swarm-wide rule needs an admin key; the key {:?} has role {}",
+                        c.name, c.role
+                    ),
+                    None => "a swarm-wide rule needs an admin key".to_owned(),
+                },
+            });
+        }
+        let decision = Decision {
+            allow: request.allow,
+            message: request.message,
+            updated_input: request.updated_input.as_ref().map(json_value),
+            always,
+            by: caller.map_or_else(|| "anonymous".to_owned(), |c| c.name.to_string()),
+        };
+        Ok((&self
+            .engine
+            .decide_approval(request.approval_id, decision)
+            .await?)
+            .into())
     }
 
     /// Replayed, then live events. A subscriber that falls behind gets one `DataLoss` and

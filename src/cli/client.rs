@@ -20,7 +20,8 @@ use crate::{
     api::convert,
     engine::{Priority, TaskStatus},
     pb::{
-        self, audit_service_client::AuditServiceClient, event_service_client::EventServiceClient,
+        self, approval_service_client::ApprovalServiceClient,
+        audit_service_client::AuditServiceClient, event_service_client::EventServiceClient,
         instance_service_client::InstanceServiceClient, swarm_service_client::SwarmServiceClient,
         task_service_client::TaskServiceClient, workflow_service_client::WorkflowServiceClient,
     },
@@ -118,6 +119,8 @@ pub(super) async fn client(
     let mut workflows = WorkflowServiceClient::with_interceptor(channel.clone(), bearer.clone())
         .max_decoding_message_size(max);
     let mut events = EventServiceClient::with_interceptor(channel.clone(), bearer.clone())
+        .max_decoding_message_size(max);
+    let mut approvals = ApprovalServiceClient::with_interceptor(channel.clone(), bearer.clone())
         .max_decoding_message_size(max);
     match command {
         Command::Serve(_)
@@ -377,6 +380,40 @@ pub(super) async fn client(
                 limit,
             };
             return audit(client, args, json).await;
+        }
+        Command::Approvals {
+            state,
+            task,
+            workflow,
+        } => super::approvals::list(&mut approvals, &state, task, workflow, json).await?,
+        Command::Approve {
+            id,
+            always,
+            message,
+            input,
+        } => {
+            let verdict = super::approvals::Verdict {
+                id,
+                allow: true,
+                message,
+                always,
+                input,
+            };
+            super::approvals::decide(&mut approvals, verdict, json).await?;
+        }
+        Command::Deny {
+            id,
+            message,
+            always,
+        } => {
+            let verdict = super::approvals::Verdict {
+                id,
+                allow: false,
+                message,
+                always,
+                input: None,
+            };
+            super::approvals::decide(&mut approvals, verdict, json).await?;
         }
         Command::Watch {
             task,

@@ -78,6 +78,17 @@ struct Shown<'a> {
     /// Seconds.
     request_timeout: f64,
     audit_retention: usize,
+    permissions: ShownPermissions<'a>,
+}
+
+/// The swarm-wide permission rules and the approvals' deadline (seconds).
+#[derive(Serialize)]
+struct ShownPermissions<'a> {
+    allow: &'a [String],
+    deny: &'a [String],
+    /// `null`: ask (the default).
+    ask: Option<bool>,
+    approval_timeout: f64,
 }
 
 /// An API key as shown: never its secret or digest.
@@ -138,6 +149,12 @@ impl<'a> Shown<'a> {
             max_streams_per_key: config.serving.max_streams_per_key,
             request_timeout: config.serving.request_timeout.as_secs_f64(),
             audit_retention: config.serving.audit_retention,
+            permissions: ShownPermissions {
+                allow: &engine.permissions.allow,
+                deny: &engine.permissions.deny,
+                ask: engine.permissions.ask,
+                approval_timeout: engine.approval_timeout.as_secs_f64(),
+            },
         }
     }
 }

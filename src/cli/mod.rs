@@ -1,6 +1,7 @@
 //! The command line: `serve`, `run` (a workflow in-process), and client subcommands that
 //! talk to a running server over gRPC. Tables for people, `--json` for scripts.
 
+mod approvals;
 mod audit;
 mod client;
 mod config;
@@ -146,6 +147,40 @@ enum Command {
         action: Option<String>,
         #[arg(long, default_value_t = 100)]
         limit: u32,
+    },
+    /// List approvals: tool calls waiting on a person (and the ones decided).
+    Approvals {
+        /// Only these states (pending, allowed, denied, expired); repeatable.
+        #[arg(long)]
+        state: Vec<String>,
+        #[arg(long)]
+        task: Option<String>,
+        #[arg(long)]
+        workflow: Option<String>,
+    },
+    /// Allow a pending approval: the tool runs.
+    Approve {
+        id: String,
+        /// Also add the rule covering this call to the task's (default), workflow's or
+        /// swarm's policy (swarm needs an admin key).
+        #[arg(long, value_name = "SCOPE", num_args = 0..=1)]
+        always: Option<Option<String>>,
+        #[arg(long)]
+        message: Option<String>,
+        /// Run the tool with this input instead (a JSON object).
+        #[arg(long, value_name = "JSON")]
+        input: Option<String>,
+    },
+    /// Deny a pending approval: the tool does not run, and the agent is told why.
+    Deny {
+        id: String,
+        /// Sent to the agent.
+        #[arg(long)]
+        message: Option<String>,
+        /// Also add a deny rule for this call to the task's (default), workflow's or
+        /// swarm's policy.
+        #[arg(long, value_name = "SCOPE", num_args = 0..=1)]
+        always: Option<Option<String>>,
     },
     /// Print events as they happen.
     Watch {

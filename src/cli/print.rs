@@ -59,7 +59,7 @@ pub(super) fn cost(task: &pb::Task) -> f64 {
 }
 
 /// The first line of `text`, cut to `max` characters.
-fn head(text: &str, max: usize) -> String {
+pub(super) fn head(text: &str, max: usize) -> String {
     let line = text.lines().next().unwrap_or_default();
     if line.chars().count() > max {
         format!("{}…", line.chars().take(max - 1).collect::<String>())
@@ -68,7 +68,7 @@ fn head(text: &str, max: usize) -> String {
     }
 }
 
-fn table(headers: &[&str], rows: &[Vec<String>]) {
+pub(super) fn table(headers: &[&str], rows: &[Vec<String>]) {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -89,6 +89,13 @@ fn table(headers: &[&str], rows: &[Vec<String>]) {
     }
 }
 
+/// How many tool calls a task's agent was refused.
+fn denials(task: &pb::Task) -> usize {
+    task.result
+        .as_ref()
+        .map_or(0, |r| r.permission_denials.len())
+}
+
 pub(super) fn print_tasks(tasks: &[pb::Task]) {
     let rows: Vec<Vec<String>> = tasks
         .iter()
@@ -104,12 +111,15 @@ pub(super) fn print_tasks(tasks: &[pb::Task]) {
                 status_word(t.status).to_owned(),
                 duration(t),
                 format!("${:.4}", cost(t)),
+                denials(t).to_string(),
                 head(outcome, 60),
             ]
         })
         .collect();
     table(
-        &["ID", "NAME", "STATUS", "DURATION", "COST", "RESULT"],
+        &[
+            "ID", "NAME", "STATUS", "DURATION", "COST", "DENIED", "RESULT",
+        ],
         &rows,
     );
 }
@@ -127,6 +137,13 @@ pub(super) fn print_task(t: &pb::Task) {
         println!("session:   {}", r.session_id);
         println!("cost:      ${:.6} over {} turn(s)", r.cost_usd, r.num_turns);
         println!("result:    {}", r.text);
+        for d in &r.permission_denials {
+            let call = super::approvals::call_text(&d.tool_name, d.input.as_ref(), 100);
+            match d.message.as_str() {
+                "" => println!("denied:    {call}"),
+                why => println!("denied:    {call}: {}", head(why, 80)),
+            }
+        }
     }
     if !t.error.is_empty() {
         println!("error:     {}", t.error);
@@ -178,6 +195,17 @@ pub(super) fn print_event(e: &pb::Event) {
         Some(Payload::Instance(i)) => word::<InstanceStatus>(i.status).to_owned(),
         Some(Payload::Workflow(w)) => format!("{} {}", w.name, workflow_word(w.status)),
         Some(Payload::Output(o)) => format!("{} {}", o.message_type, head(&o.text, 80)),
+        Some(Payload::Approval(a)) => format!(
+            "{} {} {}",
+            a.id,
+            super::approvals::state_word(a.state),
+            super::approvals::call_text(&a.tool_name, a.input.as_ref(), 60)
+        ),
+        Some(Payload::Denial(d)) => format!(
+            "{} {}",
+            super::approvals::call_text(&d.tool_name, d.input.as_ref(), 60),
+            head(&d.message, 60)
+        ),
         None => String::new(),
     };
     let subject = [&e.task_id, &e.instance_id, &e.workflow_id]

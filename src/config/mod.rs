@@ -166,6 +166,10 @@ struct FileConfig {
     request_timeout: Option<f64>,
     /// Audit records kept.
     audit_retention: Option<usize>,
+    // ---- tool permissions (issue 13) ----
+    /// Swarm-wide permission rules and the approvals' deadline.
+    #[serde(default)]
+    permissions: permissions::PermissionsSection,
 }
 
 /// An `api_keys` entry: the key's SHA-256, never the key.
@@ -234,6 +238,7 @@ impl Config {
             None => FileConfig::default(),
         };
         let defaults = EngineConfig::default();
+        let (permissions, approval_timeout) = file.permissions.checked()?;
         let working_directory = match overrides
             .working_directory
             .clone()
@@ -335,6 +340,8 @@ impl Config {
                     other => other.unwrap_or(defaults.max_queued_tasks),
                 },
                 allow_agent_env_override: checked_env_overrides(file.allow_agent_env_override)?,
+                permissions,
+                approval_timeout,
                 budget_usd: match file.budget_usd {
                     Some(b) if !(b.is_finite() && b > 0.0) => {
                         return Err(ConfigError(
@@ -488,3 +495,5 @@ pub use serving::{Serving, Tls};
 
 #[cfg(test)]
 mod tests;
+
+mod permissions;

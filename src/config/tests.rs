@@ -132,3 +132,32 @@ fn file_then_flags() {
             .starts_with("instances:")
     );
 }
+
+#[test]
+fn permission_rules_are_checked_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("swarm.yaml");
+    std::fs::write(
+        &file,
+        "permissions:\n  allow: [\"Bash(npm test:*)\", Read]\n  deny: [\"Bash(ls\"]\n",
+    )
+    .unwrap();
+    let overrides = Overrides {
+        config: Some(file.clone()),
+        ..Overrides::default()
+    };
+    let err = Config::load(&overrides, None).unwrap_err();
+    assert!(err.0.starts_with("permissions.deny[0]:"), "{}", err.0);
+    std::fs::write(
+        &file,
+        "permissions:\n  allow: [\"Bash(npm test:*)\"]\n  ask: false\n  approval_timeout: 90\n",
+    )
+    .unwrap();
+    let config = Config::load(&overrides, None).unwrap();
+    assert_eq!(config.engine.permissions.allow, ["Bash(npm test:*)"]);
+    assert_eq!(config.engine.permissions.ask, Some(false));
+    assert_eq!(
+        config.engine.approval_timeout,
+        std::time::Duration::from_secs(90)
+    );
+}

@@ -16,7 +16,7 @@ use tokio_util::time::{DelayQueue, delay_queue};
 use tracing::Instrument as _;
 
 use super::{
-    core::{Answer, CallId, Core, Effect, EngineConfig, Input, Timer, Turn},
+    core::{Answer, AskId, CallId, Core, Effect, EngineConfig, Input, Timer, Turn},
     error::{EngineError, Result},
     events::{EventHub, Subscription},
     model::{
@@ -24,8 +24,8 @@ use super::{
         task::{FailureClass, TaskId, TaskStatus},
     },
     ports::{
-        Agent, Batch, OutputSink, RunEvent, RunRequest, Snapshot, StopReason, StopSignal, Store,
-        StoreError,
+        Agent, Batch, OutputSink, PermissionDecision, RunEvent, RunRequest, Snapshot, StopReason,
+        StopSignal, Store, StoreError,
     },
 };
 
@@ -75,6 +75,9 @@ pub(super) fn spawn(
         pending: HashMap::new(),
         answers: Vec::new(),
         stops: HashMap::new(),
+        asks: HashMap::new(),
+        next_ask: 1,
+        holds: HashMap::new(),
         timers: DelayQueue::new(),
         timer_keys: HashMap::new(),
         tx: tx.downgrade(),
@@ -113,6 +116,8 @@ fn failed(answer: Answer, error: &EngineError) -> Answer {
         Answer::Workflow(_) => Answer::Workflow(Err(e)),
         Answer::Workflows(_) => Answer::Workflows(Err(e)),
         Answer::Status(_) => Answer::Status(Box::new(Err(e))),
+        Answer::Approval(_) => Answer::Approval(Err(e)),
+        Answer::Approvals(_) => Answer::Approvals(Err(e)),
         Answer::Done => Answer::Done,
     }
 }
@@ -131,6 +136,11 @@ struct Actor {
     answers: Vec<(CallId, Box<Answer>)>,
     /// How to stop each run in flight.
     stops: HashMap<TaskId, oneshot::Sender<StopReason>>,
+    /// Runs' open questions about tool calls, and the task that asked.
+    asks: HashMap<AskId, (TaskId, oneshot::Sender<PermissionDecision>)>,
+    next_ask: AskId,
+    /// Holds each run's timeout while the core says it waits on a person.
+    holds: HashMap<TaskId, watch::Sender<bool>>,
     timers: DelayQueue<Timer>,
     timer_keys: HashMap<Timer, delay_queue::Key>,
     /// Given to runs, to report back on the same channel as calls; weak, so the actor
@@ -198,8 +208,18 @@ impl Actor {
             RunEvent::TimedOut => Input::TimerFired(Timer::Timeout(task)),
             RunEvent::Finished(outcome) => {
                 self.stops.remove(&task);
+                self.holds.remove(&task);
+                // Questions the run left open are answered by nobody now.
+                self.asks.retain(|_, (asker, _)| *asker != task);
                 Input::RunFinished { task, outcome }
             }
+            RunEvent::Ask { request, reply } => {
+                let ask = self.next_ask;
+                self.next_ask += 1;
+                self.asks.insert(ask, (task.clone(), reply));
+                Input::PermissionAsked { task, ask, request }
+            }
+            RunEvent::Denied(denial) => Input::PermissionDenied { task, denial },
         };
         self.handle(input);
     }
@@ -251,6 +271,16 @@ impl Actor {
                 working_directory,
             } => self.agent.prepare(&instance, working_directory),
             Effect::Reply { call, answer } => self.answers.push((call, answer)),
+            Effect::AnswerPermission { ask, decision } => {
+                if let Some((_, reply)) = self.asks.remove(&ask) {
+                    let _ = reply.send(decision);
+                }
+            }
+            Effect::HoldTimeout { task, held } => {
+                if let Some(hold) = self.holds.get(&task) {
+                    hold.send_replace(held);
+                }
+            }
         }
     }
 
@@ -269,6 +299,8 @@ impl Actor {
         let task = request.task_id.clone();
         let (stop_tx, stop_rx) = oneshot::channel();
         self.stops.insert(task.clone(), stop_tx);
+        let (hold_tx, held) = watch::channel(false);
+        self.holds.insert(task.clone(), hold_tx);
         let Some(tx) = self.tx.upgrade() else {
             // Every handle is gone: nobody would hear of this run.
             return;
@@ -289,11 +321,9 @@ impl Actor {
                 Box::pin(async move { stop_rx.await.unwrap_or(StopReason::Shutdown) });
             let run = agent.run(request, sink.clone(), stop);
             tokio::pin!(run);
-            // Biased: a run that is over at its first poll never arms a timer.
-            let outcome = tokio::select! {
-                biased;
-                outcome = &mut run => outcome,
-                () = tokio::time::sleep(timeout) => {
+            let outcome = match run_within(&mut run, timeout, held).await {
+                Some(outcome) => outcome,
+                None => {
                     // The core decides what a timeout does (it stops the run).
                     sink.timed_out().await;
                     run.await
@@ -309,6 +339,42 @@ impl Actor {
             sink.finished(outcome).await;
         };
         tokio::spawn(run.instrument(span));
+    }
+}
+
+/// Waits for `run` for at most `timeout`, not counting the time `held` says it waits on
+/// a person; `None` once the time is up.
+async fn run_within<F: std::future::Future + Unpin>(
+    run: &mut F,
+    timeout: Duration,
+    mut held: watch::Receiver<bool>,
+) -> Option<F::Output> {
+    let mut left = timeout;
+    loop {
+        if *held.borrow_and_update() {
+            tokio::select! {
+                biased;
+                outcome = &mut *run => return Some(outcome),
+                changed = held.changed() => if changed.is_err() {
+                    // The actor is gone: the time counts again.
+                    return tokio::time::timeout(left, run).await.ok();
+                },
+            }
+            continue;
+        }
+        let since = tokio::time::Instant::now();
+        // Biased: a run that is over at its first poll never arms a timer.
+        tokio::select! {
+            biased;
+            outcome = &mut *run => return Some(outcome),
+            () = tokio::time::sleep(left) => return None,
+            changed = held.changed() => {
+                left = left.saturating_sub(since.elapsed());
+                if changed.is_err() {
+                    return tokio::time::timeout(left, run).await.ok();
+                }
+            }
+        }
     }
 }
 

@@ -14,9 +14,9 @@ use std::{
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{
-    Instance, SwarmStatus, Task, TaskPage, TaskQuery, TaskSpec, WorkflowInfo,
+    Approval, Instance, SwarmStatus, Task, TaskPage, TaskQuery, TaskSpec, WorkflowInfo,
     actor::{self, Msg},
-    core::{Answer, CallId, EngineConfig, Input},
+    core::{Answer, ApprovalQuery, CallId, Decision, EngineConfig, Input},
     error::{EngineError, Result},
     events::Subscription,
     model::{event::EventFilter, task::TaskId},
@@ -130,6 +130,21 @@ impl Engine {
 
     pub async fn list_tasks(&self, query: TaskQuery) -> Result<TaskPage> {
         self.call(|call| Input::ListTasks { call, query }).await
+    }
+
+    pub async fn approvals(&self, query: ApprovalQuery) -> Result<Vec<Approval>> {
+        self.call(|call| Input::ListApprovals { call, query }).await
+    }
+
+    pub async fn approval(&self, id: String) -> Result<Approval> {
+        self.call(|call| Input::GetApproval { call, id }).await
+    }
+
+    /// Allows or denies a pending approval; the run waiting on it goes on at once.
+    pub async fn decide_approval(&self, id: String, decision: Decision) -> Result<Approval> {
+        let decision = Box::new(decision);
+        self.call(|call| Input::DecideApproval { call, id, decision })
+            .await
     }
 
     /// Cancels a task; for a running one, answers once its process group is gone.
@@ -254,6 +269,8 @@ from_answer! {
     Vec<Instance> => Instances,
     WorkflowInfo => Workflow,
     Vec<WorkflowInfo> => Workflows,
+    Approval => Approval,
+    Vec<Approval> => Approvals,
 }
 
 impl FromAnswer for SwarmStatus {

@@ -19,10 +19,17 @@ pub mod model;
 pub mod ports;
 pub mod workflow;
 
-pub use core::{EngineConfig, SwarmStatus, TaskPage, TaskQuery, find_cycle};
+pub use core::{
+    ApprovalQuery, DEFAULT_APPROVAL_TIMEOUT, Decision, EngineConfig, SwarmStatus, TaskPage,
+    TaskQuery, find_cycle,
+};
 pub use error::EngineError;
 pub use handle::Engine;
 pub use model::{
+    approval::{
+        Approval, ApprovalId, ApprovalState, DenialPolicy, PermissionDenial, PermissionPolicy,
+        PolicyScope,
+    },
     event::{AgentOutput, Event, EventFilter, EventKind, Payload},
     instance::{Instance, InstanceStatus},
     task::{

@@ -4,11 +4,12 @@
 
 use std::{future::Future, path::PathBuf, pin::Pin, sync::Arc, time::Duration, time::SystemTime};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::{
     actor::Msg,
     model::{
+        approval::{Approval, PermissionDenial, PermissionPolicy},
         event::{AgentOutput, Event},
         task::{AgentOptions, FailureClass, Isolation, Task, TaskId, TaskResult, TaskStatus},
     },
@@ -101,6 +102,37 @@ pub enum RunEvent {
     TimedOut,
     /// The run is over.
     Finished(Box<RunOutcome>),
+    /// The agent asks whether it may use a tool; the answer goes back on `reply`.
+    Ask {
+        request: Box<PermissionRequest>,
+        reply: oneshot::Sender<PermissionDecision>,
+    },
+    /// The agent refused a tool call on its own (the CLI's `permission_denied`).
+    Denied(Box<PermissionDenial>),
+}
+
+/// A tool call the agent asks permission for (Claude Code's `can_use_tool`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PermissionRequest {
+    pub tool_name: String,
+    /// The tool's input (a JSON object).
+    pub input: serde_json::Value,
+    /// The agent's `permission_suggestions`, as sent.
+    pub suggestions: serde_json::Value,
+    pub description: String,
+    pub blocked_path: Option<String>,
+    pub tool_use_id: String,
+}
+
+/// The answer to a [`PermissionRequest`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum PermissionDecision {
+    /// Run the tool, with this input instead of its own when set.
+    Allow {
+        updated_input: Option<serde_json::Value>,
+    },
+    /// Refuse it; the agent is told why.
+    Deny { message: String },
 }
 
 /// Where an agent sends what it sees while a task runs. Sending waits when the engine is
@@ -139,6 +171,26 @@ impl OutputSink {
     /// The run's timeout is up (sent by the engine's run wrapper).
     pub(crate) async fn timed_out(&self) {
         self.send(RunEvent::TimedOut).await;
+    }
+
+    /// Asks whether the run may use a tool, and waits for the answer: a rule's, or a
+    /// person's (an approval), or the deadline's. A run the engine no longer hears is
+    /// refused.
+    pub async fn ask(&self, request: PermissionRequest) -> PermissionDecision {
+        let (reply, answer) = oneshot::channel();
+        let asked = RunEvent::Ask {
+            request: Box::new(request),
+            reply,
+        };
+        self.send(asked).await;
+        answer.await.unwrap_or_else(|_| PermissionDecision::Deny {
+            message: "claude-swarm stopped before the call was decided".into(),
+        })
+    }
+
+    /// The agent refused a tool call on its own.
+    pub async fn denied(&self, denial: PermissionDenial) {
+        self.send(RunEvent::Denied(Box::new(denial))).await;
     }
 
     /// The run is over (sent by the engine's run wrapper, after `Agent::run` returns).
@@ -234,6 +286,10 @@ pub struct Snapshot {
     pub events: Vec<Event>,
     /// Spent by the swarm so far (USD), kept across restarts.
     pub total_cost_usd: f64,
+    /// Every approval, in the order they were asked.
+    pub approvals: Vec<Approval>,
+    /// Swarm-wide rules added at run time ("always"), besides the configured ones.
+    pub swarm_policy: PermissionPolicy,
 }
 
 /// One turn's changes, stored all or nothing before anyone is answered (group commit).
@@ -247,6 +303,10 @@ pub struct Batch {
     pub events: Vec<Arc<Event>>,
     /// The swarm's total spending when it changed this turn.
     pub total_cost_usd: Option<f64>,
+    /// Approvals that changed this turn.
+    pub approvals: Vec<Approval>,
+    /// The swarm-wide rules added at run time, whole, when they changed this turn.
+    pub swarm_policy: Option<PermissionPolicy>,
 }
 
 impl Batch {
@@ -256,6 +316,8 @@ impl Batch {
             && self.events.is_empty()
             && self.deleted_tasks.is_empty()
             && self.total_cost_usd.is_none()
+            && self.approvals.is_empty()
+            && self.swarm_policy.is_none()
     }
 }
 

@@ -7,6 +7,7 @@
 use std::{collections::BTreeMap, time::SystemTime};
 
 use super::model::{
+    approval::PermissionPolicy,
     task::{TaskId, TaskSpec, TaskStatus, Usage, WorkflowId},
     words::words,
 };
@@ -178,6 +179,8 @@ pub struct WorkflowInfo {
     /// Tokens and turns of its tasks (computed, like the cost).
     pub usage: Usage,
     pub turns: u64,
+    /// Tool permission rules for every task of the workflow.
+    pub permissions: PermissionPolicy,
 }
 
 /// A parsed, validated workflow ready to submit.
@@ -195,4 +198,6 @@ pub struct WorkflowPlan {
     pub leaves: Vec<TaskId>,
     /// Spending bound in USD.
     pub budget_usd: Option<f64>,
+    /// Tool permission rules for every task (`permissions`, or `defaults.permissions`).
+    pub permissions: PermissionPolicy,
 }

@@ -4,6 +4,7 @@
 //! shapes are their own versioned types ([`rows`]), separate from the engine's.
 //! The audit of API calls lives next to it ([`audit`]), in the same file, outside the port.
 
+mod approvals;
 pub mod audit;
 pub mod rows;
 pub mod sqlite;

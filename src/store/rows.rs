@@ -15,9 +15,11 @@ use std::{
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer, de::Error as _};
 
+use super::approvals::{ApprovalRow, DenialRow, PolicyRow};
 use crate::engine::{
-    AgentOptions, AgentOutput, Attempt, Event, EventKind, FailureClass, FailurePolicy, Instance,
-    InstanceStatus, Isolation, Payload, Priority, Task, TaskResult, TaskSpec, TaskStatus, Usage,
+    AgentOptions, AgentOutput, Attempt, DenialPolicy, Event, EventKind, FailureClass,
+    FailurePolicy, Instance, InstanceStatus, Isolation, Payload, Priority, Task, TaskResult,
+    TaskSpec, TaskStatus, Usage,
     model::words::Word,
     ports::{TaskRecord, WorkflowRecord},
     workflow::{FanOut, FanOutSource, Segment, Template, WorkflowInfo, WorkflowStatus},
@@ -186,6 +188,8 @@ macro_rules! mirror {
     };
 }
 
+pub(super) use mirror;
+
 mirror! {
     #[derive(Default)]
     #[serde(default)]
@@ -213,6 +217,7 @@ mirror! {
         branch: Option<String>,
         diff_stat: String,
         structured_output: Option<serde_json::Value>,
+        permission_denials: Vec<DenialRow>,
     }
 }
 
@@ -343,6 +348,8 @@ mirror! {
         isolation: Variant<Isolation>,
         session: Option<String>,
         output_schema: Option<serde_json::Value>,
+        permissions: PolicyRow,
+        on_permission_denied: Variant<DenialPolicy>,
     }
 }
 
@@ -414,6 +421,8 @@ mirror! {
         usage: UsageRow,
         #[serde(default)]
         turns: u64,
+        #[serde(default)]
+        permissions: PolicyRow,
     }
 }
 
@@ -538,6 +547,8 @@ pub enum ChangeRow {
     Instance(InstanceRow),
     Workflow(WorkflowInfoRow),
     Output(OutputRow),
+    Approval(Box<ApprovalRow>),
+    Denial(DenialRow),
 }
 
 /// An event as layout 2 stores it.
@@ -566,6 +577,8 @@ impl EventRow {
                 Payload::Instance(i) => ChangeRow::Instance(Row::from_domain(i.as_ref())),
                 Payload::Workflow(w) => ChangeRow::Workflow(Row::from_domain(w.as_ref())),
                 Payload::Output(o) => ChangeRow::Output(Row::from_domain(o.as_ref())),
+                Payload::Approval(a) => ChangeRow::Approval(Box::new(Row::from_domain(a.as_ref()))),
+                Payload::Denial(d) => ChangeRow::Denial(Row::from_domain(d.as_ref())),
             },
         }
     }
@@ -589,6 +602,8 @@ impl EventRow {
             ChangeRow::Instance(i) => Payload::Instance(Box::new(i.into_domain())),
             ChangeRow::Workflow(w) => Payload::Workflow(Box::new(w.into_domain())),
             ChangeRow::Output(o) => Payload::Output(Box::new(o.into_domain())),
+            ChangeRow::Approval(a) => Payload::Approval(Box::new(a.into_domain())),
+            ChangeRow::Denial(d) => Payload::Denial(Box::new(d.into_domain())),
         };
         Event {
             sequence: self.sequence,

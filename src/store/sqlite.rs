@@ -70,6 +70,7 @@ impl SqliteStore {
              CREATE TABLE IF NOT EXISTS totals (key TEXT PRIMARY KEY, value REAL NOT NULL);",
         )
         .map_err(|e| fail("cannot create tables", e.to_string()))?;
+        super::approvals::create(&conn).map_err(|e| fail("cannot create tables", e.to_string()))?;
         for file in ["swarm.db", "swarm.db-wal", "swarm.db-shm"] {
             let file = dir.join(file);
             if file.exists() {
@@ -269,7 +270,11 @@ impl Store for SqliteStore {
                 |r| r.get(0),
             )
             .unwrap_or(0.0);
+        let (approvals, swarm_policy) =
+            super::approvals::load(&self.conn).map_err(|e| self.unreadable("approval", e))?;
         Ok(Snapshot {
+            approvals,
+            swarm_policy,
             events,
             workflows: workflows.into_iter().map(Row::into_domain).collect(),
             tasks,
@@ -361,6 +366,7 @@ fn write(
         )
         .map_err(e("compact events"))?;
     }
+    super::approvals::write(tx, &batch.approvals, batch.swarm_policy.as_ref())?;
     if let Some(spent) = batch.total_cost_usd {
         tx.execute(
             "INSERT OR REPLACE INTO totals (key, value) VALUES ('total_cost_usd', ?1)",

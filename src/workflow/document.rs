@@ -31,6 +31,9 @@ pub(super) struct Document {
     pub(super) priority: Option<String>,
     pub(super) on_failure: Option<String>,
     pub(super) budget_usd: Option<f64>,
+    /// Tool permission rules for every task of the workflow.
+    pub(super) permissions: Option<DocumentPolicy>,
+    pub(super) on_permission_denied: Option<String>,
     #[serde(default)]
     pub(super) variables: BTreeMap<String, serde_norway::Value>,
     #[serde(default)]
@@ -55,6 +58,29 @@ pub(super) struct Defaults {
     pub(super) allowed_tools: Option<Vec<String>>,
     pub(super) max_turns: Option<u32>,
     pub(super) on_failure: Option<String>,
+    pub(super) permissions: Option<DocumentPolicy>,
+    pub(super) on_permission_denied: Option<String>,
+}
+
+/// `permissions:` of the workflow, its `defaults` or a task.
+#[derive(Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct DocumentPolicy {
+    #[serde(default)]
+    pub(super) allow: Vec<String>,
+    #[serde(default)]
+    pub(super) deny: Vec<String>,
+    pub(super) ask: Option<bool>,
+}
+
+impl From<DocumentPolicy> for crate::engine::PermissionPolicy {
+    fn from(p: DocumentPolicy) -> Self {
+        Self {
+            allow: p.allow,
+            deny: p.deny,
+            ask: p.ask,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -84,6 +110,8 @@ pub(super) struct DocumentTask {
     pub(super) permission_mode: Option<String>,
     pub(super) isolation: Option<String>,
     pub(super) on_failure: Option<String>,
+    pub(super) permissions: Option<DocumentPolicy>,
+    pub(super) on_permission_denied: Option<String>,
     pub(super) for_each: Option<ForEach>,
     /// Tasks of the workflow with the same name continue one conversation.
     pub(super) session: Option<String>,

@@ -134,6 +134,7 @@ pub fn check(yaml: &str, overrides: &BTreeMap<String, String>) -> Result<Checked
             pins,
             leaves: graph.leaves(),
             budget_usd,
+            permissions: inherited.permissions.clone(),
         },
         warnings: notes.into_warnings(),
     })

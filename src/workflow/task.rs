@@ -13,7 +13,10 @@ use super::{
 };
 use crate::engine::{
     error::{EngineError, Result},
-    model::task::{FailurePolicy, Isolation, Priority, TaskSpec, positive_seconds},
+    model::{
+        approval::{DenialPolicy, PermissionPolicy},
+        task::{FailurePolicy, Isolation, Priority, TaskSpec, positive_seconds},
+    },
     workflow::{Segment, Template},
 };
 
@@ -34,6 +37,9 @@ pub(super) struct Inherited {
     pub(super) max_turns: Option<u32>,
     pub(super) retries: Option<u32>,
     pub(super) permission_mode: Option<String>,
+    /// The workflow's permission rules (top-level `permissions`, else `defaults.permissions`).
+    pub(super) permissions: PermissionPolicy,
+    pub(super) on_permission_denied: DenialPolicy,
 }
 
 impl Inherited {
@@ -64,6 +70,34 @@ impl Inherited {
             &d.on_failure,
             parse_word::<FailurePolicy>,
         )?;
+        let on_permission_denied = word(
+            here,
+            "on_permission_denied",
+            &doc.on_permission_denied,
+            &d.on_permission_denied,
+            parse_word::<DenialPolicy>,
+        )?;
+        let permissions = match (&doc.permissions, &d.permissions) {
+            (Some(top), _) => {
+                let policy = PermissionPolicy::from(top.clone());
+                policy.validate("permissions").map_err(|e| match e {
+                    EngineError::InvalidArgument { field, reason } => {
+                        invalid(here, &field, At::Top("permissions"), reason)
+                    }
+                    other => other,
+                })?;
+                policy
+            }
+            (None, Some(defaults)) => {
+                let policy = PermissionPolicy::from(defaults.clone());
+                policy.validate("permissions").map_err(|e| match e {
+                    EngineError::InvalidArgument { field, reason } => under(&field, reason),
+                    other => other,
+                })?;
+                policy
+            }
+            (None, None) => PermissionPolicy::default(),
+        };
         let seconds = |key: &str, value: Option<f64>| match value {
             None => Ok(None),
             Some(s) => positive_seconds(s)
@@ -109,6 +143,8 @@ impl Inherited {
             max_turns: d.max_turns,
             retries: d.retries,
             permission_mode: d.permission_mode.clone(),
+            permissions,
+            on_permission_denied: on_permission_denied.unwrap_or_default(),
         })
     }
 }
@@ -279,6 +315,14 @@ pub(super) fn build(
         },
         session: task.session,
         output_schema: task.output_schema,
+        // The workflow's rules apply to it from the workflow; these are its own.
+        permissions: task.permissions.map(Into::into).unwrap_or_default(),
+        on_permission_denied: match task.on_permission_denied.as_deref() {
+            Some(word) => {
+                parse_word::<DenialPolicy>(word).map_err(|r| bad("on_permission_denied", r))?
+            }
+            None => inherited.on_permission_denied,
+        },
     };
     spec.validate().map_err(|e| match e {
         EngineError::InvalidArgument { field, reason } => bad(&field, reason),

@@ -421,3 +421,38 @@ fn a_variable_reaches_a_shell_step_as_quoted_words_never_as_code() {
     );
     assert_eq!(plan.tasks[1].prompt, "Look at x; touch pwned");
 }
+
+#[test]
+fn permissions_come_from_the_workflow_its_defaults_and_each_task() {
+    use crate::engine::DenialPolicy;
+    let plan = plan(
+        "name: p\npermissions:\n  allow: [\"Bash(npm test:*)\"]\n  ask: false\ndefaults:\n  on_permission_denied: fail\ntasks:\n  - id: a\n    prompt: a\n    permissions: { deny: [\"Edit(src/**)\"] }\n  - id: b\n    prompt: b\n    on_permission_denied: continue\n",
+    );
+    assert_eq!(plan.permissions.allow, ["Bash(npm test:*)"]);
+    assert_eq!(plan.permissions.ask, Some(false));
+    assert_eq!(plan.tasks[0].permissions.deny, ["Edit(src/**)"]);
+    assert_eq!(plan.tasks[0].on_permission_denied, DenialPolicy::Fail);
+    assert_eq!(plan.tasks[1].on_permission_denied, DenialPolicy::Continue);
+    let defaults = plan_of_defaults();
+    assert_eq!(defaults.permissions.deny, ["WebFetch"]);
+}
+
+fn plan_of_defaults() -> WorkflowPlan {
+    plan(
+        "name: p\ndefaults:\n  permissions: { deny: [WebFetch] }\ntasks:\n  - id: a\n    prompt: a\n",
+    )
+}
+
+#[test]
+fn a_rule_that_does_not_parse_is_placed() {
+    let e =
+        err("name: p\npermissions:\n  allow: [\"Bash(ls\"]\ntasks:\n  - id: a\n    prompt: a\n");
+    assert_eq!(e.field(), Some("permissions.allow[0]"));
+    assert!(e.to_string().contains("line 2"), "{e}");
+    let e = err(
+        "name: p\ntasks:\n  - id: a\n    prompt: a\n    permissions: { deny: [\"Task(x)\"] }\n",
+    );
+    assert_eq!(e.field(), Some("tasks[0].permissions.deny[0]"));
+    let e = err("name: p\ntasks:\n  - id: a\n    prompt: a\n    on_permission_denied: explode\n");
+    assert_eq!(e.field(), Some("tasks[0].on_permission_denied"));
+}

@@ -48,6 +48,9 @@ pub enum Reply {
     ToolUse,
     /// HTTP 529 with the API's `overloaded_error` body.
     Overloaded,
+    /// As [`Reply::ToolUse`], with a Bash call of this command (one that needs permission,
+    /// such as a write outside the working directory).
+    ToolUseOf(String),
     /// A text answer whose deltas come `every` apart, one per part.
     Slow { parts: Vec<String>, every: Duration },
     /// Like [`Reply::ToolUse`], with a tool of any name and input (an MCP server's tool,
@@ -184,7 +187,14 @@ async fn messages(
                 let text = format!("{TOOL_ANSWER_PREFIX}{output}");
                 stream(text_answer(&model, &[&text]), Duration::ZERO)
             }
-            None => stream(tool_use_answer(&model), Duration::ZERO),
+            None => stream(tool_use_answer(&model, TOOL_COMMAND), Duration::ZERO),
+        },
+        Reply::ToolUseOf(command) => match last_tool_result(&request) {
+            Some(output) => {
+                let text = format!("{TOOL_ANSWER_PREFIX}{output}");
+                stream(text_answer(&model, &[&text]), Duration::ZERO)
+            }
+            None => stream(tool_use_answer(&model, &command), Duration::ZERO),
         },
         Reply::CallTool { name, input } => match last_tool_result(&request) {
             Some(output) => {
@@ -319,8 +329,9 @@ fn text_answer(model: &str, parts: &[&str]) -> Vec<Event> {
     events
 }
 
-fn tool_use_answer(model: &str) -> Vec<Event> {
-    tool_use(model, "Bash", &json!({"command": TOOL_COMMAND}))
+fn tool_use_answer(model: &str, command: &str) -> Vec<Event> {
+    let input = json!({"command": command, "description": "write a marker"});
+    tool_use(model, "Bash", &input)
 }
 
 /// A `tool_use` block asking for `name` with `input`, streamed in two deltas.

@@ -74,6 +74,10 @@ const RULES: &[Rule] = &[
     rule(READ,    Some("claude_swarm.v1.WorkflowService/GetWorkflow"),    &["GET /workflows/{id}"]),
     rule(READ,    Some("claude_swarm.v1.WorkflowService/ListWorkflows"),  &["GET /workflows"]),
     rule(OPERATE, Some("claude_swarm.v1.WorkflowService/CancelWorkflow"), &["DELETE /workflows/{id}"]),
+    // Approvals. "always" for the whole swarm needs admin besides; the service checks that.
+    rule(READ,    Some("claude_swarm.v1.ApprovalService/ListApprovals"),  &["GET /approvals"]),
+    rule(READ,    Some("claude_swarm.v1.ApprovalService/GetApproval"),    &["GET /approvals/{id}"]),
+    rule(OPERATE, Some("claude_swarm.v1.ApprovalService/DecideApproval"), &["POST /approvals/{id}/decision"]),
     // Events, and the token a browser opens them with.
     rule(READ,    Some("claude_swarm.v1.EventService/StreamEvents"),      &["GET /events", "GET /ws/stream"]),
     rule(READ,    None,                                                   &["POST /auth/stream-token"]),

@@ -18,11 +18,14 @@ use crate::pb;
 pub(super) const JSON: &str = "application/json";
 
 /// Enum-valued fields and the prefix of their proto value names.
-const ENUM_FIELDS: [(&str, &[&str]); 7] = [
+const ENUM_FIELDS: [(&str, &[&str]); 10] = [
     (
         "status",
         &["TASK_STATUS_", "INSTANCE_STATUS_", "WORKFLOW_STATUS_"],
     ),
+    ("on_permission_denied", &["DENIAL_POLICY_"]),
+    ("state", &["APPROVAL_STATE_"]),
+    ("always", &["POLICY_SCOPE_"]),
     ("priority", &["PRIORITY_"]),
     ("kind", &["EVENT_KIND_"]),
     ("kinds", &["EVENT_KIND_"]),
@@ -34,9 +37,16 @@ const ENUM_FIELDS: [(&str, &[&str]); 7] = [
 /// Maps of free-form strings, left alone.
 const FREE_FORM: [&str; 3] = ["metadata", "labels", "env"];
 
-/// JSON values of the caller's or the agent's (`google.protobuf.Value`), left as they are:
-/// a schema's `"status"` property is not our enum.
-const JSON_VALUES: [&str; 2] = ["output_schema", "structured_output"];
+/// JSON values of the caller's or the agent's (`google.protobuf.Value`: a schema, a
+/// tool's input, the CLI's suggestions), left as they are: a schema's `"status"` property
+/// is not our enum.
+const JSON_VALUES: [&str; 5] = [
+    "output_schema",
+    "structured_output",
+    "input",
+    "updated_input",
+    "permission_suggestions",
+];
 
 /// An API message as REST JSON: proto field names, enums as lowercase words.
 pub fn to_json(message: &impl Serialize) -> Value {
@@ -101,6 +111,9 @@ pub(super) fn enum_name(field: &str, value: &Value) -> Result<Value, ApiError> {
             "FAILURE_POLICY_" => pb::FailurePolicy::from_str_name(&name).is_some(),
             "FAILURE_CLASS_" => pb::FailureClass::from_str_name(&name).is_some(),
             "ISOLATION_" => pb::Isolation::from_str_name(&name).is_some(),
+            "DENIAL_POLICY_" => pb::DenialPolicy::from_str_name(&name).is_some(),
+            "APPROVAL_STATE_" => pb::ApprovalState::from_str_name(&name).is_some(),
+            "POLICY_SCOPE_" => pb::PolicyScope::from_str_name(&name).is_some(),
             _ => pb::EventKind::from_str_name(&name).is_some(),
         };
         if known {
@@ -142,6 +155,8 @@ pub(super) fn from_json<T: DeserializeOwned>(
                         single => enum_name(key, single).map_err(|e| at(e, &here))?,
                     };
                     *value = named;
+                } else if JSON_VALUES.contains(&key.as_str()) {
+                    // Taken as it is: the tool's own keys are not ours to check.
                 } else if FREE_FORM.contains(&key.as_str()) {
                     if let Value::Object(entries) = value {
                         for entry in entries.values_mut() {

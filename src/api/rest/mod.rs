@@ -5,6 +5,7 @@
 //! (`"status": "completed"`) and are accepted as words or as proto enum names. Requests of
 //! the original Python service are accepted as they are.
 
+mod approvals;
 mod audit;
 mod docs;
 mod error;
@@ -31,6 +32,7 @@ pub use error::ApiError;
 pub use json::to_json;
 
 use super::{MAX_REQUEST_BYTES, auth::tokens, metrics, service::Service};
+use approvals::{decide_approval, get_approval, list_approvals};
 use docs::{docs, openapi};
 use error::ApiResult;
 use instances::{
@@ -129,6 +131,9 @@ fn endpoints() -> Vec<Endpoint> {
             .body_types(workflows::BODY_TYPES),
         endpoint(M::GET, "/workflows/{id}", get_workflow),
         endpoint(M::DELETE, "/workflows/{id}", cancel_workflow),
+        endpoint(M::GET, "/approvals", list_approvals),
+        endpoint(M::GET, "/approvals/{id}", get_approval),
+        endpoint(M::POST, "/approvals/{id}/decision", decide_approval),
         endpoint(M::GET, "/events", sse_events).stream(),
         endpoint(M::GET, "/ws/stream", ws_events).stream(),
         // Served outside the gateway (its state comes as an extension), documented with it.

@@ -6,20 +6,26 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use super::{SwarmStatus, TaskPage, TaskQuery};
+use super::{ApprovalQuery, Decision, SwarmStatus, TaskPage, TaskQuery};
 use crate::engine::{
     error::Result,
     model::{
+        approval::{Approval, ApprovalId, PermissionDenial},
         event::AgentOutput,
         instance::Instance,
         task::{Task, TaskId, TaskSpec, WorkflowId},
     },
-    ports::{Batch, Leftover, RunOutcome, RunRequest, StopReason},
+    ports::{
+        Batch, Leftover, PermissionDecision, PermissionRequest, RunOutcome, RunRequest, StopReason,
+    },
     workflow::{WorkflowInfo, WorkflowPlan},
 };
 
 /// Names a caller waiting for an answer; chosen by the actor, unique among pending calls.
 pub type CallId = u64;
+
+/// Names a run's question about a tool call; chosen by the actor, unique among open ones.
+pub type AskId = u64;
 
 /// What arrives at the core.
 #[derive(Debug)]
@@ -105,6 +111,30 @@ pub enum Input {
     },
     /// A timer armed by an earlier [`Effect::ArmTimer`] is due.
     TimerFired(Timer),
+    /// A run asks whether it may use a tool; answered by [`Effect::AnswerPermission`].
+    PermissionAsked {
+        task: TaskId,
+        ask: AskId,
+        request: Box<PermissionRequest>,
+    },
+    /// A run's agent refused a tool call on its own.
+    PermissionDenied {
+        task: TaskId,
+        denial: Box<PermissionDenial>,
+    },
+    ListApprovals {
+        call: CallId,
+        query: ApprovalQuery,
+    },
+    GetApproval {
+        call: CallId,
+        id: ApprovalId,
+    },
+    DecideApproval {
+        call: CallId,
+        id: ApprovalId,
+        decision: Box<Decision>,
+    },
 }
 
 /// What the core asks the actor to do.
@@ -133,6 +163,13 @@ pub enum Effect {
         instance: String,
         working_directory: PathBuf,
     },
+    /// Answer a run's question about a tool call.
+    AnswerPermission {
+        ask: AskId,
+        decision: PermissionDecision,
+    },
+    /// Hold (or let go) the run's timeout: time spent waiting on a person does not count.
+    HoldTimeout { task: TaskId, held: bool },
 }
 
 /// The timers the core uses; one of each kind per key at most.
@@ -144,6 +181,8 @@ pub enum Timer {
     Timeout(TaskId),
     /// A dispatch pause (rate limit) may be over.
     Resume,
+    /// An approval's deadline.
+    ApprovalExpiry(ApprovalId),
 }
 
 /// An answer to a call, by the call's kind. It lives for one call (boxed in its effect),
@@ -159,6 +198,8 @@ pub enum Answer {
     Workflow(Result<WorkflowInfo>),
     Workflows(Result<Vec<WorkflowInfo>>),
     Status(Box<Result<SwarmStatus>>),
+    Approval(Result<Approval>),
+    Approvals(Result<Vec<Approval>>),
     Done,
 }
 

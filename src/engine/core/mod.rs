@@ -9,8 +9,9 @@
 //! `dispatch` (the ready queues, starting runs), `finish` (run results, retries, terminal
 //! states and dependents), `fanout` (`for_each`), `cancel`, `workflows`, `instances`,
 //! `budget` (rate-limit pauses and budgets), `sessions` (workflow session names),
-//! `restore` and `compact`.
+//! `restore`, `compact` and `approvals` (tool permissions: rules, approvals, deadlines).
 
+mod approvals;
 mod budget;
 mod cancel;
 mod compact;
@@ -39,6 +40,7 @@ use std::{
 use super::{
     error::{EngineError, Result},
     model::{
+        approval::PermissionPolicy,
         event::{Event, EventKind, Payload},
         instance::Instance,
         task::{Priority, Task, TaskId, TaskStatus, Usage, WorkflowId},
@@ -48,7 +50,8 @@ use super::{
 use pool::Pool;
 use queue::ReadyQueue;
 
-pub use messages::{Answer, CallId, Effect, Input, Timer, Turn};
+pub use approvals::{ApprovalQuery, DEFAULT_APPROVAL_TIMEOUT, Decision};
+pub use messages::{Answer, AskId, CallId, Effect, Input, Timer, Turn};
 pub use queue::find_cycle;
 pub use submit::{TaskPage, TaskQuery};
 
@@ -79,6 +82,10 @@ pub struct EngineConfig {
     /// Variables of [`GUARDED_ENV`](crate::engine::model::task::GUARDED_ENV) that a task's
     /// `options.env` may set all the same.
     pub allow_agent_env_override: Vec<String>,
+    /// The swarm-wide tool permission rules (the configured ones).
+    pub permissions: PermissionPolicy,
+    /// How long an approval waits for a person before it is denied.
+    pub approval_timeout: Duration,
 }
 
 /// Default of [`EngineConfig::max_queued_tasks`]: room for a workflow of the largest size
@@ -100,6 +107,8 @@ impl Default for EngineConfig {
             task_retention: 100_000,
             max_queued_tasks: DEFAULT_MAX_QUEUED_TASKS,
             allow_agent_env_override: Vec::new(),
+            permissions: PermissionPolicy::default(),
+            approval_timeout: DEFAULT_APPROVAL_TIMEOUT,
         }
     }
 }
@@ -217,6 +226,8 @@ pub struct Core {
     dirty_workflows: HashSet<WorkflowId>,
     deleted_tasks: Vec<TaskId>,
     cost_changed: bool,
+    /// Approvals, and the questions of runs waiting on them.
+    approvals: approvals::Book,
 }
 
 impl Core {
@@ -256,6 +267,7 @@ impl Core {
             dirty_workflows: HashSet::new(),
             deleted_tasks: Vec::new(),
             cost_changed: false,
+            approvals: approvals::Book::default(),
         }
     }
 
@@ -336,9 +348,29 @@ impl Core {
                     );
                 }
             }
-            Input::RunFinished { task, outcome } => self.run_finished(&task, *outcome),
+            Input::RunFinished { task, outcome } => {
+                let outcome = self.judge_denials(&task, *outcome);
+                self.run_finished(&task, outcome);
+                self.approvals_after_run(&task);
+            }
             Input::RateLimited { until } => self.pause_until(until, "rate limited"),
             Input::TimerFired(timer) => self.timer_fired(timer),
+            Input::PermissionAsked { task, ask, request } => {
+                self.permission_asked(task, ask, *request);
+            }
+            Input::PermissionDenied { task, denial } => self.agent_denied(&task, *denial),
+            Input::ListApprovals { call, query } => {
+                let value = Ok(self.list_approvals(&query));
+                self.reply(call, Answer::Approvals(value));
+            }
+            Input::GetApproval { call, id } => {
+                let value = self.get_approval(&id);
+                self.reply(call, Answer::Approval(value));
+            }
+            Input::DecideApproval { call, id, decision } => {
+                let value = self.decide_approval(&id, *decision);
+                self.reply(call, Answer::Approval(value));
+            }
         }
     }
 
@@ -367,7 +399,10 @@ impl Core {
             .filter_map(|id| self.workflows.get(&id))
             .map(|f| f.record.clone())
             .collect();
+        let (approvals, swarm_policy) = self.approval_changes();
         let batch = Batch {
+            approvals,
+            swarm_policy,
             tasks,
             deleted_tasks: std::mem::take(&mut self.deleted_tasks),
             workflows,
@@ -402,6 +437,7 @@ impl Core {
                 }
             }
             Timer::Resume => self.dispatch(),
+            Timer::ApprovalExpiry(id) => self.approval_expired(&id),
         }
     }
 

@@ -29,7 +29,10 @@ impl Core {
         for _ in 0..self.config.initial_instances.min(self.config.max_instances) {
             self.spawn_instance(None);
         }
+        let approvals = std::mem::take(&mut snapshot.approvals);
+        let swarm = std::mem::take(&mut snapshot.swarm_policy);
         self.restore(snapshot);
+        self.restore_approvals(approvals, swarm);
         events
     }
 

@@ -22,6 +22,7 @@ impl Core {
             pins,
             leaves,
             budget_usd,
+            permissions,
         } = plan;
         // Instances the workflow wants come first: `instance: N` pins refer to them.
         let wanted = instances.map(|n| (n as usize).min(self.config.max_instances));
@@ -75,6 +76,7 @@ impl Core {
             budget_usd,
             usage: Usage::default(),
             turns: 0,
+            permissions,
         };
         let flow = Flow {
             record: WorkflowRecord {

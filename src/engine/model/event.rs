@@ -4,6 +4,7 @@
 use std::time::SystemTime;
 
 use super::{
+    approval::{Approval, PermissionDenial},
     instance::Instance,
     task::{InstanceId, Task, TaskId, WorkflowId},
     words::words,
@@ -27,6 +28,9 @@ words! {
         WorkflowStarted = "workflow_started",
         WorkflowFinished = "workflow_finished",
         TaskRetrying = "task_retrying",
+        ApprovalRequested = "approval_requested",
+        ApprovalDecided = "approval_decided",
+        PermissionDenied = "permission_denied",
     }
 }
 
@@ -54,6 +58,8 @@ pub enum Payload {
     Instance(Box<Instance>),
     Workflow(Box<WorkflowInfo>),
     Output(Box<AgentOutput>),
+    Approval(Box<Approval>),
+    Denial(Box<PermissionDenial>),
 }
 
 #[derive(Clone, Debug, PartialEq)]

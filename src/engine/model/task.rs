@@ -3,7 +3,10 @@
 
 use std::{collections::BTreeMap, path::PathBuf, time::Duration, time::SystemTime};
 
-use super::words::words;
+use super::{
+    approval::{DenialPolicy, PermissionDenial, PermissionPolicy},
+    words::words,
+};
 use crate::engine::{
     error::{EngineError, Result},
     workflow::{FanOut, Template},
@@ -120,6 +123,10 @@ pub struct TaskSpec {
     /// A JSON Schema the answer must match (`--json-schema`); the result then keeps the
     /// answer as `structured_output`.
     pub output_schema: Option<serde_json::Value>,
+    /// Tool permission rules of this task (its workflow's and the swarm's apply too).
+    pub permissions: PermissionPolicy,
+    /// Whether a refused tool call fails a task that otherwise completed.
+    pub on_permission_denied: DenialPolicy,
 }
 
 words! {
@@ -408,6 +415,7 @@ impl TaskSpec {
             super::schema::check(schema)
                 .map_err(|why| EngineError::invalid("output_schema", why))?;
         }
+        self.permissions.validate("permissions")?;
         self.options.validate()
     }
 }
@@ -486,6 +494,8 @@ pub struct TaskResult {
     pub diff_stat: String,
     /// With an `output_schema`: the answer, matching it.
     pub structured_output: Option<serde_json::Value>,
+    /// Tool calls the agent was refused during the run.
+    pub permission_denials: Vec<PermissionDenial>,
 }
 
 /// A task as the engine tracks it.
@@ -570,6 +580,7 @@ words! {
         CommandFailed = "command_failed",
         Skipped = "skipped",
         OutputInvalid = "output_invalid",
+        PermissionDenied = "permission_denied",
     }
 }
 

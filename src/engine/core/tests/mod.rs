@@ -1,6 +1,7 @@
 //! The core's rules, one by one: inputs in, effects out, no runtime, no clock (the harness
 //! moves time by hand). Files by family, like the core's own.
 
+mod approvals;
 mod budgets;
 mod cancel;
 mod dispatch;
@@ -198,6 +199,7 @@ fn plan(tasks: Vec<TaskSpec>) -> WorkflowPlan {
         tasks,
         leaves,
         budget_usd: None,
+        permissions: Default::default(),
     }
 }
 

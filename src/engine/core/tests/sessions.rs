@@ -154,6 +154,7 @@ fn after_a_restart_a_session_name_resumes_what_its_stored_results_say() {
         budget_usd: None,
         usage: Default::default(),
         turns: 0,
+        permissions: Default::default(),
     };
     let snapshot = Snapshot {
         tasks: [done, waiting]
