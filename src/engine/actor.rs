@@ -114,6 +114,8 @@ fn failed(answer: Answer, error: &EngineError) -> Answer {
         Answer::Workflows(_) => Answer::Workflows(Err(e)),
         Answer::Status(_) => Answer::Status(Box::new(Err(e))),
         Answer::Done => Answer::Done,
+        Answer::Schedule(_) => Answer::Schedule(Err(e)),
+        Answer::Schedules(_) => Answer::Schedules(Err(e)),
     }
 }
 

@@ -12,6 +12,7 @@ use super::{
         event::{AgentOutput, Event},
         task::{AgentOptions, FailureClass, Isolation, Task, TaskId, TaskResult, TaskStatus},
     },
+    schedule::{Schedule, ScheduleId},
     workflow::WorkflowInfo,
 };
 
@@ -224,6 +225,8 @@ pub struct Snapshot {
     pub events: Vec<Event>,
     /// Spent by the swarm so far (USD), kept across restarts.
     pub total_cost_usd: f64,
+    /// Schedules, in creation order.
+    pub schedules: Vec<Schedule>,
 }
 
 /// One turn's changes, stored all or nothing before anyone is answered (group commit).
@@ -237,6 +240,9 @@ pub struct Batch {
     pub events: Vec<Arc<Event>>,
     /// The swarm's total spending when it changed this turn.
     pub total_cost_usd: Option<f64>,
+    /// Schedules created or changed this turn.
+    pub schedules: Vec<Schedule>,
+    pub deleted_schedules: Vec<ScheduleId>,
 }
 
 impl Batch {
@@ -246,6 +252,8 @@ impl Batch {
             && self.events.is_empty()
             && self.deleted_tasks.is_empty()
             && self.total_cost_usd.is_none()
+            && self.schedules.is_empty()
+            && self.deleted_schedules.is_empty()
     }
 }
 

@@ -147,10 +147,12 @@ pub struct WorkflowInfo {
     /// Tokens and turns of its tasks (computed, like the cost).
     pub usage: Usage,
     pub turns: u64,
+    /// The schedule this workflow is a run of, if any.
+    pub schedule_id: Option<String>,
 }
 
 /// A parsed, validated workflow ready to submit.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct WorkflowPlan {
     pub name: String,
     pub description: String,

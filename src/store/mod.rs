@@ -4,4 +4,5 @@
 //! shapes are their own versioned types ([`rows`]), separate from the engine's.
 
 pub mod rows;
+pub mod schedule_rows;
 pub mod sqlite;

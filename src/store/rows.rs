@@ -405,6 +405,8 @@ mirror! {
         usage: UsageRow,
         #[serde(default)]
         turns: u64,
+        #[serde(default)]
+        schedule_id: Option<String>,
     }
 }
 

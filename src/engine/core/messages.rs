@@ -15,6 +15,7 @@ use crate::engine::{
         task::{Task, TaskId, TaskSpec, WorkflowId},
     },
     ports::{Batch, Leftover, RunOutcome, RunRequest, StopReason},
+    schedule::{Schedule, ScheduleId, ScheduleSpec},
     workflow::{WorkflowInfo, WorkflowPlan},
 };
 
@@ -105,6 +106,32 @@ pub enum Input {
     },
     /// A timer armed by an earlier [`Effect::ArmTimer`] is due.
     TimerFired(Timer),
+    CreateSchedule {
+        call: CallId,
+        spec: Box<ScheduleSpec>,
+    },
+    GetSchedule {
+        call: CallId,
+        id: ScheduleId,
+    },
+    ListSchedules {
+        call: CallId,
+    },
+    /// Pause (`paused`) or resume a schedule.
+    PauseSchedule {
+        call: CallId,
+        id: ScheduleId,
+        paused: bool,
+    },
+    DeleteSchedule {
+        call: CallId,
+        id: ScheduleId,
+    },
+    /// Run a schedule now; answered with the run's workflow.
+    TriggerSchedule {
+        call: CallId,
+        id: ScheduleId,
+    },
 }
 
 /// What the core asks the actor to do.
@@ -138,6 +165,8 @@ pub enum Timer {
     Timeout(TaskId),
     /// A dispatch pause (rate limit) may be over.
     Resume,
+    /// A schedule's next fire time may have come.
+    Schedule(ScheduleId),
 }
 
 /// An answer to a call, by the call's kind. It lives for one call (boxed in its effect),
@@ -154,6 +183,8 @@ pub enum Answer {
     Workflows(Result<Vec<WorkflowInfo>>),
     Status(Box<Result<SwarmStatus>>),
     Done,
+    Schedule(Result<Schedule>),
+    Schedules(Result<Vec<Schedule>>),
 }
 
 /// A turn's output: the changes to store, then the effects to execute.

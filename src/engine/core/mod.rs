@@ -8,7 +8,7 @@
 //! One file per family of transitions: `submit` (validation, ids, idempotency, listing),
 //! `dispatch` (the ready queues, starting runs), `finish` (run results, retries, terminal
 //! states and dependents), `fanout` (`for_each`), `cancel`, `workflows`, `instances`,
-//! `budget` (rate-limit pauses and budgets), `restore` and `compact`.
+//! `budget` (rate-limit pauses and budgets), `restore`, `compact` and `schedules`.
 
 mod budget;
 mod cancel;
@@ -21,6 +21,7 @@ mod messages;
 mod pool;
 mod queue;
 mod restore;
+mod schedules;
 mod submit;
 mod workflows;
 
@@ -42,6 +43,7 @@ use super::{
         task::{Priority, Task, TaskId, TaskStatus, Usage, WorkflowId},
     },
     ports::{Batch, StopReason, TaskRecord, WorkflowRecord},
+    schedule::{Schedule, ScheduleId},
 };
 use pool::Pool;
 use queue::ReadyQueue;
@@ -204,6 +206,9 @@ pub struct Core {
     tombstones: usize,
     /// State of the jitter of retry backoffs (xorshift).
     jitter: u64,
+    schedules: HashMap<ScheduleId, Schedule>,
+    /// Schedule ids in creation order.
+    schedule_order: Vec<ScheduleId>,
     // ---- this turn's output ----
     effects: Vec<Effect>,
     events: Vec<Arc<Event>>,
@@ -213,6 +218,8 @@ pub struct Core {
     dirty_workflows: HashSet<WorkflowId>,
     deleted_tasks: Vec<TaskId>,
     cost_changed: bool,
+    dirty_schedules: HashSet<ScheduleId>,
+    deleted_schedules: Vec<ScheduleId>,
 }
 
 impl Core {
@@ -244,6 +251,8 @@ impl Core {
             finished_tasks: VecDeque::new(),
             tombstones: 0,
             jitter: seed | 1,
+            schedules: HashMap::new(),
+            schedule_order: Vec::new(),
             effects: Vec::new(),
             events: Vec::new(),
             dirty_tasks: Vec::new(),
@@ -251,6 +260,8 @@ impl Core {
             dirty_workflows: HashSet::new(),
             deleted_tasks: Vec::new(),
             cost_changed: false,
+            dirty_schedules: HashSet::new(),
+            deleted_schedules: Vec::new(),
         }
     }
 
@@ -334,6 +345,27 @@ impl Core {
             Input::RunFinished { task, outcome } => self.run_finished(&task, *outcome),
             Input::RateLimited { until } => self.pause_until(until, "rate limited"),
             Input::TimerFired(timer) => self.timer_fired(timer),
+            Input::CreateSchedule { call, spec } => {
+                let value = self.create_schedule(*spec);
+                self.reply(call, Answer::Schedule(value));
+            }
+            Input::GetSchedule { call, id } => {
+                let value = self.schedule(&id).cloned();
+                self.reply(call, Answer::Schedule(value));
+            }
+            Input::ListSchedules { call } => {
+                let value = Ok(self.list_schedules());
+                self.reply(call, Answer::Schedules(value));
+            }
+            Input::PauseSchedule { call, id, paused } => {
+                let value = self.set_schedule_paused(&id, paused);
+                self.reply(call, Answer::Schedule(value));
+            }
+            Input::DeleteSchedule { call, id } => {
+                let value = self.delete_schedule(&id);
+                self.reply(call, Answer::Schedule(value));
+            }
+            Input::TriggerSchedule { call, id } => self.trigger_schedule(call, &id),
         }
     }
 
@@ -368,6 +400,13 @@ impl Core {
             workflows,
             events: std::mem::take(&mut self.events),
             total_cost_usd: std::mem::take(&mut self.cost_changed).then_some(self.total_cost_usd),
+            schedules: self
+                .dirty_schedules
+                .drain()
+                .filter_map(|id| self.schedules.get(&id))
+                .cloned()
+                .collect(),
+            deleted_schedules: std::mem::take(&mut self.deleted_schedules),
         };
         Turn {
             batch,
@@ -397,6 +436,7 @@ impl Core {
                 }
             }
             Timer::Resume => self.dispatch(),
+            Timer::Schedule(id) => self.schedule_due(&id),
         }
     }
 

@@ -126,6 +126,7 @@ impl Core {
         for id in finished {
             self.end_workflow(&id);
         }
+        self.restore_schedules(snapshot.schedules);
         self.dispatch();
     }
 

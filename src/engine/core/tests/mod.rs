@@ -7,6 +7,7 @@ mod dispatch;
 mod finish;
 mod instances;
 mod restore;
+mod schedules;
 mod shutdown;
 mod submit;
 mod workflows;
