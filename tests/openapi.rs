@@ -108,6 +108,20 @@ async fn the_document_lists_exactly_the_served_routes_and_each_answers() {
         .await
         .unwrap();
     let instance = instances["instances"][0]["id"].as_str().unwrap().to_owned();
+    // Two schedules: DELETE removes one, the other routes use the one that stays.
+    let mut schedules = Vec::new();
+    for _ in 0..2 {
+        let created: Value = http
+            .post(format!("{base}/schedules"))
+            .json(&json!({ "cron": "0 3 * * *", "task": { "prompt": "quick" } }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        schedules.push(created["id"].as_str().unwrap().to_owned());
+    }
 
     for (method, path) in documented(&doc) {
         let operation = &doc["paths"][&path][method.to_ascii_lowercase()];
@@ -115,7 +129,11 @@ async fn the_document_lists_exactly_the_served_routes_and_each_answers() {
             + &path
                 .replace("/tasks/{id}", &format!("/tasks/{task}"))
                 .replace("/instances/{id}", &format!("/instances/{instance}"))
-                .replace("/workflows/{id}", &format!("/workflows/{workflow}"));
+                .replace("/workflows/{id}", &format!("/workflows/{workflow}"))
+                .replace(
+                    "/schedules/{id}",
+                    &format!("/schedules/{}", schedules[usize::from(method == "DELETE")]),
+                );
         assert!(!url.contains('{'), "{path}: a path parameter is left");
         let what = format!("{method} {path}");
         assert!(
@@ -440,6 +458,9 @@ async fn schemas_have_every_proto_field_with_its_json_mapping() {
         "QueueDepth",
         "Event",
         "AgentOutput",
+        "Schedule",
+        "ListSchedulesResponse",
+        "TriggerScheduleResponse",
     ] {
         let name = format!("claude_swarm.v1.{message}");
         assert!(messages_seen.contains(&name), "no schema for {name}");

@@ -8,6 +8,7 @@ use crate::{
         AgentOptions, AgentOutput, EngineError, Event, FailurePolicy, Instance, Isolation, Payload,
         Priority, SwarmStatus, Task, TaskResult, TaskSpec, TaskStatus, Usage, WorkflowInfo,
         model::{task::positive_seconds, words::Word},
+        schedule::{Schedule, ScheduleTarget},
     },
     pb,
 };
@@ -288,6 +289,34 @@ impl From<&WorkflowInfo> for pb::Workflow {
             budget_usd: w.budget_usd.unwrap_or(0.0),
             usage: Some((&w.usage).into()),
             turns: w.turns,
+            schedule_id: w.schedule_id.clone().unwrap_or_default(),
+        }
+    }
+}
+
+impl From<&Schedule> for pb::Schedule {
+    fn from(s: &Schedule) -> Self {
+        let (workflow_name, task_count) = match &s.spec.target {
+            ScheduleTarget::Workflow(plan) => (plan.name.clone(), plan.tasks.len() as u32),
+            ScheduleTarget::Task(task) => (task.name.clone(), 1),
+        };
+        pb::Schedule {
+            id: s.id.clone(),
+            name: s.spec.name.clone(),
+            cron: s.spec.cron.expression().to_owned(),
+            time_zone: s.spec.cron.time_zone().to_owned(),
+            missed: to_pb(s.spec.missed),
+            overlap: to_pb(s.spec.overlap),
+            paused: s.spec.paused,
+            created_at: Some(timestamp(s.created_at)),
+            next_fire_at: s.next_fire_at.map(timestamp),
+            last_fired_at: s.last_fired_at.map(timestamp),
+            last_workflow_id: s.last_workflow_id.clone().unwrap_or_default(),
+            runs: s.runs,
+            skipped_runs: s.skipped_runs,
+            last_error: s.last_error.clone().unwrap_or_default(),
+            workflow_name,
+            task_count,
         }
     }
 }
@@ -377,7 +406,11 @@ impl From<crate::workflow::Warning> for pb::ValidationWarning {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::{EventKind, FailureClass, InstanceStatus, workflow::WorkflowStatus};
+    use crate::engine::{
+        EventKind, FailureClass, InstanceStatus,
+        schedule::{MissedPolicy, OverlapPolicy},
+        workflow::WorkflowStatus,
+    };
 
     #[test]
     fn bad_wire_values_name_their_field() {
@@ -462,6 +495,8 @@ mod tests {
         check::<Isolation>("ISOLATION_", names!(pb::Isolation));
         check::<FailureClass>("FAILURE_CLASS_", names!(pb::FailureClass));
         check::<FailurePolicy>("FAILURE_POLICY_", names!(pb::FailurePolicy));
+        check::<MissedPolicy>("MISSED_RUN_POLICY_", names!(pb::MissedRunPolicy));
+        check::<OverlapPolicy>("OVERLAP_POLICY_", names!(pb::OverlapPolicy));
         assert!(from_pb::<TaskStatus>("status", 0, None).is_err());
         assert_eq!(
             from_pb("priority", 0, Some(Priority::Normal)).unwrap(),

@@ -35,7 +35,8 @@ use crate::{
     engine::Engine,
     pb::{
         self, event_service_server::EventServiceServer,
-        instance_service_server::InstanceServiceServer, swarm_service_server::SwarmServiceServer,
+        instance_service_server::InstanceServiceServer,
+        schedule_service_server::ScheduleServiceServer, swarm_service_server::SwarmServiceServer,
         task_service_server::TaskServiceServer, workflow_service_server::WorkflowServiceServer,
     },
 };
@@ -126,12 +127,15 @@ async fn app(
         web.layer(EventServiceServer::new(api.clone()).max_decoding_message_size(max)),
         web.layer(health_service),
     );
+    let schedules =
+        web.layer(ScheduleServiceServer::new(api.clone()).max_decoding_message_size(max));
     let api_services = [
         name(&swarm),
         name(&tasks),
         name(&instances),
         name(&workflows),
         name(&events),
+        name(&schedules),
     ];
     set_health(&health, &api_services, ServingStatus::Serving).await;
     // A stopped engine (a bug) answers nothing any more: health says so at once.
@@ -159,6 +163,7 @@ async fn app(
         .add_service(instances)
         .add_service(workflows)
         .add_service(events)
+        .add_service(schedules)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -15,6 +15,8 @@ use crate::{
     pb, workflow,
 };
 
+mod schedules;
+
 type Result<T> = std::result::Result<T, EngineError>;
 
 /// Live events as API messages; ends on server shutdown or when the client goes away.
@@ -228,12 +230,13 @@ impl Service {
         &self,
         request: pb::ExecuteWorkflowRequest,
     ) -> Result<pb::ExecuteWorkflowResponse> {
-        let plan = workflow::parse(&request.yaml, &request.variables.into_iter().collect())?;
-        self.may_run_commands(plan_commands(&plan))?;
-        let info = self.engine.execute_workflow(plan).await?;
+        let checked = workflow::check(&request.yaml, &request.variables.into_iter().collect())?;
+        self.may_run_commands(plan_commands(&checked.plan))?;
+        let info = self.engine.execute_workflow(checked.plan).await?;
         Ok(pb::ExecuteWorkflowResponse {
             workflow_id: info.id.clone(),
             workflow: Some((&info).into()),
+            warnings: checked.warnings.into_iter().map(Into::into).collect(),
         })
     }
 

@@ -77,6 +77,14 @@ const RULES: &[Rule] = &[
     // Events, and the token a browser opens them with.
     rule(READ,    Some("claude_swarm.v1.EventService/StreamEvents"),      &["GET /events", "GET /ws/stream"]),
     rule(READ,    None,                                                   &["POST /auth/stream-token"]),
+    // Schedules run work unattended: changing them is admin's; looking is a read.
+    rule(ADMIN,   Some("claude_swarm.v1.ScheduleService/CreateSchedule"), &["POST /schedules"]),
+    rule(READ,    Some("claude_swarm.v1.ScheduleService/ListSchedules"),  &["GET /schedules"]),
+    rule(READ,    Some("claude_swarm.v1.ScheduleService/GetSchedule"),    &["GET /schedules/{id}"]),
+    rule(ADMIN,   Some("claude_swarm.v1.ScheduleService/PauseSchedule"),  &["POST /schedules/{id}/pause"]),
+    rule(ADMIN,   Some("claude_swarm.v1.ScheduleService/ResumeSchedule"), &["POST /schedules/{id}/resume"]),
+    rule(ADMIN,   Some("claude_swarm.v1.ScheduleService/DeleteSchedule"), &["DELETE /schedules/{id}"]),
+    rule(ADMIN,   Some("claude_swarm.v1.ScheduleService/TriggerNow"),     &["POST /schedules/{id}/trigger"]),
 ];
 
 /// The operation `method path` asks for. `HEAD` is `GET`; a CORS preflight (`OPTIONS`)

@@ -18,7 +18,7 @@ use crate::pb;
 pub(super) const JSON: &str = "application/json";
 
 /// Enum-valued fields and the prefix of their proto value names.
-const ENUM_FIELDS: [(&str, &[&str]); 7] = [
+const ENUM_FIELDS: [(&str, &[&str]); 9] = [
     (
         "status",
         &["TASK_STATUS_", "INSTANCE_STATUS_", "WORKFLOW_STATUS_"],
@@ -29,6 +29,8 @@ const ENUM_FIELDS: [(&str, &[&str]); 7] = [
     ("on_failure", &["FAILURE_POLICY_"]),
     ("failure_class", &["FAILURE_CLASS_"]),
     ("isolation", &["ISOLATION_"]),
+    ("missed", &["MISSED_RUN_POLICY_"]),
+    ("overlap", &["OVERLAP_POLICY_"]),
 ];
 
 /// Maps of free-form strings, left alone.
@@ -95,6 +97,8 @@ pub(super) fn enum_name(field: &str, value: &Value) -> Result<Value, ApiError> {
             "FAILURE_POLICY_" => pb::FailurePolicy::from_str_name(&name).is_some(),
             "FAILURE_CLASS_" => pb::FailureClass::from_str_name(&name).is_some(),
             "ISOLATION_" => pb::Isolation::from_str_name(&name).is_some(),
+            "MISSED_RUN_POLICY_" => pb::MissedRunPolicy::from_str_name(&name).is_some(),
+            "OVERLAP_POLICY_" => pb::OverlapPolicy::from_str_name(&name).is_some(),
             _ => pb::EventKind::from_str_name(&name).is_some(),
         };
         if known {

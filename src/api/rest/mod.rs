@@ -9,6 +9,7 @@ mod docs;
 mod error;
 mod instances;
 mod json;
+mod schedules;
 mod streams;
 mod tasks;
 mod workflows;
@@ -132,6 +133,13 @@ fn endpoints() -> Vec<Endpoint> {
         // Served outside the gateway (its state comes as an extension), documented with it.
         endpoint(M::POST, "/auth/stream-token", tokens::stream_token).body_types(&[]),
         endpoint(M::GET, "/metrics", metrics::metrics),
+        endpoint(M::POST, "/schedules", schedules::create_schedule),
+        endpoint(M::GET, "/schedules", schedules::list_schedules),
+        endpoint(M::GET, "/schedules/{id}", schedules::get_schedule),
+        endpoint(M::DELETE, "/schedules/{id}", schedules::delete_schedule),
+        endpoint(M::POST, "/schedules/{id}/pause", schedules::pause_schedule).body_types(&[]),
+        endpoint(M::POST, "/schedules/{id}/resume", schedules::resume_schedule).body_types(&[]),
+        endpoint(M::POST, "/schedules/{id}/trigger", schedules::trigger_schedule).body_types(&[]),
     ]
 }
 
