@@ -11,7 +11,8 @@
 //!   machine (an input and its time in, effects out: no tokio, no clock, unit-tested rule
 //!   by rule); [`engine::actor`] the one task that owns the core and executes its effects
 //!   (runs, timers, group commits, replies) behind the cheap [`engine::Engine`] handle;
-//!   [`engine::ports`] the traits the engine calls (`Agent`, `Store`) and their types.
+//!   [`engine::ports`] the traits the engine calls (`Agent`, `Store`) and their types;
+//!   [`engine::schedule`] cron schedules (a core family arms a timer per schedule).
 //! - [`agent`]: implements the `Agent` port. Claude Code's stream-json protocol, how a
 //!   run's end becomes a failure class (`agent::verdict`), one file per way of running a
 //!   process (per task, long-lived) and what both need of a child (a clean environment,
@@ -32,7 +33,7 @@
 //!   checked before any port opens.
 //! - [`app`]: the composition root: config -> agent -> store -> engine -> server.
 //! - [`cli`]: the command line: `serve`, `run`, `config show|check`, `key`, and the client
-//!   subcommands.
+//!   subcommands (`schedule ...` among them).
 //! - [`pb`]: the code generated from `proto/`, and its descriptor set for reflection.
 
 pub mod agent;

@@ -247,7 +247,10 @@ async fn every_route_wants_a_key_of_its_role_and_works_with_one() {
                     .replace("/workflows/{id}", &format!("/workflows/{workflow}"))
                     .replace(
                         "/schedules/{id}",
-                        &format!("/schedules/{}", schedules[usize::from(method == Method::DELETE)]),
+                        &format!(
+                            "/schedules/{}",
+                            schedules[usize::from(method == Method::DELETE)]
+                        ),
                     );
             let request = |key: Option<&str>| -> RequestBuilder {
                 let mut request = http.request(method.clone(), &url);

@@ -27,7 +27,7 @@ use crate::{
 
 /// Sends `authorization: Bearer <key>` on every call, when there is a key.
 #[derive(Clone)]
-struct Bearer(Option<AsciiMetadataValue>);
+pub(super) struct Bearer(Option<AsciiMetadataValue>);
 
 impl Bearer {
     fn new(key: Option<&str>) -> Result<Self, InvalidMetadataValue> {
@@ -72,6 +72,9 @@ pub(super) async fn client(
         | Command::Key(_)
         | Command::Workflow(WorkflowCommand::Validate { .. }) => {
             unreachable!("handled by main")
+        }
+        Command::Schedule(command) => {
+            return super::schedule::schedule(command, channel, bearer, json).await;
         }
         Command::Status => {
             let status = SwarmServiceClient::with_interceptor(channel, bearer)
@@ -238,6 +241,18 @@ pub(super) async fn client(
                 .execute_workflow(pb::ExecuteWorkflowRequest { yaml, variables })
                 .await?
                 .into_inner();
+            for w in &reply.warnings {
+                let place = match (w.line, w.column) {
+                    (0, _) => String::new(),
+                    (line, column) => format!(" (line {line}, column {column})"),
+                };
+                eprintln!(
+                    "warning: {}: {}: {}{place}",
+                    file.display(),
+                    w.field,
+                    w.message
+                );
+            }
             let request = pb::StreamEventsRequest {
                 after_sequence: Some(0),
                 workflow_id: reply.workflow_id.clone(),

@@ -6,6 +6,7 @@ mod config;
 mod key;
 mod print;
 mod progress;
+mod schedule;
 mod workflow;
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
@@ -109,6 +110,9 @@ enum Command {
     /// Run, show, list or cancel workflows on the server.
     #[command(subcommand)]
     Workflow(WorkflowCommand),
+    /// Run workflows (or one task) on a cron schedule.
+    #[command(subcommand)]
+    Schedule(schedule::ScheduleCommand),
     /// Make API keys for the server's `api_keys` (or SWARM_API_KEYS).
     #[command(subcommand)]
     Key(KeyCommand),

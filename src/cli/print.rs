@@ -59,7 +59,7 @@ pub(super) fn cost(task: &pb::Task) -> f64 {
 }
 
 /// The first line of `text`, cut to `max` characters.
-fn head(text: &str, max: usize) -> String {
+pub(super) fn head(text: &str, max: usize) -> String {
     let line = text.lines().next().unwrap_or_default();
     if line.chars().count() > max {
         format!("{}…", line.chars().take(max - 1).collect::<String>())
@@ -68,7 +68,7 @@ fn head(text: &str, max: usize) -> String {
     }
 }
 
-fn table(headers: &[&str], rows: &[Vec<String>]) {
+pub(super) fn table(headers: &[&str], rows: &[Vec<String>]) {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {

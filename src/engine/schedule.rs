@@ -81,7 +81,10 @@ impl Cron {
             )
         })?;
         let parsed = croner::Cron::from_str(expression).map_err(|e| {
-            EngineError::invalid("cron", format!("{expression:?} is not a cron expression: {e}"))
+            EngineError::invalid(
+                "cron",
+                format!("{expression:?} is not a cron expression: {e}"),
+            )
         })?;
         let cron = Self {
             expression: expression.trim().to_owned(),
@@ -89,7 +92,10 @@ impl Cron {
             parsed,
         };
         // An expression that matches no time at all (`0 0 30 2 *`) is a mistake too.
-        if cron.next_after(UNIX_EPOCH + Duration::from_secs(946_684_800)).is_none() {
+        if cron
+            .next_after(UNIX_EPOCH + Duration::from_secs(946_684_800))
+            .is_none()
+        {
             return Err(EngineError::invalid(
                 "cron",
                 format!("{expression:?} never matches a time"),
@@ -244,7 +250,10 @@ mod tests {
         assert_eq!(utc.time_zone(), "UTC");
         assert_eq!(utc.next_after(at(1_768_478_400)), Some(at(1_768_479_300)));
         let seconds = Cron::parse("*/5 * * * * *", "UTC").unwrap();
-        assert_eq!(seconds.next_after(at(1_768_478_401)), Some(at(1_768_478_405)));
+        assert_eq!(
+            seconds.next_after(at(1_768_478_401)),
+            Some(at(1_768_478_405))
+        );
     }
 
     #[test]

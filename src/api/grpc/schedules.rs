@@ -41,4 +41,3 @@ impl pb::schedule_service_server::ScheduleService for Service {
         reply(Service::trigger_schedule(self, r.into_inner()).await)
     }
 }
-

@@ -138,8 +138,18 @@ fn endpoints() -> Vec<Endpoint> {
         endpoint(M::GET, "/schedules/{id}", schedules::get_schedule),
         endpoint(M::DELETE, "/schedules/{id}", schedules::delete_schedule),
         endpoint(M::POST, "/schedules/{id}/pause", schedules::pause_schedule).body_types(&[]),
-        endpoint(M::POST, "/schedules/{id}/resume", schedules::resume_schedule).body_types(&[]),
-        endpoint(M::POST, "/schedules/{id}/trigger", schedules::trigger_schedule).body_types(&[]),
+        endpoint(
+            M::POST,
+            "/schedules/{id}/resume",
+            schedules::resume_schedule,
+        )
+        .body_types(&[]),
+        endpoint(
+            M::POST,
+            "/schedules/{id}/trigger",
+            schedules::trigger_schedule,
+        )
+        .body_types(&[]),
     ]
 }
 

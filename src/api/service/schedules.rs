@@ -12,7 +12,10 @@ use crate::{
 };
 
 impl Service {
-    pub async fn create_schedule(&self, request: pb::CreateScheduleRequest) -> Result<pb::Schedule> {
+    pub async fn create_schedule(
+        &self,
+        request: pb::CreateScheduleRequest,
+    ) -> Result<pb::Schedule> {
         let cron = Cron::parse(&request.cron, &request.time_zone)?;
         let target = match request.target {
             None => {
@@ -58,7 +61,10 @@ impl Service {
     }
 
     pub async fn pause_schedule(&self, request: pb::PauseScheduleRequest) -> Result<pb::Schedule> {
-        let schedule = self.engine.pause_schedule(id(request.schedule_id)?, true).await?;
+        let schedule = self
+            .engine
+            .pause_schedule(id(request.schedule_id)?, true)
+            .await?;
         Ok((&schedule).into())
     }
 
@@ -66,7 +72,10 @@ impl Service {
         &self,
         request: pb::ResumeScheduleRequest,
     ) -> Result<pb::Schedule> {
-        let schedule = self.engine.pause_schedule(id(request.schedule_id)?, false).await?;
+        let schedule = self
+            .engine
+            .pause_schedule(id(request.schedule_id)?, false)
+            .await?;
         Ok((&schedule).into())
     }
 
@@ -74,14 +83,21 @@ impl Service {
         &self,
         request: pb::DeleteScheduleRequest,
     ) -> Result<pb::Schedule> {
-        Ok((&self.engine.delete_schedule(id(request.schedule_id)?).await?).into())
+        Ok((&self
+            .engine
+            .delete_schedule(id(request.schedule_id)?)
+            .await?)
+            .into())
     }
 
     pub async fn trigger_schedule(
         &self,
         request: pb::TriggerScheduleRequest,
     ) -> Result<pb::TriggerScheduleResponse> {
-        let info = self.engine.trigger_schedule(id(request.schedule_id)?).await?;
+        let info = self
+            .engine
+            .trigger_schedule(id(request.schedule_id)?)
+            .await?;
         Ok(pb::TriggerScheduleResponse {
             workflow_id: info.id.clone(),
             workflow: Some((&info).into()),

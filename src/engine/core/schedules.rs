@@ -9,9 +9,7 @@ use std::time::Duration;
 use super::{Answer, CallId, Core, Effect, Timer};
 use crate::engine::{
     error::{EngineError, Result},
-    schedule::{
-        MissedPolicy, OverlapPolicy, Schedule, ScheduleSpec, ScheduleTarget,
-    },
+    schedule::{MissedPolicy, OverlapPolicy, Schedule, ScheduleSpec, ScheduleTarget},
     workflow::{WorkflowInfo, WorkflowStatus},
 };
 

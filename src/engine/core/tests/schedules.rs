@@ -22,7 +22,10 @@ fn every_ten_minutes(target: ScheduleTarget) -> ScheduleSpec {
 }
 
 fn two_step_plan() -> ScheduleTarget {
-    ScheduleTarget::Workflow(Box::new(plan(vec![spec("plan"), depending("build", &["plan"])])))
+    ScheduleTarget::Workflow(Box::new(plan(vec![
+        spec("plan"),
+        depending("build", &["plan"]),
+    ])))
 }
 
 fn schedule_answer(turn: &Turn, call: CallId) -> Result<Schedule> {
@@ -78,11 +81,17 @@ fn a_schedule_fires_at_its_time_and_not_before() {
     let (schedule, turn) = h.create_schedule(every_ten_minutes(two_step_plan()));
     assert_eq!(schedule.next_fire_at, Some(start + TEN_MINUTES));
     // Armed at most a minute ahead, so a clock that jumps is noticed.
-    assert_eq!(schedule_timer(&turn, &schedule.id), Some(Duration::from_secs(60)));
+    assert_eq!(
+        schedule_timer(&turn, &schedule.id),
+        Some(Duration::from_secs(60))
+    );
     // Fired early: nothing runs, the timer is armed again for what is left (capped).
     let early = h.fire_schedule_at(&schedule.id, start + Duration::from_secs(590));
     assert!(started(&early).is_empty());
-    assert_eq!(schedule_timer(&early, &schedule.id), Some(Duration::from_secs(10)));
+    assert_eq!(
+        schedule_timer(&early, &schedule.id),
+        Some(Duration::from_secs(10))
+    );
     assert!(h.workflows().is_empty());
     let due = h.fire_schedule_at(&schedule.id, start + TEN_MINUTES);
     let runs = h.workflows();
@@ -139,7 +148,12 @@ fn a_run_due_while_the_last_one_goes_is_skipped_or_allowed() {
     }
     // Once the run is over, the next time runs again.
     let run = h.get_schedule(&skip.id).last_workflow_id.unwrap();
-    let tasks = h.workflows().into_iter().find(|w| w.id == run).unwrap().task_ids;
+    let tasks = h
+        .workflows()
+        .into_iter()
+        .find(|w| w.id == run)
+        .unwrap()
+        .task_ids;
     h.complete(&tasks[0]);
     h.complete(&tasks[1]);
     h.fire_schedule_at(&skip.id, start + 3 * TEN_MINUTES);
