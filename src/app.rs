@@ -71,12 +71,7 @@ impl Config {
         agent: Arc<dyn Agent>,
         default_dir: Option<PathBuf>,
     ) -> Result<Engine, ConfigError> {
-        let dir = if self.in_memory {
-            None
-        } else {
-            self.data_dir.clone().or(default_dir)
-        };
-        match dir {
+        match self.state_dir(default_dir) {
             None => Ok(Engine::start(self.engine.clone(), agent)),
             Some(dir) => {
                 let store = SqliteStore::open(&dir, self.engine.event_retention as u64)
@@ -84,6 +79,15 @@ impl Config {
                 Engine::start_durable(self.engine.clone(), agent, Box::new(store))
                     .map_err(|e| ConfigError(e.to_string()))
             }
+        }
+    }
+
+    /// Where state is kept: `data_dir`, else `default_dir`; none in memory.
+    fn state_dir(&self, default_dir: Option<PathBuf>) -> Option<PathBuf> {
+        if self.in_memory {
+            None
+        } else {
+            self.data_dir.clone().or(default_dir)
         }
     }
 
@@ -96,6 +100,8 @@ impl Config {
             keys: self.keys.clone(),
             allow_commands: self.allow_commands,
             rate_limit: self.rate_limit,
+            webhooks: self.webhooks.clone(),
+            data_dir: None,
         }
     }
 }
@@ -107,8 +113,13 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    let engine = start(config, crate::config::default_data_dir()).map_err(io::Error::other)?;
-    server::serve_with(listener, engine, config.server_options(), shutdown).await
+    let default_dir = crate::config::default_data_dir();
+    let engine = start(config, default_dir.clone()).map_err(io::Error::other)?;
+    let options = ServerOptions {
+        data_dir: config.state_dir(default_dir),
+        ..config.server_options()
+    };
+    server::serve_with(listener, engine, options, shutdown).await
 }
 
 /// The configured agent and the engine on it (`run` keeps state in memory unless a data

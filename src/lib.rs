@@ -29,6 +29,8 @@
 //!   RPC and route needs; stream tokens), `api::rate_limit` (a token bucket per key or
 //!   client address), `api::metrics` (`/metrics`, the request-counting layer), the
 //!   gRPC services, the REST gateway, and the server that puts them all on one port.
+//! - [`notify`]: webhooks: a worker per webhook follows the engine's events from a cursor
+//!   kept in the data file and posts them signed, retried with backoff; a delivery log.
 //! - [`config`]: typed settings from defaults, a YAML file, `SWARM_*` variables and flags,
 //!   checked before any port opens.
 //! - [`app`]: the composition root: config -> agent -> store -> engine -> server.
@@ -42,6 +44,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod engine;
+pub mod notify;
 pub mod store;
 pub mod workflow;
 

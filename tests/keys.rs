@@ -210,6 +210,20 @@ async fn every_route_wants_a_key_of_its_role_and_works_with_one() {
             .into_inner();
         schedules.push(created.id);
     }
+    // Two webhooks, for the same reason.
+    let mut webhooks = Vec::new();
+    for _ in 0..2 {
+        let created = pb::webhook_service_client::WebhookServiceClient::new(admin.clone())
+            .create_webhook(pb::CreateWebhookRequest {
+                url: "http://127.0.0.1:9/hook".into(),
+                secret: "a-long-random-signing-secret".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        webhooks.push(created.id);
+    }
 
     let no_key = http.get(format!("{}/openapi.json", base(&server)));
     refused(
@@ -250,6 +264,13 @@ async fn every_route_wants_a_key_of_its_role_and_works_with_one() {
                         &format!(
                             "/schedules/{}",
                             schedules[usize::from(method == Method::DELETE)]
+                        ),
+                    )
+                    .replace(
+                        "/webhooks/{id}",
+                        &format!(
+                            "/webhooks/{}",
+                            webhooks[usize::from(method == Method::DELETE)]
                         ),
                     );
             let request = |key: Option<&str>| -> RequestBuilder {

@@ -122,6 +122,21 @@ async fn the_document_lists_exactly_the_served_routes_and_each_answers() {
             .unwrap();
         schedules.push(created["id"].as_str().unwrap().to_owned());
     }
+    let mut webhooks = Vec::new();
+    for _ in 0..2 {
+        let created: Value = http
+            .post(format!("{base}/webhooks"))
+            .json(
+                &json!({ "url": "http://127.0.0.1:9/", "secret": "a-long-random-signing-secret" }),
+            )
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        webhooks.push(created["id"].as_str().unwrap().to_owned());
+    }
 
     for (method, path) in documented(&doc) {
         let operation = &doc["paths"][&path][method.to_ascii_lowercase()];
@@ -133,6 +148,10 @@ async fn the_document_lists_exactly_the_served_routes_and_each_answers() {
                 .replace(
                     "/schedules/{id}",
                     &format!("/schedules/{}", schedules[usize::from(method == "DELETE")]),
+                )
+                .replace(
+                    "/webhooks/{id}",
+                    &format!("/webhooks/{}", webhooks[usize::from(method == "DELETE")]),
                 );
         assert!(!url.contains('{'), "{path}: a path parameter is left");
         let what = format!("{method} {path}");
@@ -461,6 +480,10 @@ async fn schemas_have_every_proto_field_with_its_json_mapping() {
         "Schedule",
         "ListSchedulesResponse",
         "TriggerScheduleResponse",
+        "Webhook",
+        "ListWebhooksResponse",
+        "Delivery",
+        "ListDeliveriesResponse",
     ] {
         let name = format!("claude_swarm.v1.{message}");
         assert!(messages_seen.contains(&name), "no schema for {name}");

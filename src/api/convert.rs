@@ -10,6 +10,7 @@ use crate::{
         model::{task::positive_seconds, words::Word},
         schedule::{Schedule, ScheduleTarget},
     },
+    notify::webhook::{Delivery, Format, Topic, Webhook, WebhookSpec},
     pb,
 };
 
@@ -294,6 +295,63 @@ impl From<&WorkflowInfo> for pb::Workflow {
     }
 }
 
+impl From<&Webhook> for pb::Webhook {
+    fn from(w: &Webhook) -> Self {
+        pb::Webhook {
+            id: w.id.clone(),
+            name: w.name.clone(),
+            url: w.url.clone(),
+            events: w.topics.iter().map(|t| to_pb(*t)).collect(),
+            format: to_pb(w.format),
+            signed: w.secret.is_some(),
+            from_config: w.from_config,
+            timeout: w.timeout.as_secs_f64(),
+            retry_backoff: w.retry_backoff.as_secs_f64(),
+            max_attempts: w.max_attempts,
+            created_at: Some(timestamp(w.created_at)),
+        }
+    }
+}
+
+impl From<&Delivery> for pb::Delivery {
+    fn from(d: &Delivery) -> Self {
+        pb::Delivery {
+            webhook_id: d.webhook_id.clone(),
+            sequence: d.sequence,
+            topic: optional_to_pb(d.topic),
+            status: to_pb(d.status),
+            attempts: d.attempts,
+            last_status_code: d.last_status_code.map_or(0, u32::from),
+            last_error: d.last_error.clone().unwrap_or_default(),
+            created_at: Some(timestamp(d.created_at)),
+            updated_at: Some(timestamp(d.updated_at)),
+        }
+    }
+}
+
+/// A webhook request as the checks of [`Webhook::new`] take it.
+pub fn webhook_spec(r: pb::CreateWebhookRequest) -> Result<WebhookSpec> {
+    let events = r
+        .events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            from_pb::<Topic>(&format!("events[{i}]"), *e, None).map(|t| t.as_str().to_owned())
+        })
+        .collect::<Result<_>>()?;
+    let set = |v: f64| (v != 0.0).then_some(v);
+    Ok(WebhookSpec {
+        name: r.name,
+        url: r.url,
+        events,
+        secret: non_empty(r.secret),
+        format: from_pb("format", r.format, Some(Format::Json))?,
+        timeout: set(r.timeout),
+        retry_backoff: set(r.retry_backoff),
+        max_attempts: (r.max_attempts != 0).then_some(r.max_attempts),
+    })
+}
+
 impl From<&Schedule> for pb::Schedule {
     fn from(s: &Schedule) -> Self {
         let (workflow_name, task_count) = match &s.spec.target {
@@ -497,6 +555,12 @@ mod tests {
         check::<FailurePolicy>("FAILURE_POLICY_", names!(pb::FailurePolicy));
         check::<MissedPolicy>("MISSED_RUN_POLICY_", names!(pb::MissedRunPolicy));
         check::<OverlapPolicy>("OVERLAP_POLICY_", names!(pb::OverlapPolicy));
+        check::<Topic>("WEBHOOK_TOPIC_", names!(pb::WebhookTopic));
+        check::<Format>("WEBHOOK_FORMAT_", names!(pb::WebhookFormat));
+        check::<crate::notify::webhook::DeliveryStatus>(
+            "DELIVERY_STATUS_",
+            names!(pb::DeliveryStatus),
+        );
         assert!(from_pb::<TaskStatus>("status", 0, None).is_err());
         assert_eq!(
             from_pb("priority", 0, Some(Priority::Normal)).unwrap(),

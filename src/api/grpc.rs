@@ -9,6 +9,7 @@ use super::{MAX_REQUEST_BYTES, error::INTERNAL_MESSAGE, service::Service};
 use crate::pb;
 
 mod schedules;
+mod webhooks;
 
 type Reply<T> = Result<Response<T>, Status>;
 

@@ -37,7 +37,8 @@ use crate::{
         self, event_service_server::EventServiceServer,
         instance_service_server::InstanceServiceServer,
         schedule_service_server::ScheduleServiceServer, swarm_service_server::SwarmServiceServer,
-        task_service_server::TaskServiceServer, workflow_service_server::WorkflowServiceServer,
+        task_service_server::TaskServiceServer, webhook_service_server::WebhookServiceServer,
+        workflow_service_server::WorkflowServiceServer,
     },
 };
 
@@ -63,6 +64,10 @@ pub struct ServerOptions {
     pub allow_commands: bool,
     /// Requests each key (each client address, without keys) may make; `None`: no limit.
     pub rate_limit: Option<RateLimit>,
+    /// The configured webhooks, and where their outbox is kept (the data directory, or in
+    /// memory when `None`).
+    pub webhooks: Vec<crate::notify::webhook::Webhook>,
+    pub data_dir: Option<PathBuf>,
 }
 
 impl Default for ServerOptions {
@@ -74,6 +79,8 @@ impl Default for ServerOptions {
             keys: Keys::default(),
             allow_commands: true,
             rate_limit: None,
+            webhooks: Vec::new(),
+            data_dir: None,
         }
     }
 }
@@ -96,12 +103,25 @@ async fn app(
 ) -> axum::Router {
     let stopped = engine.stopped();
     let metrics = Metrics::start(engine.clone(), shutdown.clone()).await;
+    let notifier = crate::notify::Notifier::start(
+        engine.clone(),
+        options.webhooks.clone(),
+        options.data_dir.as_deref(),
+        shutdown.clone(),
+    );
     let api = Service::new(
         engine,
         shutdown,
         options.allow_commands,
         metrics.subscribers(),
     );
+    let api = match notifier {
+        Ok(notifier) => api.with_notifier(notifier),
+        Err(cause) => {
+            tracing::error!(%cause, "webhooks are off: their outbox cannot be opened");
+            api
+        }
+    };
     let tokens = Arc::new(StreamTokens::default());
     let (health, health_service) = tonic_health::server::health_reporter();
     // grpcurl 1.8 speaks only v1alpha; newer clients use v1.
@@ -129,6 +149,7 @@ async fn app(
     );
     let schedules =
         web.layer(ScheduleServiceServer::new(api.clone()).max_decoding_message_size(max));
+    let webhooks = web.layer(WebhookServiceServer::new(api.clone()).max_decoding_message_size(max));
     let api_services = [
         name(&swarm),
         name(&tasks),
@@ -136,6 +157,7 @@ async fn app(
         name(&workflows),
         name(&events),
         name(&schedules),
+        name(&webhooks),
     ];
     set_health(&health, &api_services, ServingStatus::Serving).await;
     // A stopped engine (a bug) answers nothing any more: health says so at once.
@@ -164,6 +186,7 @@ async fn app(
         .add_service(workflows)
         .add_service(events)
         .add_service(schedules)
+        .add_service(webhooks)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -16,6 +16,7 @@ use crate::{
 };
 
 mod schedules;
+mod webhooks;
 
 type Result<T> = std::result::Result<T, EngineError>;
 
@@ -31,6 +32,8 @@ pub struct Service {
     allow_commands: bool,
     /// Event feeds open now, for `/metrics`.
     subscribers: Gauge,
+    /// The webhooks' workers (`WebhookService`); none on a router without them.
+    notifier: Option<crate::notify::Notifier>,
 }
 
 fn opt(s: String) -> Option<String> {
@@ -65,7 +68,14 @@ impl Service {
             shutdown,
             allow_commands,
             subscribers,
+            notifier: None,
         }
+    }
+
+    /// With `WebhookService` served by `notifier`.
+    pub fn with_notifier(mut self, notifier: crate::notify::Notifier) -> Self {
+        self.notifier = Some(notifier);
+        self
     }
 
     /// With shell steps switched off (`allow_commands: false`), a request that has one

@@ -146,6 +146,9 @@ struct FileConfig {
     rate_limit_per_second: Option<u32>,
     /// Requests at once before a caller is held to `rate_limit_per_second`.
     rate_limit_burst: Option<u32>,
+    /// URLs the server posts events to.
+    #[serde(default)]
+    webhooks: Vec<webhooks::FileWebhook>,
 }
 
 /// An `api_keys` entry: the key's SHA-256, never the key.
@@ -189,6 +192,8 @@ pub struct Config {
     pub allow_commands: bool,
     /// Requests each key (each client address, without keys) may make; `None`: no limit.
     pub rate_limit: Option<RateLimit>,
+    /// The config file's webhooks, checked.
+    pub webhooks: Vec<crate::notify::webhook::Webhook>,
     pub engine: EngineConfig,
 }
 
@@ -249,6 +254,7 @@ impl Config {
         let stop_grace = seconds("stop_grace", file.stop_grace)?.unwrap_or(Duration::from_secs(5));
         let keys = api_keys(&file.api_keys, overrides.api_keys.as_deref())?;
         let rate_limit = rate_limit(file.rate_limit_per_second, file.rate_limit_burst)?;
+        let webhooks = webhooks::webhooks(file.webhooks)?;
         Ok(Self {
             listen: listen
                 .or(file.listen)
@@ -282,6 +288,7 @@ impl Config {
                 .or(file.allow_commands)
                 .unwrap_or(true),
             rate_limit,
+            webhooks,
             engine: EngineConfig {
                 initial_instances,
                 max_instances,
@@ -451,6 +458,8 @@ fn checked_hosts(hosts: Vec<String>) -> Result<Vec<String>, ConfigError> {
     }
     Ok(hosts)
 }
+
+mod webhooks;
 
 #[cfg(test)]
 mod tests;

@@ -85,6 +85,12 @@ const RULES: &[Rule] = &[
     rule(ADMIN,   Some("claude_swarm.v1.ScheduleService/ResumeSchedule"), &["POST /schedules/{id}/resume"]),
     rule(ADMIN,   Some("claude_swarm.v1.ScheduleService/DeleteSchedule"), &["DELETE /schedules/{id}"]),
     rule(ADMIN,   Some("claude_swarm.v1.ScheduleService/TriggerNow"),     &["POST /schedules/{id}/trigger"]),
+    // Webhooks send the swarm's events out; a URL may itself be a secret (Slack's are),
+    // so even the list is admin's. The delivery log shows no URL: a read.
+    rule(ADMIN,   Some("claude_swarm.v1.WebhookService/CreateWebhook"),   &["POST /webhooks"]),
+    rule(ADMIN,   Some("claude_swarm.v1.WebhookService/ListWebhooks"),    &["GET /webhooks"]),
+    rule(ADMIN,   Some("claude_swarm.v1.WebhookService/DeleteWebhook"),   &["DELETE /webhooks/{id}"]),
+    rule(READ,    Some("claude_swarm.v1.WebhookService/ListDeliveries"),  &["GET /webhooks/{id}/deliveries"]),
 ];
 
 /// The operation `method path` asks for. `HEAD` is `GET`; a CORS preflight (`OPTIONS`)
@@ -212,6 +218,8 @@ mod tests {
                     None => reads_rpc(name),
                 };
                 let open = name.contains("Health/") || name == "GET /health";
+                // The webhook list shows URLs, which may themselves be secrets (Slack's).
+                let reads = reads && !name.ends_with("/ListWebhooks") && name != "GET /webhooks";
                 let expected = match (open, reads) {
                     (true, _) => "open",
                     (false, true) => "read",

@@ -18,10 +18,15 @@ use crate::pb;
 pub(super) const JSON: &str = "application/json";
 
 /// Enum-valued fields and the prefix of their proto value names.
-const ENUM_FIELDS: [(&str, &[&str]); 9] = [
+const ENUM_FIELDS: [(&str, &[&str]); 12] = [
     (
         "status",
-        &["TASK_STATUS_", "INSTANCE_STATUS_", "WORKFLOW_STATUS_"],
+        &[
+            "TASK_STATUS_",
+            "INSTANCE_STATUS_",
+            "WORKFLOW_STATUS_",
+            "DELIVERY_STATUS_",
+        ],
     ),
     ("priority", &["PRIORITY_"]),
     ("kind", &["EVENT_KIND_"]),
@@ -31,6 +36,9 @@ const ENUM_FIELDS: [(&str, &[&str]); 9] = [
     ("isolation", &["ISOLATION_"]),
     ("missed", &["MISSED_RUN_POLICY_"]),
     ("overlap", &["OVERLAP_POLICY_"]),
+    ("events", &["WEBHOOK_TOPIC_"]),
+    ("topic", &["WEBHOOK_TOPIC_"]),
+    ("format", &["WEBHOOK_FORMAT_"]),
 ];
 
 /// Maps of free-form strings, left alone.
@@ -99,6 +107,9 @@ pub(super) fn enum_name(field: &str, value: &Value) -> Result<Value, ApiError> {
             "ISOLATION_" => pb::Isolation::from_str_name(&name).is_some(),
             "MISSED_RUN_POLICY_" => pb::MissedRunPolicy::from_str_name(&name).is_some(),
             "OVERLAP_POLICY_" => pb::OverlapPolicy::from_str_name(&name).is_some(),
+            "WEBHOOK_TOPIC_" => pb::WebhookTopic::from_str_name(&name).is_some(),
+            "WEBHOOK_FORMAT_" => pb::WebhookFormat::from_str_name(&name).is_some(),
+            "DELIVERY_STATUS_" => pb::DeliveryStatus::from_str_name(&name).is_some(),
             _ => pb::EventKind::from_str_name(&name).is_some(),
         };
         if known {

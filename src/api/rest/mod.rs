@@ -12,6 +12,7 @@ mod json;
 mod schedules;
 mod streams;
 mod tasks;
+mod webhooks;
 mod workflows;
 
 use std::path::PathBuf;
@@ -150,6 +151,14 @@ fn endpoints() -> Vec<Endpoint> {
             schedules::trigger_schedule,
         )
         .body_types(&[]),
+        endpoint(M::POST, "/webhooks", webhooks::create_webhook),
+        endpoint(M::GET, "/webhooks", webhooks::list_webhooks),
+        endpoint(M::DELETE, "/webhooks/{id}", webhooks::delete_webhook),
+        endpoint(
+            M::GET,
+            "/webhooks/{id}/deliveries",
+            webhooks::list_deliveries,
+        ),
     ]
 }
 
