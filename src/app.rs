@@ -115,6 +115,8 @@ impl Config {
             request_timeout: self.serving.request_timeout,
             tls: self.serving.tls.as_ref().map(|tls| tls.config.clone()),
             audit: AuditLog::default(),
+            webhooks: self.webhooks.clone(),
+            data_dir: None,
         }
     }
 }
@@ -129,7 +131,10 @@ pub async fn serve(
     let default_dir = crate::config::default_data_dir();
     let engine = start(config, default_dir.clone()).map_err(io::Error::other)?;
     let options = ServerOptions {
-        audit: config.audit_log(default_dir).map_err(io::Error::other)?,
+        audit: config
+            .audit_log(default_dir.clone())
+            .map_err(io::Error::other)?,
+        data_dir: config.state_dir(default_dir),
         ..config.server_options()
     };
     server::serve_with(listener, engine, options, shutdown).await

@@ -11,7 +11,8 @@
 //!   machine (an input and its time in, effects out: no tokio, no clock, unit-tested rule
 //!   by rule); [`engine::actor`] the one task that owns the core and executes its effects
 //!   (runs, timers, group commits, replies) behind the cheap [`engine::Engine`] handle;
-//!   [`engine::ports`] the traits the engine calls (`Agent`, `Store`) and their types.
+//!   [`engine::ports`] the traits the engine calls (`Agent`, `Store`) and their types;
+//!   [`engine::schedule`] cron schedules (a core family arms a timer per schedule).
 //! - [`agent`]: implements the `Agent` port. Claude Code's stream-json protocol, how a
 //!   run's end becomes a failure class (`agent::verdict`), one file per way of running a
 //!   process (per task, long-lived) and what both need of a child (a clean environment,
@@ -32,14 +33,16 @@
 //!   `api::audit` (the layer that records state-changing calls, and `ListAudit`),
 //!   `api::tls` (rustls on the port), the gRPC services, the REST gateway, and the server
 //!   that puts them all on one port.
+//! - [`notify`]: webhooks: a worker per webhook follows the engine's events from a cursor
+//!   kept in the data file and posts them signed, retried with backoff; a delivery log.
 //! - [`config`]: typed settings from defaults, a YAML file, `SWARM_*` variables and flags,
 //!   checked before any port opens; `config::serving` holds TLS, the stream and time
 //!   limits and the audit's retention.
 //! - [`app`]: the composition root: config -> agent -> store -> engine -> server.
 //! - [`cli`]: the command line: `serve`, `run`, `config show|check`, `key`, and the client
-//!   subcommands (`audit` and `mcp` among them: `mcp` is an MCP server on stdio for a
-//!   Claude Code session, a client of the gRPC API like the others), over TLS for an
-//!   `https://` server.
+//!   subcommands (`audit`, `schedule ...` and `mcp` among them: `mcp` is an MCP server on
+//!   stdio for a Claude Code session, a client of the gRPC API like the others), over TLS
+//!   for an `https://` server.
 //! - [`pb`]: the code generated from `proto/`, and its descriptor set for reflection.
 
 pub mod agent;
@@ -48,6 +51,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod engine;
+pub mod notify;
 pub mod store;
 pub mod workflow;
 

@@ -223,6 +223,34 @@ async fn every_route_wants_a_key_of_its_role_and_works_with_one() {
         .instances[0]
         .id
         .clone();
+    // Two schedules: DELETE removes one, the other routes use the one that stays.
+    let mut schedules = Vec::new();
+    for _ in 0..2 {
+        let created = pb::schedule_service_client::ScheduleServiceClient::new(admin.clone())
+            .create_schedule(pb::CreateScheduleRequest {
+                cron: "0 3 * * *".into(),
+                target: Some(pb::create_schedule_request::Target::Task(common::spec("x"))),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        schedules.push(created.id);
+    }
+    // Two webhooks, for the same reason.
+    let mut webhooks = Vec::new();
+    for _ in 0..2 {
+        let created = pb::webhook_service_client::WebhookServiceClient::new(admin.clone())
+            .create_webhook(pb::CreateWebhookRequest {
+                url: "http://127.0.0.1:9/hook".into(),
+                secret: "a-long-random-signing-secret".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        webhooks.push(created.id);
+    }
 
     let no_key = http.get(format!("{}/openapi.json", base(&server)));
     refused(
@@ -258,7 +286,21 @@ async fn every_route_wants_a_key_of_its_role_and_works_with_one() {
                     .replace("/tasks/{id}", &format!("/tasks/{hanging}"))
                     .replace("/instances/{id}", &format!("/instances/{instance}"))
                     .replace("/workflows/{id}", &format!("/workflows/{workflow}"))
-                    .replace("/approvals/{id}", &format!("/approvals/{approval}"));
+                    .replace("/approvals/{id}", &format!("/approvals/{approval}"))
+                    .replace(
+                        "/schedules/{id}",
+                        &format!(
+                            "/schedules/{}",
+                            schedules[usize::from(method == Method::DELETE)]
+                        ),
+                    )
+                    .replace(
+                        "/webhooks/{id}",
+                        &format!(
+                            "/webhooks/{}",
+                            webhooks[usize::from(method == Method::DELETE)]
+                        ),
+                    );
             let request = |key: Option<&str>| -> RequestBuilder {
                 let mut request = http.request(method.clone(), &url);
                 if let Some(example) =

@@ -130,6 +130,35 @@ async fn the_document_lists_exactly_the_served_routes_and_each_answers() {
         .and_then(|i| i["id"].as_str())
         .unwrap()
         .to_owned();
+    // Two schedules: DELETE removes one, the other routes use the one that stays.
+    let mut schedules = Vec::new();
+    for _ in 0..2 {
+        let created: Value = http
+            .post(format!("{base}/schedules"))
+            .json(&json!({ "cron": "0 3 * * *", "task": { "prompt": "quick" } }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        schedules.push(created["id"].as_str().unwrap().to_owned());
+    }
+    let mut webhooks = Vec::new();
+    for _ in 0..2 {
+        let created: Value = http
+            .post(format!("{base}/webhooks"))
+            .json(
+                &json!({ "url": "http://127.0.0.1:9/", "secret": "a-long-random-signing-secret" }),
+            )
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        webhooks.push(created["id"].as_str().unwrap().to_owned());
+    }
 
     for (method, path) in documented(&doc) {
         let operation = &doc["paths"][&path][method.to_ascii_lowercase()];
@@ -138,7 +167,15 @@ async fn the_document_lists_exactly_the_served_routes_and_each_answers() {
                 .replace("/tasks/{id}", &format!("/tasks/{task}"))
                 .replace("/instances/{id}", &format!("/instances/{instance}"))
                 .replace("/workflows/{id}", &format!("/workflows/{workflow}"))
-                .replace("/approvals/{id}", &format!("/approvals/{approval}"));
+                .replace("/approvals/{id}", &format!("/approvals/{approval}"))
+                .replace(
+                    "/schedules/{id}",
+                    &format!("/schedules/{}", schedules[usize::from(method == "DELETE")]),
+                )
+                .replace(
+                    "/webhooks/{id}",
+                    &format!("/webhooks/{}", webhooks[usize::from(method == "DELETE")]),
+                );
         assert!(!url.contains('{'), "{path}: a path parameter is left");
         let what = format!("{method} {path}");
         assert!(
@@ -472,6 +509,13 @@ async fn schemas_have_every_proto_field_with_its_json_mapping() {
         "DecideApprovalRequest",
         "PermissionPolicy",
         "PermissionDenial",
+        "Schedule",
+        "ListSchedulesResponse",
+        "TriggerScheduleResponse",
+        "Webhook",
+        "ListWebhooksResponse",
+        "Delivery",
+        "ListDeliveriesResponse",
     ] {
         let name = format!("claude_swarm.v1.{message}");
         assert!(messages_seen.contains(&name), "no schema for {name}");

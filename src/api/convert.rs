@@ -9,7 +9,9 @@ use crate::{
         Instance, Isolation, Payload, PermissionDenial, PermissionPolicy, Priority, SwarmStatus,
         Task, TaskResult, TaskSpec, TaskStatus, Usage, WorkflowInfo,
         model::{task::positive_seconds, words::Word},
+        schedule::{Schedule, ScheduleTarget},
     },
+    notify::webhook::{Delivery, Format, Topic, Webhook, WebhookSpec},
     pb,
 };
 
@@ -390,6 +392,91 @@ impl From<&WorkflowInfo> for pb::Workflow {
             usage: Some((&w.usage).into()),
             turns: w.turns,
             permissions: Some((&w.permissions).into()),
+            schedule_id: w.schedule_id.clone().unwrap_or_default(),
+        }
+    }
+}
+
+impl From<&Webhook> for pb::Webhook {
+    fn from(w: &Webhook) -> Self {
+        pb::Webhook {
+            id: w.id.clone(),
+            name: w.name.clone(),
+            url: w.url.clone(),
+            events: w.topics.iter().map(|t| to_pb(*t)).collect(),
+            format: to_pb(w.format),
+            signed: w.secret.is_some(),
+            from_config: w.from_config,
+            timeout: w.timeout.as_secs_f64(),
+            retry_backoff: w.retry_backoff.as_secs_f64(),
+            max_attempts: w.max_attempts,
+            created_at: Some(timestamp(w.created_at)),
+        }
+    }
+}
+
+impl From<&Delivery> for pb::Delivery {
+    fn from(d: &Delivery) -> Self {
+        pb::Delivery {
+            webhook_id: d.webhook_id.clone(),
+            sequence: d.sequence,
+            topic: optional_to_pb(d.topic),
+            status: to_pb(d.status),
+            attempts: d.attempts,
+            last_status_code: d.last_status_code.map_or(0, u32::from),
+            last_error: d.last_error.clone().unwrap_or_default(),
+            created_at: Some(timestamp(d.created_at)),
+            updated_at: Some(timestamp(d.updated_at)),
+        }
+    }
+}
+
+/// A webhook request as the checks of [`Webhook::new`] take it.
+pub fn webhook_spec(r: pb::CreateWebhookRequest) -> Result<WebhookSpec> {
+    let events = r
+        .events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            from_pb::<Topic>(&format!("events[{i}]"), *e, None).map(|t| t.as_str().to_owned())
+        })
+        .collect::<Result<_>>()?;
+    let set = |v: f64| (v != 0.0).then_some(v);
+    Ok(WebhookSpec {
+        name: r.name,
+        url: r.url,
+        events,
+        secret: non_empty(r.secret),
+        format: from_pb("format", r.format, Some(Format::Json))?,
+        timeout: set(r.timeout),
+        retry_backoff: set(r.retry_backoff),
+        max_attempts: (r.max_attempts != 0).then_some(r.max_attempts),
+    })
+}
+
+impl From<&Schedule> for pb::Schedule {
+    fn from(s: &Schedule) -> Self {
+        let (workflow_name, task_count) = match &s.spec.target {
+            ScheduleTarget::Workflow(plan) => (plan.name.clone(), plan.tasks.len() as u32),
+            ScheduleTarget::Task(task) => (task.name.clone(), 1),
+        };
+        pb::Schedule {
+            id: s.id.clone(),
+            name: s.spec.name.clone(),
+            cron: s.spec.cron.expression().to_owned(),
+            time_zone: s.spec.cron.time_zone().to_owned(),
+            missed: to_pb(s.spec.missed),
+            overlap: to_pb(s.spec.overlap),
+            paused: s.spec.paused,
+            created_at: Some(timestamp(s.created_at)),
+            next_fire_at: s.next_fire_at.map(timestamp),
+            last_fired_at: s.last_fired_at.map(timestamp),
+            last_workflow_id: s.last_workflow_id.clone().unwrap_or_default(),
+            runs: s.runs,
+            skipped_runs: s.skipped_runs,
+            last_error: s.last_error.clone().unwrap_or_default(),
+            workflow_name,
+            task_count,
         }
     }
 }
@@ -498,7 +585,11 @@ impl From<&crate::store::audit::AuditRecord> for pb::AuditRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::{EventKind, FailureClass, InstanceStatus, workflow::WorkflowStatus};
+    use crate::engine::{
+        EventKind, FailureClass, InstanceStatus,
+        schedule::{MissedPolicy, OverlapPolicy},
+        workflow::WorkflowStatus,
+    };
 
     #[test]
     fn bad_wire_values_name_their_field() {
@@ -586,6 +677,14 @@ mod tests {
         check::<crate::engine::ApprovalState>("APPROVAL_STATE_", names!(pb::ApprovalState));
         check::<crate::engine::PolicyScope>("POLICY_SCOPE_", names!(pb::PolicyScope));
         check::<DenialPolicy>("DENIAL_POLICY_", names!(pb::DenialPolicy));
+        check::<MissedPolicy>("MISSED_RUN_POLICY_", names!(pb::MissedRunPolicy));
+        check::<OverlapPolicy>("OVERLAP_POLICY_", names!(pb::OverlapPolicy));
+        check::<Topic>("WEBHOOK_TOPIC_", names!(pb::WebhookTopic));
+        check::<Format>("WEBHOOK_FORMAT_", names!(pb::WebhookFormat));
+        check::<crate::notify::webhook::DeliveryStatus>(
+            "DELIVERY_STATUS_",
+            names!(pb::DeliveryStatus),
+        );
         assert!(from_pb::<TaskStatus>("status", 0, None).is_err());
         assert_eq!(
             from_pb("priority", 0, Some(Priority::Normal)).unwrap(),

@@ -8,6 +8,9 @@ use tonic::{Code, Request, Response, Status};
 use super::{MAX_REQUEST_BYTES, error::INTERNAL_MESSAGE, service::Service};
 use crate::pb;
 
+mod schedules;
+mod webhooks;
+
 type Reply<T> = Result<Response<T>, Status>;
 
 /// tonic answers a request it cannot decode with INTERNAL (a message cut short, bytes

@@ -41,8 +41,10 @@ use crate::{
     pb::{
         self, approval_service_server::ApprovalServiceServer,
         audit_service_server::AuditServiceServer, event_service_server::EventServiceServer,
-        instance_service_server::InstanceServiceServer, swarm_service_server::SwarmServiceServer,
-        task_service_server::TaskServiceServer, workflow_service_server::WorkflowServiceServer,
+        instance_service_server::InstanceServiceServer,
+        schedule_service_server::ScheduleServiceServer, swarm_service_server::SwarmServiceServer,
+        task_service_server::TaskServiceServer, webhook_service_server::WebhookServiceServer,
+        workflow_service_server::WorkflowServiceServer,
     },
     store::audit::AuditLog,
 };
@@ -78,6 +80,10 @@ pub struct ServerOptions {
     pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
     /// Where every state-changing call is recorded (in memory by default).
     pub audit: AuditLog,
+    /// The configured webhooks, and where their outbox is kept (the data directory, or in
+    /// memory when `None`).
+    pub webhooks: Vec<crate::notify::webhook::Webhook>,
+    pub data_dir: Option<PathBuf>,
 }
 
 impl Default for ServerOptions {
@@ -93,6 +99,8 @@ impl Default for ServerOptions {
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             tls: None,
             audit: AuditLog::default(),
+            webhooks: Vec::new(),
+            data_dir: None,
         }
     }
 }
@@ -115,6 +123,12 @@ async fn app(
 ) -> axum::Router {
     let stopped = engine.stopped();
     let metrics = Metrics::start(engine.clone(), shutdown.clone()).await;
+    let notifier = crate::notify::Notifier::start(
+        engine.clone(),
+        options.webhooks.clone(),
+        options.data_dir.as_deref(),
+        shutdown.clone(),
+    );
     let api = Service::new(
         engine,
         shutdown,
@@ -125,6 +139,13 @@ async fn app(
         options.max_streams_per_key,
         !options.keys.is_empty(),
     ));
+    let api = match notifier {
+        Ok(notifier) => api.with_notifier(notifier),
+        Err(cause) => {
+            tracing::error!(%cause, "webhooks are off: their outbox cannot be opened");
+            api
+        }
+    };
     let tokens = Arc::new(StreamTokens::default());
     let (health, health_service) = tonic_health::server::health_reporter();
     // grpcurl 1.8 speaks only v1alpha; newer clients use v1.
@@ -155,6 +176,9 @@ async fn app(
     );
     let approvals =
         web.layer(ApprovalServiceServer::new(api.clone()).max_decoding_message_size(max));
+    let schedules =
+        web.layer(ScheduleServiceServer::new(api.clone()).max_decoding_message_size(max));
+    let webhooks = web.layer(WebhookServiceServer::new(api.clone()).max_decoding_message_size(max));
     let api_services = [
         name(&swarm),
         name(&tasks),
@@ -163,6 +187,8 @@ async fn app(
         name(&events),
         name(&audit),
         name(&approvals),
+        name(&schedules),
+        name(&webhooks),
     ];
     set_health(&health, &api_services, ServingStatus::Serving).await;
     // A stopped engine (a bug) answers nothing any more: health says so at once.
@@ -192,6 +218,8 @@ async fn app(
         .add_service(events)
         .add_service(audit)
         .add_service(approvals)
+        .add_service(schedules)
+        .add_service(webhooks)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

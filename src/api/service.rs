@@ -20,6 +20,9 @@ use crate::{
     pb, workflow,
 };
 
+mod schedules;
+mod webhooks;
+
 type Result<T> = std::result::Result<T, EngineError>;
 
 /// Live events as API messages; ends on server shutdown or when the client goes away.
@@ -36,6 +39,8 @@ pub struct Service {
     subscribers: Gauge,
     /// `max_streams_per_key`: the feeds each caller holds open.
     streams: std::sync::Arc<StreamLimit>,
+    /// The webhooks' workers (`WebhookService`); none on a router without them.
+    notifier: Option<crate::notify::Notifier>,
 }
 
 fn opt(s: String) -> Option<String> {
@@ -84,6 +89,7 @@ impl Service {
             allow_commands,
             subscribers,
             streams: StreamLimit::new(DEFAULT_MAX_STREAMS_PER_KEY, false),
+            notifier: None,
         }
     }
 
@@ -92,7 +98,14 @@ impl Service {
         Self { streams, ..self }
     }
 
-    /// With shell steps switched off, a request that has one is refused.
+    /// With `WebhookService` served by `notifier`.
+    pub fn with_notifier(mut self, notifier: crate::notify::Notifier) -> Self {
+        self.notifier = Some(notifier);
+        self
+    }
+
+    /// With shell steps switched off (`allow_commands: false`), a request that has one
+    /// (its first at `field`) is refused.
     fn commands_allowed(&self, field: Option<&str>) -> Result<()> {
         commands_allowed(self.allow_commands, field)
     }
@@ -252,13 +265,14 @@ impl Service {
         &self,
         request: pb::ExecuteWorkflowRequest,
     ) -> Result<pb::ExecuteWorkflowResponse> {
-        let plan = workflow::parse(&request.yaml, &request.variables.into_iter().collect())?;
-        self.may_run_commands(plan_commands(&plan))?;
-        let info = self.engine.execute_workflow(plan).await?;
+        let checked = workflow::check(&request.yaml, &request.variables.into_iter().collect())?;
+        self.may_run_commands(plan_commands(&checked.plan))?;
+        let info = self.engine.execute_workflow(checked.plan).await?;
         involve(&info.id);
         Ok(pb::ExecuteWorkflowResponse {
             workflow_id: info.id.clone(),
             workflow: Some((&info).into()),
+            warnings: checked.warnings.into_iter().map(Into::into).collect(),
         })
     }
 

@@ -131,6 +131,9 @@ pub(super) async fn client(
         | Command::Workflow(WorkflowCommand::Validate { .. }) => {
             unreachable!("handled by main")
         }
+        Command::Schedule(command) => {
+            return super::schedule::schedule(command, channel, bearer, json).await;
+        }
         Command::Status => {
             let status = SwarmServiceClient::with_interceptor(channel, bearer)
                 .max_decoding_message_size(max)
@@ -309,6 +312,18 @@ pub(super) async fn client(
                 .execute_workflow(pb::ExecuteWorkflowRequest { yaml, variables })
                 .await?
                 .into_inner();
+            for w in &reply.warnings {
+                let place = match (w.line, w.column) {
+                    (0, _) => String::new(),
+                    (line, column) => format!(" (line {line}, column {column})"),
+                };
+                eprintln!(
+                    "warning: {}: {}: {}{place}",
+                    file.display(),
+                    w.field,
+                    w.message
+                );
+            }
             let request = pb::StreamEventsRequest {
                 after_sequence: Some(0),
                 workflow_id: reply.workflow_id.clone(),

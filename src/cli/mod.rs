@@ -9,6 +9,7 @@ mod key;
 mod mcp;
 mod print;
 mod progress;
+mod schedule;
 mod workflow;
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
@@ -123,6 +124,9 @@ enum Command {
     /// Run, show, list or cancel workflows on the server.
     #[command(subcommand)]
     Workflow(WorkflowCommand),
+    /// Run workflows (or one task) on a cron schedule.
+    #[command(subcommand)]
+    Schedule(schedule::ScheduleCommand),
     /// Make API keys for the server's `api_keys` (or SWARM_API_KEYS).
     #[command(subcommand)]
     Key(KeyCommand),

@@ -170,6 +170,9 @@ struct FileConfig {
     /// Swarm-wide permission rules and the approvals' deadline.
     #[serde(default)]
     permissions: permissions::PermissionsSection,
+    /// URLs the server posts events to.
+    #[serde(default)]
+    webhooks: Vec<webhooks::FileWebhook>,
 }
 
 /// An `api_keys` entry: the key's SHA-256, never the key.
@@ -215,6 +218,8 @@ pub struct Config {
     pub rate_limit: Option<RateLimit>,
     /// TLS, the stream and time limits, the audit's retention.
     pub serving: Serving,
+    /// The config file's webhooks, checked.
+    pub webhooks: Vec<crate::notify::webhook::Webhook>,
     pub engine: EngineConfig,
 }
 
@@ -283,6 +288,7 @@ impl Config {
             request_timeout: file.request_timeout,
             audit_retention: file.audit_retention,
         })?;
+        let webhooks = webhooks::webhooks(file.webhooks)?;
         Ok(Self {
             listen: listen
                 .or(file.listen)
@@ -317,6 +323,7 @@ impl Config {
                 .unwrap_or(true),
             rate_limit,
             serving,
+            webhooks,
             engine: EngineConfig {
                 initial_instances,
                 max_instances,
@@ -492,6 +499,7 @@ fn checked_hosts(hosts: Vec<String>) -> Result<Vec<String>, ConfigError> {
 mod serving;
 
 pub use serving::{Serving, Tls};
+mod webhooks;
 
 #[cfg(test)]
 mod tests;

@@ -119,6 +119,8 @@ fn failed(answer: Answer, error: &EngineError) -> Answer {
         Answer::Approval(_) => Answer::Approval(Err(e)),
         Answer::Approvals(_) => Answer::Approvals(Err(e)),
         Answer::Done => Answer::Done,
+        Answer::Schedule(_) => Answer::Schedule(Err(e)),
+        Answer::Schedules(_) => Answer::Schedules(Err(e)),
     }
 }
 

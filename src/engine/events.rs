@@ -100,6 +100,11 @@ pub struct Subscription {
 }
 
 impl Subscription {
+    /// The last sequence delivered or passed over: where a reconnect resumes after.
+    pub fn position(&self) -> u64 {
+        self.last
+    }
+
     /// The next matching event; `None` once the engine has stopped. A subscriber that fell
     /// too far behind gets `DataLoss` naming the sequence to resume after.
     pub async fn next(&mut self) -> Option<Result<Arc<Event>, EngineError>> {

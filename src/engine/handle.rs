@@ -21,6 +21,7 @@ use super::{
     events::Subscription,
     model::{event::EventFilter, task::TaskId},
     ports::{Agent, Snapshot, Store, StoreError},
+    schedule::{Schedule, ScheduleSpec},
     workflow::WorkflowPlan,
 };
 
@@ -212,6 +213,38 @@ impl Engine {
         self.call(|call| Input::CancelWorkflow { call, id }).await
     }
 
+    pub async fn create_schedule(&self, spec: ScheduleSpec) -> Result<Schedule> {
+        self.call(|call| Input::CreateSchedule {
+            call,
+            spec: Box::new(spec),
+        })
+        .await
+    }
+
+    pub async fn schedule(&self, id: String) -> Result<Schedule> {
+        self.call(|call| Input::GetSchedule { call, id }).await
+    }
+
+    pub async fn schedules(&self) -> Result<Vec<Schedule>> {
+        self.call(|call| Input::ListSchedules { call }).await
+    }
+
+    /// Pauses (`true`) or resumes a schedule.
+    pub async fn pause_schedule(&self, id: String, paused: bool) -> Result<Schedule> {
+        self.call(|call| Input::PauseSchedule { call, id, paused })
+            .await
+    }
+
+    /// Removes a schedule (its runs stay); answers with it as it was.
+    pub async fn delete_schedule(&self, id: String) -> Result<Schedule> {
+        self.call(|call| Input::DeleteSchedule { call, id }).await
+    }
+
+    /// Runs a schedule now; answers with the run's workflow.
+    pub async fn trigger_schedule(&self, id: String) -> Result<WorkflowInfo> {
+        self.call(|call| Input::TriggerSchedule { call, id }).await
+    }
+
     pub async fn status(&self) -> Result<SwarmStatus> {
         let mut status: SwarmStatus = self.call(|call| Input::Status { call }).await?;
         status.uptime = self.started.elapsed();
@@ -271,6 +304,8 @@ from_answer! {
     Vec<WorkflowInfo> => Workflows,
     Approval => Approval,
     Vec<Approval> => Approvals,
+    Schedule => Schedule,
+    Vec<Schedule> => Schedules,
 }
 
 impl FromAnswer for SwarmStatus {

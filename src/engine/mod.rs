@@ -8,6 +8,7 @@
 //! - [`ports`]: the traits the engine calls ([`ports::Agent`], [`ports::Store`]).
 //! - [`events`]: the hub that replays stored events and feeds live subscribers.
 //! - [`workflow`]: what a workflow is at run time (templates, `for_each`, its record).
+//! - [`schedule`]: cron schedules of workflows (or one task) and their policies.
 //! - [`error`]: one vocabulary of failures.
 
 mod actor;
@@ -17,6 +18,7 @@ pub mod events;
 pub mod handle;
 pub mod model;
 pub mod ports;
+pub mod schedule;
 pub mod workflow;
 
 pub use core::{

@@ -13,6 +13,7 @@ use super::{
         event::{AgentOutput, Event},
         task::{AgentOptions, FailureClass, Isolation, Task, TaskId, TaskResult, TaskStatus},
     },
+    schedule::{Schedule, ScheduleId},
     workflow::WorkflowInfo,
 };
 
@@ -290,6 +291,8 @@ pub struct Snapshot {
     pub approvals: Vec<Approval>,
     /// Swarm-wide rules added at run time ("always"), besides the configured ones.
     pub swarm_policy: PermissionPolicy,
+    /// Schedules, in creation order.
+    pub schedules: Vec<Schedule>,
 }
 
 /// One turn's changes, stored all or nothing before anyone is answered (group commit).
@@ -307,6 +310,9 @@ pub struct Batch {
     pub approvals: Vec<Approval>,
     /// The swarm-wide rules added at run time, whole, when they changed this turn.
     pub swarm_policy: Option<PermissionPolicy>,
+    /// Schedules created or changed this turn.
+    pub schedules: Vec<Schedule>,
+    pub deleted_schedules: Vec<ScheduleId>,
 }
 
 impl Batch {
@@ -318,6 +324,8 @@ impl Batch {
             && self.total_cost_usd.is_none()
             && self.approvals.is_empty()
             && self.swarm_policy.is_none()
+            && self.schedules.is_empty()
+            && self.deleted_schedules.is_empty()
     }
 }
 

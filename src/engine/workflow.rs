@@ -181,10 +181,12 @@ pub struct WorkflowInfo {
     pub turns: u64,
     /// Tool permission rules for every task of the workflow.
     pub permissions: PermissionPolicy,
+    /// The schedule this workflow is a run of, if any.
+    pub schedule_id: Option<String>,
 }
 
 /// A parsed, validated workflow ready to submit.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct WorkflowPlan {
     pub name: String,
     pub description: String,

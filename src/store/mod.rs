@@ -7,4 +7,5 @@
 mod approvals;
 pub mod audit;
 pub mod rows;
+pub mod schedule_rows;
 pub mod sqlite;

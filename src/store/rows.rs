@@ -423,6 +423,7 @@ mirror! {
         turns: u64,
         #[serde(default)]
         permissions: PolicyRow,
+        schedule_id: Option<String>,
     }
 }
 

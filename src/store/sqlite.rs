@@ -11,7 +11,10 @@ use std::{
 use rusqlite::{Connection, OpenFlags, Transaction, params};
 use serde::{Serialize, de::DeserializeOwned};
 
-use super::rows::{EventRow, EventRowV1, Row, TaskRecordRow, WorkflowRecordRow};
+use super::{
+    rows::{EventRow, EventRowV1, Row, TaskRecordRow, WorkflowRecordRow},
+    schedule_rows::ScheduleRow,
+};
 use crate::engine::ports::{Batch, Snapshot, Store, StoreError};
 
 /// The layout this code writes. 1: the first release (events held whole tasks).
@@ -67,7 +70,8 @@ impl SqliteStore {
              CREATE TABLE IF NOT EXISTS tasks (id TEXT PRIMARY KEY, position INTEGER NOT NULL, body TEXT NOT NULL);
              CREATE TABLE IF NOT EXISTS workflows (id TEXT PRIMARY KEY, position INTEGER NOT NULL, body TEXT NOT NULL);
              CREATE TABLE IF NOT EXISTS events (sequence INTEGER PRIMARY KEY, body TEXT NOT NULL);
-             CREATE TABLE IF NOT EXISTS totals (key TEXT PRIMARY KEY, value REAL NOT NULL);",
+             CREATE TABLE IF NOT EXISTS totals (key TEXT PRIMARY KEY, value REAL NOT NULL);
+             CREATE TABLE IF NOT EXISTS schedules (id TEXT PRIMARY KEY, position INTEGER NOT NULL, body TEXT NOT NULL);",
         )
         .map_err(|e| fail("cannot create tables", e.to_string()))?;
         super::approvals::create(&conn).map_err(|e| fail("cannot create tables", e.to_string()))?;
@@ -272,6 +276,14 @@ impl Store for SqliteStore {
             .unwrap_or(0.0);
         let (approvals, swarm_policy) =
             super::approvals::load(&self.conn).map_err(|e| self.unreadable("approval", e))?;
+        let schedules = self
+            .bodies::<ScheduleRow>("SELECT body FROM schedules ORDER BY position", "schedule")?
+            .into_iter()
+            .map(|row| {
+                row.into_schedule()
+                    .map_err(|e| self.unreadable("schedule", e))
+            })
+            .collect::<Result<_, _>>()?;
         Ok(Snapshot {
             approvals,
             swarm_policy,
@@ -279,6 +291,7 @@ impl Store for SqliteStore {
             workflows: workflows.into_iter().map(Row::into_domain).collect(),
             tasks,
             total_cost_usd,
+            schedules,
         })
     }
 
@@ -342,6 +355,27 @@ fn write(
             .execute(params![record.info.id, *next_position, body])
             .map_err(e("write workflow"))?;
         *next_position += 1;
+    }
+    let mut upsert_schedule = tx
+        .prepare_cached(
+            "INSERT INTO schedules (id, position, body) VALUES (?1, ?2, ?3)
+             ON CONFLICT(id) DO UPDATE SET body = excluded.body",
+        )
+        .map_err(e("prepare"))?;
+    for schedule in &batch.schedules {
+        let body = encode(&ScheduleRow::of(schedule)).map_err(|e| e.to_string())?;
+        upsert_schedule
+            .execute(params![schedule.id, *next_position, body])
+            .map_err(e("write schedule"))?;
+        *next_position += 1;
+    }
+    let mut delete_schedule = tx
+        .prepare_cached("DELETE FROM schedules WHERE id = ?1")
+        .map_err(e("prepare"))?;
+    for id in &batch.deleted_schedules {
+        delete_schedule
+            .execute(params![id])
+            .map_err(e("delete schedule"))?;
     }
     let mut delete_task = tx
         .prepare_cached("DELETE FROM tasks WHERE id = ?1")

@@ -83,6 +83,20 @@ const RULES: &[Rule] = &[
     rule(READ,    None,                                                   &["POST /auth/stream-token"]),
     // The audit of every state-changing call: who did what.
     rule(ADMIN,   Some("claude_swarm.v1.AuditService/ListAudit"),         &["GET /audit"]),
+    // Schedules run work unattended: changing them is admin's; looking is a read.
+    rule(ADMIN,   Some("claude_swarm.v1.ScheduleService/CreateSchedule"), &["POST /schedules"]),
+    rule(READ,    Some("claude_swarm.v1.ScheduleService/ListSchedules"),  &["GET /schedules"]),
+    rule(READ,    Some("claude_swarm.v1.ScheduleService/GetSchedule"),    &["GET /schedules/{id}"]),
+    rule(ADMIN,   Some("claude_swarm.v1.ScheduleService/PauseSchedule"),  &["POST /schedules/{id}/pause"]),
+    rule(ADMIN,   Some("claude_swarm.v1.ScheduleService/ResumeSchedule"), &["POST /schedules/{id}/resume"]),
+    rule(ADMIN,   Some("claude_swarm.v1.ScheduleService/DeleteSchedule"), &["DELETE /schedules/{id}"]),
+    rule(ADMIN,   Some("claude_swarm.v1.ScheduleService/TriggerNow"),     &["POST /schedules/{id}/trigger"]),
+    // Webhooks send the swarm's events out; a URL may itself be a secret (Slack's are),
+    // so even the list is admin's. The delivery log shows no URL: a read.
+    rule(ADMIN,   Some("claude_swarm.v1.WebhookService/CreateWebhook"),   &["POST /webhooks"]),
+    rule(ADMIN,   Some("claude_swarm.v1.WebhookService/ListWebhooks"),    &["GET /webhooks"]),
+    rule(ADMIN,   Some("claude_swarm.v1.WebhookService/DeleteWebhook"),   &["DELETE /webhooks/{id}"]),
+    rule(READ,    Some("claude_swarm.v1.WebhookService/ListDeliveries"),  &["GET /webhooks/{id}/deliveries"]),
 ];
 
 /// The operation `method path` asks for. `HEAD` is `GET`; a CORS preflight (`OPTIONS`)
@@ -212,6 +226,8 @@ mod tests {
                 let open = name.contains("Health/") || name == "GET /health";
                 // Who did what is for admins only, though reading it changes nothing.
                 let audit = name.contains("AuditService/") || name == "GET /audit";
+                // The webhook list shows URLs, which may themselves be secrets (Slack's).
+                let reads = reads && !name.ends_with("/ListWebhooks") && name != "GET /webhooks";
                 let expected = match (open, reads) {
                     _ if audit => "admin",
                     (true, _) => "open",

@@ -18,10 +18,15 @@ use crate::pb;
 pub(super) const JSON: &str = "application/json";
 
 /// Enum-valued fields and the prefix of their proto value names.
-const ENUM_FIELDS: [(&str, &[&str]); 10] = [
+const ENUM_FIELDS: [(&str, &[&str]); 15] = [
     (
         "status",
-        &["TASK_STATUS_", "INSTANCE_STATUS_", "WORKFLOW_STATUS_"],
+        &[
+            "TASK_STATUS_",
+            "INSTANCE_STATUS_",
+            "WORKFLOW_STATUS_",
+            "DELIVERY_STATUS_",
+        ],
     ),
     ("on_permission_denied", &["DENIAL_POLICY_"]),
     ("state", &["APPROVAL_STATE_"]),
@@ -32,6 +37,11 @@ const ENUM_FIELDS: [(&str, &[&str]); 10] = [
     ("on_failure", &["FAILURE_POLICY_"]),
     ("failure_class", &["FAILURE_CLASS_"]),
     ("isolation", &["ISOLATION_"]),
+    ("missed", &["MISSED_RUN_POLICY_"]),
+    ("overlap", &["OVERLAP_POLICY_"]),
+    ("events", &["WEBHOOK_TOPIC_"]),
+    ("topic", &["WEBHOOK_TOPIC_"]),
+    ("format", &["WEBHOOK_FORMAT_"]),
 ];
 
 /// Maps of free-form strings, left alone.
@@ -114,6 +124,11 @@ pub(super) fn enum_name(field: &str, value: &Value) -> Result<Value, ApiError> {
             "DENIAL_POLICY_" => pb::DenialPolicy::from_str_name(&name).is_some(),
             "APPROVAL_STATE_" => pb::ApprovalState::from_str_name(&name).is_some(),
             "POLICY_SCOPE_" => pb::PolicyScope::from_str_name(&name).is_some(),
+            "MISSED_RUN_POLICY_" => pb::MissedRunPolicy::from_str_name(&name).is_some(),
+            "OVERLAP_POLICY_" => pb::OverlapPolicy::from_str_name(&name).is_some(),
+            "WEBHOOK_TOPIC_" => pb::WebhookTopic::from_str_name(&name).is_some(),
+            "WEBHOOK_FORMAT_" => pb::WebhookFormat::from_str_name(&name).is_some(),
+            "DELIVERY_STATUS_" => pb::DeliveryStatus::from_str_name(&name).is_some(),
             _ => pb::EventKind::from_str_name(&name).is_some(),
         };
         if known {

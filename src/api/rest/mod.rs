@@ -11,8 +11,10 @@ mod docs;
 mod error;
 mod instances;
 mod json;
+mod schedules;
 mod streams;
 mod tasks;
+mod webhooks;
 mod workflows;
 
 use std::path::PathBuf;
@@ -141,6 +143,31 @@ fn endpoints() -> Vec<Endpoint> {
         endpoint(M::GET, "/metrics", metrics::metrics),
         // Served outside the gateway too (the audit comes as an extension).
         endpoint(M::GET, "/audit", audit::list_audit),
+        endpoint(M::POST, "/schedules", schedules::create_schedule),
+        endpoint(M::GET, "/schedules", schedules::list_schedules),
+        endpoint(M::GET, "/schedules/{id}", schedules::get_schedule),
+        endpoint(M::DELETE, "/schedules/{id}", schedules::delete_schedule),
+        endpoint(M::POST, "/schedules/{id}/pause", schedules::pause_schedule).body_types(&[]),
+        endpoint(
+            M::POST,
+            "/schedules/{id}/resume",
+            schedules::resume_schedule,
+        )
+        .body_types(&[]),
+        endpoint(
+            M::POST,
+            "/schedules/{id}/trigger",
+            schedules::trigger_schedule,
+        )
+        .body_types(&[]),
+        endpoint(M::POST, "/webhooks", webhooks::create_webhook),
+        endpoint(M::GET, "/webhooks", webhooks::list_webhooks),
+        endpoint(M::DELETE, "/webhooks/{id}", webhooks::delete_webhook),
+        endpoint(
+            M::GET,
+            "/webhooks/{id}/deliveries",
+            webhooks::list_deliveries,
+        ),
     ]
 }
 

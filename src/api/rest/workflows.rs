@@ -103,7 +103,7 @@ fn document(
     Ok((yaml, variables))
 }
 
-fn read_workflow(root: &std::path::Path, path: &str) -> Result<String, ApiError> {
+pub(super) fn read_workflow(root: &std::path::Path, path: &str) -> Result<String, ApiError> {
     let root = root
         .canonicalize()
         .map_err(|e| ApiError::invalid("workflow_path", format!("workspace root: {e}")))?;

@@ -18,6 +18,7 @@ use crate::engine::{
     ports::{
         Batch, Leftover, PermissionDecision, PermissionRequest, RunOutcome, RunRequest, StopReason,
     },
+    schedule::{Schedule, ScheduleId, ScheduleSpec},
     workflow::{WorkflowInfo, WorkflowPlan},
 };
 
@@ -135,6 +136,32 @@ pub enum Input {
         id: ApprovalId,
         decision: Box<Decision>,
     },
+    CreateSchedule {
+        call: CallId,
+        spec: Box<ScheduleSpec>,
+    },
+    GetSchedule {
+        call: CallId,
+        id: ScheduleId,
+    },
+    ListSchedules {
+        call: CallId,
+    },
+    /// Pause (`paused`) or resume a schedule.
+    PauseSchedule {
+        call: CallId,
+        id: ScheduleId,
+        paused: bool,
+    },
+    DeleteSchedule {
+        call: CallId,
+        id: ScheduleId,
+    },
+    /// Run a schedule now; answered with the run's workflow.
+    TriggerSchedule {
+        call: CallId,
+        id: ScheduleId,
+    },
 }
 
 /// What the core asks the actor to do.
@@ -183,6 +210,8 @@ pub enum Timer {
     Resume,
     /// An approval's deadline.
     ApprovalExpiry(ApprovalId),
+    /// A schedule's next fire time may have come.
+    Schedule(ScheduleId),
 }
 
 /// An answer to a call, by the call's kind. It lives for one call (boxed in its effect),
@@ -201,6 +230,8 @@ pub enum Answer {
     Approval(Result<Approval>),
     Approvals(Result<Vec<Approval>>),
     Done,
+    Schedule(Result<Schedule>),
+    Schedules(Result<Vec<Schedule>>),
 }
 
 /// A turn's output: the changes to store, then the effects to execute.

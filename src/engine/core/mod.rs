@@ -9,7 +9,8 @@
 //! `dispatch` (the ready queues, starting runs), `finish` (run results, retries, terminal
 //! states and dependents), `fanout` (`for_each`), `cancel`, `workflows`, `instances`,
 //! `budget` (rate-limit pauses and budgets), `sessions` (workflow session names),
-//! `restore`, `compact` and `approvals` (tool permissions: rules, approvals, deadlines).
+//! `restore`, `compact`, `approvals` (tool permissions: rules, approvals, deadlines) and
+//! `schedules`.
 
 mod approvals;
 mod budget;
@@ -23,6 +24,7 @@ mod messages;
 mod pool;
 mod queue;
 mod restore;
+mod schedules;
 mod sessions;
 mod submit;
 mod workflows;
@@ -46,6 +48,7 @@ use super::{
         task::{Priority, Task, TaskId, TaskStatus, Usage, WorkflowId},
     },
     ports::{Batch, StopReason, TaskRecord, WorkflowRecord},
+    schedule::{Schedule, ScheduleId},
 };
 use pool::Pool;
 use queue::ReadyQueue;
@@ -217,6 +220,9 @@ pub struct Core {
     tombstones: usize,
     /// State of the jitter of retry backoffs (xorshift).
     jitter: u64,
+    schedules: HashMap<ScheduleId, Schedule>,
+    /// Schedule ids in creation order.
+    schedule_order: Vec<ScheduleId>,
     // ---- this turn's output ----
     effects: Vec<Effect>,
     events: Vec<Arc<Event>>,
@@ -228,6 +234,8 @@ pub struct Core {
     cost_changed: bool,
     /// Approvals, and the questions of runs waiting on them.
     approvals: approvals::Book,
+    dirty_schedules: HashSet<ScheduleId>,
+    deleted_schedules: Vec<ScheduleId>,
 }
 
 impl Core {
@@ -260,6 +268,8 @@ impl Core {
             finished_tasks: VecDeque::new(),
             tombstones: 0,
             jitter: seed | 1,
+            schedules: HashMap::new(),
+            schedule_order: Vec::new(),
             effects: Vec::new(),
             events: Vec::new(),
             dirty_tasks: Vec::new(),
@@ -268,6 +278,8 @@ impl Core {
             deleted_tasks: Vec::new(),
             cost_changed: false,
             approvals: approvals::Book::default(),
+            dirty_schedules: HashSet::new(),
+            deleted_schedules: Vec::new(),
         }
     }
 
@@ -371,6 +383,27 @@ impl Core {
                 let value = self.decide_approval(&id, *decision);
                 self.reply(call, Answer::Approval(value));
             }
+            Input::CreateSchedule { call, spec } => {
+                let value = self.create_schedule(*spec);
+                self.reply(call, Answer::Schedule(value));
+            }
+            Input::GetSchedule { call, id } => {
+                let value = self.schedule(&id).cloned();
+                self.reply(call, Answer::Schedule(value));
+            }
+            Input::ListSchedules { call } => {
+                let value = Ok(self.list_schedules());
+                self.reply(call, Answer::Schedules(value));
+            }
+            Input::PauseSchedule { call, id, paused } => {
+                let value = self.set_schedule_paused(&id, paused);
+                self.reply(call, Answer::Schedule(value));
+            }
+            Input::DeleteSchedule { call, id } => {
+                let value = self.delete_schedule(&id);
+                self.reply(call, Answer::Schedule(value));
+            }
+            Input::TriggerSchedule { call, id } => self.trigger_schedule(call, &id),
         }
     }
 
@@ -408,6 +441,13 @@ impl Core {
             workflows,
             events: std::mem::take(&mut self.events),
             total_cost_usd: std::mem::take(&mut self.cost_changed).then_some(self.total_cost_usd),
+            schedules: self
+                .dirty_schedules
+                .drain()
+                .filter_map(|id| self.schedules.get(&id))
+                .cloned()
+                .collect(),
+            deleted_schedules: std::mem::take(&mut self.deleted_schedules),
         };
         Turn {
             batch,
@@ -438,6 +478,7 @@ impl Core {
             }
             Timer::Resume => self.dispatch(),
             Timer::ApprovalExpiry(id) => self.approval_expired(&id),
+            Timer::Schedule(id) => self.schedule_due(&id),
         }
     }
 

@@ -130,6 +130,7 @@ impl Core {
         for id in finished {
             self.end_workflow(&id);
         }
+        self.restore_schedules(snapshot.schedules);
         self.dispatch();
     }
 

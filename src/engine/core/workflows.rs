@@ -14,6 +14,15 @@ use crate::engine::{
 
 impl Core {
     pub(super) fn execute_workflow(&mut self, plan: WorkflowPlan) -> Result<WorkflowInfo> {
+        self.start_workflow(plan, None)
+    }
+
+    /// Starts a workflow; a scheduled run names its schedule.
+    pub(super) fn start_workflow(
+        &mut self,
+        plan: WorkflowPlan,
+        schedule_id: Option<String>,
+    ) -> Result<WorkflowInfo> {
         let WorkflowPlan {
             name,
             description,
@@ -77,6 +86,7 @@ impl Core {
             usage: Usage::default(),
             turns: 0,
             permissions,
+            schedule_id,
         };
         let flow = Flow {
             record: WorkflowRecord {

@@ -8,6 +8,7 @@ mod dispatch;
 mod finish;
 mod instances;
 mod restore;
+mod schedules;
 mod sessions;
 mod shutdown;
 mod structured;

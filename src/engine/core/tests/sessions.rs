@@ -155,6 +155,7 @@ fn after_a_restart_a_session_name_resumes_what_its_stored_results_say() {
         usage: Default::default(),
         turns: 0,
         permissions: Default::default(),
+        schedule_id: None,
     };
     let snapshot = Snapshot {
         tasks: [done, waiting]
