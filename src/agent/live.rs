@@ -119,7 +119,7 @@ impl ProcessAgent {
 
     fn spawn_live(
         &self,
-        instance: &str,
+        (instance, account): (&str, &str),
         dir: &Path,
         resume: Option<&str>,
     ) -> std::io::Result<Live> {
@@ -145,7 +145,13 @@ impl ProcessAgent {
             }
         };
         // Tasks with options of their own never run here: no variables of theirs.
-        prepare(&self.command, &mut cmd, dir, &Default::default(), instance);
+        prepare(
+            &self.command,
+            &mut cmd,
+            dir,
+            &Default::default(),
+            (instance, account),
+        );
         let mut child = cmd.spawn()?;
         let stdin = child.stdin.take();
         let lines = LineReader::new(child.stdout.take().expect("stdout is piped"));
@@ -192,7 +198,7 @@ impl ProcessAgent {
                 .clone()
                 .filter(|_| slot.cwd.as_ref() == Some(&request.working_directory));
             match self.spawn_live(
-                &request.instance_id,
+                (&request.instance_id, &request.account),
                 &request.working_directory,
                 resume.as_deref(),
             ) {

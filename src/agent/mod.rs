@@ -17,6 +17,7 @@ pub mod verdict;
 pub mod worktree;
 
 use std::{
+    collections::BTreeMap,
     path::{Path, PathBuf},
     sync::Arc,
     time::Duration,
@@ -50,6 +51,10 @@ pub struct AgentCommand {
     /// When set, a run whose directories resolve (symlinks followed) outside it is refused
     /// as it starts, and the agent runs in the resolved directory.
     pub workspace_root: Option<PathBuf>,
+    /// Each account's variables (its credentials, `ANTHROPIC_BASE_URL`, ...), set on the
+    /// processes of its instances after [`Self::env`]. The engine knows accounts by name
+    /// only.
+    pub accounts: BTreeMap<String, Vec<(String, String)>>,
 }
 
 /// The only variables of ours an agent process sees (plus [`AgentCommand::env`]): what a

@@ -7,7 +7,11 @@ use crate::{
     engine::{
         AgentOptions, AgentOutput, EngineError, Event, FailurePolicy, Instance, Isolation, Payload,
         Priority, SwarmStatus, Task, TaskResult, TaskSpec, TaskStatus, Usage, WorkflowInfo,
-        model::{task::positive_seconds, words::Word},
+        model::{
+            account::{AccountStatus, AccountSummary},
+            task::positive_seconds,
+            words::Word,
+        },
     },
     pb,
 };
@@ -84,6 +88,7 @@ impl TryFrom<pb::TaskSpec> for TaskSpec {
             idempotency_key: non_empty(spec.idempotency_key),
             options: spec.options.map(AgentOptions::from).unwrap_or_default(),
             isolation: from_pb("isolation", spec.isolation, Some(Isolation::None))?,
+            account: non_empty(spec.account),
         })
     }
 }
@@ -215,6 +220,7 @@ impl From<&Task> for pb::Task {
             options: Some((&s.options).into()),
             failure_class: optional_to_pb(t.failure_class),
             isolation: to_pb(s.isolation),
+            account: s.account.clone().unwrap_or_default(),
             history: t
                 .history
                 .iter()
@@ -255,6 +261,28 @@ impl From<&Instance> for pb::Instance {
             processes: i.resources.map_or(0, |u| u.processes),
             usage: Some((&i.usage).into()),
             turns: i.turns,
+            account: i.account.clone(),
+        }
+    }
+}
+
+impl From<&AccountSummary> for pb::AccountStatus {
+    fn from(s: &AccountSummary) -> Self {
+        let a = &s.account;
+        pb::AccountStatus {
+            name: a.name.clone(),
+            state: to_pb(s.status),
+            instances: a.instances as u64,
+            instances_live: s.instances_live,
+            window: a.window.clone().unwrap_or_default(),
+            utilization: a.utilization,
+            resets_at: a.resets_at.map(timestamp),
+            paused_until: a
+                .paused_until
+                .filter(|_| s.status == AccountStatus::Paused)
+                .map(timestamp),
+            api_retries: a.api_retries,
+            refusals: a.refusals,
         }
     }
 }
@@ -324,6 +352,7 @@ impl From<&SwarmStatus> for pb::GetStatusResponse {
             budget_usd: s.budget_usd.unwrap_or(0.0),
             usage: Some((&s.usage).into()),
             turns: s.turns,
+            accounts: s.accounts.iter().map(Into::into).collect(),
         }
     }
 }
@@ -462,6 +491,7 @@ mod tests {
         check::<Isolation>("ISOLATION_", names!(pb::Isolation));
         check::<FailureClass>("FAILURE_CLASS_", names!(pb::FailureClass));
         check::<FailurePolicy>("FAILURE_POLICY_", names!(pb::FailurePolicy));
+        check::<AccountStatus>("ACCOUNT_STATE_", names!(pb::AccountState));
         assert!(from_pb::<TaskStatus>("status", 0, None).is_err());
         assert_eq!(
             from_pb("priority", 0, Some(Priority::Normal)).unwrap(),

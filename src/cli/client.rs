@@ -12,7 +12,10 @@ use tonic::{
 
 use super::{
     CliResult, Command, InstanceCommand, TaskCommand, WorkflowCommand,
-    print::{print, print_event, print_instances, print_task, print_tasks, print_workflows},
+    print::{
+        print, print_accounts, print_event, print_instances, print_task, print_tasks,
+        print_workflows,
+    },
     workflow::{follow_workflow, report_workflow},
 };
 use crate::{
@@ -102,6 +105,10 @@ pub(super) async fn client(
                     "workflows: {} running; total cost ${:.4}",
                     s.workflows_running, s.total_cost_usd
                 );
+                if !s.dispatch_paused_reason.is_empty() {
+                    println!("paused:    {}", s.dispatch_paused_reason);
+                }
+                print_accounts(&s.accounts);
             })?;
         }
         Command::Submit {
@@ -112,6 +119,7 @@ pub(super) async fn client(
             depends_on,
             working_directory,
             model,
+            account,
             wait,
         } => {
             let priority = Priority::from_word(&priority).ok_or_else(|| {
@@ -125,6 +133,7 @@ pub(super) async fn client(
                 depends_on,
                 working_directory: working_directory.unwrap_or_default(),
                 model: model.unwrap_or_default(),
+                account: account.unwrap_or_default(),
                 ..Default::default()
             };
             let reply = tasks

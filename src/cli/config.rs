@@ -38,7 +38,7 @@ pub(super) fn config(command: ConfigCommand, json: bool) -> CliResult {
 
 /// The effective configuration under the config file's keys, so a value can be copied
 /// back into one. Secrets are masked: API keys show their name and role only, `agent_env`
-/// its names with `***` for each value.
+/// and each account's `env` their names with `***` for each value.
 #[derive(Serialize)]
 struct Shown<'a> {
     listen: SocketAddr,
@@ -71,6 +71,15 @@ struct Shown<'a> {
     /// `null`: no rate limit.
     rate_limit_per_second: Option<u32>,
     rate_limit_burst: Option<u32>,
+    accounts: Vec<ShownAccount<'a>>,
+}
+
+/// An account as shown: the names of its variables, each value `***`.
+#[derive(Serialize)]
+struct ShownAccount<'a> {
+    name: &'a str,
+    instances: usize,
+    env: BTreeMap<&'a str, &'static str>,
 }
 
 /// An API key as shown: never its secret or digest.
@@ -126,6 +135,22 @@ impl<'a> Shown<'a> {
             allow_commands: config.allow_commands,
             rate_limit_per_second: config.rate_limit.map(|l| l.per_second.get()),
             rate_limit_burst: config.rate_limit.map(|l| l.burst.get()),
+            accounts: engine
+                .accounts
+                .iter()
+                .map(|account| ShownAccount {
+                    name: &account.name,
+                    instances: account.instances,
+                    env: config
+                        .accounts
+                        .env
+                        .get(&account.name)
+                        .into_iter()
+                        .flatten()
+                        .map(|(name, _)| (name.as_str(), MASK))
+                        .collect(),
+                })
+                .collect(),
         }
     }
 }

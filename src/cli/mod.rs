@@ -96,6 +96,9 @@ enum Command {
         working_directory: Option<String>,
         #[arg(long)]
         model: Option<String>,
+        /// Run only on this account's instances (one of the server's `accounts`).
+        #[arg(long)]
+        account: Option<String>,
         /// Wait for the task to finish and print it.
         #[arg(long)]
         wait: bool,

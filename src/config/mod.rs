@@ -10,6 +10,10 @@ use std::{
     time::Duration,
 };
 
+mod accounts;
+
+pub use accounts::{Accounts, CREDENTIALS};
+
 use clap::{Args, ValueEnum};
 use serde::{Deserialize, Serialize};
 
@@ -146,6 +150,10 @@ struct FileConfig {
     rate_limit_per_second: Option<u32>,
     /// Requests at once before a caller is held to `rate_limit_per_second`.
     rate_limit_burst: Option<u32>,
+    // ---- accounts (issue 13) ----
+    /// The accounts instances run under, each with its environment and share.
+    #[serde(default)]
+    accounts: Vec<accounts::FileAccount>,
 }
 
 /// An `api_keys` entry: the key's SHA-256, never the key.
@@ -189,6 +197,8 @@ pub struct Config {
     pub allow_commands: bool,
     /// Requests each key (each client address, without keys) may make; `None`: no limit.
     pub rate_limit: Option<RateLimit>,
+    /// The accounts instances run under, with their variables (for the agent).
+    pub accounts: Accounts,
     pub engine: EngineConfig,
 }
 
@@ -249,6 +259,14 @@ impl Config {
         let stop_grace = seconds("stop_grace", file.stop_grace)?.unwrap_or(Duration::from_secs(5));
         let keys = api_keys(&file.api_keys, overrides.api_keys.as_deref())?;
         let rate_limit = rate_limit(file.rate_limit_per_second, file.rate_limit_burst)?;
+        let accounts = accounts::checked(file.accounts)?;
+        let shares: usize = accounts.specs.iter().map(|a| a.instances).sum();
+        if shares > max_instances {
+            return Err(ConfigError(format!(
+                "accounts: their instances add up to {shares}, more than max_instances \
+                 ({max_instances})"
+            )));
+        }
         Ok(Self {
             listen: listen
                 .or(file.listen)
@@ -283,6 +301,7 @@ impl Config {
                 .unwrap_or(true),
             rate_limit,
             engine: EngineConfig {
+                accounts: accounts.specs.clone(),
                 initial_instances,
                 max_instances,
                 default_timeout,
@@ -315,6 +334,7 @@ impl Config {
                 },
                 ..defaults
             },
+            accounts,
         })
     }
 }

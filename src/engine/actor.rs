@@ -194,7 +194,8 @@ impl Actor {
         let input = match event {
             RunEvent::Started { pid } => Input::RunStarted { task, pid },
             RunEvent::Output(output) => Input::Output { task, output },
-            RunEvent::RateLimited { until } => Input::RateLimited { until },
+            RunEvent::Limit(report) => Input::Limit { task, report },
+            RunEvent::ApiRetry => Input::ApiRetry { task },
             RunEvent::TimedOut => Input::TimerFired(Timer::Timeout(task)),
             RunEvent::Finished(outcome) => {
                 self.stops.remove(&task);

@@ -2,13 +2,14 @@
 //! [`Agent`] (how a task runs), `store/` implements [`Store`] (where state is kept). The
 //! arrows point into the engine: nothing here knows a process, a protocol or a database.
 
-use std::{future::Future, path::PathBuf, pin::Pin, sync::Arc, time::Duration, time::SystemTime};
+use std::{future::Future, path::PathBuf, pin::Pin, sync::Arc, time::Duration};
 
 use tokio::sync::mpsc;
 
 use super::{
     actor::Msg,
     model::{
+        account::{Account, LimitReport},
         event::{AgentOutput, Event},
         task::{AgentOptions, FailureClass, Isolation, Task, TaskId, TaskResult, TaskStatus},
     },
@@ -37,6 +38,8 @@ pub struct RunRequest {
     pub instance_id: String,
     /// The workflow the task belongs to, if any (for the run's log fields).
     pub workflow_id: Option<String>,
+    /// The account its instance runs under: the agent sets that account's environment.
+    pub account: String,
 }
 
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -90,8 +93,10 @@ pub enum RunEvent {
     Started { pid: Option<u32> },
     /// One line of output.
     Output(Box<AgentOutput>),
-    /// The account is rate limited until then.
-    RateLimited { until: SystemTime },
+    /// What the agent learnt of its account's usage limit.
+    Limit(LimitReport),
+    /// The agent retried an API call.
+    ApiRetry,
     /// The run has been going for its task's timeout.
     TimedOut,
     /// The run is over.
@@ -121,9 +126,14 @@ impl OutputSink {
         self.send(RunEvent::Started { pid }).await;
     }
 
-    /// The account is rate limited until `until`: nothing more is dispatched before then.
-    pub async fn rate_limited(&self, until: SystemTime) {
-        self.send(RunEvent::RateLimited { until }).await;
+    /// The account's usage limit, as the agent saw it: a refusal pauses the account.
+    pub async fn limit(&self, report: LimitReport) {
+        self.send(RunEvent::Limit(report)).await;
+    }
+
+    /// The agent retried an API call.
+    pub async fn api_retry(&self) {
+        self.send(RunEvent::ApiRetry).await;
     }
 
     /// One line of output.
@@ -224,6 +234,8 @@ pub struct Snapshot {
     pub events: Vec<Event>,
     /// Spent by the swarm so far (USD), kept across restarts.
     pub total_cost_usd: f64,
+    /// Accounts' usage-limit state (a pause outlives a restart).
+    pub accounts: Vec<Account>,
 }
 
 /// One turn's changes, stored all or nothing before anyone is answered (group commit).
@@ -237,6 +249,8 @@ pub struct Batch {
     pub events: Vec<Arc<Event>>,
     /// The swarm's total spending when it changed this turn.
     pub total_cost_usd: Option<f64>,
+    /// Every account, when one changed this turn.
+    pub accounts: Vec<Account>,
 }
 
 impl Batch {
@@ -246,6 +260,7 @@ impl Batch {
             && self.events.is_empty()
             && self.deleted_tasks.is_empty()
             && self.total_cost_usd.is_none()
+            && self.accounts.is_empty()
     }
 }
 

@@ -11,7 +11,7 @@ use std::{
 use rusqlite::{Connection, OpenFlags, Transaction, params};
 use serde::{Serialize, de::DeserializeOwned};
 
-use super::rows::{EventRow, EventRowV1, Row, TaskRecordRow, WorkflowRecordRow};
+use super::rows::{AccountRow, EventRow, EventRowV1, Row, TaskRecordRow, WorkflowRecordRow};
 use crate::engine::ports::{Batch, Snapshot, Store, StoreError};
 
 /// The layout this code writes. 1: the first release (events held whole tasks).
@@ -67,7 +67,8 @@ impl SqliteStore {
              CREATE TABLE IF NOT EXISTS tasks (id TEXT PRIMARY KEY, position INTEGER NOT NULL, body TEXT NOT NULL);
              CREATE TABLE IF NOT EXISTS workflows (id TEXT PRIMARY KEY, position INTEGER NOT NULL, body TEXT NOT NULL);
              CREATE TABLE IF NOT EXISTS events (sequence INTEGER PRIMARY KEY, body TEXT NOT NULL);
-             CREATE TABLE IF NOT EXISTS totals (key TEXT PRIMARY KEY, value REAL NOT NULL);",
+             CREATE TABLE IF NOT EXISTS totals (key TEXT PRIMARY KEY, value REAL NOT NULL);
+             CREATE TABLE IF NOT EXISTS accounts (name TEXT PRIMARY KEY, body TEXT NOT NULL);",
         )
         .map_err(|e| fail("cannot create tables", e.to_string()))?;
         for file in ["swarm.db", "swarm.db-wal", "swarm.db-shm"] {
@@ -269,7 +270,10 @@ impl Store for SqliteStore {
                 |r| r.get(0),
             )
             .unwrap_or(0.0);
+        let accounts: Vec<AccountRow> =
+            self.bodies("SELECT body FROM accounts ORDER BY name", "account")?;
         Ok(Snapshot {
+            accounts: accounts.into_iter().map(Row::into_domain).collect(),
             events,
             workflows: workflows.into_iter().map(Row::into_domain).collect(),
             tasks,
@@ -360,6 +364,15 @@ fn write(
             params![keep_after],
         )
         .map_err(e("compact events"))?;
+    }
+    let mut upsert_account = tx
+        .prepare_cached("INSERT OR REPLACE INTO accounts (name, body) VALUES (?1, ?2)")
+        .map_err(e("prepare"))?;
+    for account in &batch.accounts {
+        let body = encode(&AccountRow::from_domain(account)).map_err(|e| e.to_string())?;
+        upsert_account
+            .execute(params![account.name, body])
+            .map_err(e("write account"))?;
     }
     if let Some(spent) = batch.total_cost_usd {
         tx.execute(

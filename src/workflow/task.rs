@@ -277,6 +277,8 @@ pub(super) fn build(
             Some(word) => parse_word::<Isolation>(word).map_err(|r| bad("isolation", r))?,
             None => inherited.isolation,
         },
+        // Workflow files name no account (yet): their tasks run on any.
+        account: None,
     };
     spec.validate().map_err(|e| match e {
         EngineError::InvalidArgument { field, reason } => bad(&field, reason),

@@ -18,7 +18,7 @@ use crate::pb;
 pub(super) const JSON: &str = "application/json";
 
 /// Enum-valued fields and the prefix of their proto value names.
-const ENUM_FIELDS: [(&str, &[&str]); 7] = [
+const ENUM_FIELDS: [(&str, &[&str]); 8] = [
     (
         "status",
         &["TASK_STATUS_", "INSTANCE_STATUS_", "WORKFLOW_STATUS_"],
@@ -29,6 +29,7 @@ const ENUM_FIELDS: [(&str, &[&str]); 7] = [
     ("on_failure", &["FAILURE_POLICY_"]),
     ("failure_class", &["FAILURE_CLASS_"]),
     ("isolation", &["ISOLATION_"]),
+    ("state", &["ACCOUNT_STATE_"]),
 ];
 
 /// Maps of free-form strings, left alone.

@@ -40,7 +40,11 @@ impl Core {
     }
 
     pub(super) fn spawn_instance(&mut self, working_directory: Option<PathBuf>) -> Instance {
-        let instance = self.pool.spawn(working_directory, self.now).clone();
+        let account = self.account_for_new_instance();
+        let instance = self
+            .pool
+            .spawn(working_directory, account, self.now)
+            .clone();
         self.publish(
             EventKind::InstanceSpawned,
             None,

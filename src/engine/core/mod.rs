@@ -10,6 +10,7 @@
 //! states and dependents), `fanout` (`for_each`), `cancel`, `workflows`, `instances`,
 //! `budget` (rate-limit pauses and budgets), `restore` and `compact`.
 
+mod accounts;
 mod budget;
 mod cancel;
 mod compact;
@@ -37,6 +38,7 @@ use std::{
 use super::{
     error::{EngineError, Result},
     model::{
+        account::{Account, AccountSpec, AccountSummary},
         event::{Event, EventKind, Payload},
         instance::Instance,
         task::{Priority, Task, TaskId, TaskStatus, Usage, WorkflowId},
@@ -77,6 +79,8 @@ pub struct EngineConfig {
     /// Variables of [`GUARDED_ENV`](crate::engine::model::task::GUARDED_ENV) that a task's
     /// `options.env` may set all the same.
     pub allow_agent_env_override: Vec<String>,
+    /// The accounts instances run under; none: one implicit account (`default`).
+    pub accounts: Vec<AccountSpec>,
 }
 
 /// Default of [`EngineConfig::max_queued_tasks`]: room for a workflow of the largest size
@@ -98,6 +102,7 @@ impl Default for EngineConfig {
             task_retention: 100_000,
             max_queued_tasks: DEFAULT_MAX_QUEUED_TASKS,
             allow_agent_env_override: Vec::new(),
+            accounts: Vec::new(),
         }
     }
 }
@@ -127,6 +132,8 @@ pub struct SwarmStatus {
     pub budget_usd: Option<f64>,
     pub usage: Usage,
     pub turns: u64,
+    /// Each account's usage-limit state, in configuration order.
+    pub accounts: Vec<AccountSummary>,
 }
 
 /// A task and its place in the dependency graph.
@@ -153,6 +160,8 @@ struct Running {
     /// Why a stop was asked for (once is enough).
     stop: Option<StopReason>,
     waiters: Vec<Waiter>,
+    /// Its account's usage limit refused it: it goes back to the queue when it ends.
+    refused: bool,
 }
 
 /// A workflow's record and what its progress needs.
@@ -196,8 +205,12 @@ pub struct Core {
     next_sequence: u64,
     shutdown_waiters: Vec<CallId>,
     shutting_down: bool,
-    /// No dispatching before this time (a rate limit), and why.
-    paused_until: Option<(SystemTime, String)>,
+    /// Accounts and their usage-limit state, in configuration order.
+    accounts: Vec<Account>,
+    /// Ready tasks that name an account, by account.
+    account_queues: HashMap<String, ReadyQueue>,
+    /// An account's state changed this turn: store them.
+    accounts_changed: bool,
     /// Finished tasks, oldest first, for compaction.
     finished_tasks: VecDeque<TaskId>,
     /// Compacted tasks still named in `order`.
@@ -219,7 +232,6 @@ impl Core {
     /// An empty swarm. `seed` makes the jitter of retry backoffs vary between runs.
     pub fn new(config: EngineConfig, seed: u64) -> Self {
         Self {
-            config,
             now: SystemTime::UNIX_EPOCH,
             tasks: HashMap::new(),
             order: Vec::new(),
@@ -240,7 +252,9 @@ impl Core {
             next_sequence: 1,
             shutdown_waiters: Vec::new(),
             shutting_down: false,
-            paused_until: None,
+            accounts: accounts::configured(&config.accounts, config.initial_instances),
+            account_queues: HashMap::new(),
+            accounts_changed: false,
             finished_tasks: VecDeque::new(),
             tombstones: 0,
             jitter: seed | 1,
@@ -251,6 +265,7 @@ impl Core {
             dirty_workflows: HashSet::new(),
             deleted_tasks: Vec::new(),
             cost_changed: false,
+            config,
         }
     }
 
@@ -332,7 +347,8 @@ impl Core {
                 }
             }
             Input::RunFinished { task, outcome } => self.run_finished(&task, *outcome),
-            Input::RateLimited { until } => self.pause_until(until, "rate limited"),
+            Input::Limit { task, report } => self.limit_reported(&task, report),
+            Input::ApiRetry { task } => self.api_retried(&task),
             Input::TimerFired(timer) => self.timer_fired(timer),
         }
     }
@@ -368,6 +384,11 @@ impl Core {
             workflows,
             events: std::mem::take(&mut self.events),
             total_cost_usd: std::mem::take(&mut self.cost_changed).then_some(self.total_cost_usd),
+            accounts: if std::mem::take(&mut self.accounts_changed) {
+                self.accounts.clone()
+            } else {
+                Vec::new()
+            },
         };
         Turn {
             batch,
@@ -396,7 +417,7 @@ impl Core {
                     self.stop_running(&task, StopReason::TimedOut(after), None);
                 }
             }
-            Timer::Resume => self.dispatch(),
+            Timer::Account(name) => self.account_timer(&name),
         }
     }
 

@@ -114,6 +114,8 @@ pub struct TaskSpec {
     pub options: AgentOptions,
     /// Where the task runs: as it is, or in a git worktree of its own.
     pub isolation: Isolation,
+    /// Run only on this account's instances; on any account not paused when `None`.
+    pub account: Option<String>,
 }
 
 words! {

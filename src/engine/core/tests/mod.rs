@@ -1,6 +1,7 @@
 //! The core's rules, one by one: inputs in, effects out, no runtime, no clock (the harness
 //! moves time by hand). Files by family, like the core's own.
 
+mod accounts;
 mod budgets;
 mod cancel;
 mod dispatch;
