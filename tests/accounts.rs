@@ -127,14 +127,26 @@ async fn a_refusal_on_one_of_two_accounts_pauses_only_it_and_the_task_completes_
         .await;
     let swarm_now = status_until(&server, "account a paused", |s| paused(s, "a")).await;
     let until = account(&swarm_now, "a").paused_until.expect("paused until");
+    // The refused run ends just after the report: then the task is back in the queue.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let waiting = loop {
+        let task = server.get(&limited.id).await;
+        if status(&task) == S::Queued && !task.error.is_empty() {
+            break task;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "queued again within 60s: {task:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert!(!paused(&swarm_now, "b"), "only a is paused");
     assert!(
         swarm_now.dispatch_paused_until.is_none(),
         "b still takes work"
     );
-    let waiting = server.get(&limited.id).await;
-    assert_eq!(status(&waiting), S::Queued, "{waiting:?}");
     assert_eq!(waiting.attempts, 0);
+    assert!(waiting.error.contains("usage limit"), "{}", waiting.error);
 
     // While a is paused, work that names no account runs on b.
     let other = server.submit(spec("anywhere")).await;
@@ -305,4 +317,66 @@ async fn real_cli_a_usage_limit_on_one_of_two_accounts_pauses_only_it_and_the_se
     assert!(messages.len() > 1, "{messages:?}");
     assert!(api_b.requests().len() == 1);
     server.stop().await;
+}
+
+// ---- through `serve`, across a restart ---------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_and_the_refused_task_survive_a_restart_of_serve() {
+    use claude_swarm::pb::swarm_service_client::SwarmServiceClient;
+    use common::serve::Served;
+
+    let data = TempDir::new().unwrap();
+    let config = data.path().join("swarm.yaml");
+    // The accounts come from the file, as an operator writes them; a's API (simulated)
+    // refuses new sessions for 4 seconds.
+    std::fs::write(
+        &config,
+        "accounts:\n  - name: a\n    env: { ANTHROPIC_API_KEY: fake-a, SWARM_SIM_RATE_LIMIT: '4' }\n  \
+         - name: b\n    env: { ANTHROPIC_API_KEY: fake-b }\n",
+    )
+    .unwrap();
+    let args = ["--config", config.to_str().unwrap()];
+    let server = Served::start(data.path(), &args).await;
+    let limited = server
+        .submit(pb::TaskSpec {
+            account: "a".into(),
+            ..spec("first on a")
+        })
+        .await;
+    let status_of = async |channel: &tonic::transport::Channel| {
+        SwarmServiceClient::new(channel.clone())
+            .get_status(pb::GetStatusRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // Killed once the pause is stored and the task is back in the queue.
+    let until = loop {
+        let now = status_of(&server.channel).await;
+        let task = server.get(&limited.id).await;
+        if paused(&now, "a") && status(&task) == S::Queued && !task.error.is_empty() {
+            break account(&now, "a").paused_until.unwrap();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a paused within 60s: {now:?} {task:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    server.kill();
+
+    let server = Served::start(data.path(), &args).await;
+    let restarted = status_of(&server.channel).await;
+    let a = account(&restarted, "a");
+    assert_eq!(a.paused_until.as_ref(), Some(&until), "the pause is kept");
+    assert_eq!(a.refusals, 1);
+    let waiting = server.get(&limited.id).await;
+    assert_eq!((status(&waiting), waiting.attempts), (S::Queued, 0));
+    let done = server.wait(&limited.id).await;
+    assert_eq!(status(&done), S::Completed, "{done:?}");
+    assert_eq!(done.attempts, 1);
+    assert!(done.started_at.unwrap().seconds >= until.seconds);
+    server.terminate();
 }
