@@ -110,7 +110,8 @@ pub(super) fn print_accounts(accounts: &[pb::AccountStatus]) {
             vec![
                 a.name.clone(),
                 word::<AccountStatus>(a.state).to_owned(),
-                format!("{}/{}", a.instances_live, a.instances),
+                a.instances_live.to_string(),
+                a.instances.to_string(),
                 if a.window.is_empty() {
                     "-".into()
                 } else {
@@ -129,7 +130,8 @@ pub(super) fn print_accounts(accounts: &[pb::AccountStatus]) {
         &[
             "ACCOUNT",
             "STATE",
-            "INSTANCES",
+            "LIVE",
+            "SHARE",
             "WINDOW",
             "USED",
             "RESETS",
