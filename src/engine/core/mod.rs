@@ -8,7 +8,8 @@
 //! One file per family of transitions: `submit` (validation, ids, idempotency, listing),
 //! `dispatch` (the ready queues, starting runs), `finish` (run results, retries, terminal
 //! states and dependents), `fanout` (`for_each`), `cancel`, `workflows`, `instances`,
-//! `budget` (rate-limit pauses and budgets), `restore` and `compact`.
+//! `budget` (budgets, shutdown, status), `accounts` (accounts' shares and usage limits:
+//! pauses, lowered concurrency, refused runs handed back), `restore` and `compact`.
 
 mod accounts;
 mod budget;
