@@ -88,10 +88,16 @@ pub(super) fn checked(file: Vec<FileAccount>) -> Result<Accounts, ConfigError> {
                 at("instances")
             )));
         }
-        for name in account.env.keys() {
+        for (name, value) in &account.env {
             if name.is_empty() || name.contains(['=', '\0']) {
                 return Err(ConfigError(format!(
                     "{}: {name:?} is not a variable name",
+                    at("env")
+                )));
+            }
+            if value.contains('\0') {
+                return Err(ConfigError(format!(
+                    "{}: the value of {name} holds a NUL byte, which no process can be given",
                     at("env")
                 )));
             }
@@ -211,6 +217,11 @@ mod tests {
                  ANTHROPIC_API_KEY: k }\n",
                 "accounts:",
                 "more than max_instances",
+            ),
+            (
+                "accounts:\n  - name: a\n    env: { ANTHROPIC_API_KEY: \"k\\0\" }\n",
+                "accounts[0].env:",
+                "NUL byte",
             ),
             (
                 "accounts:\n  - name: a\n    token: k\n",
