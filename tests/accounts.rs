@@ -206,6 +206,36 @@ async fn warnings_and_api_retries_show_per_account_and_unknown_accounts_are_refu
         "{}",
         refused.message()
     );
+
+    // Workflow tasks may name an account too, checked when the workflow is executed.
+    let execute = |yaml: &str| {
+        let mut workflows = server.workflows();
+        let request = pb::ExecuteWorkflowRequest {
+            yaml: yaml.into(),
+            ..Default::default()
+        };
+        async move { workflows.execute_workflow(request).await }
+    };
+    let refused = execute("name: w\ntasks:\n  - id: x\n    prompt: p\n    account: nope\n")
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    assert!(
+        refused.message().contains("tasks[0].account"),
+        "{}",
+        refused.message()
+    );
+    let on_b = instance_of(&server, "b").await;
+    let started = execute("name: w\ntasks:\n  - id: on-b\n    prompt: p\n    account: b\n")
+        .await
+        .unwrap()
+        .into_inner();
+    let id = &started.workflow.unwrap().task_ids[0];
+    let done = server.wait(id).await;
+    assert_eq!(
+        (status(&done), done.instance_id, done.account),
+        (S::Completed, on_b, "b".into())
+    );
     server.stop().await;
 }
 

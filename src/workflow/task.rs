@@ -277,8 +277,8 @@ pub(super) fn build(
             Some(word) => parse_word::<Isolation>(word).map_err(|r| bad("isolation", r))?,
             None => inherited.isolation,
         },
-        // Workflow files name no account (yet): their tasks run on any.
-        account: None,
+        // Checked against the server's accounts when the workflow is executed.
+        account: task.account.clone().filter(|a| !a.is_empty()),
     };
     spec.validate().map_err(|e| match e {
         EngineError::InvalidArgument { field, reason } => bad(&field, reason),
