@@ -24,6 +24,11 @@ use crate::engine::{
 /// How long a refusal that names no reset time pauses its account.
 const PAUSE_WITHOUT_RESET: Duration = Duration::from_secs(60);
 
+/// The longest a report holds an account back: a little more than the longest window (seven
+/// days). A reset further away is a CLI's or clock's error, and a timer that far would be
+/// past what the actor's timers take.
+const MAX_HOLD: Duration = Duration::from_secs(8 * 24 * 3600);
+
 /// The accounts of a configuration: the configured ones, or the one implicit account.
 pub(super) fn configured(specs: &[AccountSpec], initial_instances: usize) -> Vec<Account> {
     if specs.is_empty() {
@@ -122,6 +127,7 @@ impl Core {
             return;
         };
         let now = self.now;
+        let latest = now + MAX_HOLD;
         let Some(account) = self.account_mut(&name) else {
             return;
         };
@@ -133,7 +139,8 @@ impl Core {
                 let until = report
                     .resets_at
                     .filter(|t| *t > now)
-                    .unwrap_or(now + PAUSE_WITHOUT_RESET);
+                    .unwrap_or(now + PAUSE_WITHOUT_RESET)
+                    .min(latest);
                 account.paused_until = Some(account.paused_until.map_or(until, |t| t.max(until)));
                 tracing::warn!(
                     account = %name,
@@ -147,7 +154,7 @@ impl Core {
             LimitStatus::Warning => {
                 let high = report.utilization.is_none_or(|u| u >= HIGH_UTILIZATION);
                 account.limited_until = match (high, report.resets_at) {
-                    (true, Some(reset)) if reset > now => Some(reset),
+                    (true, Some(reset)) if reset > now => Some(reset.min(latest)),
                     (true, _) => Some(now + PAUSE_WITHOUT_RESET),
                     (false, _) => None,
                 };

@@ -346,3 +346,19 @@ fn a_pause_survives_a_restart() {
     h.advance(Duration::from_secs(90));
     assert_eq!(started(&h.fire(Timer::Account("a".into()))), ["on-a"]);
 }
+
+#[test]
+fn a_reset_far_away_holds_an_account_at_most_eight_days() {
+    let mut h = Harness::with(two_accounts());
+    h.submit(vec![spec("t1")]);
+    let century = h.now + Duration::from_secs(100 * 365 * 24 * 3600);
+    let turn = h.input(Input::Limit {
+        task: "t1".into(),
+        report: report(LimitStatus::Rejected, century, None),
+    });
+    let eight_days = Duration::from_secs(8 * 24 * 3600);
+    assert!(timers(&turn).contains(&(Timer::Account("a".into()), eight_days)));
+    let a = swarm(&mut h).accounts.remove(0).account;
+    assert_eq!(a.paused_until, Some(h.now + eight_days));
+    assert_eq!(a.resets_at, Some(century), "shown as reported");
+}
