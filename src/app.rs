@@ -43,6 +43,7 @@ impl Config {
                     keep_worktrees: self.keep_worktrees,
                     memory_limit: self.instance_memory_limit,
                     workspace_root: self.engine.workspace_root.clone(),
+                    accounts: self.accounts.env.clone(),
                 }
             }
             AgentKind::Simulated => AgentCommand {
@@ -59,6 +60,7 @@ impl Config {
                 keep_worktrees: self.keep_worktrees,
                 memory_limit: self.instance_memory_limit,
                 workspace_root: self.engine.workspace_root.clone(),
+                accounts: self.accounts.env.clone(),
             },
         };
         Ok(ProcessAgent::new(command))

@@ -6,8 +6,8 @@
 //! The engine is the core and owns its ports; everything else is an adapter around it.
 //! Arrows point into [`engine`]: it imports nothing from the modules below it.
 //!
-//! - [`engine`]: the domain. `engine::model` holds the data (tasks, instances, events,
-//!   each enum with one table of its words); `engine::core` the rules as a plain state
+//! - [`engine`]: the domain. `engine::model` holds the data (tasks, instances, accounts,
+//!   events, each enum with one table of its words); `engine::core` the rules as a plain state
 //!   machine (an input and its time in, effects out: no tokio, no clock, unit-tested rule
 //!   by rule); [`engine::actor`] the one task that owns the core and executes its effects
 //!   (runs, timers, group commits, replies) behind the cheap [`engine::Engine`] handle;

@@ -89,6 +89,7 @@ impl Rig {
             keep_worktrees: false,
             memory_limit: None,
             workspace_root: None,
+            accounts: Default::default(),
         });
         let mut config = EngineConfig {
             working_directory: work.path().into(),

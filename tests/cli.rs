@@ -210,6 +210,17 @@ async fn client_subcommands_drive_a_server() {
         ok && out.contains("1 completed") && out.contains("3 idle"),
         "{out}"
     );
+    // The one implicit account, with its usage-limit columns.
+    let account = out.lines().skip_while(|l| !l.starts_with("ACCOUNT")).nth(1);
+    assert!(
+        account.is_some_and(|l| l.starts_with("default") && l.contains("active")),
+        "{out}"
+    );
+    let (ok, _, err) = client(&server, &["submit", "x", "--account", "nope"]);
+    assert!(
+        !ok && err.contains("account") && err.contains("unknown account \"nope\""),
+        "{err}"
+    );
     let demo = concat!(env!("CARGO_MANIFEST_DIR"), "/workflows/demo.yaml");
     let (ok, out, err) = client(&server, &["workflow", "run", demo]);
     assert!(ok, "{out}{err}");
@@ -510,4 +521,40 @@ async fn submit_takes_an_output_schema_and_a_session_to_resume() {
     let (ok, _, err) = client(&server, &["submit", "p", "--resume-session", "--x"]);
     assert!(!ok, "{err}");
     server.stop().await;
+}
+
+#[test]
+fn config_show_masks_each_accounts_env_and_check_names_the_account_at_fault() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("swarm.yaml");
+    std::fs::write(
+        &path,
+        "agent: simulated\naccounts:\n  - name: team\n    instances: 2\n    env:\n      \
+         ANTHROPIC_API_KEY: sk-account-secret\n      ANTHROPIC_BASE_URL: http://127.0.0.1:9\n",
+    )
+    .unwrap();
+    let config = path.to_str().unwrap();
+    let out = config_command(&["show", "--config", config, "--json"], &[], dir.path());
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!stdout.contains("sk-account-secret"), "{stdout}");
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        shown["accounts"],
+        serde_json::json!([{"name": "team", "instances": 2, "env": {
+            "ANTHROPIC_API_KEY": "***", "ANTHROPIC_BASE_URL": "***"
+        }}])
+    );
+    std::fs::write(
+        &path,
+        "agent: simulated\naccounts:\n  - name: team\n    env: { ANTHROPIC_BASE_URL: http://x }\n",
+    )
+    .unwrap();
+    let out = config_command(&["check", "--config", config], &[], dir.path());
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("accounts[0].env") && stderr.contains("no credentials"),
+        "{stderr}"
+    );
 }

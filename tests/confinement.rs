@@ -158,6 +158,7 @@ async fn a_directory_a_symlink_moved_out_of_the_workspace_root_is_refused_when_t
         long_lived: false,
         keep_worktrees: false,
         memory_limit: None,
+        accounts: Default::default(),
         workspace_root: Some(root.path().into()),
     });
     let config = EngineConfig {

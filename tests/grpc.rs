@@ -931,8 +931,33 @@ async fn failures_carry_a_class_and_only_retryable_ones_are_retried() {
 async fn a_rate_limit_holds_dispatching_until_it_lifts() {
     let server = TestServer::start(config(2)).await;
     let limited = server.submit(spec("busy sim:rate_limit=2")).await;
-    let done = server.wait(&limited.id).await;
-    assert_eq!(done.failure_class, pb::FailureClass::RateLimited as i32);
+    // The refused run goes back to the queue (its second TaskQueued), not to a terminal
+    // state, and uses up no attempt.
+    let mut events = server
+        .events()
+        .stream_events(pb::StreamEventsRequest {
+            after_sequence: Some(0),
+            task_id: limited.id.clone(),
+            kinds: vec![K::TaskQueued as i32],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut next = async || {
+        tokio::time::timeout(Duration::from_secs(30), events.message())
+            .await
+            .expect("an event within 30s")
+            .unwrap()
+            .expect("an event")
+    };
+    next().await;
+    let requeued = next().await;
+    let Some(pb::event::Payload::Task(requeued)) = requeued.payload else {
+        panic!("no task in {requeued:?}")
+    };
+    assert_eq!(requeued.attempts, 0, "a refusal uses up no attempt");
+    assert!(requeued.error.contains("usage limit"), "{}", requeued.error);
     let swarm = server
         .swarm()
         .get_status(pb::GetStatusRequest {})
@@ -940,6 +965,9 @@ async fn a_rate_limit_holds_dispatching_until_it_lifts() {
         .unwrap()
         .into_inner();
     let until = swarm.dispatch_paused_until.expect("paused");
+    assert_eq!(swarm.accounts.len(), 1);
+    assert_eq!(swarm.accounts[0].state, pb::AccountState::Paused as i32);
+    assert_eq!(swarm.accounts[0].refusals, 1);
     assert!(
         swarm.dispatch_paused_reason.contains("rate limited"),
         "{}",
@@ -955,6 +983,12 @@ async fn a_rate_limit_holds_dispatching_until_it_lifts() {
         "started at {started_at:?}, the limit lifted at {until:?}"
     );
     assert_eq!(status(&server.wait(&next.id).await), S::Completed);
+    // The refused task resumed its session after the reset and completed, on its first
+    // counted attempt.
+    let done = server.wait(&limited.id).await;
+    assert_eq!(status(&done), S::Completed);
+    assert_eq!(done.attempts, 1);
+    assert!(done.started_at.unwrap().seconds >= until.seconds);
     server.stop().await;
 }
 

@@ -33,6 +33,7 @@ fn long_lived_with_limit(memory_limit: Option<u64>) -> ProcessAgent {
         keep_worktrees: false,
         memory_limit,
         workspace_root: None,
+        accounts: Default::default(),
     })
 }
 

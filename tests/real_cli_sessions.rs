@@ -80,6 +80,7 @@ impl Rig {
             keep_worktrees: false,
             memory_limit: None,
             workspace_root: None,
+            accounts: Default::default(),
         });
         let config = claude_swarm::engine::EngineConfig {
             working_directory: work.path().into(),

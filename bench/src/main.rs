@@ -723,6 +723,7 @@ async fn swarm_rate(script: &Path, n: usize, c: usize, dir: &Path) -> Res<f64> {
         keep_worktrees: false,
         memory_limit: None,
         workspace_root: None,
+        accounts: Default::default(),
     });
     let engine = Engine::start(engine_config(c, c, dir), Arc::new(agent));
     let specs = (0..n)

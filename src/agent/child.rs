@@ -38,18 +38,21 @@ const STDERR_TAIL: usize = 4096;
 /// How long to wait for the pipes to close once the process is gone.
 pub(super) const DRAIN_LIMIT: Duration = Duration::from_secs(2);
 
-/// A clean environment by construction (then `env`, then the variables naming the run),
-/// stdio piped, its own process group, and death with the server.
+/// A clean environment by construction (then the agent's variables, the account's, the
+/// task's `env`, then the variables naming the run), stdio piped, its own process group,
+/// and death with the server.
 pub(super) fn prepare(
     command: &AgentCommand,
     cmd: &mut Command,
     dir: &Path,
     env: &BTreeMap<String, String>,
-    instance: &str,
+    (instance, account): (&str, &str),
 ) {
+    let account_env = command.accounts.get(account).into_iter().flatten();
     cmd.env_clear()
         .envs(std::env::vars().filter(|(name, _)| passed(name)))
         .envs(command.env.iter().map(|(k, v)| (k, v)))
+        .envs(account_env.map(|(k, v)| (k, v)))
         .envs(env)
         // Also how a server started after a crash recognises the group as its own.
         .env(INSTANCE_VAR, instance)
@@ -151,9 +154,11 @@ pub(super) async fn forward(
         }
         (Line::Text(text), None) => {
             let parsed = protocol::parse_line(&text);
-            if let Some(until) = parsed.limited_until {
-                sink.rate_limited(std::time::UNIX_EPOCH + Duration::from_secs(until))
-                    .await;
+            if let Some(report) = parsed.limit.clone() {
+                sink.limit(report).await;
+            }
+            if parsed.api_retry {
+                sink.api_retry().await;
             }
             match parsed.output.message_type.as_str() {
                 "unparsed" => outcome.unparsed += 1,

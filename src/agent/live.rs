@@ -100,7 +100,7 @@ impl ProcessAgent {
     }
 
     /// Starts an instance's first process ahead of its first task.
-    pub(super) fn prepare_live(&self, instance: &str, dir: PathBuf) {
+    pub(super) fn prepare_live(&self, instance: &str, account: &str, dir: PathBuf) {
         if !self.command.long_lived {
             return;
         }
@@ -110,11 +110,12 @@ impl ProcessAgent {
         };
         let agent = self.clone();
         let instance = instance.to_owned();
+        let account = account.to_owned();
         tokio::spawn(async move {
             let slot = agent.slot(&instance);
             let mut slot = slot.lock().await;
             if slot.spare.is_none() {
-                agent.start_spare(&instance, &mut slot, &dir);
+                agent.start_spare((&instance, &account), &mut slot, &dir);
             }
         });
     }
@@ -171,9 +172,9 @@ impl ProcessAgent {
 
     /// Starts the instance's next process in `dir`; a failure to start is logged, and the
     /// next task starts one of its own (and reports the failure).
-    fn start_spare(&self, instance: &str, slot: &mut Slot, dir: &Path) {
+    fn start_spare(&self, (instance, account): (&str, &str), slot: &mut Slot, dir: &Path) {
         slot.leaving.retain(|leaving| !leaving.is_finished());
-        match self.spawn_live(instance, dir) {
+        match self.spawn_live((instance, account), dir) {
             Ok(live) => slot.spare = Some(live),
             Err(e) => {
                 tracing::warn!(instance, cause = %e, "cannot start the instance's next process");
@@ -181,7 +182,7 @@ impl ProcessAgent {
         }
     }
 
-    fn spawn_live(&self, instance: &str, dir: &Path) -> std::io::Result<Live> {
+    fn spawn_live(&self, (instance, account): (&str, &str), dir: &Path) -> std::io::Result<Live> {
         let spec = &self.command;
         let mut cmd = Command::new(&spec.program);
         cmd.args(&spec.leading_args).args([
@@ -196,7 +197,13 @@ impl ProcessAgent {
         ]);
         cmd.args(PERMISSION_FLAGS);
         // Tasks with options of their own never run here: no variables of theirs.
-        prepare(&self.command, &mut cmd, dir, &Default::default(), instance);
+        prepare(
+            &self.command,
+            &mut cmd,
+            dir,
+            &Default::default(),
+            (instance, account),
+        );
         let mut child = cmd.spawn()?;
         let stdin = child.stdin.take();
         let lines = LineReader::new(child.stdout.take().expect("stdout is piped"));
@@ -254,7 +261,7 @@ impl ProcessAgent {
             Some(live) => live,
             // None ready (the first task, another directory, a process that died): a cold
             // start.
-            None => match self.spawn_live(instance, dir) {
+            None => match self.spawn_live((instance, &request.account), dir) {
                 Ok(live) => live,
                 Err(e) => {
                     outcome.failure = Some(spawn_error(&self.command, &e));
@@ -344,7 +351,7 @@ impl ProcessAgent {
             Some(StopReason::Shutdown | StopReason::InstanceTerminated)
         );
         if !stopping && self.current(instance, &handle) {
-            self.start_spare(instance, &mut slot, dir);
+            self.start_spare((instance, &request.account), &mut slot, dir);
         }
         outcome.duration = started.elapsed();
         outcome

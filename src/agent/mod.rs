@@ -19,6 +19,7 @@ pub mod verdict;
 pub mod worktree;
 
 use std::{
+    collections::BTreeMap,
     path::{Path, PathBuf},
     sync::Arc,
     time::Duration,
@@ -53,6 +54,10 @@ pub struct AgentCommand {
     /// When set, a run whose directories resolve (symlinks followed) outside it is refused
     /// as it starts, and the agent runs in the resolved directory.
     pub workspace_root: Option<PathBuf>,
+    /// Each account's variables (its credentials, `ANTHROPIC_BASE_URL`, ...), set on the
+    /// processes of its instances after [`Self::env`]. The engine knows accounts by name
+    /// only.
+    pub accounts: BTreeMap<String, Vec<(String, String)>>,
 }
 
 /// The only variables of ours an agent process sees (plus [`AgentCommand::env`]): what a
@@ -206,8 +211,8 @@ impl Agent for ProcessAgent {
         self.retire_live(instance);
     }
 
-    fn prepare(&self, instance: &str, working_directory: PathBuf) {
-        self.prepare_live(instance, working_directory);
+    fn prepare(&self, instance: &str, account: &str, working_directory: PathBuf) {
+        self.prepare_live(instance, account, working_directory);
     }
 
     fn shutdown(&self) -> BoxFuture<()> {

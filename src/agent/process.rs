@@ -112,7 +112,7 @@ impl ProcessAgent {
             &mut cmd,
             &request.working_directory,
             &request.options.env,
-            &request.instance_id,
+            (&request.instance_id, &request.account),
         );
         // Which task and which attempt this is, for scripts and the simulation.
         cmd.env(TASK_VAR, &request.task_id)

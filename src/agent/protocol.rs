@@ -5,7 +5,12 @@
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::engine::{AgentOutput, PermissionDenial, Usage};
+use std::time::{Duration, UNIX_EPOCH};
+
+use crate::engine::{
+    AgentOutput, PermissionDenial, Usage,
+    model::account::{LimitReport, LimitStatus},
+};
 
 /// The agent's `result` line, reduced to what the engine keeps.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -148,8 +153,10 @@ pub struct ParsedLine {
     pub output: AgentOutput,
     /// Present on the turn's `result` line.
     pub result: Option<ResultLine>,
-    /// A `rate_limit_event` that refuses further requests until this time (unix seconds).
-    pub limited_until: Option<u64>,
+    /// A `rate_limit_event`: the account's usage limit.
+    pub limit: Option<LimitReport>,
+    /// A `system/api_retry` line: the CLI retries an API call.
+    pub api_retry: bool,
 }
 
 /// Longest text shown for one tool input or tool result.
@@ -170,12 +177,14 @@ pub fn parse_line(line: &str) -> ParsedLine {
             return ParsedLine {
                 output,
                 result: None,
-                limited_until: None,
+                limit: None,
+                api_retry: false,
             };
         }
     };
     let mut result = None;
-    let mut limited_until = None;
+    let mut limit = None;
+    let mut api_retry = false;
     let (kind, subtype, text) = match message {
         StreamMessage::System {
             subtype,
@@ -186,6 +195,7 @@ pub fn parse_line(line: &str) -> ParsedLine {
                 "init" => format!("session {session_id} on {model}"),
                 _ => String::new(),
             };
+            api_retry = subtype == "api_retry";
             ("system", subtype, text)
         }
         StreamMessage::Assistant { message, error } => (
@@ -241,15 +251,7 @@ pub fn parse_line(line: &str) -> ParsedLine {
             ("result", r.subtype, text)
         }
         StreamMessage::RateLimitEvent { rate_limit_info } => {
-            let status = rate_limit_info
-                .get("status")
-                .and_then(Value::as_str)
-                .unwrap_or("allowed");
-            let resets = rate_limit_info.get("resetsAt").and_then(Value::as_u64);
-            if !status.starts_with("allowed") {
-                // Seconds, or milliseconds from a future CLI: both are plausible there.
-                limited_until = resets.map(|t| if t > 10_000_000_000 { t / 1000 } else { t });
-            }
+            limit = limit_report(&rate_limit_info);
             (
                 "rate_limit_event",
                 String::new(),
@@ -267,7 +269,8 @@ pub fn parse_line(line: &str) -> ParsedLine {
             return ParsedLine {
                 output,
                 result: None,
-                limited_until: None,
+                limit: None,
+                api_retry: false,
             };
         }
     };
@@ -277,8 +280,37 @@ pub fn parse_line(line: &str) -> ParsedLine {
     ParsedLine {
         output,
         result,
-        limited_until,
+        limit,
+        api_retry,
     }
+}
+
+/// A `rate_limit_event`'s `rate_limit_info`, as Claude Code 2.1.332 writes it from the
+/// API's `anthropic-ratelimit-unified-*` response headers (only for a subscription login,
+/// `CLAUDE_CODE_OAUTH_TOKEN` or a logged-in config directory: an API key's responses carry
+/// none): `status` (`allowed`, `allowed_warning` once past a warning threshold, `rejected`
+/// while requests are refused), `resetsAt` (unix seconds), `rateLimitType` (`five_hour`,
+/// `seven_day`, ...), `utilization` (0 to 1, on warnings). A refused request's line comes
+/// before the 429's error result. Unknown statuses are ignored.
+fn limit_report(info: &Value) -> Option<LimitReport> {
+    let status = LimitStatus::parse(info.get("status")?.as_str()?)?;
+    let resets_at = info.get("resetsAt").and_then(Value::as_u64).map(|t| {
+        // Seconds, or milliseconds from a future CLI: both are plausible there.
+        let seconds = if t > 10_000_000_000 { t / 1000 } else { t };
+        UNIX_EPOCH + Duration::from_secs(seconds)
+    });
+    Some(LimitReport {
+        status,
+        resets_at,
+        window: info
+            .get("rateLimitType")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        utilization: info
+            .get("utilization")
+            .and_then(Value::as_f64)
+            .filter(|u| u.is_finite()),
+    })
 }
 
 fn content_text(content: &Content) -> String {
@@ -396,6 +428,28 @@ mod tests {
         let parsed = parse_line(&big);
         assert!(parsed.output.truncated);
         assert_eq!(parsed.output.raw.len(), AgentOutput::MAX_RAW);
+    }
+
+    #[test]
+    fn real_rate_limit_lines_become_reports() {
+        // Lines the real 2.1.332 printed against the fake API with a subscription login.
+        let rejected = r#"{"type":"rate_limit_event","rate_limit_info":{"status":"rejected","resetsAt":1796169724,"rateLimitType":"five_hour","isUsingOverage":false,"unifiedWindows":{"five_hour":{"utilization":1,"resetsAt":1796169724,"status":"rejected"}}},"uuid":"29e08fcd-09ab-4b2a-93ca-9389a00f9da6","session_id":"6882602a-9e6d-453d-ac3f-5a9692bc82d3"}"#;
+        let report = parse_line(rejected).limit.unwrap();
+        assert_eq!(report.status, LimitStatus::Rejected);
+        assert_eq!(
+            report.resets_at,
+            Some(UNIX_EPOCH + Duration::from_secs(1_796_169_724))
+        );
+        assert_eq!(report.window.as_deref(), Some("five_hour"));
+        let warning = r#"{"type":"rate_limit_event","rate_limit_info":{"status":"allowed_warning","resetsAt":1796169729,"rateLimitType":"five_hour","utilization":0.92,"isUsingOverage":false,"surpassedThreshold":0.9},"uuid":"61d19ec9-03af-47bd-a7ef-719c0082f7be","session_id":"26d6e7ad-f75b-4cf6-93ef-a79668bbe039"}"#;
+        let report = parse_line(warning).limit.unwrap();
+        assert_eq!(report.status, LimitStatus::Warning);
+        assert_eq!(report.utilization, Some(0.92));
+        let odd = r#"{"type":"rate_limit_event","rate_limit_info":{"status":"brand_new"}}"#;
+        assert!(parse_line(odd).limit.is_none());
+        let retry = r#"{"type":"system","subtype":"api_retry","attempt":1,"max_retries":2,"retry_delay_ms":512,"error_status":529,"error":"overloaded","session_id":"a73132fc-009e-423e-891b-30e592281e0c","uuid":"d056078c-d795-4c67-bbef-415eedd1c2ca"}"#;
+        assert!(parse_line(retry).api_retry);
+        assert!(!parse_line(rejected).api_retry);
     }
 
     #[test]

@@ -7,7 +7,11 @@
 //! `sim:delay=MS`, `sim:chunks=N`, `sim:error[=STATUS]`, `sim:auth`, `sim:crash`,
 //! `sim:hang`, `sim:garbage`, `sim:large=BYTES`, `sim:cost=USD`, `sim:exit=CODE`,
 //! `sim:tool`, `sim:stderr=WORD`, `sim:reply=WORD`, `sim:flaky=N`, `sim:max_turns`,
-//! `sim:rate_limit=SECONDS`, `sim:ask=PATH` (a tool call that needs permission, see `ask`).
+//! `sim:rate_limit=SECONDS`, `sim:rate_warn=UTILIZATION`, `sim:api_retry=N`, `sim:ask=PATH`
+//! (a tool call that needs permission, see `ask`).
+//!
+//! `SWARM_SIM_RATE_LIMIT=SECONDS` in its environment (an account's `env`, say) makes every
+//! prompt behave as if it carried `sim:rate_limit=SECONDS`: the account's API refuses.
 
 mod ask;
 
@@ -46,10 +50,16 @@ pub struct Directives {
     pub flaky: Option<u32>,
     /// End with an `error_max_turns` result.
     pub max_turns: bool,
-    /// Report a rate limit that lifts in this many seconds, then fail with a 429.
+    /// Report a usage limit that refuses requests until this many seconds from now, then
+    /// fail with a 429, as the CLI does; a run that resumes a session is not refused (the
+    /// limit has lifted by the time the swarm resumes it).
     pub rate_limit: Option<u64>,
     /// Ask permission for a Bash call that writes this file.
     pub ask: Option<String>,
+    /// Report an `allowed_warning` usage limit at this utilization (resetting in an hour).
+    pub rate_warn: Option<f64>,
+    /// Print this many `system/api_retry` lines first.
+    pub api_retry: u32,
 }
 
 impl Directives {
@@ -95,6 +105,8 @@ impl Directives {
                             .to_owned(),
                     )
                 }
+                "rate_warn" => d.rate_warn = Some(number(value)?),
+                "api_retry" => d.api_retry = number(value)? as u32,
                 other => return Err(format!("unknown directive sim:{other}")),
             }
         }
@@ -121,6 +133,8 @@ struct Options {
     session_id: Option<String>,
     /// `--fork-session`: continue in a new session.
     fork: bool,
+    /// `--resume`: an earlier session goes on.
+    resumed: bool,
     /// `--input-format stream-json`: a long-lived process, one user message per line.
     stream_input: bool,
     /// `--json-schema`: a successful answer that is JSON is also the structured output.
@@ -150,7 +164,11 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
             "--verbose" => o.verbose = true,
             "--output-format" => o.output_format = Some(value()?),
             "--model" => o.model = Some(value()?),
-            "--session-id" | "--resume" => o.session_id = Some(value()?),
+            "--session-id" => o.session_id = Some(value()?),
+            "--resume" => {
+                o.session_id = Some(value()?);
+                o.resumed = true;
+            }
             "--fork-session" => o.fork = true,
             "--input-format" => o.stream_input = value()? == "stream-json",
             "--permission-prompt-tool" => o.ask_host = value()? == "stdio",
@@ -235,6 +253,12 @@ fn directives_for(prompt: &str) -> Result<Directives, String> {
                 .unwrap_or(1);
             if d.flaky.is_some_and(|n| attempt <= n) {
                 d.error = Some(529);
+            }
+            if let Some(seconds) = std::env::var("SWARM_SIM_RATE_LIMIT")
+                .ok()
+                .and_then(|s| s.parse().ok())
+            {
+                d.rate_limit.get_or_insert(seconds);
             }
             Ok(d)
         }
@@ -406,6 +430,8 @@ fn serve_stream(options: &Options) -> i32 {
 
 struct Session {
     id: String,
+    /// It resumes an earlier session.
+    resumed: bool,
     model: String,
     cwd: String,
     started: Instant,
@@ -423,6 +449,7 @@ impl Session {
                 .clone()
                 .filter(|_| !options.fork)
                 .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+            resumed: options.resumed,
             model: options
                 .model
                 .clone()
@@ -486,15 +513,35 @@ impl Session {
             self.emit(out, self.result(&text, true, 1, 0.0, Some(status)))?;
             return Ok(d.exit.unwrap_or(1));
         }
-        if let Some(seconds) = d.rate_limit {
-            let resets = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_secs()
-                + seconds;
+        for attempt in 1..=d.api_retry {
+            self.emit(
+                out,
+                json!({
+                    "type": "system", "subtype": "api_retry", "attempt": attempt,
+                    "max_retries": d.api_retry, "retry_delay_ms": 0, "error_status": 529,
+                    "error": "overloaded", "session_id": self.id,
+                    "uuid": uuid::Uuid::new_v4().to_string(),
+                }),
+            )?;
+        }
+        let unix_now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        if let Some(utilization) = d.rate_warn {
             self.emit(out, json!({
                 "type": "rate_limit_event",
-                "rate_limit_info": { "status": "rejected", "resetsAt": resets, "rateLimitType": "five_hour" },
+                "rate_limit_info": { "status": "allowed_warning", "resetsAt": unix_now + 3600, "rateLimitType": "five_hour", "utilization": utilization, "isUsingOverage": false },
+                "uuid": uuid::Uuid::new_v4().to_string(),
+                "session_id": self.id,
+            }))?;
+        }
+        if let Some(seconds) = d.rate_limit.filter(|_| !self.resumed) {
+            // Rounded up, as the API's reset header is whole seconds: never before `seconds`.
+            let resets = unix_now + seconds + 1;
+            self.emit(out, json!({
+                "type": "rate_limit_event",
+                "rate_limit_info": { "status": "rejected", "resetsAt": resets, "rateLimitType": "five_hour", "isUsingOverage": false },
                 "uuid": uuid::Uuid::new_v4().to_string(),
                 "session_id": self.id,
             }))?;

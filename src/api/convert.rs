@@ -8,7 +8,11 @@ use crate::{
         AgentOptions, AgentOutput, Approval, DenialPolicy, EngineError, Event, FailurePolicy,
         Instance, Isolation, Payload, PermissionDenial, PermissionPolicy, Priority, SwarmStatus,
         Task, TaskResult, TaskSpec, TaskStatus, Usage, WorkflowInfo,
-        model::{task::positive_seconds, words::Word},
+        model::{
+            account::{AccountStatus, AccountSummary},
+            task::positive_seconds,
+            words::Word,
+        },
         schedule::{Schedule, ScheduleTarget},
     },
     notify::webhook::{Delivery, Format, Topic, Webhook, WebhookSpec},
@@ -101,6 +105,7 @@ impl TryFrom<pb::TaskSpec> for TaskSpec {
                 spec.on_permission_denied,
                 Some(DenialPolicy::Continue),
             )?,
+            account: non_empty(spec.account),
         })
     }
 }
@@ -314,6 +319,7 @@ impl From<&Task> for pb::Task {
             options: Some((&s.options).into()),
             failure_class: optional_to_pb(t.failure_class),
             isolation: to_pb(s.isolation),
+            account: s.account.clone().unwrap_or_default(),
             history: t
                 .history
                 .iter()
@@ -358,6 +364,28 @@ impl From<&Instance> for pb::Instance {
             processes: i.resources.map_or(0, |u| u.processes),
             usage: Some((&i.usage).into()),
             turns: i.turns,
+            account: i.account.clone(),
+        }
+    }
+}
+
+impl From<&AccountSummary> for pb::AccountStatus {
+    fn from(s: &AccountSummary) -> Self {
+        let a = &s.account;
+        pb::AccountStatus {
+            name: a.name.clone(),
+            state: to_pb(s.status),
+            instances: a.instances as u64,
+            instances_live: s.instances_live,
+            window: a.window.clone().unwrap_or_default(),
+            utilization: a.utilization,
+            resets_at: a.resets_at.map(timestamp),
+            paused_until: a
+                .paused_until
+                .filter(|_| s.status == AccountStatus::Paused)
+                .map(timestamp),
+            api_retries: a.api_retries,
+            refusals: a.refusals,
         }
     }
 }
@@ -513,6 +541,7 @@ impl From<&SwarmStatus> for pb::GetStatusResponse {
             budget_usd: s.budget_usd.unwrap_or(0.0),
             usage: Some((&s.usage).into()),
             turns: s.turns,
+            accounts: s.accounts.iter().map(Into::into).collect(),
         }
     }
 }
@@ -685,6 +714,7 @@ mod tests {
             "DELIVERY_STATUS_",
             names!(pb::DeliveryStatus),
         );
+        check::<AccountStatus>("ACCOUNT_STATE_", names!(pb::AccountState));
         assert!(from_pb::<TaskStatus>("status", 0, None).is_err());
         assert_eq!(
             from_pb("priority", 0, Some(Priority::Normal)).unwrap(),

@@ -13,7 +13,10 @@ use tonic::{
 use super::{
     CliResult, Command, InstanceCommand, TaskCommand, WorkflowCommand,
     audit::{AuditArgs, audit},
-    print::{print, print_event, print_instances, print_task, print_tasks, print_workflows},
+    print::{
+        print, print_accounts, print_event, print_instances, print_task, print_tasks,
+        print_workflows,
+    },
     workflow::{follow_workflow, report_workflow},
 };
 use crate::{
@@ -164,6 +167,10 @@ pub(super) async fn client(
                     "workflows: {} running; total cost ${:.4}",
                     s.workflows_running, s.total_cost_usd
                 );
+                if !s.dispatch_paused_reason.is_empty() {
+                    println!("paused:    {}", s.dispatch_paused_reason);
+                }
+                print_accounts(&s.accounts);
             })?;
         }
         Command::Submit {
@@ -176,6 +183,7 @@ pub(super) async fn client(
             model,
             output_schema,
             resume_session,
+            account,
             wait,
         } => {
             let priority = Priority::from_word(&priority).ok_or_else(|| {
@@ -199,6 +207,7 @@ pub(super) async fn client(
                     resume_session,
                     ..Default::default()
                 }),
+                account: account.unwrap_or_default(),
                 ..Default::default()
             };
             let reply = tasks

@@ -38,7 +38,7 @@ pub(super) fn config(command: ConfigCommand, json: bool) -> CliResult {
 
 /// The effective configuration under the config file's keys, so a value can be copied
 /// back into one. Secrets are masked: API keys show their name and role only, `agent_env`
-/// its names with `***` for each value.
+/// and each account's `env` their names with `***` for each value.
 #[derive(Serialize)]
 struct Shown<'a> {
     listen: SocketAddr,
@@ -79,6 +79,7 @@ struct Shown<'a> {
     request_timeout: f64,
     audit_retention: usize,
     permissions: ShownPermissions<'a>,
+    accounts: Vec<ShownAccount<'a>>,
 }
 
 /// The swarm-wide permission rules and the approvals' deadline (seconds).
@@ -89,6 +90,14 @@ struct ShownPermissions<'a> {
     /// `null`: ask (the default).
     ask: Option<bool>,
     approval_timeout: f64,
+}
+
+/// An account as shown: the names of its variables, each value `***`.
+#[derive(Serialize)]
+struct ShownAccount<'a> {
+    name: &'a str,
+    instances: usize,
+    env: BTreeMap<&'a str, &'static str>,
 }
 
 /// An API key as shown: never its secret or digest.
@@ -155,6 +164,22 @@ impl<'a> Shown<'a> {
                 ask: engine.permissions.ask,
                 approval_timeout: engine.approval_timeout.as_secs_f64(),
             },
+            accounts: engine
+                .accounts
+                .iter()
+                .map(|account| ShownAccount {
+                    name: &account.name,
+                    instances: account.instances,
+                    env: config
+                        .accounts
+                        .env
+                        .get(&account.name)
+                        .into_iter()
+                        .flatten()
+                        .map(|(name, _)| (name.as_str(), MASK))
+                        .collect(),
+                })
+                .collect(),
         }
     }
 }

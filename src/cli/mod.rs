@@ -111,6 +111,9 @@ enum Command {
         /// Continue this session (a `result.session_id` of an earlier task).
         #[arg(long)]
         resume_session: Option<String>,
+        /// Run only on this account's instances (one of the server's `accounts`).
+        #[arg(long)]
+        account: Option<String>,
         /// Wait for the task to finish and print it.
         #[arg(long)]
         wait: bool,

@@ -2,7 +2,11 @@
 
 use crate::{
     api::convert::from_pb,
-    engine::{EventKind, InstanceStatus, TaskStatus, model::words::Word, workflow::WorkflowStatus},
+    engine::{
+        EventKind, InstanceStatus, TaskStatus,
+        model::{account::AccountStatus, words::Word},
+        workflow::WorkflowStatus,
+    },
     pb,
 };
 
@@ -94,6 +98,56 @@ fn denials(task: &pb::Task) -> usize {
     task.result
         .as_ref()
         .map_or(0, |r| r.permission_denials.len())
+}
+
+/// Each account's usage limit: state, instances, window, utilization, reset, pause.
+pub(super) fn print_accounts(accounts: &[pb::AccountStatus]) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    // Unix seconds, and how far off they are.
+    let time = |t: &Option<pbjson_types::Timestamp>| match t {
+        Some(t) if t.seconds >= now => format!("{} (in {}s)", t.seconds, t.seconds - now),
+        Some(t) => format!("{} ({}s ago)", t.seconds, now - t.seconds),
+        None => "-".into(),
+    };
+    let rows: Vec<Vec<String>> = accounts
+        .iter()
+        .map(|a| {
+            vec![
+                a.name.clone(),
+                word::<AccountStatus>(a.state).to_owned(),
+                a.instances_live.to_string(),
+                a.instances.to_string(),
+                if a.window.is_empty() {
+                    "-".into()
+                } else {
+                    a.window.clone()
+                },
+                a.utilization
+                    .map_or_else(|| "-".into(), |u| format!("{:.0}%", u * 100.0)),
+                time(&a.resets_at),
+                time(&a.paused_until),
+                a.api_retries.to_string(),
+                a.refusals.to_string(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "ACCOUNT",
+            "STATE",
+            "LIVE",
+            "SHARE",
+            "WINDOW",
+            "USED",
+            "RESETS",
+            "PAUSED UNTIL",
+            "API RETRIES",
+            "REFUSED",
+        ],
+        &rows,
+    );
 }
 
 pub(super) fn print_tasks(tasks: &[pb::Task]) {

@@ -10,6 +10,10 @@ use std::{
     time::Duration,
 };
 
+mod accounts;
+
+pub use accounts::{Accounts, CREDENTIALS};
+
 use clap::{Args, ValueEnum};
 use serde::{Deserialize, Serialize};
 
@@ -173,6 +177,10 @@ struct FileConfig {
     /// URLs the server posts events to.
     #[serde(default)]
     webhooks: Vec<webhooks::FileWebhook>,
+    // ---- accounts (issue 13) ----
+    /// The accounts instances run under, each with its environment and share.
+    #[serde(default)]
+    accounts: Vec<accounts::FileAccount>,
 }
 
 /// An `api_keys` entry: the key's SHA-256, never the key.
@@ -220,6 +228,8 @@ pub struct Config {
     pub serving: Serving,
     /// The config file's webhooks, checked.
     pub webhooks: Vec<crate::notify::webhook::Webhook>,
+    /// The accounts instances run under, with their variables (for the agent).
+    pub accounts: Accounts,
     pub engine: EngineConfig,
 }
 
@@ -289,6 +299,14 @@ impl Config {
             audit_retention: file.audit_retention,
         })?;
         let webhooks = webhooks::webhooks(file.webhooks)?;
+        let accounts = accounts::checked(file.accounts)?;
+        let shares: usize = accounts.specs.iter().map(|a| a.instances).sum();
+        if shares > max_instances {
+            return Err(ConfigError(format!(
+                "accounts: their instances add up to {shares}, more than max_instances \
+                 ({max_instances})"
+            )));
+        }
         Ok(Self {
             listen: listen
                 .or(file.listen)
@@ -325,6 +343,7 @@ impl Config {
             serving,
             webhooks,
             engine: EngineConfig {
+                accounts: accounts.specs.clone(),
                 initial_instances,
                 max_instances,
                 default_timeout,
@@ -359,6 +378,7 @@ impl Config {
                 },
                 ..defaults
             },
+            accounts,
         })
     }
 }

@@ -206,7 +206,8 @@ impl Actor {
         let input = match event {
             RunEvent::Started { pid } => Input::RunStarted { task, pid },
             RunEvent::Output(output) => Input::Output { task, output },
-            RunEvent::RateLimited { until } => Input::RateLimited { until },
+            RunEvent::Limit(report) => Input::Limit { task, report },
+            RunEvent::ApiRetry => Input::ApiRetry { task },
             RunEvent::TimedOut => Input::TimerFired(Timer::Timeout(task)),
             RunEvent::Finished(outcome) => {
                 self.stops.remove(&task);
@@ -270,8 +271,9 @@ impl Actor {
             Effect::Reap(leftover) => self.agent.reap(&leftover),
             Effect::PrepareInstance {
                 instance,
+                account,
                 working_directory,
-            } => self.agent.prepare(&instance, working_directory),
+            } => self.agent.prepare(&instance, &account, working_directory),
             Effect::Reply { call, answer } => self.answers.push((call, answer)),
             Effect::AnswerPermission { ask, decision } => {
                 if let Some((_, reply)) = self.asks.remove(&ask) {

@@ -2,13 +2,14 @@
 //! [`Agent`] (how a task runs), `store/` implements [`Store`] (where state is kept). The
 //! arrows point into the engine: nothing here knows a process, a protocol or a database.
 
-use std::{future::Future, path::PathBuf, pin::Pin, sync::Arc, time::Duration, time::SystemTime};
+use std::{future::Future, path::PathBuf, pin::Pin, sync::Arc, time::Duration};
 
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
     actor::Msg,
     model::{
+        account::{Account, LimitReport},
         approval::{Approval, PermissionDenial, PermissionPolicy},
         event::{AgentOutput, Event},
         task::{AgentOptions, FailureClass, Isolation, Task, TaskId, TaskResult, TaskStatus},
@@ -44,6 +45,8 @@ pub struct RunRequest {
     pub max_budget_usd: Option<f64>,
     /// A JSON Schema the answer must match (`--json-schema`).
     pub output_schema: Option<serde_json::Value>,
+    /// The account its instance runs under: the agent sets that account's environment.
+    pub account: String,
 }
 
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -97,8 +100,10 @@ pub enum RunEvent {
     Started { pid: Option<u32> },
     /// One line of output.
     Output(Box<AgentOutput>),
-    /// The account is rate limited until then.
-    RateLimited { until: SystemTime },
+    /// What the agent learnt of its account's usage limit.
+    Limit(LimitReport),
+    /// The agent retried an API call.
+    ApiRetry,
     /// The run has been going for its task's timeout.
     TimedOut,
     /// The run is over.
@@ -159,9 +164,14 @@ impl OutputSink {
         self.send(RunEvent::Started { pid }).await;
     }
 
-    /// The account is rate limited until `until`: nothing more is dispatched before then.
-    pub async fn rate_limited(&self, until: SystemTime) {
-        self.send(RunEvent::RateLimited { until }).await;
+    /// The account's usage limit, as the agent saw it: a refusal pauses the account.
+    pub async fn limit(&self, report: LimitReport) {
+        self.send(RunEvent::Limit(report)).await;
+    }
+
+    /// The agent retried an API call.
+    pub async fn api_retry(&self) {
+        self.send(RunEvent::ApiRetry).await;
     }
 
     /// One line of output.
@@ -216,7 +226,7 @@ pub trait Agent: Send + Sync + 'static {
     /// A new instance whose tasks run in `working_directory` unless they say otherwise:
     /// the agent may start a process ahead of the first task (it must not outlive
     /// [`Agent::retire`] or [`Agent::shutdown`]).
-    fn prepare(&self, _instance: &str, _working_directory: PathBuf) {}
+    fn prepare(&self, _instance: &str, _account: &str, _working_directory: PathBuf) {}
 
     /// The engine stops: end everything the agent keeps, and resolve once it is gone.
     fn shutdown(&self) -> BoxFuture<()> {
@@ -293,6 +303,8 @@ pub struct Snapshot {
     pub swarm_policy: PermissionPolicy,
     /// Schedules, in creation order.
     pub schedules: Vec<Schedule>,
+    /// Accounts' usage-limit state (a pause outlives a restart).
+    pub accounts: Vec<Account>,
 }
 
 /// One turn's changes, stored all or nothing before anyone is answered (group commit).
@@ -313,6 +325,8 @@ pub struct Batch {
     /// Schedules created or changed this turn.
     pub schedules: Vec<Schedule>,
     pub deleted_schedules: Vec<ScheduleId>,
+    /// Every account, when one changed this turn.
+    pub accounts: Vec<Account>,
 }
 
 impl Batch {
@@ -326,6 +340,7 @@ impl Batch {
             && self.swarm_policy.is_none()
             && self.schedules.is_empty()
             && self.deleted_schedules.is_empty()
+            && self.accounts.is_empty()
     }
 }
 

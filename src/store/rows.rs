@@ -20,7 +20,10 @@ use crate::engine::{
     AgentOptions, AgentOutput, Attempt, DenialPolicy, Event, EventKind, FailureClass,
     FailurePolicy, Instance, InstanceStatus, Isolation, Payload, Priority, Task, TaskResult,
     TaskSpec, TaskStatus, Usage,
-    model::words::Word,
+    model::{
+        account::{Account, AccountSpec},
+        words::Word,
+    },
     ports::{TaskRecord, WorkflowRecord},
     workflow::{FanOut, FanOutSource, Segment, Template, WorkflowInfo, WorkflowStatus},
 };
@@ -46,7 +49,19 @@ macro_rules! same {
     )+};
 }
 
-same!(String, bool, u16, u32, u64, i32, f64, PathBuf, BTreeMap<String, String>, serde_json::Value);
+same!(
+    String,
+    bool,
+    u16,
+    u32,
+    u64,
+    usize,
+    i32,
+    f64,
+    PathBuf,
+    BTreeMap<String, String>,
+    serde_json::Value
+);
 
 impl<T: Row> Row for Option<T> {
     type Domain = Option<T::Domain>;
@@ -350,6 +365,7 @@ mirror! {
         output_schema: Option<serde_json::Value>,
         permissions: PolicyRow,
         on_permission_denied: Variant<DenialPolicy>,
+        account: Option<String>,
     }
 }
 
@@ -452,6 +468,8 @@ pub struct InstanceRow {
     usage: UsageRow,
     #[serde(default)]
     turns: u64,
+    #[serde(default)]
+    account: String,
 }
 
 impl Row for InstanceRow {
@@ -469,6 +487,7 @@ impl Row for InstanceRow {
             total_cost_usd: i.total_cost_usd,
             usage: Row::from_domain(&i.usage),
             turns: i.turns,
+            account: i.account.clone(),
         }
     }
     fn into_domain(self) -> Instance {
@@ -485,7 +504,34 @@ impl Row for InstanceRow {
             usage: self.usage.into_domain(),
             turns: self.turns,
             resources: None,
+            account: self.account,
         }
+    }
+}
+
+mirror! {
+    /// An account's usage-limit state (table `accounts`, by name; added beside layout 2,
+    /// so an older file simply has none).
+    #[serde(default)]
+    AccountRow <=> Account {
+        name: String,
+        instances: usize,
+        window: Option<String>,
+        utilization: Option<f64>,
+        resets_at: Option<TimeRow>,
+        paused_until: Option<TimeRow>,
+        limited_until: Option<TimeRow>,
+        api_retries: u64,
+        refusals: u64,
+    }
+}
+
+impl Default for AccountRow {
+    fn default() -> Self {
+        Self::from_domain(&Account::new(&AccountSpec {
+            name: String::new(),
+            instances: 1,
+        }))
     }
 }
 

@@ -12,7 +12,7 @@ use rusqlite::{Connection, OpenFlags, Transaction, params};
 use serde::{Serialize, de::DeserializeOwned};
 
 use super::{
-    rows::{EventRow, EventRowV1, Row, TaskRecordRow, WorkflowRecordRow},
+    rows::{AccountRow, EventRow, EventRowV1, Row, TaskRecordRow, WorkflowRecordRow},
     schedule_rows::ScheduleRow,
 };
 use crate::engine::ports::{Batch, Snapshot, Store, StoreError};
@@ -71,7 +71,8 @@ impl SqliteStore {
              CREATE TABLE IF NOT EXISTS workflows (id TEXT PRIMARY KEY, position INTEGER NOT NULL, body TEXT NOT NULL);
              CREATE TABLE IF NOT EXISTS events (sequence INTEGER PRIMARY KEY, body TEXT NOT NULL);
              CREATE TABLE IF NOT EXISTS totals (key TEXT PRIMARY KEY, value REAL NOT NULL);
-             CREATE TABLE IF NOT EXISTS schedules (id TEXT PRIMARY KEY, position INTEGER NOT NULL, body TEXT NOT NULL);",
+             CREATE TABLE IF NOT EXISTS schedules (id TEXT PRIMARY KEY, position INTEGER NOT NULL, body TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS accounts (name TEXT PRIMARY KEY, body TEXT NOT NULL);",
         )
         .map_err(|e| fail("cannot create tables", e.to_string()))?;
         super::approvals::create(&conn).map_err(|e| fail("cannot create tables", e.to_string()))?;
@@ -284,9 +285,12 @@ impl Store for SqliteStore {
                     .map_err(|e| self.unreadable("schedule", e))
             })
             .collect::<Result<_, _>>()?;
+        let accounts: Vec<AccountRow> =
+            self.bodies("SELECT body FROM accounts ORDER BY name", "account")?;
         Ok(Snapshot {
             approvals,
             swarm_policy,
+            accounts: accounts.into_iter().map(Row::into_domain).collect(),
             events,
             workflows: workflows.into_iter().map(Row::into_domain).collect(),
             tasks,
@@ -401,6 +405,15 @@ fn write(
         .map_err(e("compact events"))?;
     }
     super::approvals::write(tx, &batch.approvals, batch.swarm_policy.as_ref())?;
+    let mut upsert_account = tx
+        .prepare_cached("INSERT OR REPLACE INTO accounts (name, body) VALUES (?1, ?2)")
+        .map_err(e("prepare"))?;
+    for account in &batch.accounts {
+        let body = encode(&AccountRow::from_domain(account)).map_err(|e| e.to_string())?;
+        upsert_account
+            .execute(params![account.name, body])
+            .map_err(e("write account"))?;
+    }
     if let Some(spent) = batch.total_cost_usd {
         tx.execute(
             "INSERT OR REPLACE INTO totals (key, value) VALUES ('total_cost_usd', ?1)",

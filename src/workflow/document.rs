@@ -109,6 +109,8 @@ pub(super) struct DocumentTask {
     pub(super) retry_backoff: Option<f64>,
     pub(super) permission_mode: Option<String>,
     pub(super) isolation: Option<String>,
+    /// Run only on this account's instances (one of the server's `accounts`).
+    pub(super) account: Option<String>,
     pub(super) on_failure: Option<String>,
     pub(super) permissions: Option<DocumentPolicy>,
     pub(super) on_permission_denied: Option<String>,

@@ -323,6 +323,8 @@ pub(super) fn build(
             }
             None => inherited.on_permission_denied,
         },
+        // Checked against the server's accounts when the workflow is executed.
+        account: task.account.clone().filter(|a| !a.is_empty()),
     };
     spec.validate().map_err(|e| match e {
         EngineError::InvalidArgument { field, reason } => bad(&field, reason),

@@ -62,6 +62,29 @@ pub enum Reply {
     /// `tool_use` of it with this input (`stop_reason: tool_use`; the CLI ends the turn
     /// there). Any other request gets this value as JSON text.
     Structured(Value),
+    /// A subscription's usage limit that refuses requests until `resets_at` (unix seconds):
+    /// before then HTTP 429 with `anthropic-ratelimit-unified-status: rejected` and the
+    /// reset (Claude Code 2.1.332, logged in with `CLAUDE_CODE_OAUTH_TOKEN`, prints a
+    /// `rate_limit_event` with `status: rejected` and `resetsAt`, then a 429 error result);
+    /// from then on [`Reply::Text`] of `then`, with `status: allowed`.
+    LimitedUntil { resets_at: u64, then: String },
+}
+
+/// The headers of Anthropic's unified (subscription) rate limiter, as the CLI reads them.
+fn unified_headers(status: &str, resets_at: u64) -> [(String, String); 4] {
+    [
+        ("anthropic-ratelimit-unified-status", status.to_owned()),
+        ("anthropic-ratelimit-unified-reset", resets_at.to_string()),
+        (
+            "anthropic-ratelimit-unified-representative-claim",
+            "five_hour".to_owned(),
+        ),
+        (
+            "anthropic-ratelimit-unified-5h-reset",
+            resets_at.to_string(),
+        ),
+    ]
+    .map(|(k, v)| (k.to_owned(), v))
 }
 
 /// The tool the CLI 2.1.332 offers the model for `--json-schema`.
@@ -217,6 +240,33 @@ async fn messages(
         Reply::Slow { parts, every } => {
             let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
             stream(text_answer(&model, &parts), every)
+        }
+        Reply::LimitedUntil { resets_at, then } => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs();
+            if now < resets_at {
+                let mut response =
+                    error_response(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", "limited");
+                for (name, value) in unified_headers("rejected", resets_at) {
+                    response.headers_mut().insert(
+                        header::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                        value.parse().unwrap(),
+                    );
+                }
+                response
+            } else {
+                let (a, b) = then.split_at(then.len() / 2);
+                let mut response = stream(text_answer(&model, &[a, b]), Duration::ZERO);
+                for (name, value) in unified_headers("allowed", resets_at) {
+                    response.headers_mut().insert(
+                        header::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                        value.parse().unwrap(),
+                    );
+                }
+                response
+            }
         }
     }
 }

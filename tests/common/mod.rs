@@ -33,6 +33,7 @@ pub fn simulated_agent() -> ProcessAgent {
         long_lived: false,
         keep_worktrees: false,
         memory_limit: None,
+        accounts: Default::default(),
         workspace_root: None,
     })
 }

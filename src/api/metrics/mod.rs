@@ -10,6 +10,7 @@
 //! - From the engine's events, followed from the start ([`tasks`]): how long tasks waited
 //!   in the queue and how long they ran.
 
+mod accounts;
 mod layer;
 mod tasks;
 
@@ -227,6 +228,7 @@ fn register_status(registry: &mut Registry, s: &SwarmStatus) {
         "1 while nothing is dispatched: a rate limit until it lifts, or the budget is spent",
         gauges(paused),
     );
+    accounts::register(registry, s);
 
     let cost = Counter::<f64, AtomicU64>::default();
     cost.inc_by(s.total_cost_usd);

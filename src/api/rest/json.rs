@@ -18,7 +18,7 @@ use crate::pb;
 pub(super) const JSON: &str = "application/json";
 
 /// Enum-valued fields and the prefix of their proto value names.
-const ENUM_FIELDS: [(&str, &[&str]); 15] = [
+const ENUM_FIELDS: [(&str, &[&str]); 16] = [
     (
         "status",
         &[
@@ -42,6 +42,7 @@ const ENUM_FIELDS: [(&str, &[&str]); 15] = [
     ("events", &["WEBHOOK_TOPIC_"]),
     ("topic", &["WEBHOOK_TOPIC_"]),
     ("format", &["WEBHOOK_FORMAT_"]),
+    ("state", &["ACCOUNT_STATE_"]),
 ];
 
 /// Maps of free-form strings, left alone.

@@ -1,44 +1,16 @@
-//! What holds dispatching back: a rate limit until it lifts (a timer), the swarm's budget
-//! once spent, and shutdown; and the swarm's status, which shows them.
+//! What holds dispatching back: the swarm's budget once spent, and shutdown (an account's
+//! usage limit holds back only its instances: see `accounts`); and the swarm's status,
+//! which shows them.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use super::{Answer, CallId, Core, Effect, SwarmStatus, Timer};
-use crate::engine::{
-    model::{instance::InstanceStatus, task::unix_seconds},
-    ports::StopReason,
-    workflow::WorkflowStatus,
-};
+use super::{Answer, CallId, Core, SwarmStatus};
+use crate::engine::{model::instance::InstanceStatus, ports::StopReason, workflow::WorkflowStatus};
 
 impl Core {
-    /// Holds dispatching until `until` and wakes up then.
-    pub(super) fn pause_until(&mut self, until: SystemTime, reason: &str) {
-        if self.paused_until.as_ref().is_some_and(|(t, _)| *t >= until) {
-            return;
-        }
-        let stamp = unix_seconds(until);
-        tracing::warn!(until = stamp, reason, "dispatching paused");
-        self.paused_until = Some((until, format!("{reason} until unix time {stamp}")));
-        let after = until.duration_since(self.now).unwrap_or(Duration::ZERO);
-        self.effects.push(Effect::ArmTimer {
-            after,
-            timer: Timer::Resume,
-        });
-    }
-
-    /// Whether dispatching is held (a rate limit not yet lifted, or the budget spent).
-    pub(super) fn paused(&mut self) -> bool {
-        if self.budget_spent().is_some() {
-            return true;
-        }
-        match &self.paused_until {
-            Some((until, _)) if self.now < *until => true,
-            Some(_) => {
-                self.paused_until = None;
-                false
-            }
-            None => false,
-        }
+    /// Whether dispatching is held: the swarm's budget is spent.
+    pub(super) fn paused(&self) -> bool {
+        self.budget_spent().is_some()
     }
 
     /// Why nothing more may start, if the swarm's budget is spent.
@@ -100,14 +72,12 @@ impl Core {
                 .filter(|w| w.record.info.status == WorkflowStatus::Running)
                 .count() as u64,
             total_cost_usd: self.total_cost_usd,
-            paused: self
-                .paused_until
-                .clone()
-                .filter(|(until, _)| self.now < *until),
+            paused: self.all_paused(),
             budget_spent: self.budget_spent(),
             budget_usd: self.config.budget_usd,
             usage: self.total_usage.clone(),
             turns: self.total_turns,
+            accounts: self.account_summaries(),
         }
     }
 

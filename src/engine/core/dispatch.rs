@@ -42,6 +42,12 @@ impl Core {
                 .entry(instance)
                 .or_default()
                 .push(priority, self.arrivals, id.to_owned());
+        } else if let Some(account) = task.spec.account.clone() {
+            self.account_queues.entry(account).or_default().push(
+                priority,
+                self.arrivals,
+                id.to_owned(),
+            );
         } else {
             self.queue.push(priority, self.arrivals, id.to_owned());
         }
@@ -49,53 +55,48 @@ impl Core {
         self.publish_task(EventKind::TaskQueued, id);
     }
 
-    /// Starts ready tasks on idle instances until one of the two runs out.
+    /// Starts ready tasks on idle instances, longest idle first, whose account takes work,
+    /// until one of the two runs out.
     pub(super) fn dispatch(&mut self) {
         if self.shutting_down || self.paused() {
             return;
         }
-        while let Some(instance) = self.pool.first_idle().cloned() {
-            let Some(task_id) = self.next_task_for(&instance) else {
-                // The longest-idle instance has nothing: only pinned work could be left for
-                // the others.
-                let others: Vec<String> = self
-                    .pinned
-                    .keys()
-                    .filter(|i| **i != instance && self.pool.is_idle(i))
-                    .cloned()
-                    .collect();
-                for other in others {
-                    if let Some(task_id) = self.next_task_for(&other) {
-                        self.start(task_id, &other);
-                    }
-                }
-                return;
-            };
-            self.start(task_id, &instance);
+        let idle: Vec<String> = self.pool.idle().cloned().collect();
+        for instance in idle {
+            if !self.account_takes_work(&instance) {
+                continue;
+            }
+            if let Some(task_id) = self.next_task_for(&instance) {
+                self.start(task_id, &instance);
+            }
         }
     }
 
-    /// The most urgent, oldest ready task this instance may run: the better of the shared
-    /// queue's head and the head of the queue pinned to it.
+    /// The most urgent, oldest ready task this instance may run: the best of the heads of
+    /// the shared queue, the queue pinned to it and its account's queue.
     fn next_task_for(&mut self, instance: &str) -> Option<TaskId> {
+        let account = self.pool.get(instance)?.account.clone();
         let tasks = &self.tasks;
         let ready = |id: &str| {
             tasks
                 .get(id)
                 .is_some_and(|e| e.task.status == TaskStatus::Queued)
         };
-        let shared = self.queue.peek(ready);
-        let pinned = self.pinned.get_mut(instance).and_then(|q| q.peek(ready));
-        let take_pinned = match (shared, pinned) {
-            (None, None) => return None,
-            (Some(_), None) => false,
-            (None, Some(_)) => true,
-            (Some((sp, sa)), Some((pp, pa))) => (pp, Reverse(pa)) > (sp, Reverse(sa)),
-        };
-        if take_pinned {
-            self.pinned.get_mut(instance)?.pop(ready)
-        } else {
-            self.queue.pop(ready)
+        let heads = [
+            self.queue.peek(ready),
+            self.pinned.get_mut(instance).and_then(|q| q.peek(ready)),
+            self.account_queues
+                .get_mut(&account)
+                .and_then(|q| q.peek(ready)),
+        ];
+        let best = (0..heads.len())
+            .filter_map(|i| heads[i].map(|(p, a)| (i, (p, Reverse(a)))))
+            .max_by_key(|(_, key)| *key)
+            .map(|(i, _)| i)?;
+        match best {
+            0 => self.queue.pop(ready),
+            1 => self.pinned.get_mut(instance)?.pop(ready),
+            _ => self.account_queues.get_mut(&account)?.pop(ready),
         }
     }
 
@@ -146,6 +147,11 @@ impl Core {
         let now = self.now;
         let default_timeout = self.config.default_timeout;
         let base_dir = self.config.working_directory.clone();
+        let account = self
+            .pool
+            .get(instance_id)
+            .map(|i| i.account.clone())
+            .unwrap_or_default();
         let Some(entry) = self.tasks.get_mut(&task_id) else {
             return;
         };
@@ -190,6 +196,7 @@ impl Core {
             workflow_id: task.workflow_id.clone(),
             max_budget_usd,
             output_schema: spec.output_schema.clone(),
+            account,
         };
         self.pool.assign(instance_id, &task_id);
         self.set_status(&task_id, TaskStatus::Running);

@@ -67,6 +67,11 @@ impl Core {
         // must not cost a task the retries a crash would have given it.
         let interrupted = running.as_ref().and_then(|r| r.stop) == Some(StopReason::Shutdown)
             && outcome.status != TaskStatus::Completed;
+        // Refused by its account's usage limit (and not stopped): back to the queue.
+        let refused = running
+            .as_ref()
+            .is_some_and(|r| r.refused && r.stop.is_none())
+            && outcome.status == TaskStatus::Failed;
         let retry = outcome.status == TaskStatus::Failed
             && outcome.class.is_some_and(FailureClass::retryable)
             && task.attempts <= task.spec.retries;
@@ -87,7 +92,9 @@ impl Core {
             if let Some(entry) = self.tasks.get_mut(task_id) {
                 entry.task.failure_class = outcome.class;
             }
-            if retry {
+            if refused {
+                self.requeue_refused(task_id, outcome.result.as_ref());
+            } else if retry {
                 let error = outcome.error.unwrap_or_default();
                 self.retry_later(task_id, outcome.result, error);
             } else {

@@ -40,7 +40,11 @@ impl Core {
     }
 
     pub(super) fn spawn_instance(&mut self, working_directory: Option<PathBuf>) -> Instance {
-        let instance = self.pool.spawn(working_directory, self.now).clone();
+        let account = self.account_for_new_instance();
+        let instance = self
+            .pool
+            .spawn(working_directory, account, self.now)
+            .clone();
         // Relative directories are taken from the configured one, as a run's are.
         let working_directory = self
             .config
@@ -48,6 +52,7 @@ impl Core {
             .join(instance.working_directory.clone().unwrap_or_default());
         self.effects.push(Effect::PrepareInstance {
             instance: instance.id.clone(),
+            account: instance.account.clone(),
             working_directory,
         });
         self.publish(

@@ -1,15 +1,13 @@
 //! What goes in and out of the core: inputs (calls, run reports, timers), the effects the
 //! actor executes, and the answers to callers.
 
-use std::{
-    path::PathBuf,
-    time::{Duration, SystemTime},
-};
+use std::{path::PathBuf, time::Duration};
 
 use super::{ApprovalQuery, Decision, SwarmStatus, TaskPage, TaskQuery};
 use crate::engine::{
     error::Result,
     model::{
+        account::LimitReport,
         approval::{Approval, ApprovalId, PermissionDenial},
         event::AgentOutput,
         instance::Instance,
@@ -106,9 +104,14 @@ pub enum Input {
         task: TaskId,
         outcome: Box<RunOutcome>,
     },
-    /// The agent's account is rate limited until then.
-    RateLimited {
-        until: SystemTime,
+    /// A run reported its account's usage limit.
+    Limit {
+        task: TaskId,
+        report: LimitReport,
+    },
+    /// A run's CLI retried an API call (`system/api_retry`).
+    ApiRetry {
+        task: TaskId,
     },
     /// A timer armed by an earlier [`Effect::ArmTimer`] is due.
     TimerFired(Timer),
@@ -188,6 +191,8 @@ pub enum Effect {
     /// the directory its tasks run in by default.
     PrepareInstance {
         instance: String,
+        /// The account whose environment its processes get.
+        account: String,
         working_directory: PathBuf,
     },
     /// Answer a run's question about a tool call.
@@ -206,12 +211,12 @@ pub enum Timer {
     Retry(TaskId),
     /// A running task's timeout (fired by its run, see [`Effect::StartRun`]).
     Timeout(TaskId),
-    /// A dispatch pause (rate limit) may be over.
-    Resume,
     /// An approval's deadline.
     ApprovalExpiry(ApprovalId),
     /// A schedule's next fire time may have come.
     Schedule(ScheduleId),
+    /// An account's pause or lowered concurrency may be over.
+    Account(String),
 }
 
 /// An answer to a call, by the call's kind. It lives for one call (boxed in its effect),

@@ -8,10 +8,12 @@
 //! One file per family of transitions: `submit` (validation, ids, idempotency, listing),
 //! `dispatch` (the ready queues, starting runs), `finish` (run results, retries, terminal
 //! states and dependents), `fanout` (`for_each`), `cancel`, `workflows`, `instances`,
-//! `budget` (rate-limit pauses and budgets), `sessions` (workflow session names),
-//! `restore`, `compact`, `approvals` (tool permissions: rules, approvals, deadlines) and
-//! `schedules`.
+//! `budget` (budgets, shutdown, status), `accounts` (accounts' shares and usage limits:
+//! pauses, lowered concurrency, refused runs handed back), `sessions` (workflow session
+//! names), `restore`, `compact`, `approvals` (tool permissions: rules, approvals,
+//! deadlines) and `schedules`.
 
+mod accounts;
 mod approvals;
 mod budget;
 mod cancel;
@@ -42,6 +44,7 @@ use std::{
 use super::{
     error::{EngineError, Result},
     model::{
+        account::{Account, AccountSpec, AccountSummary},
         approval::PermissionPolicy,
         event::{Event, EventKind, Payload},
         instance::Instance,
@@ -89,6 +92,8 @@ pub struct EngineConfig {
     pub permissions: PermissionPolicy,
     /// How long an approval waits for a person before it is denied.
     pub approval_timeout: Duration,
+    /// The accounts instances run under; none: one implicit account (`default`).
+    pub accounts: Vec<AccountSpec>,
 }
 
 /// Default of [`EngineConfig::max_queued_tasks`]: room for a workflow of the largest size
@@ -112,6 +117,7 @@ impl Default for EngineConfig {
             allow_agent_env_override: Vec::new(),
             permissions: PermissionPolicy::default(),
             approval_timeout: DEFAULT_APPROVAL_TIMEOUT,
+            accounts: Vec::new(),
         }
     }
 }
@@ -141,6 +147,8 @@ pub struct SwarmStatus {
     pub budget_usd: Option<f64>,
     pub usage: Usage,
     pub turns: u64,
+    /// Each account's usage-limit state, in configuration order.
+    pub accounts: Vec<AccountSummary>,
 }
 
 /// A task and its place in the dependency graph.
@@ -167,6 +175,8 @@ struct Running {
     /// Why a stop was asked for (once is enough).
     stop: Option<StopReason>,
     waiters: Vec<Waiter>,
+    /// Its account's usage limit refused it: it goes back to the queue when it ends.
+    refused: bool,
 }
 
 /// A workflow's record and what its progress needs.
@@ -212,8 +222,12 @@ pub struct Core {
     next_sequence: u64,
     shutdown_waiters: Vec<CallId>,
     shutting_down: bool,
-    /// No dispatching before this time (a rate limit), and why.
-    paused_until: Option<(SystemTime, String)>,
+    /// Accounts and their usage-limit state, in configuration order.
+    accounts: Vec<Account>,
+    /// Ready tasks that name an account, by account.
+    account_queues: HashMap<String, ReadyQueue>,
+    /// An account's state changed this turn: store them.
+    accounts_changed: bool,
     /// Finished tasks, oldest first, for compaction.
     finished_tasks: VecDeque<TaskId>,
     /// Compacted tasks still named in `order`.
@@ -242,7 +256,6 @@ impl Core {
     /// An empty swarm. `seed` makes the jitter of retry backoffs vary between runs.
     pub fn new(config: EngineConfig, seed: u64) -> Self {
         Self {
-            config,
             now: SystemTime::UNIX_EPOCH,
             tasks: HashMap::new(),
             order: Vec::new(),
@@ -264,7 +277,9 @@ impl Core {
             next_sequence: 1,
             shutdown_waiters: Vec::new(),
             shutting_down: false,
-            paused_until: None,
+            accounts: accounts::configured(&config.accounts, config.initial_instances),
+            account_queues: HashMap::new(),
+            accounts_changed: false,
             finished_tasks: VecDeque::new(),
             tombstones: 0,
             jitter: seed | 1,
@@ -280,6 +295,7 @@ impl Core {
             approvals: approvals::Book::default(),
             dirty_schedules: HashSet::new(),
             deleted_schedules: Vec::new(),
+            config,
         }
     }
 
@@ -365,7 +381,8 @@ impl Core {
                 self.run_finished(&task, outcome);
                 self.approvals_after_run(&task);
             }
-            Input::RateLimited { until } => self.pause_until(until, "rate limited"),
+            Input::Limit { task, report } => self.limit_reported(&task, report),
+            Input::ApiRetry { task } => self.api_retried(&task),
             Input::TimerFired(timer) => self.timer_fired(timer),
             Input::PermissionAsked { task, ask, request } => {
                 self.permission_asked(task, ask, *request);
@@ -448,6 +465,11 @@ impl Core {
                 .cloned()
                 .collect(),
             deleted_schedules: std::mem::take(&mut self.deleted_schedules),
+            accounts: if std::mem::take(&mut self.accounts_changed) {
+                self.accounts.clone()
+            } else {
+                Vec::new()
+            },
         };
         Turn {
             batch,
@@ -476,9 +498,9 @@ impl Core {
                     self.stop_running(&task, StopReason::TimedOut(after), None);
                 }
             }
-            Timer::Resume => self.dispatch(),
             Timer::ApprovalExpiry(id) => self.approval_expired(&id),
             Timer::Schedule(id) => self.schedule_due(&id),
+            Timer::Account(name) => self.account_timer(&name),
         }
     }
 

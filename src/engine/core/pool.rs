@@ -22,7 +22,12 @@ pub struct Pool {
 }
 
 impl Pool {
-    pub fn spawn(&mut self, working_directory: Option<PathBuf>, now: SystemTime) -> &Instance {
+    pub fn spawn(
+        &mut self,
+        working_directory: Option<PathBuf>,
+        account: String,
+        now: SystemTime,
+    ) -> &Instance {
         self.next_number += 1;
         let id = format!("inst-{:04}", self.next_number);
         self.idle.push_back(id.clone());
@@ -39,6 +44,7 @@ impl Pool {
             usage: Usage::default(),
             turns: 0,
             resources: None,
+            account,
         })
     }
 
@@ -60,9 +66,9 @@ impl Pool {
             .is_some_and(|i| i.status == InstanceStatus::Idle)
     }
 
-    /// The longest-idle instance, if any.
-    pub fn first_idle(&self) -> Option<&InstanceId> {
-        self.idle.front()
+    /// Idle instances, longest idle first.
+    pub fn idle(&self) -> impl Iterator<Item = &InstanceId> {
+        self.idle.iter()
     }
 
     /// Marks an idle instance busy with `task`.
@@ -136,12 +142,21 @@ mod tests {
     #[test]
     fn idle_busy_release_and_scale_down_order() {
         let mut pool = Pool::default();
-        let a = pool.spawn(None, SystemTime::UNIX_EPOCH).id.clone();
-        let b = pool.spawn(None, SystemTime::UNIX_EPOCH).id.clone();
-        let c = pool.spawn(None, SystemTime::UNIX_EPOCH).id.clone();
-        assert_eq!(pool.first_idle(), Some(&a));
+        let a = pool
+            .spawn(None, String::new(), SystemTime::UNIX_EPOCH)
+            .id
+            .clone();
+        let b = pool
+            .spawn(None, String::new(), SystemTime::UNIX_EPOCH)
+            .id
+            .clone();
+        let c = pool
+            .spawn(None, String::new(), SystemTime::UNIX_EPOCH)
+            .id
+            .clone();
+        assert_eq!(pool.idle().next(), Some(&a));
         pool.assign(&a, &"t1".to_string());
-        assert_eq!(pool.first_idle(), Some(&b));
+        assert_eq!(pool.idle().next(), Some(&b));
         // Idle ones go first, newest first; then busy ones.
         assert_eq!(pool.scale_down_candidates(1), vec![c.clone(), b.clone()]);
         assert_eq!(pool.scale_down_candidates(0), vec![c, b, a.clone()]);

@@ -26,7 +26,12 @@ impl Core {
             self.next_sequence = self.next_sequence.max(last.sequence + 1);
         }
         // Instances first, so restored tasks pinned to one find it.
-        for _ in 0..self.config.initial_instances.min(self.config.max_instances) {
+        // With accounts configured, each brings its share.
+        let initial = match self.config.accounts.as_slice() {
+            [] => self.config.initial_instances,
+            accounts => accounts.iter().map(|a| a.instances).sum(),
+        };
+        for _ in 0..initial.min(self.config.max_instances) {
             self.spawn_instance(None);
         }
         let approvals = std::mem::take(&mut snapshot.approvals);
@@ -36,8 +41,9 @@ impl Core {
         events
     }
 
-    fn restore(&mut self, snapshot: Snapshot) {
+    fn restore(&mut self, mut snapshot: Snapshot) {
         self.total_cost_usd = snapshot.total_cost_usd;
+        self.restore_accounts(std::mem::take(&mut snapshot.accounts));
         let mut by_parent: HashMap<TaskId, Vec<TaskId>> = HashMap::new();
         for record in snapshot.tasks {
             let task = record.task;

@@ -106,6 +106,7 @@ impl Core {
                     ));
                 }
             }
+            self.check_account(spec).map_err(|e| locate(i, e))?;
             if let Some(instance) = &spec.instance_id
                 && !self.pool.get(instance).is_some_and(|x| x.status.is_live())
             {

@@ -43,4 +43,6 @@ pub struct Instance {
     pub turns: u64,
     /// What its running agent uses, filled in by the engine handle when it is looked at.
     pub resources: Option<ResourceUse>,
+    /// The account its processes run under.
+    pub account: String,
 }

@@ -1,6 +1,7 @@
 //! The engine's data: tasks, instances, events, workflows and approvals, each enum with one table of
 //! its words ([`words`]). Plain values: no I/O, no clock.
 
+pub mod account;
 pub mod approval;
 pub mod event;
 pub mod instance;

@@ -127,6 +127,8 @@ pub struct TaskSpec {
     pub permissions: PermissionPolicy,
     /// Whether a refused tool call fails a task that otherwise completed.
     pub on_permission_denied: DenialPolicy,
+    /// Run only on this account's instances; on any account not paused when `None`.
+    pub account: Option<String>,
 }
 
 words! {

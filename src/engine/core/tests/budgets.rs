@@ -1,4 +1,4 @@
-//! What holds dispatching back: the swarm's budget and rate-limit pauses.
+//! What holds dispatching back: the swarm's budget (accounts' pauses: `accounts.rs`).
 
 use super::*;
 
@@ -20,19 +20,4 @@ fn a_spent_swarm_budget_stops_dispatching() {
     };
     let status = status.as_ref().as_ref().unwrap();
     assert!(status.budget_spent.as_ref().unwrap().contains("$0.50"));
-}
-
-#[test]
-fn a_rate_limit_pauses_dispatching_until_it_lifts() {
-    let mut h = Harness::new(1);
-    h.submit(vec![spec("a"), spec("b")]);
-    let until = h.now + Duration::from_secs(60);
-    let turn = h.input(Input::RateLimited { until });
-    assert!(timers(&turn).contains(&(Timer::Resume, Duration::from_secs(60))));
-    assert!(started(&h.complete("a")).is_empty(), "paused");
-    // A resume timer that fires early changes nothing.
-    h.advance(Duration::from_secs(30));
-    assert!(started(&h.fire(Timer::Resume)).is_empty());
-    h.advance(Duration::from_secs(30));
-    assert_eq!(started(&h.fire(Timer::Resume)), ["b"]);
 }

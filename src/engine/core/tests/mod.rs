@@ -1,6 +1,7 @@
 //! The core's rules, one by one: inputs in, effects out, no runtime, no clock (the harness
 //! moves time by hand). Files by family, like the core's own.
 
+mod accounts;
 mod approvals;
 mod budgets;
 mod cancel;
