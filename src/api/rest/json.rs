@@ -18,7 +18,7 @@ use crate::pb;
 pub(super) const JSON: &str = "application/json";
 
 /// Enum-valued fields and the prefix of their proto value names.
-const ENUM_FIELDS: [(&str, &[&str]); 16] = [
+const ENUM_FIELDS: [(&str, &[&str]); 15] = [
     (
         "status",
         &[
@@ -29,7 +29,7 @@ const ENUM_FIELDS: [(&str, &[&str]); 16] = [
         ],
     ),
     ("on_permission_denied", &["DENIAL_POLICY_"]),
-    ("state", &["APPROVAL_STATE_"]),
+    ("state", &["APPROVAL_STATE_", "ACCOUNT_STATE_"]),
     ("always", &["POLICY_SCOPE_"]),
     ("priority", &["PRIORITY_"]),
     ("kind", &["EVENT_KIND_"]),
@@ -42,7 +42,6 @@ const ENUM_FIELDS: [(&str, &[&str]); 16] = [
     ("events", &["WEBHOOK_TOPIC_"]),
     ("topic", &["WEBHOOK_TOPIC_"]),
     ("format", &["WEBHOOK_FORMAT_"]),
-    ("state", &["ACCOUNT_STATE_"]),
 ];
 
 /// Maps of free-form strings, left alone.
@@ -124,6 +123,7 @@ pub(super) fn enum_name(field: &str, value: &Value) -> Result<Value, ApiError> {
             "ISOLATION_" => pb::Isolation::from_str_name(&name).is_some(),
             "DENIAL_POLICY_" => pb::DenialPolicy::from_str_name(&name).is_some(),
             "APPROVAL_STATE_" => pb::ApprovalState::from_str_name(&name).is_some(),
+            "ACCOUNT_STATE_" => pb::AccountState::from_str_name(&name).is_some(),
             "POLICY_SCOPE_" => pb::PolicyScope::from_str_name(&name).is_some(),
             "MISSED_RUN_POLICY_" => pb::MissedRunPolicy::from_str_name(&name).is_some(),
             "OVERLAP_POLICY_" => pb::OverlapPolicy::from_str_name(&name).is_some(),
