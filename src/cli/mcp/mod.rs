@@ -163,7 +163,12 @@ fn tools() -> Vec<Tool> {
         description: &'static str,
         hints: ToolAnnotations,
     ) -> Tool {
-        Tool::new(name, description, schema_for_type::<T>()).with_annotations(hints)
+        let mut schema = Value::Object((*schema_for_type::<T>()).clone());
+        unwrap_lines(&mut schema);
+        let Value::Object(schema) = schema else {
+            unreachable!("an object stays an object")
+        };
+        Tool::new(name, description, schema).with_annotations(hints)
     }
     let reads = ToolAnnotations::new().read_only(true).open_world(false);
     vec![
@@ -434,6 +439,23 @@ impl Swarm {
     }
 }
 
+/// Joins the lines of every `description` in a schema: they are doc comments, wrapped for
+/// the source, not for the reader.
+fn unwrap_lines(schema: &mut Value) {
+    match schema {
+        Value::Object(map) => {
+            for (key, value) in map.iter_mut() {
+                match value {
+                    Value::String(text) if key == "description" => *text = text.replace('\n', " "),
+                    value => unwrap_lines(value),
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(unwrap_lines),
+        _ => {}
+    }
+}
+
 /// Characters of a prompt or result a `list_tasks` entry keeps.
 const BRIEF_CHARS: usize = 200;
 
@@ -519,6 +541,8 @@ mod tests {
         );
         assert!(submit["properties"].get("command").is_none());
         assert_eq!(submit["additionalProperties"], json!(false));
+        let described = submit["properties"]["allowed_tools"]["description"].as_str();
+        assert!(described.is_some_and(|d| d.contains("or `Bash(git") && !d.contains('\n')));
     }
 
     #[test]
