@@ -507,6 +507,30 @@ async fn every_state_changing_call_is_audited_with_who_what_ids_and_outcome() {
     );
     assert_eq!(paged.records[1].key, "boss");
     assert!(!paged.next_page_token.is_empty());
+    // The command line reads it too, with an admin key from the environment.
+    let out = Command::new(BIN)
+        .args([
+            "--server", &base, "audit", "--json", "--key", "ci", "--limit", "2",
+        ])
+        .env("SWARM_API_KEY", BOSS)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let actions: Vec<&str> = shown["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["DELETE /tasks/{id}", "POST /tasks"]);
+    let out = Command::new(BIN)
+        .args(["--server", &base, "audit"])
+        .env("SWARM_API_KEY", CI)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("PermissionDenied"));
     let bad = http
         .get(format!("{base}/audit?since=yesterday"))
         .bearer_auth(BOSS)

@@ -31,6 +31,12 @@ use crate::{
     store::audit::{AuditLog, AuditQuery, AuditRecord},
 };
 
+/// The most ids one record keeps (a batch of 100,000 tasks is recorded by its first ones),
+/// and the most characters of each: a caller may name any id, and the audit must not grow
+/// by what a caller chooses to send.
+const MAX_IDS: usize = 1000;
+const MAX_ID_CHARS: usize = 128;
+
 tokio::task_local! {
     /// The ids the call being recorded has named or made so far.
     static IDS: Arc<Mutex<Vec<String>>>;
@@ -42,10 +48,14 @@ pub fn involve(id: &str) {
     if id.is_empty() {
         return;
     }
+    let id = match id.char_indices().nth(MAX_ID_CHARS) {
+        Some((end, _)) => format!("{}…", &id[..end]),
+        None => id.to_owned(),
+    };
     let _ = IDS.try_with(|ids| {
         let mut ids = ids.lock().unwrap_or_else(|e| e.into_inner());
-        if !ids.iter().any(|known| known == id) {
-            ids.push(id.to_owned());
+        if ids.len() < MAX_IDS && !ids.contains(&id) {
+            ids.push(id);
         }
     });
 }
@@ -154,5 +164,32 @@ impl pb::audit_service_server::AuditService for Audit {
         request: tonic::Request<pb::ListAuditRequest>,
     ) -> Result<tonic::Response<pb::ListAuditResponse>, Status> {
         Ok(tonic::Response::new(self.list(request.into_inner()).await?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn ids_are_kept_once_each_and_bounded_in_number_and_length() {
+        let ids = Arc::new(Mutex::new(Vec::new()));
+        IDS.scope(ids.clone(), async {
+            involve("a");
+            involve("a");
+            involve("");
+            involve(&"x".repeat(10_000));
+            for i in 0..2 * MAX_IDS {
+                involve(&i.to_string());
+            }
+        })
+        .await;
+        let ids = ids.lock().unwrap();
+        assert_eq!(ids.len(), MAX_IDS);
+        assert_eq!(ids[0], "a");
+        assert_eq!(ids[1].chars().count(), MAX_ID_CHARS + 1);
+        assert!(ids[1].ends_with('…'));
+        // Outside a recorded call, nothing happens.
+        involve("nowhere");
     }
 }

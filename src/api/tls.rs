@@ -4,12 +4,15 @@
 //! With TLS on, the port speaks nothing else: a plaintext client's first bytes fail the
 //! handshake and its connection is closed.
 //!
-//! Handshakes run off the accept loop, each bounded in time, so a client that connects and
-//! says nothing holds up no one.
+//! Handshakes run off the accept loop, each bounded in time (and at most 1024 at once), so
+//! a client that connects and says nothing holds up no one.
 
 use std::{io, net::SocketAddr, path::Path, sync::Arc, time::Duration};
 
-use tokio::{net::TcpListener, sync::mpsc};
+use tokio::{
+    net::TcpListener,
+    sync::{Semaphore, mpsc},
+};
 use tokio_rustls::{
     TlsAcceptor,
     rustls::{
@@ -24,6 +27,10 @@ const HANDSHAKE_LIMIT: Duration = Duration::from_secs(10);
 
 /// Connections handshaken and not yet taken by the server.
 const READY_BACKLOG: usize = 64;
+
+/// Handshakes under way at once; past it, new connections wait in the kernel's backlog, so a
+/// flood of silent connections costs a bounded number of tasks.
+const MAX_HANDSHAKES: usize = 1024;
 
 /// The server's TLS settings from a PEM certificate chain and its PEM private key. Errors
 /// name the setting at fault (`tls_cert`, `tls_key`) and the file.
@@ -77,11 +84,18 @@ impl TlsListener {
         let local = tcp.local_addr()?;
         let (tx, ready) = mpsc::channel(READY_BACKLOG);
         let acceptor = TlsAcceptor::from(config);
+        let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
         tokio::spawn(async move {
             loop {
                 let accepted = tokio::select! {
-                    accepted = tcp.accept() => accepted,
+                    accepted = async {
+                        let permit = handshakes.clone().acquire_owned().await;
+                        (permit, tcp.accept().await)
+                    } => accepted,
                     () = tx.closed() => break,
+                };
+                let (Ok(permit), accepted) = accepted else {
+                    break;
                 };
                 let (stream, peer) = match accepted {
                     Ok(accepted) => accepted,
@@ -94,7 +108,10 @@ impl TlsListener {
                 };
                 let (acceptor, tx) = (acceptor.clone(), tx.clone());
                 tokio::spawn(async move {
-                    match tokio::time::timeout(HANDSHAKE_LIMIT, acceptor.accept(stream)).await {
+                    let handshake = tokio::time::timeout(HANDSHAKE_LIMIT, acceptor.accept(stream));
+                    let handshake = handshake.await;
+                    drop(permit);
+                    match handshake {
                         Ok(Ok(tls)) => {
                             let _ = tx.send((tls, peer)).await;
                         }
