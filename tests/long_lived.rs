@@ -251,3 +251,33 @@ async fn a_line_too_long_to_read_fails_the_task_at_once_in_either_mode() {
         server.stop().await;
     }
 }
+
+#[tokio::test]
+async fn a_process_started_ahead_goes_with_a_scale_down_and_one_that_died_is_replaced() {
+    let (config, _dir, dir) = one_instance();
+    let server = TestServer::start_with_agent(config, long_lived()).await;
+    // Killed while it waited: the task that comes starts a process of its own.
+    let ready = spare_in(&dir, &[]).await;
+    unsafe { libc::kill(ready as i32, libc::SIGKILL) };
+    // (A zombie until the instance looks at it: gone from /proc's live processes.)
+    until("the killed process is gone", || {
+        !processes_in(&dir).contains(&ready)
+    })
+    .await;
+    let task = server.submit(spec("after a death")).await;
+    let pid = server.pid_of(&task.id).await;
+    assert_ne!(pid, ready);
+    assert_eq!(status(&server.wait(&task.id).await), S::Completed);
+    // Scaling the idle instance away ends the process it started ahead.
+    let spare = spare_in(&dir, &[ready, pid]).await;
+    server
+        .instances()
+        .scale_instances(pb::ScaleInstancesRequest { target: 0 })
+        .await
+        .unwrap();
+    until("the scaled-down instance's process is gone", || {
+        !group_alive(spare) && processes_in(&dir).is_empty()
+    })
+    .await;
+    server.stop().await;
+}

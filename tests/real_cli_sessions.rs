@@ -392,3 +392,30 @@ async fn bad_schemas_and_session_ids_are_refused_naming_the_field() {
     assert_eq!(body["task"]["output_schema"], schema, "{body}");
     server.stop().await;
 }
+
+/// `scripts/bench-warm-start` (BENCHMARKS.md's warm vs cold figure) runs end to end on a
+/// tiny size; what it measures is not checked here.
+#[test]
+fn the_warm_start_benchmark_runs() {
+    let out = std::process::Command::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/scripts/bench-warm-start"
+    ))
+    .args(["--tasks", "1", "--gap", "0.2"])
+    .env("SWARM_BIN", common::BIN)
+    .env("CLAUDE", claude())
+    .output()
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for row in [
+        "| warm (long-lived, started ahead) |",
+        "| cold (a process per task) |",
+    ] {
+        assert!(stdout.contains(row), "{stdout}");
+    }
+}
