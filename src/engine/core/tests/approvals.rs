@@ -112,7 +112,11 @@ fn an_unruled_call_waits_on_a_person_with_its_timeout_held() {
             DEFAULT_APPROVAL_TIMEOUT
         )]
     );
-    assert_eq!(turn.batch.approvals, std::slice::from_ref(&approval), "stored");
+    assert_eq!(
+        turn.batch.approvals,
+        std::slice::from_ref(&approval),
+        "stored"
+    );
 
     let edited = json!({ "command": "touch /outside/other" });
     let (call, turn) = h.call(|call| Input::DecideApproval {
