@@ -9,16 +9,20 @@
 //! - [`engine`]: the domain. `engine::model` holds the data (tasks, instances, events,
 //!   each enum with one table of its words); `engine::core` the rules as a plain state
 //!   machine (an input and its time in, effects out: no tokio, no clock, unit-tested rule
-//!   by rule); [`engine::actor`] the one task that owns the core and executes its effects
+//!   by rule; `engine::model::approval` holds the permission rules and approvals, the
+//!   core's `approvals` family decides tool calls); [`engine::actor`] the one task that owns the core and executes its effects
 //!   (runs, timers, group commits, replies) behind the cheap [`engine::Engine`] handle;
 //!   [`engine::ports`] the traits the engine calls (`Agent`, `Store`) and their types.
 //! - [`agent`]: implements the `Agent` port. Claude Code's stream-json protocol, how a
 //!   run's end becomes a failure class (`agent::verdict`), one file per way of running a
 //!   process (per task, long-lived) and what both need of a child (a clean environment,
 //!   its own process group, death with the server, the end of a group a crash left
-//!   behind), the simulated CLI, and an instant in-process agent.
+//!   behind), the control protocol (`agent::control`: the CLI's `can_use_tool` questions
+//!   asked of the engine and answered on stdin), the simulated CLI, and an instant
+//!   in-process agent.
 //! - [`store`]: implements the `Store` port on SQLite; stored rows are their own versioned
-//!   types, migrated when an older data directory opens.
+//!   types, migrated when an older data directory opens (approvals and added swarm rules
+//!   have tables of their own).
 //! - [`workflow`]: the workflow file format. Reads a YAML document, checks it (each error
 //!   naming the field, the line and the column) and hands the engine a plan, with warnings
 //!   for `{{ }}` text it kept as written; the engine never reads YAML.
