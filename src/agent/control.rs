@@ -6,6 +6,8 @@
 //! the answers come back in the order they are decided. A `system` line of subtype
 //! `permission_denied` (a call the CLI refused on its own) is reported as a denial.
 
+use std::path::{Path, PathBuf};
+
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
 use tracing::Instrument as _;
@@ -19,13 +21,21 @@ use crate::engine::{
 pub(super) const PERMISSION_FLAGS: [&str; 2] = ["--permission-prompt-tool", "stdio"];
 
 /// A run's open questions.
-#[derive(Default)]
 pub(super) struct Control {
     /// Each resolves to the `control_response` line to write.
     open: JoinSet<String>,
+    /// The run's working directory, which relative paths of tool inputs start from.
+    cwd: PathBuf,
 }
 
 impl Control {
+    pub(super) fn new(cwd: &Path) -> Self {
+        Self {
+            open: JoinSet::new(),
+            cwd: cwd.to_owned(),
+        }
+    }
+
     /// Looks at one stdout line: a `can_use_tool` request is asked of the engine (its answer
     /// comes from [`Control::next_answer`]); a `permission_denied` line is reported.
     pub(super) async fn on_line(&mut self, sink: &OutputSink, line: &str) {
@@ -38,7 +48,8 @@ impl Control {
         match (value["type"].as_str(), value["subtype"].as_str()) {
             (Some("control_request"), _) if value["request"]["subtype"] == "can_use_tool" => {
                 let request_id = value["request_id"].as_str().unwrap_or_default().to_owned();
-                let request = permission_request(&value["request"]);
+                let mut request = permission_request(&value["request"]);
+                request.resolved = resolve(&self.cwd, &request.input);
                 let input = request.input.clone();
                 let sink = sink.clone();
                 let asked = async move {
@@ -74,6 +85,27 @@ impl Control {
     }
 }
 
+/// The file a tool's input names and the working directory, both with symlinks followed:
+/// the deepest part of the path that exists is resolved, the rest kept as written. `None`
+/// when the input names no file or the directory cannot be resolved.
+fn resolve(cwd: &Path, input: &Value) -> Option<(PathBuf, PathBuf)> {
+    let named = ["file_path", "notebook_path", "path"]
+        .iter()
+        .find_map(|key| input[*key].as_str())?;
+    let real_cwd = cwd.canonicalize().ok()?;
+    let path = cwd.join(named);
+    let mut existing = path.as_path();
+    let mut rest = Vec::new();
+    loop {
+        if let Ok(mut real) = existing.canonicalize() {
+            real.extend(rest.iter().rev());
+            return Some((real, real_cwd));
+        }
+        rest.push(existing.file_name()?.to_owned());
+        existing = existing.parent()?;
+    }
+}
+
 fn text(value: &Value) -> String {
     value.as_str().unwrap_or_default().to_owned()
 }
@@ -92,6 +124,7 @@ fn permission_request(request: &Value) -> PermissionRequest {
         description: text(&request["description"]),
         blocked_path: request["blocked_path"].as_str().map(str::to_owned),
         tool_use_id: text(&request["tool_use_id"]),
+        resolved: None,
     }
 }
 
@@ -138,6 +171,19 @@ mod tests {
             Some("/home/user/outside/marker")
         );
         assert_eq!(request.tool_use_id, "toolu_fake1");
+    }
+
+    #[test]
+    fn a_path_is_resolved_through_its_symlinks() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("src")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("src/link")).unwrap();
+        let input = json!({ "file_path": "src/link/new.txt" });
+        let (path, cwd) = resolve(dir.path(), &input).unwrap();
+        assert_eq!(cwd, dir.path().canonicalize().unwrap());
+        assert_eq!(path, outside.path().canonicalize().unwrap().join("new.txt"));
+        assert_eq!(resolve(dir.path(), &json!({ "command": "ls" })), None);
     }
 
     #[test]

@@ -224,7 +224,7 @@ impl ProcessAgent {
             None => false,
         };
         let mut ended = !sent;
-        let mut control = Control::default();
+        let mut control = Control::new(&request.working_directory);
         while !ended {
             tokio::select! {
                 line = live.lines.next() => match line {
