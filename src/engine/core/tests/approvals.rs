@@ -518,3 +518,40 @@ fn on_permission_denied_fail_fails_a_run_with_refusals() {
     assert!(task.error.unwrap().contains("Bash(touch /outside/marker)"));
     assert_eq!(task.result.unwrap().permission_denials.len(), 1);
 }
+
+#[test]
+fn always_for_the_workflow_decides_its_other_tasks_calls() {
+    let mut h = Harness::new(2);
+    let (info, turn) = h.execute(plan(vec![spec("a"), spec("b")]));
+    let workflow = info.unwrap().id;
+    assert_eq!(started(&turn).len(), 2);
+    let approval = requested(&ask(&mut h, "a", 1, "touch /outside/marker"));
+    assert_eq!(approval.workflow_id.as_deref(), Some(workflow.as_str()));
+    decide(
+        &mut h,
+        &approval.id,
+        Decision {
+            always: Some(PolicyScope::Workflow),
+            ..allow()
+        },
+    )
+    .unwrap();
+    let (call, turn) = h.call(|call| Input::GetWorkflow {
+        call,
+        id: workflow.clone(),
+    });
+    let Some(Answer::Workflow(Ok(info))) = reply(&turn, call) else {
+        panic!("the workflow");
+    };
+    assert_eq!(info.permissions.allow, ["Bash(touch /outside/marker)"]);
+    let turn = ask(&mut h, "b", 2, "touch /outside/marker");
+    assert_eq!(
+        answers(&turn),
+        [(
+            2,
+            PermissionDecision::Allow {
+                updated_input: None
+            }
+        )]
+    );
+}
