@@ -9,7 +9,8 @@
 //! - [`engine`]: the domain. `engine::model` holds the data (tasks, instances, accounts,
 //!   events, each enum with one table of its words); `engine::core` the rules as a plain state
 //!   machine (an input and its time in, effects out: no tokio, no clock, unit-tested rule
-//!   by rule); [`engine::actor`] the one task that owns the core and executes its effects
+//!   by rule; `engine::model::approval` holds the permission rules and approvals, the
+//!   core's `approvals` family decides tool calls); [`engine::actor`] the one task that owns the core and executes its effects
 //!   (runs, timers, group commits, replies) behind the cheap [`engine::Engine`] handle;
 //!   [`engine::ports`] the traits the engine calls (`Agent`, `Store`) and their types;
 //!   [`engine::schedule`] cron schedules (a core family arms a timer per schedule).
@@ -17,9 +18,12 @@
 //!   run's end becomes a failure class (`agent::verdict`), one file per way of running a
 //!   process (per task, long-lived) and what both need of a child (a clean environment,
 //!   its own process group, death with the server, the end of a group a crash left
-//!   behind), the simulated CLI, and an instant in-process agent.
+//!   behind), the control protocol (`agent::control`: the CLI's `can_use_tool` questions
+//!   asked of the engine and answered on stdin), the simulated CLI, and an instant
+//!   in-process agent.
 //! - [`store`]: implements the `Store` port on SQLite; stored rows are their own versioned
-//!   types, migrated when an older data directory opens. Beside it, outside the port,
+//!   types, migrated when an older data directory opens (approvals, added swarm rules,
+//!   schedules and accounts have tables of their own). Beside it, outside the port,
 //!   `store::audit`: the audit log's table, with its own connection and writer thread.
 //! - [`workflow`]: the workflow file format. Reads a YAML document, checks it (each error
 //!   naming the field, the line and the column) and hands the engine a plan, with warnings

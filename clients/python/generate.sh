@@ -16,8 +16,8 @@ trap 'rm -rf "$work"' EXIT
   "$proto"/claude_swarm/v1/*.proto
 
 # protoc names modules by proto path (claude_swarm.v1); they live inside this package, so the
-# one absolute import between generated modules becomes a relative one.
-sed -i -E 's/^from claude_swarm\.v1 import /from . import /' "$work"/claude_swarm/v1/*.py "$work"/claude_swarm/v1/*.pyi
+# absolute imports between generated modules (and their type stubs) become relative ones.
+sed -i -E 's/^from claude_swarm\.v1 import /from . import /' "$work"/claude_swarm/v1/*.py*
 if grep -n '^from claude_swarm\.\|^import claude_swarm' "$work"/claude_swarm/v1/*.py*; then
   echo "generate.sh: unexpected absolute import left in the generated code" >&2
   exit 1

@@ -281,7 +281,7 @@ impl ProcessAgent {
         };
         // Whether the process is gone or must go now, its exit being part of the verdict.
         let mut ended = !sent;
-        let mut control = Control::default();
+        let mut control = Control::new(&request.working_directory);
         while !ended {
             tokio::select! {
                 line = live.lines.next() => match line {

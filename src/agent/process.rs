@@ -191,7 +191,7 @@ impl ProcessAgent {
                 reason = &mut stop => outcome.stopped = Some(reason),
             }
         }
-        let mut control = Control::default();
+        let mut control = Control::new(&request.working_directory);
         let stderr = child.stderr.take().map(|e| tokio::spawn(read_tail(e)));
         let mut lines = LineReader::new(child.stdout.take().expect("stdout is piped"));
 

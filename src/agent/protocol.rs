@@ -413,6 +413,24 @@ mod tests {
     }
 
     #[test]
+    fn a_result_lists_the_calls_it_refused() {
+        let parsed = lines("can-use-tool-deny.jsonl");
+        let result = parsed.last().unwrap().result.as_ref().unwrap();
+        assert!(!result.is_error);
+        assert_eq!(result.permission_denials.len(), 1);
+        let denial = &result.permission_denials[0];
+        assert_eq!(denial.tool_name, "Bash");
+        assert_eq!(denial.tool_use_id, "toolu_fake1");
+        assert_eq!(
+            denial.input["command"],
+            "touch /home/user/outside/marker && echo wrote-it"
+        );
+        let allowed = lines("can-use-tool-allow.jsonl");
+        let result = allowed.last().unwrap().result.as_ref().unwrap();
+        assert!(result.permission_denials.is_empty());
+    }
+
+    #[test]
     fn garbage_and_unknown_lines_are_survivable() {
         assert_eq!(
             parse_line("not json at all").output.message_type,

@@ -128,6 +128,10 @@ pub struct PermissionRequest {
     pub description: String,
     pub blocked_path: Option<String>,
     pub tool_use_id: String,
+    /// The file the input names and the run's working directory, both with symlinks
+    /// followed (as far as the path exists), when the agent could resolve them: path rules
+    /// are held to both the written and the real path.
+    pub resolved: Option<(PathBuf, PathBuf)>,
 }
 
 /// The answer to a [`PermissionRequest`].

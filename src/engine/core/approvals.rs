@@ -191,7 +191,13 @@ impl Core {
     }
 
     /// What a rule (or `ask: false`) says of this call; `None`: a person decides.
-    fn ruled(&self, task: &str, tool: &str, input: &Value) -> Option<(bool, String)> {
+    fn ruled(
+        &self,
+        task: &str,
+        tool: &str,
+        input: &Value,
+        resolved: Option<&(PathBuf, PathBuf)>,
+    ) -> Option<(bool, String)> {
         let levels = self.policies(task);
         let borrowed: Vec<(PolicyScope, &PermissionPolicy)> =
             levels.iter().map(|(s, p)| (*s, p)).collect();
@@ -200,6 +206,7 @@ impl Core {
             tool,
             input,
             cwd: &cwd,
+            resolved: resolved.map(|(path, cwd)| (path.as_path(), cwd.as_path())),
         };
         if let Some(verdict) = decide(&borrowed, call) {
             let how = if verdict.allow { "allowed" } else { "denied" };
@@ -235,7 +242,13 @@ impl Core {
             self.answer(ask, deny("the task is not running"));
             return;
         }
-        if let Some((allow, why)) = self.ruled(&task_id, &request.tool_name, &request.input) {
+        let ruled = self.ruled(
+            &task_id,
+            &request.tool_name,
+            &request.input,
+            request.resolved.as_ref(),
+        );
+        if let Some((allow, why)) = ruled {
             if allow {
                 self.answer(
                     ask,
@@ -435,7 +448,12 @@ impl Core {
             let Some(a) = self.approvals.all.get(&id) else {
                 continue;
             };
-            if let Some((allow, why)) = self.ruled(&a.task_id, &a.tool_name, &a.input) {
+            // Without the resolved path the question came with, only rules that need none
+            // decide here; a path rule allows nothing it could not check.
+            if let Some((allow, why)) = self
+                .ruled(&a.task_id, &a.tool_name, &a.input, None)
+                .filter(|(allow, _)| !allow || !touches_files(&a.tool_name))
+            {
                 let state = if allow {
                     ApprovalState::Allowed
                 } else {
@@ -631,6 +649,14 @@ impl Core {
             held,
         });
     }
+}
+
+/// Tools whose calls name a file, which path rules (and symlinks) concern.
+fn touches_files(tool: &str) -> bool {
+    matches!(
+        tool,
+        "Read" | "Glob" | "Grep" | "Edit" | "MultiEdit" | "Write" | "NotebookEdit"
+    )
 }
 
 fn deny(message: &str) -> PermissionDecision {

@@ -83,6 +83,10 @@ pub struct ToolCall<'a> {
     pub tool: &'a str,
     pub input: &'a Value,
     pub cwd: &'a Path,
+    /// The file the input names and the working directory, both with symlinks followed,
+    /// when the agent could tell: a path rule allows only a call whose file matches both
+    /// as written and as resolved (`src/link -> /etc` is not inside `src/**`).
+    pub resolved: Option<(&'a Path, &'a Path)>,
 }
 
 /// The first deny rule of any level that matches, else the first allow rule; `None` when
@@ -285,17 +289,25 @@ impl Rule {
                 }
             }
             Pattern::Path(glob) => {
-                let path = file_path(call.input).unwrap_or(".");
-                let absolute = normalize(&call.cwd.join(path));
                 let Ok(matcher) = glob_matcher(glob) else {
                     return false;
                 };
-                if glob.starts_with('/') {
-                    matcher.is_match(&absolute)
+                let hit = |path: &Path, cwd: &Path| {
+                    let absolute = normalize(&cwd.join(path));
+                    if glob.starts_with('/') {
+                        matcher.is_match(&absolute)
+                    } else {
+                        absolute
+                            .strip_prefix(normalize(cwd))
+                            .is_ok_and(|relative| matcher.is_match(relative))
+                    }
+                };
+                let written = hit(Path::new(file_path(call.input).unwrap_or(".")), call.cwd);
+                let resolved = call.resolved.map(|(path, cwd)| hit(path, cwd));
+                if allow {
+                    written && resolved.unwrap_or(true)
                 } else {
-                    absolute
-                        .strip_prefix(normalize(call.cwd))
-                        .is_ok_and(|relative| matcher.is_match(relative))
+                    written || resolved.unwrap_or(false)
                 }
             }
             Pattern::Domain(domain) => {
@@ -455,7 +467,29 @@ mod tests {
             tool,
             input,
             cwd: Path::new("/work/project"),
+            resolved: None,
         }
+    }
+
+    #[test]
+    fn a_symlink_out_of_a_path_rule_is_not_inside_it() {
+        let rule = Rule::parse("Edit(src/**)").unwrap();
+        let input = json!({ "file_path": "src/link/passwd" });
+        let through = |resolved: &'static str| ToolCall {
+            resolved: Some((Path::new(resolved), Path::new("/real/project"))),
+            ..call("Edit", &input)
+        };
+        assert!(rule.matches(through("/real/project/src/link/passwd"), true));
+        assert!(
+            !rule.matches(through("/etc/passwd"), true),
+            "allowed only as written"
+        );
+        let deny = Rule::parse("Edit(//etc/**)").unwrap();
+        assert!(
+            deny.matches(through("/etc/passwd"), false),
+            "denied as resolved"
+        );
+        assert!(!deny.matches(call("Edit", &input), false));
     }
 
     fn allows(rule: &str, tool: &str, input: Value) -> bool {

@@ -20,6 +20,7 @@ fn request(command: &str) -> PermissionRequest {
         description: "print a marker".into(),
         blocked_path: Some("/outside/marker".into()),
         tool_use_id: "toolu_1".into(),
+        resolved: None,
     }
 }
 
@@ -186,6 +187,48 @@ fn rules_decide_at_once_and_deny_wins_across_levels() {
         "{message}"
     );
     assert_eq!(kinds(&turn), [EventKind::PermissionDenied]);
+}
+
+#[test]
+fn a_path_rule_does_not_allow_a_write_through_a_symlink_out_of_it() {
+    let mut h = Harness::new(1);
+    running(
+        &mut h,
+        TaskSpec {
+            permissions: PermissionPolicy {
+                allow: vec!["Edit(src/**)".into()],
+                ..Default::default()
+            },
+            ..spec("a")
+        },
+    );
+    let edit = |resolved: &str| PermissionRequest {
+        tool_name: "Write".into(),
+        input: json!({ "file_path": "src/link/passwd", "content": "x" }),
+        resolved: Some((resolved.into(), "/real".into())),
+        ..request("")
+    };
+    let turn = h.input(Input::PermissionAsked {
+        task: "a".into(),
+        ask: 1,
+        request: Box::new(edit("/real/src/link/passwd")),
+    });
+    assert_eq!(
+        answers(&turn),
+        [(
+            1,
+            PermissionDecision::Allow {
+                updated_input: None
+            }
+        )]
+    );
+    let turn = h.input(Input::PermissionAsked {
+        task: "a".into(),
+        ask: 2,
+        request: Box::new(edit("/etc/passwd")),
+    });
+    assert!(answers(&turn).is_empty(), "a person decides");
+    assert_eq!(requested(&turn).tool_name, "Write");
 }
 
 #[test]
