@@ -71,6 +71,21 @@ struct Shown<'a> {
     /// `null`: no rate limit.
     rate_limit_per_second: Option<u32>,
     rate_limit_burst: Option<u32>,
+    webhooks: Vec<ShownWebhook<'a>>,
+}
+
+/// A webhook as shown: its URL's scheme and host only (a URL may be a secret, Slack's
+/// are), its secret masked.
+#[derive(Serialize)]
+struct ShownWebhook<'a> {
+    name: &'a str,
+    url: String,
+    events: Vec<&'static str>,
+    format: &'static str,
+    secret: Option<&'static str>,
+    timeout: f64,
+    retry_backoff: f64,
+    max_attempts: u32,
 }
 
 /// An API key as shown: never its secret or digest.
@@ -126,6 +141,23 @@ impl<'a> Shown<'a> {
             allow_commands: config.allow_commands,
             rate_limit_per_second: config.rate_limit.map(|l| l.per_second.get()),
             rate_limit_burst: config.rate_limit.map(|l| l.burst.get()),
+            webhooks: config
+                .webhooks
+                .iter()
+                .map(|w| ShownWebhook {
+                    name: &w.name,
+                    url: reqwest::Url::parse(&w.url).map_or_else(
+                        |_| MASK.to_owned(),
+                        |u| format!("{}://{}/{MASK}", u.scheme(), u.authority()),
+                    ),
+                    events: w.topics.iter().map(|t| t.as_str()).collect(),
+                    format: w.format.as_str(),
+                    secret: w.secret.as_ref().map(|_| MASK),
+                    timeout: w.timeout.as_secs_f64(),
+                    retry_backoff: w.retry_backoff.as_secs_f64(),
+                    max_attempts: w.max_attempts,
+                })
+                .collect(),
         }
     }
 }

@@ -25,7 +25,7 @@ pub struct PlanRow {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum TargetRow {
     Workflow(PlanRow),
-    Task(SpecRow),
+    Task(Box<SpecRow>),
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -50,7 +50,7 @@ pub struct ScheduleRow {
 impl ScheduleRow {
     pub fn of(s: &Schedule) -> Self {
         let target = match &s.spec.target {
-            ScheduleTarget::Task(spec) => TargetRow::Task(SpecRow::from_domain(spec)),
+            ScheduleTarget::Task(spec) => TargetRow::Task(Box::new(SpecRow::from_domain(spec))),
             ScheduleTarget::Workflow(plan) => TargetRow::Workflow(PlanRow {
                 name: plan.name.clone(),
                 description: plan.description.clone(),
@@ -84,7 +84,7 @@ impl ScheduleRow {
     /// database no longer knows is an unreadable row, not a silent UTC).
     pub fn into_schedule(self) -> Result<Schedule> {
         let target = match self.target {
-            TargetRow::Task(spec) => ScheduleTarget::Task(Box::new(spec.into_domain())),
+            TargetRow::Task(spec) => ScheduleTarget::Task(Box::new((*spec).into_domain())),
             TargetRow::Workflow(plan) => ScheduleTarget::Workflow(Box::new(WorkflowPlan {
                 name: plan.name,
                 description: plan.description,

@@ -206,7 +206,10 @@ fn a_deleted_schedule_is_gone_and_its_timer_does_nothing() {
         id: schedule.id.clone(),
     });
     schedule_answer(&turn, call).unwrap();
-    assert_eq!(turn.batch.deleted_schedules, [schedule.id.clone()]);
+    assert_eq!(
+        turn.batch.deleted_schedules,
+        std::slice::from_ref(&schedule.id)
+    );
     let fired = h.fire_schedule_at(&schedule.id, start + TEN_MINUTES);
     assert!(started(&fired).is_empty() && h.workflows().is_empty());
     let (call, turn) = h.call(|call| Input::GetSchedule {
