@@ -76,6 +76,9 @@ pub(super) async fn client(
         Command::Schedule(command) => {
             return super::schedule::schedule(command, channel, bearer, json).await;
         }
+        Command::Webhook(command) => {
+            return super::webhook::webhook(command, channel, bearer, json).await;
+        }
         Command::Status => {
             let status = SwarmServiceClient::with_interceptor(channel, bearer)
                 .get_status(pb::GetStatusRequest {})

@@ -7,6 +7,7 @@ mod key;
 mod print;
 mod progress;
 mod schedule;
+mod webhook;
 mod workflow;
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
@@ -113,6 +114,9 @@ enum Command {
     /// Run workflows (or one task) on a cron schedule.
     #[command(subcommand)]
     Schedule(schedule::ScheduleCommand),
+    /// Post events to URLs, and read their delivery logs.
+    #[command(subcommand)]
+    Webhook(webhook::WebhookCommand),
     /// Make API keys for the server's `api_keys` (or SWARM_API_KEYS).
     #[command(subcommand)]
     Key(KeyCommand),
