@@ -326,8 +326,23 @@ pub(super) async fn client(
                 kinds: Vec::new(),
             };
             let mut stream = events.stream_events(request).await?.into_inner();
+            // On a terminal, the live display of `run` (tasks by state, the running ones);
+            // elsewhere, and with --json, a line per event.
+            let live = !json && !quiet && std::io::IsTerminal::is_terminal(&std::io::stderr());
+            let mut progress = live.then(|| super::progress::Progress::new(false));
             while let Some(event) = stream.message().await? {
-                print(json, &event, print_event)?;
+                match (&mut progress, &event.payload) {
+                    (Some(display), Some(pb::event::Payload::Task(task))) => {
+                        let kind = pb::EventKind::try_from(event.kind)
+                            .unwrap_or(pb::EventKind::Unspecified);
+                        display.task(event.sequence, kind, task);
+                    }
+                    (Some(_), _) => {}
+                    (None, _) => print(json, &event, print_event)?,
+                }
+            }
+            if let Some(mut display) = progress {
+                display.finish();
             }
         }
     }
