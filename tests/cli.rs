@@ -339,7 +339,8 @@ fn config_show_prints_what_serve_would_use_with_secrets_masked() {
         format!(
             "instances: 3\nmax_instances: 4\nagent: simulated\nrate_limit_per_second: 7\n\
              agent_env:\n  ANTHROPIC_API_KEY: sk-secret-value\n\
-             api_keys:\n  - name: dash\n    role: read\n    sha256: {hash}\n"
+             api_keys:\n  - name: dash\n    role: read\n    sha256: {hash}\n\
+             webhooks:\n  - name: chat\n    url: https://hooks.slack.com/services/T0/sekrit-path\n    format: slack\n"
         ),
     )
     .unwrap();
@@ -356,7 +357,12 @@ fn config_show_prints_what_serve_would_use_with_secrets_masked() {
     for out in [&json, &yaml] {
         assert_eq!(out.status.code(), Some(0), "{out:?}");
         let stdout = String::from_utf8_lossy(&out.stdout);
-        for secret in ["sk-secret-value", "env-key-0123456789", hash.as_str()] {
+        for secret in [
+            "sk-secret-value",
+            "env-key-0123456789",
+            hash.as_str(),
+            "sekrit-path",
+        ] {
             assert!(!stdout.contains(secret), "{secret} is shown: {stdout}");
         }
     }
@@ -379,6 +385,12 @@ fn config_show_prints_what_serve_would_use_with_secrets_masked() {
     assert_eq!(
         from_json["api_keys"],
         serde_json::json!([{"name": "ci", "role": "operate"}, {"name": "dash", "role": "read"}])
+    );
+    let hook = &from_json["webhooks"][0];
+    assert_eq!(hook["url"], "https://hooks.slack.com/***");
+    assert_eq!(
+        (&hook["name"], &hook["format"]),
+        (&"chat".into(), &"slack".into())
     );
 }
 
@@ -408,6 +420,16 @@ fn config_check_passes_a_good_configuration_and_names_the_key_of_a_bad_one() {
             "error: max_instances: must be at least 1",
         ),
         ("agent: simulated\nbogus: 1\n", &[], "unknown field `bogus`"),
+        (
+            "agent: simulated\nwebhooks:\n  - url: ftp://example.com/x\n    secret: 0123456789abcdef\n",
+            &[],
+            "error: webhooks[0].url: \"ftp://example.com/x\" is not an http(s) URL",
+        ),
+        (
+            "agent: simulated\nwebhooks:\n  - url: http://example.com/x\n    secret: short\n",
+            &[],
+            "error: webhooks[0].secret: is 5 bytes",
+        ),
         (
             "agent: simulated\n",
             &["--listen", "0.0.0.0:0"],

@@ -342,6 +342,46 @@ async fn bad_webhooks_are_refused_naming_the_field() {
         listed["webhooks"].as_array().is_none_or(Vec::is_empty),
         "{listed}"
     );
+    // The command line refuses the same, and lists what it made.
+    let cli = async |args: &[&str]| {
+        let out = tokio::process::Command::new(common::BIN)
+            .args(["--server", &format!("http://{}", server.addr)])
+            .args(args)
+            .output()
+            .await
+            .unwrap();
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        (out.status.code(), text(&out.stdout), text(&out.stderr))
+    };
+    let (code, _, err) = cli(&[
+        "webhook",
+        "create",
+        "gopher://example.com/",
+        "--secret",
+        SECRET,
+    ])
+    .await;
+    assert_eq!(code, Some(2));
+    assert!(err.contains("url"), "{err}");
+    let (code, _, err) = cli(&[
+        "webhook",
+        "create",
+        "http://127.0.0.1:9/x",
+        "--name",
+        "ops",
+        "--event",
+        "task_failed",
+        "--secret",
+        SECRET,
+    ])
+    .await;
+    assert_eq!(code, Some(0), "{err}");
+    let (code, out, _) = cli(&["webhook", "list"]).await;
+    assert_eq!(code, Some(0));
+    assert!(
+        out.contains("ops") && out.contains("task_failed") && !out.contains(SECRET),
+        "{out}"
+    );
     let missing = http
         .get(format!("{url}/nope/deliveries"))
         .send()

@@ -137,6 +137,9 @@ pub(super) async fn client(
         Command::Schedule(command) => {
             return super::schedule::schedule(command, channel, bearer, json).await;
         }
+        Command::Webhook(command) => {
+            return super::webhook::webhook(command, channel, bearer, json).await;
+        }
         Command::Status => {
             let status = SwarmServiceClient::with_interceptor(channel, bearer)
                 .max_decoding_message_size(max)
@@ -453,8 +456,23 @@ pub(super) async fn client(
                 kinds: Vec::new(),
             };
             let mut stream = events.stream_events(request).await?.into_inner();
+            // On a terminal, the live display of `run` (tasks by state, the running ones);
+            // elsewhere, and with --json, a line per event.
+            let live = !json && !quiet && std::io::IsTerminal::is_terminal(&std::io::stderr());
+            let mut progress = live.then(|| super::progress::Progress::new(false));
             while let Some(event) = stream.message().await? {
-                print(json, &event, print_event)?;
+                match (&mut progress, &event.payload) {
+                    (Some(display), Some(pb::event::Payload::Task(task))) => {
+                        let kind = pb::EventKind::try_from(event.kind)
+                            .unwrap_or(pb::EventKind::Unspecified);
+                        display.task(event.sequence, kind, task);
+                    }
+                    (Some(_), _) => {}
+                    (None, _) => print(json, &event, print_event)?,
+                }
+            }
+            if let Some(mut display) = progress {
+                display.finish();
             }
         }
     }

@@ -80,6 +80,7 @@ struct Shown<'a> {
     audit_retention: usize,
     permissions: ShownPermissions<'a>,
     accounts: Vec<ShownAccount<'a>>,
+    webhooks: Vec<ShownWebhook<'a>>,
 }
 
 /// The swarm-wide permission rules and the approvals' deadline (seconds).
@@ -98,6 +99,20 @@ struct ShownAccount<'a> {
     name: &'a str,
     instances: usize,
     env: BTreeMap<&'a str, &'static str>,
+}
+
+/// A webhook as shown: its URL's scheme and host only (a URL may be a secret, Slack's
+/// are), its secret masked.
+#[derive(Serialize)]
+struct ShownWebhook<'a> {
+    name: &'a str,
+    url: String,
+    events: Vec<&'static str>,
+    format: &'static str,
+    secret: Option<&'static str>,
+    timeout: f64,
+    retry_backoff: f64,
+    max_attempts: u32,
 }
 
 /// An API key as shown: never its secret or digest.
@@ -178,6 +193,23 @@ impl<'a> Shown<'a> {
                         .flatten()
                         .map(|(name, _)| (name.as_str(), MASK))
                         .collect(),
+                })
+                .collect(),
+            webhooks: config
+                .webhooks
+                .iter()
+                .map(|w| ShownWebhook {
+                    name: &w.name,
+                    url: reqwest::Url::parse(&w.url).map_or_else(
+                        |_| MASK.to_owned(),
+                        |u| format!("{}://{}/{MASK}", u.scheme(), u.authority()),
+                    ),
+                    events: w.topics.iter().map(|t| t.as_str()).collect(),
+                    format: w.format.as_str(),
+                    secret: w.secret.as_ref().map(|_| MASK),
+                    timeout: w.timeout.as_secs_f64(),
+                    retry_backoff: w.retry_backoff.as_secs_f64(),
+                    max_attempts: w.max_attempts,
                 })
                 .collect(),
         }

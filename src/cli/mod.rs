@@ -10,6 +10,7 @@ mod mcp;
 mod print;
 mod progress;
 mod schedule;
+mod webhook;
 mod workflow;
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
@@ -130,6 +131,9 @@ enum Command {
     /// Run workflows (or one task) on a cron schedule.
     #[command(subcommand)]
     Schedule(schedule::ScheduleCommand),
+    /// Post events to URLs, and read their delivery logs.
+    #[command(subcommand)]
+    Webhook(webhook::WebhookCommand),
     /// Make API keys for the server's `api_keys` (or SWARM_API_KEYS).
     #[command(subcommand)]
     Key(KeyCommand),

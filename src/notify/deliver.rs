@@ -125,21 +125,22 @@ impl Worker {
                 kinds: KINDS.to_vec(),
                 ..EventFilter::default()
             };
-            let mut subscription = match self.engine.subscribe(cursor, filter.clone()).await {
-                Ok(s) => s,
-                Err(EngineError::DataLoss(why)) => {
-                    // Compacted before it could be delivered: say so in the log, go on.
-                    let lost = cursor.map_or(0, |c| c + 1);
-                    self.lost(lost, &why);
-                    match self.engine.subscribe(None, filter).await {
-                        Ok(s) => s,
-                        Err(_) => return,
+            let (mut subscription, from_now) =
+                match self.engine.subscribe(cursor, filter.clone()).await {
+                    Ok(s) => (s, cursor.is_none()),
+                    Err(EngineError::DataLoss(why)) => {
+                        // Compacted before it could be delivered: say so in the log, go on.
+                        let lost = cursor.map_or(0, |c| c + 1);
+                        self.lost(lost, &why);
+                        match self.engine.subscribe(None, filter).await {
+                            Ok(s) => (s, true),
+                            Err(_) => return,
+                        }
                     }
-                }
-                Err(_) => return,
-            };
-            if cursor.is_none() {
-                // A new webhook starts from now.
+                    Err(_) => return,
+                };
+            if from_now {
+                // A new webhook (or one whose events were compacted away) starts from now.
                 let _ = self
                     .outbox
                     .set_cursor(&self.hook.id, subscription.position());

@@ -263,3 +263,73 @@ impl Outbox {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::notify::webhook::WebhookSpec;
+
+    fn delivery(sequence: u64, status: DeliveryStatus) -> Delivery {
+        Delivery {
+            webhook_id: "w".into(),
+            sequence,
+            topic: Some(Topic::TaskFailed),
+            status,
+            attempts: 1,
+            last_status_code: Some(500),
+            last_error: Some("the receiver answered HTTP 500".into()),
+            created_at: UNIX_EPOCH,
+            updated_at: UNIX_EPOCH,
+        }
+    }
+
+    #[test]
+    fn webhooks_cursors_and_the_log_outlive_the_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = WebhookSpec {
+            url: "https://example.com/hook".into(),
+            secret: Some("0123456789abcdef".into()),
+            events: vec!["task_failed".into()],
+            ..WebhookSpec::default()
+        };
+        let hook = Webhook::new("w".into(), spec, false).unwrap();
+        {
+            let outbox = Outbox::open(Some(dir.path())).unwrap();
+            outbox.add_webhook(&hook, 41).unwrap();
+            outbox.set_cursor("w", 42).unwrap();
+            for sequence in 0..1005 {
+                outbox
+                    .record(&delivery(sequence, DeliveryStatus::Failed))
+                    .unwrap();
+            }
+            outbox
+                .record(&delivery(1004, DeliveryStatus::Delivered))
+                .unwrap();
+        }
+        let outbox = Outbox::open(Some(dir.path())).unwrap();
+        let stored = outbox.webhooks().unwrap();
+        assert_eq!(stored.len(), 1);
+        assert_eq!(
+            (
+                stored[0].url.as_str(),
+                &stored[0].topics,
+                stored[0].secret.is_some()
+            ),
+            (hook.url.as_str(), &hook.topics, true)
+        );
+        assert_eq!(outbox.cursor("w").unwrap(), Some(42));
+        // The newest 1000 are kept, newest first; a record is replaced, not repeated.
+        let log = outbox.deliveries("w", 2000).unwrap();
+        assert_eq!(log.len(), 1000);
+        assert_eq!(
+            (log[0].sequence, log[0].status),
+            (1004, DeliveryStatus::Delivered)
+        );
+        assert_eq!(log[999].sequence, 5);
+        assert_eq!(outbox.delivery("w", 3).unwrap(), None);
+        outbox.remove_webhook("w").unwrap();
+        assert!(outbox.webhooks().unwrap().is_empty());
+        assert_eq!(outbox.cursor("w").unwrap(), None);
+        assert!(outbox.deliveries("w", 10).unwrap().is_empty());
+    }
+}
