@@ -2,7 +2,8 @@
 //! (checked here with HMAC-SHA256 over `<t>.<body>`), only for the topics asked for, and
 //! are retried after a 500; a receiver that hangs holds up no other webhook; a Slack body;
 //! bad webhooks are refused naming the field; and a delivery pending when the server stops
-//! is made after it starts again.
+//! is made after it starts again; an approval waiting on a person is posted to a webhook
+//! that asks for them.
 
 mod common;
 
@@ -451,4 +452,29 @@ async fn a_delivery_pending_at_a_restart_is_made_after_it() {
     // Exactly once more: nothing else was pending.
     served.terminate();
     assert!(hits.try_recv().is_err());
+}
+
+#[tokio::test]
+async fn an_approval_waiting_on_a_person_is_posted_to_its_webhook() {
+    let (url, _script, mut hits) = receiver(&[], Answer::Ok).await;
+    let server = with_webhooks(vec![configured("ask", &url, &["approval_requested"], 0.05)]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("marker");
+    let task = server
+        .submit(spec(&format!("write it sim:ask={}", marker.display())))
+        .await;
+    let hit = next_hit(&mut hits).await;
+    verify(&hit);
+    assert_eq!(hit.header("x-swarm-event"), "approval_requested");
+    let body = hit.json();
+    assert_eq!(body["topic"], "approval_requested");
+    let approval = &body["event"]["approval"];
+    assert_eq!(approval["task_id"], task.id.as_str(), "{body}");
+    assert_eq!(approval["tool_name"], "Bash", "{body}");
+    assert!(approval["id"].as_str().is_some_and(|id| !id.is_empty()));
+    // Nothing ran while it waits; cancelling the task closes the approval.
+    assert!(!marker.exists());
+    server.cancel(&task.id).await;
+    server.wait(&task.id).await;
+    server.stop().await;
 }

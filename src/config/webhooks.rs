@@ -14,8 +14,8 @@ pub(super) struct FileWebhook {
     name: Option<String>,
     /// `http://` or `https://`.
     url: String,
-    /// `task_completed`, `task_failed`, `workflow_completed`, `workflow_failed`; all when
-    /// empty.
+    /// `task_completed`, `task_failed`, `workflow_completed`, `workflow_failed`,
+    /// `approval_requested`; all when empty.
     #[serde(default)]
     events: Vec<String>,
     /// The HMAC-SHA256 key of `X-Swarm-Signature` (16 bytes at least), or

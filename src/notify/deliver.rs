@@ -24,10 +24,11 @@ use crate::{
 pub const SIGNATURE_HEADER: &str = "x-swarm-signature";
 
 /// The events a webhook's topics can come from.
-const KINDS: [EventKind; 3] = [
+const KINDS: [EventKind; 4] = [
     EventKind::TaskCompleted,
     EventKind::TaskFailed,
     EventKind::WorkflowFinished,
+    EventKind::ApprovalRequested,
 ];
 
 /// The topic of an event, if it has one.
@@ -39,6 +40,7 @@ pub fn topic_of(event: &Event) -> Option<Topic> {
             WorkflowStatus::Completed => Topic::WorkflowCompleted,
             _ => Topic::WorkflowFailed,
         }),
+        (EventKind::ApprovalRequested, _) => Some(Topic::ApprovalRequested),
         _ => None,
     }
 }
@@ -86,6 +88,10 @@ fn slack_text(topic: Topic, event: &Event) -> String {
             format!("claude-swarm: task {} ({}) {what}", t.spec.name, t.id)
         }
         Payload::Workflow(w) => workflow_text(w),
+        Payload::Approval(a) => format!(
+            "claude-swarm: task {} asks to use {} (approval {}): claude-swarm approve {} or deny {}",
+            a.task_id, a.tool_name, a.id, a.id, a.id
+        ),
         _ => format!("claude-swarm: {}", topic.as_str()),
     }
 }

@@ -17,6 +17,8 @@ words! {
         WorkflowCompleted = "workflow_completed",
         /// A workflow that ended failed or cancelled.
         WorkflowFailed = "workflow_failed",
+        /// A tool call waits on a person's decision.
+        ApprovalRequested = "approval_requested",
     }
 }
 
