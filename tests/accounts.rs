@@ -9,7 +9,6 @@ mod common;
 
 use std::{
     collections::BTreeMap,
-    path::PathBuf,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -19,6 +18,7 @@ use claude_swarm::{
     engine::{EngineConfig, model::account::AccountSpec},
     pb::{self, AccountState, TaskStatus as S},
 };
+use common::real_cli::claude;
 use common::{
     BIN, TestServer, config,
     fake_api::{FakeApi, Reply},
@@ -240,24 +240,6 @@ async fn warnings_and_api_retries_show_per_account_and_unknown_accounts_are_refu
 }
 
 // ---- the real CLI ---------------------------------------------------------------------
-
-/// The real CLI (as in `real_cli.rs`); panics with what to do when it is missing.
-fn claude() -> PathBuf {
-    let path = match std::env::var_os("SWARM_TEST_CLAUDE") {
-        Some(path) => PathBuf::from(path),
-        None => concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/.tools/claude-code/node_modules/.bin/claude"
-        )
-        .into(),
-    };
-    assert!(
-        path.is_file(),
-        "the real Claude Code CLI is not at {}: run scripts/setup, or set SWARM_TEST_CLAUDE",
-        path.display()
-    );
-    path
-}
 
 #[tokio::test]
 async fn real_cli_a_usage_limit_on_one_of_two_accounts_pauses_only_it_and_the_session_resumes() {

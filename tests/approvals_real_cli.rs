@@ -17,29 +17,13 @@ use claude_swarm::{
     engine::EngineConfig,
     pb::{self, EventKind as K, TaskStatus as S, approval_service_client::ApprovalServiceClient},
 };
+use common::real_cli::claude;
 use common::{
     TestServer, config,
     fake_api::{FakeApi, Reply, TOOL_ANSWER_PREFIX},
     spec, status,
 };
 use tempfile::TempDir;
-
-fn claude() -> PathBuf {
-    let path = match std::env::var_os("SWARM_TEST_CLAUDE") {
-        Some(path) => PathBuf::from(path),
-        None => concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/.tools/claude-code/node_modules/.bin/claude"
-        )
-        .into(),
-    };
-    assert!(
-        path.is_file(),
-        "the real Claude Code CLI is not at {}: run scripts/setup, or set SWARM_TEST_CLAUDE",
-        path.display()
-    );
-    path
-}
 
 /// The fake API asking for a write of `marker`, a scratch HOME and working directory, and
 /// our server running the real CLI.

@@ -20,6 +20,7 @@ use claude_swarm::{
     },
     pb::{self, TaskStatus as S},
 };
+use common::real_cli::claude;
 use common::{
     BIN, TestServer, config,
     fake_api::{FakeApi, Reply, TOOL_ANSWER_PREFIX},
@@ -439,25 +440,6 @@ async fn subscribed(server: &TestServer) -> bool {
     body.lines()
         .filter(|l| l.starts_with("swarm_event_subscribers"))
         .any(|l| l.split_whitespace().last().is_some_and(|v| v != "0"))
-}
-
-/// The real Claude Code CLI (see tests/real_cli.rs); `SWARM_TEST_CLAUDE` points elsewhere.
-fn claude() -> PathBuf {
-    let path = std::env::var_os("SWARM_TEST_CLAUDE").map_or_else(
-        || {
-            PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/.tools/claude-code/node_modules/.bin/claude"
-            ))
-        },
-        PathBuf::from,
-    );
-    assert!(
-        path.is_file(),
-        "the real Claude Code CLI is not at {}: run scripts/setup",
-        path.display()
-    );
-    path
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,7 +11,7 @@ mod common;
 use std::{
     collections::{BTreeMap, BTreeSet},
     io::Write,
-    path::{Path, PathBuf},
+    path::Path,
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
@@ -20,6 +20,7 @@ use claude_swarm::{
     agent::{AgentCommand, ProcessAgent},
     pb::{self, EventKind as K, TaskStatus as S},
 };
+use common::real_cli::{PINNED, claude};
 use common::{
     TestServer, config,
     fake_api::{
@@ -29,27 +30,6 @@ use common::{
 };
 use serde_json::Value;
 use tempfile::TempDir;
-
-const PINNED: &str = "2.1.332";
-
-/// The real CLI; panics with what to do when it is missing.
-fn claude() -> PathBuf {
-    let path = match std::env::var_os("SWARM_TEST_CLAUDE") {
-        Some(path) => PathBuf::from(path),
-        None => concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/.tools/claude-code/node_modules/.bin/claude"
-        )
-        .into(),
-    };
-    assert!(
-        path.is_file(),
-        "the real Claude Code CLI is not at {}: run scripts/setup (it installs \
-         @anthropic-ai/claude-code@{PINNED} into .tools/claude-code), or set SWARM_TEST_CLAUDE",
-        path.display()
-    );
-    path
-}
 
 /// Variables that would log the CLI in from the host; blanked for the not-logged-in run.
 const HOST_LOGIN: &[&str] = &[

@@ -7,12 +7,13 @@
 
 mod common;
 
-use std::{collections::HashMap, path::PathBuf, time::Duration};
+use std::{collections::HashMap, time::Duration};
 
 use claude_swarm::{
     agent::{AgentCommand, ProcessAgent},
     pb::{self, EventKind as K, TaskStatus as S},
 };
+use common::real_cli::claude;
 use common::{
     TestServer, config,
     fake_api::{FakeApi, Reply, STRUCTURED_OUTPUT_TOOL},
@@ -21,24 +22,6 @@ use common::{
 use serde_json::{Value, json};
 use tempfile::TempDir;
 use tonic::Code;
-
-/// The real CLI (as `tests/real_cli.rs` finds it); panics with what to do when missing.
-fn claude() -> PathBuf {
-    let path = match std::env::var_os("SWARM_TEST_CLAUDE") {
-        Some(path) => PathBuf::from(path),
-        None => concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/.tools/claude-code/node_modules/.bin/claude"
-        )
-        .into(),
-    };
-    assert!(
-        path.is_file(),
-        "the real Claude Code CLI is not at {}: run scripts/setup, or set SWARM_TEST_CLAUDE",
-        path.display()
-    );
-    path
-}
 
 /// The fake API, scratch HOME and working directory, and our server running the real CLI.
 struct Rig {

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod fake_api;
+pub mod real_cli;
 pub mod serve;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
