@@ -70,6 +70,7 @@ impl TestServer {
         agent: impl Agent,
         options: server::ServerOptions,
     ) -> Self {
+        install_tls_provider();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let engine = Engine::start(config, Arc::new(agent));
@@ -232,4 +233,11 @@ pub fn status(task: &pb::Task) -> pb::TaskStatus {
 /// True while any process of the group led by `pid` is alive.
 pub fn group_alive(pid: u32) -> bool {
     unsafe { libc::kill(-(pid as i32), 0) == 0 }
+}
+
+/// reqwest is built with rustls and no crypto provider of its own (the server's webhooks
+/// pick ring), so a test's HTTP client needs the process-wide one installed before it is
+/// made; every server a test starts does it first. Installing twice is a no-op.
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }

@@ -33,6 +33,7 @@ impl Drop for Served {
 impl Served {
     /// Starts the server on `data` with `args` added; ready once it logged its address.
     pub async fn start(data: &Path, args: &[&str]) -> Self {
+        super::install_tls_provider();
         let mut child = Command::new(BIN)
             .args(["serve", "--agent", "simulated", "--listen", "127.0.0.1:0"])
             .args(args)
