@@ -38,6 +38,27 @@ async fn requested(server: &TestServer, task: &str) -> pb::Approval {
     }
 }
 
+/// Approvals waiting on a person, as `GetStatus` and `/metrics` count them.
+async fn pending_counts(server: &TestServer) -> (u64, f64) {
+    let status = server
+        .swarm()
+        .get_status(pb::GetStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let text = reqwest::get(format!("http://{}/metrics", server.addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let metric = text
+        .lines()
+        .find_map(|l| l.strip_prefix("swarm_approvals_pending "))
+        .unwrap_or_else(|| panic!("no swarm_approvals_pending in\n{text}"));
+    (status.approvals_pending, metric.trim().parse().unwrap())
+}
+
 fn decision(id: &str, allow: bool) -> pb::DecideApprovalRequest {
     pb::DecideApprovalRequest {
         approval_id: id.into(),
@@ -82,6 +103,11 @@ async fn allowed_the_tool_runs_and_denied_it_does_not() {
     assert_eq!(ids, want);
     assert_eq!(status(&server.get(&allowed.id).await), S::Running);
     assert!(!yes.exists() && !no.exists());
+    assert_eq!(
+        pending_counts(&server).await,
+        (2, 2.0),
+        "status and /metrics"
+    );
 
     approvals(&server.channel)
         .decide_approval(decision(&a.id, true))
@@ -105,6 +131,7 @@ async fn allowed_the_tool_runs_and_denied_it_does_not() {
     assert!(result.permission_denials.is_empty());
 
     let refused = server.wait(&denied.id).await;
+    assert_eq!(pending_counts(&server).await, (0, 0.0), "none left waiting");
     assert_eq!(status(&refused), S::Completed);
     assert!(!no.exists(), "the denied command did not run");
     let result = refused.result.unwrap();

@@ -542,6 +542,7 @@ impl From<&SwarmStatus> for pb::GetStatusResponse {
             usage: Some((&s.usage).into()),
             turns: s.turns,
             accounts: s.accounts.iter().map(Into::into).collect(),
+            approvals_pending: s.approvals_pending,
         }
     }
 }

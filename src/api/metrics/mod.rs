@@ -229,6 +229,11 @@ fn register_status(registry: &mut Registry, s: &SwarmStatus) {
         gauges(paused),
     );
     accounts::register(registry, s);
+    registry.register(
+        "approvals_pending",
+        "Tool calls waiting on a person's decision",
+        gauge(s.approvals_pending),
+    );
 
     let cost = Counter::<f64, AtomicU64>::default();
     cost.inc_by(s.total_cost_usd);

@@ -70,6 +70,14 @@ impl Book {
 }
 
 impl Core {
+    /// How many approvals wait on a person.
+    pub(super) fn approvals_pending(&self) -> u64 {
+        let pending = self.approvals.all.values();
+        pending
+            .filter(|a| a.state == ApprovalState::Pending)
+            .count() as u64
+    }
+
     /// The approvals and swarm rules that changed this turn, for the batch.
     pub(super) fn approval_changes(&mut self) -> (Vec<Approval>, Option<PermissionPolicy>) {
         let book = &mut self.approvals;

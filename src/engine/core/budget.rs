@@ -78,6 +78,7 @@ impl Core {
             usage: self.total_usage.clone(),
             turns: self.total_turns,
             accounts: self.account_summaries(),
+            approvals_pending: self.approvals_pending(),
         }
     }
 

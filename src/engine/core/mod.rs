@@ -149,6 +149,8 @@ pub struct SwarmStatus {
     pub turns: u64,
     /// Each account's usage-limit state, in configuration order.
     pub accounts: Vec<AccountSummary>,
+    /// Approvals waiting on a person.
+    pub approvals_pending: u64,
 }
 
 /// A task and its place in the dependency graph.
