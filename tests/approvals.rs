@@ -242,7 +242,7 @@ async fn rules_deadlines_and_ask_false_decide_without_a_person() {
 
 #[tokio::test]
 async fn time_spent_waiting_on_a_person_is_not_the_tasks() {
-    let server = TestServer::start(config(1)).await;
+    let server = TestServer::start(config(2)).await;
     let outside = tempfile::tempdir().unwrap();
     let marker = outside.path().join("marker");
     let task = server
@@ -252,8 +252,16 @@ async fn time_spent_waiting_on_a_person_is_not_the_tasks() {
         })
         .await;
     let approval = requested(&server, &task.id).await;
-    // Longer than the task's whole timeout passes while it waits on the decision.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // A control with the same timeout, started after the question: once it has timed out,
+    // more than the asking task's whole timeout has passed while it waited on a person.
+    let control = server
+        .submit(pb::TaskSpec {
+            timeout: 1.0,
+            ..spec("sim:hang")
+        })
+        .await;
+    let control = server.wait(&control.id).await;
+    assert_eq!(control.failure_class, pb::FailureClass::Timeout as i32);
     assert_eq!(status(&server.get(&task.id).await), S::Running);
     approvals(&server.channel)
         .decide_approval(decision(&approval.id, true))

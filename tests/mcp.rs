@@ -399,19 +399,17 @@ async fn a_cancelled_wait_lets_go_and_closing_stdin_ends_the_server_mid_wait() {
     until(&server, true).await;
     drop(raw.child.stdin.take());
     let pid = raw.child.id();
-    let exited = tokio::task::block_in_place(|| {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = raw.child.try_wait().unwrap() {
-                return Some(status);
-            }
-            if Instant::now() > deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+    // Its exit, waited on (not polled) on a blocking thread, for 30s at most.
+    let waiting = tokio::task::spawn_blocking(move || raw.child.wait());
+    let status = match tokio::time::timeout(Duration::from_secs(30), waiting).await {
+        Ok(status) => status.unwrap().unwrap(),
+        Err(_) => {
+            let _ = std::process::Command::new("kill")
+                .args(["-9", &pid.to_string()])
+                .status();
+            panic!("claude-swarm mcp ({pid}) outlived its stdin")
         }
-    });
-    let status = exited.unwrap_or_else(|| panic!("claude-swarm mcp ({pid}) outlived its stdin"));
+    };
     assert!(status.success(), "{status}");
     server.cancel(&hung.id).await;
     server.stop().await;
