@@ -111,7 +111,7 @@ impl TryFrom<pb::TaskSpec> for TaskSpec {
 }
 
 /// A `google.protobuf.Value` as the JSON value it stands for.
-fn json_of(field: &str, value: &pbjson_types::Value) -> Result<serde_json::Value> {
+pub fn json_of(field: &str, value: &pbjson_types::Value) -> Result<serde_json::Value> {
     serde_json::to_value(value).map_err(|e| EngineError::invalid(field, e.to_string()))
 }
 
@@ -145,11 +145,6 @@ impl From<&PermissionPolicy> for pb::PermissionPolicy {
 /// A JSON object as a protobuf `Struct` (anything else as an empty one).
 pub fn json_struct(value: &serde_json::Value) -> pbjson_types::Struct {
     serde_json::from_value(value.clone()).unwrap_or_default()
-}
-
-/// A protobuf `Value` as JSON.
-pub fn json_value(value: &pbjson_types::Value) -> serde_json::Value {
-    serde_json::to_value(value).unwrap_or_default()
 }
 
 impl From<&PermissionDenial> for pb::PermissionDenial {

@@ -9,7 +9,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use super::{
     audit::involve,
     auth::{Caller, Role},
-    convert::{from_pb, json_value},
+    convert::{from_pb, json_of},
     stream_limit::{DEFAULT_MAX_STREAMS_PER_KEY, StreamLimit},
 };
 use crate::{
@@ -348,7 +348,11 @@ impl Service {
         let decision = Decision {
             allow: request.allow,
             message: request.message,
-            updated_input: request.updated_input.as_ref().map(json_value),
+            updated_input: request
+                .updated_input
+                .as_ref()
+                .map(|v| json_of("updated_input", v))
+                .transpose()?,
             always,
             by: caller.map_or_else(|| "anonymous".to_owned(), |c| c.name.to_string()),
         };

@@ -324,7 +324,28 @@ impl Store for SqliteStore {
     }
 }
 
-/// Writes a batch's rows inside `tx`.
+/// Stores each `(id, body)` in `table`: a new row takes the next position (submission
+/// order), a known one keeps its position and gets the new body.
+fn upsert<'a>(
+    tx: &Transaction,
+    table: &str,
+    rows: impl Iterator<Item = (&'a str, Result<String, String>)>,
+    next_position: &mut i64,
+) -> Result<(), String> {
+    let mut statement = tx
+        .prepare_cached(&format!(
+            "INSERT INTO {table} (id, position, body) VALUES (?1, ?2, ?3)
+             ON CONFLICT(id) DO UPDATE SET body = excluded.body"
+        ))
+        .map_err(|e| format!("prepare: {e}"))?;
+    for (id, body) in rows {
+        statement
+            .execute(params![id, *next_position, body?])
+            .map_err(|e| format!("write {table}: {e}"))?;
+        *next_position += 1;
+    }
+    Ok(())
+}
 fn write(
     tx: &Transaction<'_>,
     batch: &Batch,
@@ -334,45 +355,21 @@ fn write(
     fn e(what: &'static str) -> impl Fn(rusqlite::Error) -> String {
         move |err| format!("{what}: {err}")
     }
-    let mut upsert_task = tx
-        .prepare_cached(
-            "INSERT INTO tasks (id, position, body) VALUES (?1, ?2, ?3)
-             ON CONFLICT(id) DO UPDATE SET body = excluded.body",
-        )
-        .map_err(e("prepare"))?;
-    for record in &batch.tasks {
-        let body = encode(&TaskRecordRow::from_domain(record)).map_err(|e| e.to_string())?;
-        upsert_task
-            .execute(params![record.task.id, *next_position, body])
-            .map_err(e("write task"))?;
-        *next_position += 1;
-    }
-    let mut upsert_workflow = tx
-        .prepare_cached(
-            "INSERT INTO workflows (id, position, body) VALUES (?1, ?2, ?3)
-             ON CONFLICT(id) DO UPDATE SET body = excluded.body",
-        )
-        .map_err(e("prepare"))?;
-    for record in &batch.workflows {
-        let body = encode(&WorkflowRecordRow::from_domain(record)).map_err(|e| e.to_string())?;
-        upsert_workflow
-            .execute(params![record.info.id, *next_position, body])
-            .map_err(e("write workflow"))?;
-        *next_position += 1;
-    }
-    let mut upsert_schedule = tx
-        .prepare_cached(
-            "INSERT INTO schedules (id, position, body) VALUES (?1, ?2, ?3)
-             ON CONFLICT(id) DO UPDATE SET body = excluded.body",
-        )
-        .map_err(e("prepare"))?;
-    for schedule in &batch.schedules {
-        let body = encode(&ScheduleRow::of(schedule)).map_err(|e| e.to_string())?;
-        upsert_schedule
-            .execute(params![schedule.id, *next_position, body])
-            .map_err(e("write schedule"))?;
-        *next_position += 1;
-    }
+    let tasks = batch.tasks.iter().map(|r| {
+        let body = encode(&TaskRecordRow::from_domain(r)).map_err(|e| e.to_string());
+        (r.task.id.as_str(), body)
+    });
+    upsert(tx, "tasks", tasks, next_position)?;
+    let workflows = batch.workflows.iter().map(|r| {
+        let body = encode(&WorkflowRecordRow::from_domain(r)).map_err(|e| e.to_string());
+        (r.info.id.as_str(), body)
+    });
+    upsert(tx, "workflows", workflows, next_position)?;
+    let schedules = batch.schedules.iter().map(|s| {
+        let body = encode(&ScheduleRow::of(s)).map_err(|e| e.to_string());
+        (s.id.as_str(), body)
+    });
+    upsert(tx, "schedules", schedules, next_position)?;
     let mut delete_schedule = tx
         .prepare_cached("DELETE FROM schedules WHERE id = ?1")
         .map_err(e("prepare"))?;
