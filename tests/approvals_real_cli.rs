@@ -13,11 +13,10 @@ use std::{
 };
 
 use claude_swarm::{
-    agent::{AgentCommand, ProcessAgent},
     engine::EngineConfig,
     pb::{self, EventKind as K, TaskStatus as S, approval_service_client::ApprovalServiceClient},
 };
-use common::real_cli::claude;
+use common::real_cli::offline_agent;
 use common::{
     TestServer, config,
     fake_api::{FakeApi, Reply, TOOL_ANSWER_PREFIX},
@@ -46,35 +45,7 @@ impl Rig {
         let marker = outside.path().join("marker");
         let command = format!("touch {} && echo wrote-it", marker.display());
         let api = FakeApi::start(Reply::ToolUseOf(command.clone())).await;
-        let mut env: Vec<(String, String)> = [
-            ("HOME", home.path().display().to_string()),
-            ("ANTHROPIC_BASE_URL", api.url()),
-            ("ANTHROPIC_API_KEY", "test-key".into()),
-            ("CLAUDE_CODE_MAX_RETRIES", "0".into()),
-            ("DISABLE_TELEMETRY", "1".into()),
-            ("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1".into()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
-        if std::env::var_os("CLAUDE_CONFIG_DIR").is_some() {
-            env.push((
-                "CLAUDE_CONFIG_DIR".into(),
-                home.path().join(".claude").display().to_string(),
-            ));
-        }
-        let agent = ProcessAgent::new(AgentCommand {
-            program: claude(),
-            leading_args: vec![],
-            label: "claude".into(),
-            stop_grace: Duration::from_secs(2),
-            env,
-            long_lived,
-            keep_worktrees: false,
-            memory_limit: None,
-            workspace_root: None,
-            accounts: Default::default(),
-        });
+        let agent = offline_agent(home.path(), &api.url(), long_lived);
         let mut config = EngineConfig {
             working_directory: work.path().into(),
             ..config(1)

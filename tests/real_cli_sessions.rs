@@ -9,11 +9,8 @@ mod common;
 
 use std::{collections::HashMap, time::Duration};
 
-use claude_swarm::{
-    agent::{AgentCommand, ProcessAgent},
-    pb::{self, EventKind as K, TaskStatus as S},
-};
-use common::real_cli::claude;
+use claude_swarm::pb::{self, EventKind as K, TaskStatus as S};
+use common::real_cli::{claude, offline_agent};
 use common::{
     TestServer, config,
     fake_api::{FakeApi, Reply, STRUCTURED_OUTPUT_TOOL},
@@ -36,35 +33,7 @@ impl Rig {
         let api = FakeApi::start(reply).await;
         let home = TempDir::new().unwrap();
         let work = TempDir::new().unwrap();
-        let mut env: Vec<(String, String)> = [
-            ("HOME", home.path().display().to_string()),
-            ("ANTHROPIC_BASE_URL", api.url()),
-            ("ANTHROPIC_API_KEY", "test-key".into()),
-            ("CLAUDE_CODE_MAX_RETRIES", "0".into()),
-            ("DISABLE_TELEMETRY", "1".into()),
-            ("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1".into()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
-        if std::env::var_os("CLAUDE_CONFIG_DIR").is_some() {
-            env.push((
-                "CLAUDE_CONFIG_DIR".into(),
-                home.path().join(".claude").display().to_string(),
-            ));
-        }
-        let agent = ProcessAgent::new(AgentCommand {
-            program: claude(),
-            leading_args: vec![],
-            label: "claude".into(),
-            stop_grace: Duration::from_secs(2),
-            env,
-            long_lived,
-            keep_worktrees: false,
-            memory_limit: None,
-            workspace_root: None,
-            accounts: Default::default(),
-        });
+        let agent = offline_agent(home.path(), &api.url(), long_lived);
         let config = claude_swarm::engine::EngineConfig {
             working_directory: work.path().into(),
             ..config(1)

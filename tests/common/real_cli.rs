@@ -2,7 +2,12 @@
 //! `.tools/claude-code` by `scripts/setup`), as every real-CLI test finds it. These tests
 //! fail, never skip, when it is missing; `SWARM_TEST_CLAUDE` points them at another binary.
 
-use std::path::PathBuf;
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use claude_swarm::agent::{AgentCommand, ProcessAgent};
 
 /// The version `scripts/setup` installs.
 pub const PINNED: &str = "2.1.332";
@@ -24,4 +29,39 @@ pub fn claude() -> PathBuf {
         path.display()
     );
     path
+}
+
+/// The real CLI as our agent, offline: a scratch `home`, the fake API at `api_url` with a
+/// dummy key, no retries, telemetry or background traffic.
+pub fn offline_agent(home: &Path, api_url: &str, long_lived: bool) -> ProcessAgent {
+    let mut env: Vec<(String, String)> = [
+        ("HOME", home.display().to_string()),
+        ("ANTHROPIC_BASE_URL", api_url.to_owned()),
+        ("ANTHROPIC_API_KEY", "test-key".into()),
+        ("CLAUDE_CODE_MAX_RETRIES", "0".into()),
+        ("DISABLE_TELEMETRY", "1".into()),
+        ("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    if std::env::var_os("CLAUDE_CONFIG_DIR").is_some() {
+        // Passed through otherwise, and it would take the place of the scratch HOME.
+        env.push((
+            "CLAUDE_CONFIG_DIR".into(),
+            home.join(".claude").display().to_string(),
+        ));
+    }
+    ProcessAgent::new(AgentCommand {
+        program: claude(),
+        leading_args: vec![],
+        label: "claude".into(),
+        stop_grace: Duration::from_secs(2),
+        env,
+        long_lived,
+        keep_worktrees: false,
+        memory_limit: None,
+        workspace_root: None,
+        accounts: Default::default(),
+    })
 }
