@@ -35,8 +35,10 @@
 //!   client address), `api::metrics` (`/metrics`, the request-counting layer),
 //!   `api::stream_limit` (live streams per key), `api::timeout` (`request_timeout`),
 //!   `api::audit` (the layer that records state-changing calls, and `ListAudit`),
-//!   `api::tls` (rustls on the port), the gRPC services, the REST gateway, and the server
-//!   that puts them all on one port.
+//!   `api::tls` (rustls on the port), `api::dashboard` (the dashboard's files from
+//!   `clients/web/dist/`, embedded and served locked down), the gRPC services (among them
+//!   `CallerService`, which tells a caller its key's role), the REST gateway, and the
+//!   server that puts them all on one port.
 //! - [`notify`]: webhooks: a worker per webhook follows the engine's events from a cursor
 //!   kept in the data file and posts them signed, retried with backoff; a delivery log.
 //! - [`config`]: typed settings from defaults, a YAML file, `SWARM_*` variables and flags,

@@ -8,8 +8,11 @@ use tonic::{Code, Request, Response, Status};
 use super::{MAX_REQUEST_BYTES, error::INTERNAL_MESSAGE, service::Service};
 use crate::pb;
 
+mod caller;
 mod schedules;
 mod webhooks;
+
+pub use caller::Callers;
 
 type Reply<T> = Result<Response<T>, Status>;
 

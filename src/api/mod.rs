@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod auth;
 pub mod convert;
+pub mod dashboard;
 pub mod error;
 pub mod grpc;
 pub mod guard;

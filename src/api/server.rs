@@ -40,8 +40,8 @@ use crate::{
     engine::Engine,
     pb::{
         self, approval_service_server::ApprovalServiceServer,
-        audit_service_server::AuditServiceServer, event_service_server::EventServiceServer,
-        instance_service_server::InstanceServiceServer,
+        audit_service_server::AuditServiceServer, caller_service_server::CallerServiceServer,
+        event_service_server::EventServiceServer, instance_service_server::InstanceServiceServer,
         schedule_service_server::ScheduleServiceServer, swarm_service_server::SwarmServiceServer,
         task_service_server::TaskServiceServer, webhook_service_server::WebhookServiceServer,
         workflow_service_server::WorkflowServiceServer,
@@ -179,6 +179,9 @@ async fn app(
     let schedules =
         web.layer(ScheduleServiceServer::new(api.clone()).max_decoding_message_size(max));
     let webhooks = web.layer(WebhookServiceServer::new(api.clone()).max_decoding_message_size(max));
+    let callers = web.layer(CallerServiceServer::new(grpc::Callers {
+        keys_required: !options.keys.is_empty(),
+    }));
     let api_services = [
         name(&swarm),
         name(&tasks),
@@ -189,6 +192,7 @@ async fn app(
         name(&approvals),
         name(&schedules),
         name(&webhooks),
+        name(&callers),
     ];
     set_health(&health, &api_services, ServingStatus::Serving).await;
     // A stopped engine (a bug) answers nothing any more: health says so at once.
@@ -220,6 +224,7 @@ async fn app(
         .add_service(approvals)
         .add_service(schedules)
         .add_service(webhooks)
+        .add_service(callers)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -97,6 +97,10 @@ const RULES: &[Rule] = &[
     rule(ADMIN,   Some("claude_swarm.v1.WebhookService/ListWebhooks"),    &["GET /webhooks"]),
     rule(ADMIN,   Some("claude_swarm.v1.WebhookService/DeleteWebhook"),   &["DELETE /webhooks/{id}"]),
     rule(READ,    Some("claude_swarm.v1.WebhookService/ListDeliveries"),  &["GET /webhooks/{id}/deliveries"]),
+    // Who the caller's key is, so a page shows only what that key may do.
+    rule(READ,    Some("claude_swarm.v1.CallerService/GetCaller"),        &[]),
+    // The dashboard's files: the page asks for a key itself, and holds no data.
+    rule(OPEN,    None,                        &["GET /", "GET /assets/app.js", "GET /assets/app.css"]),
 ];
 
 /// The operation `method path` asks for. `HEAD` is `GET`; a CORS preflight (`OPTIONS`)
@@ -223,7 +227,10 @@ mod tests {
                     }
                     None => reads_rpc(name),
                 };
-                let open = name.contains("Health/") || name == "GET /health";
+                let open = name.contains("Health/")
+                    || name == "GET /health"
+                    || name == "GET /"
+                    || name.starts_with("GET /assets/");
                 // Who did what is for admins only, though reading it changes nothing.
                 let audit = name.contains("AuditService/") || name == "GET /audit";
                 // The webhook list shows URLs, which may themselves be secrets (Slack's).

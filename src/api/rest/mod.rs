@@ -33,7 +33,7 @@ pub use docs::{OPENAPI, OPENAPI_METHODS};
 pub use error::ApiError;
 pub use json::to_json;
 
-use super::{MAX_REQUEST_BYTES, auth::tokens, metrics, service::Service};
+use super::{MAX_REQUEST_BYTES, auth::tokens, dashboard, metrics, service::Service};
 use approvals::{decide_approval, get_approval, list_approvals};
 use docs::{docs, openapi};
 use error::ApiResult;
@@ -168,6 +168,10 @@ fn endpoints() -> Vec<Endpoint> {
             "/webhooks/{id}/deliveries",
             webhooks::list_deliveries,
         ),
+        // The dashboard's files (served outside the gateway's state, documented with it).
+        endpoint(M::GET, "/", dashboard::index),
+        endpoint(M::GET, "/assets/app.js", dashboard::script),
+        endpoint(M::GET, "/assets/app.css", dashboard::style),
     ]
 }
 
