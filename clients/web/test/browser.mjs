@@ -168,6 +168,39 @@ try {
     await page.waitForSelector("#cancel", { state: "detached" });
   });
 
+  await step("10,000 tasks: the table draws only the rows in sight, filters and follows them", async () => {
+    const post = (path, body, method = "POST") =>
+      fetch(`${base}${path}`, { method, headers: { "content-type": "application/json" }, body: body && JSON.stringify(body) });
+    const held = (await (await post("/tasks", { prompt: "hold the rest sim:hang" })).json()).task_id;
+    const tasks = Array.from({ length: 10_000 }, (_, i) => ({ prompt: `waiting ${i}`, name: `waiting ${i}`, depends_on: [held] }));
+    const started = Date.now();
+    const batch = await post("/tasks/batch", { tasks });
+    if (!batch.ok) throw new Error(`batch: ${batch.status} ${await batch.text()}`);
+    await page.goto(`${base}/#/tasks`);
+    await page.waitForFunction(() => Number(document.querySelector("#task-count")?.dataset.total) >= 10_000);
+    console.log(`# 10,000 tasks submitted and shown in ${Date.now() - started} ms`);
+    await shot("tasks-10000");
+    const drawn = () => page.locator("#task-rows a.row").count();
+    if ((await drawn()) > 100) throw new Error(`${await drawn()} rows drawn for 10,000 tasks`);
+    await page.fill(".filters input[name=q]", "waiting 4242");
+    await page.waitForSelector("#task-count[data-shown='1']");
+    await page.fill(".filters input[name=q]", "");
+    // Scrolled to the end: the last rows are drawn, and still only those in sight.
+    await page.locator("#task-rows").evaluate((el) => (el.scrollTop = el.scrollHeight));
+    await page.waitForFunction(() => {
+      const el = document.querySelector("#task-rows");
+      const rows = [...el.querySelectorAll("a.row")];
+      return rows.length > 0 && rows.length < 100 && Math.max(...rows.map((r) => parseFloat(r.style.top))) > el.scrollHeight - 2 * el.clientHeight;
+    });
+    // Cancelling the one they wait on skips all 10,000, live.
+    const skipped = Date.now();
+    await post(`/tasks/${held}`, undefined, "DELETE");
+    await page.selectOption(".filters select[name=state]", { label: "skipped" });
+    await page.waitForSelector("#task-count[data-shown='10000']");
+    console.log(`# 10,000 tasks skipped and shown in ${Date.now() - skipped} ms`);
+    await page.selectOption(".filters select[name=state]", { label: "any state" });
+  });
+
   await step("the overview shows the swarm", async () => {
     await page.goto(`${base}/#/`);
     await page.waitForSelector(".counts tr.completed td:text-matches('[1-9]')");

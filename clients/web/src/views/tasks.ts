@@ -30,7 +30,7 @@ export function tasks(main: HTMLElement): View {
   const workflow = h("input", { name: "workflow", placeholder: "workflow id" });
   const label = h("input", { name: "label", placeholder: "label key=value" });
   const text = h("input", { name: "q", type: "search", placeholder: "search id, name, prompt" });
-  const shown = h("span", { class: "muted" });
+  const shown = h("span", { class: "muted", id: "task-count" });
   const head = h("div", { class: "row head" });
   const body = h("div", { class: "rows" });
   const scroller = h("div", { class: "scroller", id: "task-rows" }, body);
@@ -73,6 +73,8 @@ export function tasks(main: HTMLElement): View {
       return sign * (x < y ? -1 : x > y ? 1 : a.id.localeCompare(b.id));
     });
     shown.textContent = `${rows.length} of ${store.tasks.size} tasks`;
+    shown.dataset.shown = String(rows.length);
+    shown.dataset.total = String(store.tasks.size);
     drawHead();
     draw();
   }
