@@ -378,6 +378,12 @@ async fn serve(args: &ServeArgs) -> CliResult {
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     tracing::info!(address = %listener.local_addr()?, agent = ?config.agent, tls = config.serving.tls.is_some(), "serving gRPC, grpc-web and REST");
+    let scheme = if config.serving.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    tracing::info!(url = %format!("{scheme}://{}/", listener.local_addr()?), "the dashboard");
     crate::app::serve(&config, listener, server::shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
 }

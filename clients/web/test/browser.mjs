@@ -232,7 +232,7 @@ try {
   });
   await stop(server);
 
-  await step("with keys, the page asks for one; a read-only key shows no buttons", async () => {
+  await step("with keys, the page asks for one; a read-only key shows no buttons; a pause shows", async () => {
     const dir = join(data, "keys");
     mkdirSync(dir, { recursive: true });
     const keyed = await serve({ dir, env: { SWARM_API_KEYS: `reader:read:${READER},boss:admin:${ADMIN}` } });
@@ -256,9 +256,19 @@ try {
     await tab.goto(`${url}/#/task/${id}`);
     await tab.waitForSelector("#task-status");
     if (await tab.$("#cancel")) throw new Error("a read-only key is offered Cancel");
-    // The key is the tab's: a new tab of the same session keeps it, another session does not.
+    // The key is kept for the tab's session: a reload does not ask again.
     await tab.reload();
     await tab.waitForSelector("body[data-stream=live][data-role=read]");
+    // A rate limit pauses the only account: the overview says so, and until when.
+    await fetch(`${url}/tasks`, {
+      method: "POST",
+      headers: { "content-type": "application/json", authorization: `Bearer ${ADMIN}` },
+      body: JSON.stringify({ prompt: "limited sim:rate_limit=120" }),
+    });
+    await tab.goto(`${url}/#/`);
+    await tab.waitForSelector("#banner:not([hidden]):text('Dispatching is paused')");
+    await tab.waitForSelector("#banner:text('until')");
+    await tab.screenshot({ path: join(shots, "paused.png") });
     await context.close();
     await stop(keyed.child);
   });
