@@ -45,3 +45,13 @@ export function fill(el: Element, ...children: (Child | Child[])[]) {
   el.replaceChildren();
   append(el, children);
 }
+
+/**
+ * Replaces what `el` holds only when the new content differs, so a view redrawn on every
+ * event does not swap a button out from under a click that is under way.
+ */
+export function refill(el: Element, ...children: (Child | Child[])[]) {
+  const next = document.createElement("div");
+  append(next, children);
+  if (next.innerHTML !== el.innerHTML) el.replaceChildren(...next.childNodes);
+}

@@ -4,9 +4,9 @@
 
 import type { Event } from "../../../typescript/src/gen/claude_swarm/v1/swarm_pb.js";
 import { EventKind } from "../../../typescript/src/gen/claude_swarm/v1/swarm_pb.js";
-import { PolicyScope } from "../../../typescript/src/gen/claude_swarm/v1/approvals_pb.js";
+import { type Approval, PolicyScope } from "../../../typescript/src/gen/claude_swarm/v1/approvals_pb.js";
 import { api, caller, message } from "../api.js";
-import { fill, h } from "../dom.js";
+import { h } from "../dom.js";
 import { duration, millis, time } from "../format.js";
 import { store } from "../live.js";
 import type { View } from "../main.js";
@@ -47,35 +47,61 @@ export function approvals(main: HTMLElement): View {
     }
   };
 
+  /** One card per approval, kept while it waits: only its time left changes in place. */
+  const cards = new Map<string, { card: HTMLElement; left: HTMLElement; expires: number }>();
+  const empty = h("p", { class: "muted" }, "Nothing is waiting for a decision.");
+
+  function card(a: Approval) {
+    const left = h("span", { class: "left" });
+    const card = h(
+      "section",
+      { class: "card approval", "data-approval-id": a.id, "data-task-id": a.taskId },
+      h("h3", null, a.toolName, " ", h("span", { class: "muted" }, `for `, h("a", { href: `#/task/${encodeURIComponent(a.taskId)}` }, store.tasks.get(a.taskId)?.name || a.taskId))),
+      a.description ? h("p", null, a.description) : null,
+      a.blockedPath ? h("p", null, "path: ", h("code", null, a.blockedPath)) : null,
+      h("pre", null, JSON.stringify(a.input ?? {}, null, 2)),
+      h("p", { class: "muted" }, `asked ${time(a.requestedAt)}`, left),
+      caller.can("operate")
+        ? h(
+            "div",
+            { class: "buttons" },
+            h("button", { class: "allow", onclick: () => decide(a.id, true) }, "Allow"),
+            h("button", { class: "always", onclick: () => decide(a.id, true, PolicyScope.TASK) }, "Always allow (this task)"),
+            h("button", { class: "deny danger", onclick: () => decide(a.id, false) }, "Deny"),
+          )
+        : null,
+    );
+    return { card, left, expires: millis(a.expiresAt) };
+  }
+
+  function tick() {
+    const now = Date.now();
+    for (const { left, expires } of cards.values()) {
+      left.textContent = expires ? ` · ${duration(expires - now)} left` : "";
+    }
+  }
+
   function update() {
     const pending = [...store.approvals.values()].sort((a, b) => millis(a.requestedAt) - millis(b.requestedAt));
-    const now = Date.now();
-    fill(
-      list,
-      pending.length ? null : h("p", { class: "muted" }, "Nothing is waiting for a decision."),
-      pending.map((a) =>
-        h(
-          "section",
-          { class: "card approval", "data-approval-id": a.id, "data-task-id": a.taskId },
-          h("h3", null, a.toolName, " ", h("span", { class: "muted" }, `for `, h("a", { href: `#/task/${encodeURIComponent(a.taskId)}` }, store.tasks.get(a.taskId)?.name || a.taskId))),
-          a.description ? h("p", null, a.description) : null,
-          a.blockedPath ? h("p", null, "path: ", h("code", null, a.blockedPath)) : null,
-          h("pre", null, JSON.stringify(a.input ?? {}, null, 2)),
-          h("p", { class: "muted" }, `asked ${time(a.requestedAt)}`, a.expiresAt ? ` · ${duration(millis(a.expiresAt) - now)} left` : ""),
-          caller.can("operate")
-            ? h(
-                "div",
-                { class: "buttons" },
-                h("button", { class: "allow", onclick: () => decide(a.id, true) }, "Allow"),
-                h("button", { class: "always", onclick: () => decide(a.id, true, PolicyScope.TASK) }, "Always allow (this task)"),
-                h("button", { class: "deny danger", onclick: () => decide(a.id, false) }, "Deny"),
-              )
-            : null,
-        ),
-      ),
-    );
+    const ids = new Set(pending.map((a) => a.id));
+    for (const [id, { card }] of cards) {
+      if (!ids.has(id)) {
+        card.remove();
+        cards.delete(id);
+      }
+    }
+    for (const a of pending) {
+      if (!cards.has(a.id)) {
+        const made = card(a);
+        cards.set(a.id, made);
+        list.append(made.card);
+      }
+    }
+    if (pending.length) empty.remove();
+    else list.append(empty);
+    tick();
   }
   // The time left counts down between events.
-  const tick = setInterval(update, 1000);
-  return { update, destroy: () => clearInterval(tick) };
+  const ticking = setInterval(tick, 1000);
+  return { update, destroy: () => clearInterval(ticking) };
 }

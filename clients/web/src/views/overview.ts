@@ -1,6 +1,6 @@
 // Overview: the instances, the queue by priority, tasks by state, spend against budget.
 
-import { fill, h } from "../dom.js";
+import { h, refill } from "../dom.js";
 import { bytes, instanceWord, usd } from "../format.js";
 import { refreshStatus, store } from "../live.js";
 import type { View } from "../main.js";
@@ -29,7 +29,7 @@ export function overview(main: HTMLElement): View {
       const bar = h("div", { class: "bar" }, h("div", { class: "fill" }));
       if (budget > 0) (bar.firstChild as HTMLElement).style.width = `${Math.min(100, (spent / budget) * 100)}%`;
       const instances = [...store.instances.values()].sort((a, b) => a.id.localeCompare(b.id));
-      fill(
+      refill(
         root,
         h(
           "div",

@@ -4,7 +4,7 @@
 
 import { EventKind, type Event, type Task } from "../../../typescript/src/gen/claude_swarm/v1/swarm_pb.js";
 import { api, caller, message } from "../api.js";
-import { fill, h } from "../dom.js";
+import { h, refill } from "../dom.js";
 import { failureWord, priorityWord, taskWord, TERMINAL, time, usd } from "../format.js";
 import { putTask, store } from "../live.js";
 import type { View } from "../main.js";
@@ -99,7 +99,7 @@ export function taskPage(main: HTMLElement, id: string): View {
     if (!t) return;
     const done = TERMINAL.has(t.status);
     const r = t.result;
-    fill(
+    refill(
       head,
       h(
         "h2",
@@ -127,7 +127,7 @@ export function taskPage(main: HTMLElement, id: string): View {
       ),
       h("p", { class: "prompt" }, t.prompt),
     );
-    fill(
+    refill(
       facts,
       h(
         "table",

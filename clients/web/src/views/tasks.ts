@@ -4,7 +4,7 @@
 
 import type { Task } from "../../../typescript/src/gen/claude_swarm/v1/swarm_pb.js";
 import { Priority, TaskStatus } from "../../../typescript/src/gen/claude_swarm/v1/swarm_pb.js";
-import { fill, h } from "../dom.js";
+import { fill, h, refill } from "../dom.js";
 import { millis, priorityWord, taskWord, usd } from "../format.js";
 import { store } from "../live.js";
 import type { View } from "../main.js";
@@ -99,7 +99,7 @@ export function tasks(main: HTMLElement): View {
       row.style.top = `${i * ROW}px`;
       visible.push(row);
     }
-    body.replaceChildren(...visible);
+    refill(body, visible);
   }
 
   for (const input of [state, priority]) input.addEventListener("change", compute);

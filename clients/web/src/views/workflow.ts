@@ -4,7 +4,7 @@
 
 import type { Task } from "../../../typescript/src/gen/claude_swarm/v1/swarm_pb.js";
 import { api, caller, message } from "../api.js";
-import { fill, h, svg } from "../dom.js";
+import { h, refill, svg } from "../dom.js";
 import { taskWord, time, usd, workflowWord } from "../format.js";
 import { putTask, store } from "../live.js";
 import type { View } from "../main.js";
@@ -15,7 +15,7 @@ export function workflows(main: HTMLElement): View {
   return {
     update() {
       const all = [...store.workflows.values()].sort((a, b) => Number((b.createdAt?.seconds ?? 0n) - (a.createdAt?.seconds ?? 0n)));
-      fill(
+      refill(
         table,
         h("tr", null, ["workflow", "state", "tasks", "cost", "created"].map((c) => h("th", null, c))),
         all.map((w) =>
@@ -87,7 +87,7 @@ export function workflowPage(main: HTMLElement, id: string): View {
       if (!w) return;
     }
     const running = workflowWord(w.status) === "running";
-    fill(
+    refill(
       head,
       h(
         "h2",
@@ -148,7 +148,7 @@ export function workflowPage(main: HTMLElement, id: string): View {
       );
       return link;
     });
-    fill(
+    refill(
       graph,
       svg(
         "svg",
