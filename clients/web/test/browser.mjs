@@ -132,6 +132,19 @@ try {
     await shot("workflow");
   });
 
+  await step("a workflow is cancelled from its page, its nodes with it", async () => {
+    await page.goto(`${base}/#/actions`);
+    await page.fill("#workflow-yaml", "name: held\ntasks:\n  - id: wait\n    prompt: hold sim:hang\n  - id: after\n    prompt: then\n    depends_on: [wait]\n");
+    await page.waitForSelector("#workflow-verdict .ok");
+    await page.click("#run-workflow");
+    await page.waitForSelector('#dag a.node[data-status=running]:has(text:text-is("wait"))');
+    await page.click("#cancel-workflow");
+    await page.waitForSelector("#workflow-status:text('cancelled')");
+    await page.waitForSelector('#dag a.node[data-status=cancelled]:has(text:text-is("wait"))');
+    await page.waitForSelector('#dag a.node:not([data-status=pending]):has(text:text-is("after"))');
+    await page.waitForSelector("#cancel-workflow", { state: "detached" });
+  });
+
   await step("a task submitted from the form appears and completes", async () => {
     const id = await submit("say hello sim:delay=200");
     await page.goto(`${base}/#/tasks`);
@@ -240,6 +253,9 @@ try {
     const context = await browser.newContext();
     const tab = await context.newPage();
     tab.setDefaultTimeout(LIMIT);
+    const tabErrors = [];
+    tab.on("console", (m) => m.type() === "error" && tabErrors.push(m.text()));
+    tab.on("pageerror", (e) => tabErrors.push(String(e)));
     await tab.goto(`${url}/`);
     await tab.waitForSelector("#key-form");
     await tab.screenshot({ path: join(shots, "key.png") });
@@ -269,6 +285,7 @@ try {
     await tab.waitForSelector("#banner:not([hidden]):text('Dispatching is paused')");
     await tab.waitForSelector("#banner:text('until')");
     await tab.screenshot({ path: join(shots, "paused.png") });
+    if (tabErrors.length) throw new Error(`console errors: ${tabErrors.join("\n")}`);
     await context.close();
     await stop(keyed.child);
   });
