@@ -226,21 +226,38 @@ try {
     await page.goto(`${base}/#/tasks`);
     await page.waitForSelector("body[data-stream=live]");
     const before = BigInt(await page.getAttribute("body", "data-last-sequence"));
+    // The page is kept from reconnecting until the restarted server has run a task, so it
+    // can only learn of that task by resuming after its last sequence (not by re-listing).
+    const events = "**/claude_swarm.v1.EventService/**";
+    await page.route(events, (route) => route.abort());
     await stop(server);
     await page.waitForSelector("body[data-stream=reconnecting]");
     ({ child: server } = await serve({ port: Number(address.split(":").pop()) }));
-    // Submitted at once, likely before the page is back: it must still be seen.
     const response = await fetch(`${base}/tasks`, {
       method: "POST",
       headers: { "content-type": "application/json" },
       body: JSON.stringify({ prompt: "after the restart" }),
     });
     const { task_id: id } = await response.json();
+    const deadline = Date.now() + LIMIT;
+    for (;;) {
+      const task = await (await fetch(`${base}/tasks/${id}`)).json();
+      if (task.status === "completed") break;
+      if (Date.now() > deadline) throw new Error(`task ${id} did not complete: ${JSON.stringify(task)}`);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    const row = `#task-rows a.row[data-task-id="${id}"]`;
+    if (await page.$(row)) throw new Error("the page saw the task before it reconnected");
+    let listed = 0;
+    page.on("request", (r) => r.url().endsWith(".TaskService/ListTasks") && (listed += 1));
+    await page.unroute(events);
     await page.waitForSelector("body[data-stream=live]");
-    await page.waitForSelector(`#task-rows a.row[data-task-id="${id}"][data-status=completed]`);
+    await page.waitForSelector(`${row}[data-status=completed]`);
+    if (listed) throw new Error(`the page listed the tasks again (${listed} times) instead of resuming`);
     const after = BigInt(await page.getAttribute("body", "data-last-sequence"));
     if (after <= before) throw new Error(`sequence ${after} after ${before}`);
-    const unexpected = errors.filter((e) => !e.includes("net::ERR_CONNECTION_REFUSED") && !e.includes("Failed to fetch"));
+    const away = ["net::ERR_CONNECTION_REFUSED", "net::ERR_FAILED", "Failed to fetch"];
+    const unexpected = errors.filter((e) => !away.some((a) => e.includes(a)));
     if (unexpected.length) throw new Error(`console errors: ${unexpected.join("\n")}`);
   });
   await stop(server);
