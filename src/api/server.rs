@@ -122,6 +122,7 @@ async fn app(
     shutdown: watch::Receiver<bool>,
 ) -> axum::Router {
     let stopped = engine.stopped();
+    let stopping = shutdown.clone();
     let metrics = Metrics::start(engine.clone(), shutdown.clone()).await;
     let notifier = crate::notify::Notifier::start(
         engine.clone(),
@@ -195,10 +196,15 @@ async fn app(
         name(&callers),
     ];
     set_health(&health, &api_services, ServingStatus::Serving).await;
-    // A stopped engine (a bug) answers nothing any more: health says so at once.
+    // A stopped engine answers nothing any more: health says so at once. Unless the server
+    // is shutting down, that is a bug.
     tokio::spawn(async move {
         let reason = stopped.await;
-        tracing::error!(%reason, "the engine stopped; health is NOT_SERVING");
+        if *stopping.borrow() {
+            tracing::debug!(%reason, "the engine stopped with the server");
+        } else {
+            tracing::error!(%reason, "the engine stopped; health is NOT_SERVING");
+        }
         set_health(&health, &api_services, ServingStatus::NotServing).await;
     });
     let guard = Arc::new(Guard::new(
