@@ -6,6 +6,7 @@
 
 mod approvals;
 pub mod audit;
+pub mod postgres;
 pub mod rows;
 pub mod schedule_rows;
 pub mod sqlite;
