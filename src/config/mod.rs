@@ -113,6 +113,10 @@ pub struct Overrides {
     /// This node's name among the nodes of one database [default: the host name].
     #[arg(long, env = "SWARM_NODE_NAME")]
     pub node_name: Option<String>,
+    /// Seconds a node that stops renewing keeps the database before another takes over
+    /// [default: 10].
+    #[arg(long, env = "SWARM_LEASE")]
+    pub lease: Option<f64>,
 }
 
 /// The config file's shape. Unknown keys are errors.
@@ -320,8 +324,9 @@ impl Config {
         let postgres = nodes::checked(nodes::Given {
             store: overrides.store.clone().or(file.store),
             node: overrides.node_name.clone().or(file.node),
-            lease: file.lease,
+            lease: overrides.lease.or(file.lease),
         })?;
+        let rerun_interrupted = postgres.is_some();
         let accounts = accounts::checked(file.accounts)?;
         let shares: usize = accounts.specs.iter().map(|a| a.instances).sum();
         if shares > max_instances {
@@ -392,6 +397,7 @@ impl Config {
                 allow_agent_env_override: checked_env_overrides(file.allow_agent_env_override)?,
                 permissions,
                 approval_timeout,
+                rerun_interrupted,
                 budget_usd: match file.budget_usd {
                     Some(b) if !(b.is_finite() && b > 0.0) => {
                         return Err(ConfigError(

@@ -136,7 +136,8 @@ fn start() -> Cluster {
         .local_addr()
         .unwrap()
         .port();
-    let child = command(&bin.join("postgres"), user)
+    let mut server = command(&bin.join("postgres"), user);
+    server
         .arg("-D")
         .arg(&data)
         .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1"])
@@ -144,9 +145,20 @@ fn start() -> Cluster {
         .arg(format!("unix_socket_directories={}", dir.display()))
         .args(["-c", "fsync=off", "-c", "max_connections=200"])
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
+        .stderr(Stdio::null());
+    // The server dies with the thread that started it (PR_SET_PDEATHSIG): one that lives as
+    // long as the test binary, not the test that happened to come first.
+    let (started, child) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("test-postgres".into())
+        .spawn(move || {
+            started.send(server.spawn()).unwrap();
+            loop {
+                std::thread::park();
+            }
+        })
         .unwrap();
+    let child = child.recv().unwrap().unwrap();
     // SAFETY: registering a plain function with no captured state.
     unsafe {
         libc::atexit(stop_cluster);
@@ -225,8 +237,13 @@ impl Node {
         let stderr = BufReader::new(child.stderr.take().unwrap());
         let (address_tx, address_rx) = std::sync::mpsc::channel();
         let (owner_tx, owner) = std::sync::mpsc::channel();
+        // Shown with the test's output (on failure) when SWARM_TEST_NODE_LOG is set.
+        let echo = std::env::var_os("SWARM_TEST_NODE_LOG").map(|_| name.to_owned());
         std::thread::spawn(move || {
             for line in stderr.lines().map_while(Result::ok) {
+                if let Some(name) = &echo {
+                    println!("[{name}] {line}");
+                }
                 if let Some(address) = line.split("address=").nth(1) {
                     let address = address.split_whitespace().next().unwrap_or_default();
                     let _ = address_tx.send(address.to_owned());
