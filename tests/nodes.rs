@@ -1,9 +1,10 @@
 //! Nodes on one PostgreSQL (`--store postgres://...`): `claude-swarm serve` processes on
 //! loopback with the simulated agent and a 2 s lease. One owns the database and runs the
 //! swarm; the others stand by. A killed owner's work, a workflow mid-way among it, is
-//! finished by a standby with nothing acknowledged lost; a frozen owner is fenced out once
-//! its lease ends: it exits when it wakes, and every task completes exactly once, in one
-//! event order with no gap.
+//! finished by one of two standbys with nothing acknowledged lost; a frozen owner is fenced
+//! out once its lease ends: it exits when it wakes, and every task completes exactly once,
+//! in one event order with no gap; an owner stopped with SIGTERM hands its running and
+//! queued work to a standby.
 
 mod common;
 
@@ -14,7 +15,7 @@ use claude_swarm::pb::{
 };
 use common::{
     TERMINAL, first_event, get_on,
-    postgres::{Node, database_async, events_until},
+    postgres::{Node, database_async, events_until, new_owner},
     spec, status, submit_on,
 };
 
@@ -25,7 +26,10 @@ async fn a_standby_finishes_a_killed_owners_work_and_workflow_with_nothing_lost(
     let url = database_async().await;
     let mut owner = Node::spawn(&url, "a", NODE_ARGS);
     let a = owner.serving(Duration::from_secs(30)).await;
-    let standby = Node::spawn(&url, "b", NODE_ARGS);
+    let standbys = [
+        Node::spawn(&url, "b", NODE_ARGS),
+        Node::spawn(&url, "c", NODE_ARGS),
+    ];
     let yaml = "name: across nodes
 tasks:
   - id: plan
@@ -64,8 +68,9 @@ tasks:
         "killed by a signal"
     );
 
-    // The kill ends the owner's sessions at once: the standby takes over within the lease.
-    let b = standby.serving(Duration::from_secs(15)).await;
+    // The kill ends the owner's sessions at once: one standby takes over within the lease,
+    // the other stands by still.
+    let (_, b) = new_owner(&standbys, Duration::from_secs(15)).await;
     let finishing = async {
         for id in steps.iter().chain(&tasks) {
             first_event(&b, id, &TERMINAL).await;
@@ -163,4 +168,66 @@ async fn a_frozen_owner_is_fenced_out_and_each_task_completes_once_in_one_event_
         .filter(|e| e.kind == EventKind::TaskStarted as i32)
         .count();
     assert_eq!(started_first, 2 * tasks.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_stopped_with_sigterm_hands_its_running_and_queued_work_to_a_standby() {
+    let url = database_async().await;
+    let mut owner = Node::spawn(&url, "a", NODE_ARGS);
+    let a = owner.serving(Duration::from_secs(30)).await;
+    let standby = Node::spawn(&url, "b", NODE_ARGS);
+    // Three run on the owner's three instances, three wait in its queue.
+    let mut tasks = Vec::new();
+    for i in 0..6 {
+        tasks.push(
+            submit_on(&a, spec(&format!("long {i} sim:delay=1500")))
+                .await
+                .id,
+        );
+    }
+    for id in &tasks[..3] {
+        first_event(&a, id, &[EventKind::TaskStarted]).await;
+    }
+    owner.signal(libc::SIGTERM);
+    assert_eq!(
+        owner.exit_code(Duration::from_secs(20)),
+        Some(0),
+        "a clean stop"
+    );
+    let b = standby.serving(Duration::from_secs(15)).await;
+    for id in &tasks {
+        first_event(&b, id, &TERMINAL).await;
+        let task = get_on(&b, id).await;
+        assert_eq!(status(&task), S::Completed, "{task:?}");
+    }
+    for id in &tasks[..3] {
+        assert_eq!(
+            get_on(&b, id).await.attempts,
+            2,
+            "stopped on the owner, run again"
+        );
+    }
+}
+
+#[test]
+fn config_show_masks_the_stores_password() {
+    let out = std::process::Command::new(common::BIN)
+        .args([
+            "config",
+            "show",
+            "--json",
+            "--agent",
+            "simulated",
+            "--node-name",
+            "n1",
+        ])
+        .env("SWARM_STORE", "postgres://swarm:hunter2@db.internal/swarm")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown["store"], "postgres://swarm:***@db.internal/swarm");
+    assert_eq!(shown["node"], "n1");
+    assert_eq!(shown["lease"], 10.0);
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("hunter2"));
 }

@@ -74,3 +74,49 @@ fn host_name() -> String {
         "node".into()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn given(store: &str) -> Given {
+        Given {
+            store: Some(store.into()),
+            ..Given::default()
+        }
+    }
+
+    #[test]
+    fn a_postgres_url_names_the_target_and_the_defaults_fill_the_rest() {
+        let target = checked(given("postgres://swarm@db.internal:5432/swarm"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(target.lease, DEFAULT_LEASE);
+        assert!(!target.node.is_empty());
+        assert!(
+            checked(Given::default()).unwrap().is_none(),
+            "SQLite by default"
+        );
+    }
+
+    #[test]
+    fn bad_settings_name_their_key_and_never_show_the_password() {
+        let err = |g: Given| checked(g).expect_err("refused").0;
+        assert!(err(given("sqlite:///tmp/x")).starts_with("store: must be a postgres://"));
+        let bad = err(given("postgres://swarm:hunter2@db:notaport/swarm"));
+        assert!(
+            bad.starts_with("store:") && !bad.contains("hunter2"),
+            "{bad}"
+        );
+        let name = Given {
+            node: Some("two words".into()),
+            ..given("postgres://db/swarm")
+        };
+        assert!(err(name).starts_with("node:"));
+        let lease = Given {
+            lease: Some(0.5),
+            ..given("postgres://db/swarm")
+        };
+        assert!(err(lease).starts_with("lease: must be at least 1 second"));
+    }
+}

@@ -3,6 +3,7 @@
 //! acknowledged submission survives a crash. SQLite in WAL mode is the default; stored
 //! shapes are their own versioned types ([`rows`]), separate from the engine's.
 //! The audit of API calls lives next to it ([`audit`]), in the same file, outside the port.
+//! [`postgres`] keeps the same rows in PostgreSQL, for nodes that share one database.
 
 mod approvals;
 pub mod audit;

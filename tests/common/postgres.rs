@@ -269,6 +269,10 @@ impl Node {
         let owner = &self.owner;
         tokio::task::block_in_place(|| owner.recv_timeout(limit))
             .unwrap_or_else(|_| panic!("node {} took over within {limit:?}", self.name));
+        self.connect().await
+    }
+
+    async fn connect(&self) -> Channel {
         Channel::from_shared(format!("http://{}", self.address))
             .unwrap()
             .connect()
@@ -299,6 +303,24 @@ impl Node {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+/// Waits until one of `nodes` owns the database (at most `limit`): which, and a channel to it.
+pub async fn new_owner(nodes: &[Node], limit: Duration) -> (usize, Channel) {
+    let deadline = Instant::now() + limit;
+    let index = tokio::task::block_in_place(|| {
+        loop {
+            if let Some(i) = nodes.iter().position(|n| n.owner.try_recv().is_ok()) {
+                return i;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no node took over within {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    (index, nodes[index].connect().await)
 }
 
 /// Every event of the swarm after `after`, as far as one connection replays them.

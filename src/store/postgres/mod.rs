@@ -77,6 +77,9 @@ pub struct PostgresStore {
     lease: Lease,
     /// Events kept; older ones are deleted as new ones arrive.
     event_retention: i64,
+    /// Events up to this sequence are deleted already: each commit deletes from here on,
+    /// so the index scan never walks the dead entries of earlier deletions.
+    trimmed: i64,
 }
 
 impl PostgresStore {
@@ -105,7 +108,12 @@ impl PostgresStore {
             )
             .map_err(fail("cannot configure the session"))?;
         let statements = Statements::prepare(&mut client).map_err(fail("cannot prepare"))?;
+        let trimmed: i64 = client
+            .query_one("SELECT COALESCE(MIN(sequence), 1) - 1 FROM events", &[])
+            .map_err(fail("cannot read the events"))?
+            .get(0);
         Ok(Self {
+            trimmed,
             shown,
             client,
             statements,
@@ -276,31 +284,34 @@ impl Store for PostgresStore {
                 cause: "another node has taken this database over (this node's lease ended)".into(),
             });
         };
-        write(
+        let trimmed = write(
             &mut tx,
             &self.statements,
             batch,
             revision,
-            self.event_retention,
+            (self.trimmed, self.event_retention),
         )
         .map_err(|cause| StoreError::File {
             path: shown.clone(),
             what: "write",
             cause,
         })?;
-        tx.commit().map_err(fail("commit"))
+        tx.commit().map_err(fail("commit"))?;
+        self.trimmed = trimmed;
+        Ok(())
     }
 }
 
 /// Writes `batch` as revision `revision` inside `tx`; refuses (the caller rolls back) a
-/// task write about an attempt older than the stored one.
+/// task write about an attempt older than the stored one. The pair is the sequence events
+/// are deleted up to and how many are kept; returns the new sequence deleted up to.
 fn write(
     tx: &mut Transaction<'_>,
     statements: &Statements,
     batch: &Batch,
     revision: i64,
-    event_retention: i64,
-) -> Result<(), String> {
+    (mut trimmed, event_retention): (i64, i64),
+) -> Result<i64, String> {
     fn e(what: &'static str) -> impl Fn(postgres::Error) -> String {
         move |err| format!("{what}: {}", cause(&err))
     }
@@ -395,8 +406,14 @@ fn write(
         tx.execute(&statements.events, &[&sequences, &bodies, &revision])
             .map_err(e("write events"))?;
         let keep_after = i64::try_from(last.sequence).map_err(|e| e.to_string())? - event_retention;
-        tx.execute("DELETE FROM events WHERE sequence <= $1", &[&keep_after])
+        if keep_after > trimmed {
+            tx.execute(
+                "DELETE FROM events WHERE sequence > $1 AND sequence <= $2",
+                &[&trimmed, &keep_after],
+            )
             .map_err(e("compact events"))?;
+            trimmed = keep_after;
+        }
     }
     if let Some(policy) = &batch.swarm_policy {
         let body = encode(&PolicyRow::from_domain(policy)).map_err(|e| e.to_string())?;
@@ -420,5 +437,5 @@ fn write(
         tx.execute("UPDATE meta SET total_cost_usd = $1", &[&spent])
             .map_err(e("write totals"))?;
     }
-    Ok(())
+    Ok(trimmed)
 }
