@@ -167,6 +167,18 @@ pub async fn serve(
 ) -> io::Result<()> {
     let default_dir = crate::config::default_data_dir();
     let engine = start(config, default_dir.clone()).map_err(io::Error::other)?;
+    serve_engine(config, engine, listener, shutdown).await
+}
+
+/// `claude-swarm serve` on an engine already started (a node on a shared database takes
+/// its port only once it owns the database: a standby refuses connections, never hangs).
+pub async fn serve_engine(
+    config: &Config,
+    engine: Engine,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    let default_dir = crate::config::default_data_dir();
     let options = ServerOptions {
         audit: config
             .audit_log(default_dir.clone())

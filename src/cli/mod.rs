@@ -374,11 +374,21 @@ fn checked(args: &ServeArgs) -> Result<Config, ConfigError> {
 
 async fn serve(args: &ServeArgs) -> CliResult {
     let config = checked(args)?;
+    // On a shared database a standby waits here, before it takes the port.
+    let shared = match config.postgres {
+        Some(_) => Some(crate::app::start(&config, None)?),
+        None => None,
+    };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     tracing::info!(address = %listener.local_addr()?, agent = ?config.agent, tls = config.serving.tls.is_some(), "serving gRPC, grpc-web and REST");
-    crate::app::serve(&config, listener, server::shutdown_signal()).await?;
+    match shared {
+        Some(engine) => {
+            crate::app::serve_engine(&config, engine, listener, server::shutdown_signal()).await?;
+        }
+        None => crate::app::serve(&config, listener, server::shutdown_signal()).await?,
+    }
     Ok(ExitCode::SUCCESS)
 }
 

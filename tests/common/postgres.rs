@@ -203,12 +203,13 @@ pub async fn database_async() -> String {
 }
 
 /// One `claude-swarm serve` node on a PostgreSQL store, with the simulated agent; killed
-/// when dropped. It listens at once, but serves only once it owns the database.
+/// when dropped. It takes its port only once it owns the database.
 pub struct Node {
     child: Child,
     pub name: String,
     owner: std::sync::mpsc::Receiver<()>,
-    address: String,
+    /// The address, logged once it listens: once it owns the database.
+    address: std::sync::mpsc::Receiver<String>,
 }
 
 impl Drop for Node {
@@ -221,7 +222,7 @@ impl Drop for Node {
 }
 
 impl Node {
-    /// Starts node `name` on `url` with `args` added; returns once it listens.
+    /// Starts node `name` on `url` with `args` added.
     pub fn spawn(url: &str, name: &str, args: &[&str]) -> Self {
         super::install_tls_provider();
         let mut child = Command::new(BIN)
@@ -253,14 +254,11 @@ impl Node {
                 }
             }
         });
-        let address = address_rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("the node logs its address when it listens");
         Self {
             child,
             name: name.to_owned(),
             owner,
-            address,
+            address: address_rx,
         }
     }
 
@@ -273,7 +271,10 @@ impl Node {
     }
 
     async fn connect(&self) -> Channel {
-        Channel::from_shared(format!("http://{}", self.address))
+        let address = &self.address;
+        let address = tokio::task::block_in_place(|| address.recv_timeout(Duration::from_secs(30)))
+            .expect("the node logs its address when it listens");
+        Channel::from_shared(format!("http://{address}"))
             .unwrap()
             .connect()
             .await
