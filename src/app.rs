@@ -15,7 +15,7 @@ use crate::{
     api::server::{self, ServerOptions},
     config::{AgentKind, AgentMode, Config, ConfigError, SIMULATE_AGENT},
     engine::{Engine, ports::Agent},
-    store::{audit::AuditLog, sqlite::SqliteStore},
+    store::{audit::AuditLog, postgres::PostgresStore, sqlite::SqliteStore},
 };
 
 impl Config {
@@ -73,6 +73,9 @@ impl Config {
         agent: Arc<dyn Agent>,
         default_dir: Option<PathBuf>,
     ) -> Result<Engine, ConfigError> {
+        if let Some(target) = &self.postgres {
+            return self.start_shared(target, agent);
+        }
         match self.state_dir(default_dir) {
             None => Ok(Engine::start(self.engine.clone(), agent)),
             Some(dir) => {
@@ -84,8 +87,37 @@ impl Config {
         }
     }
 
-    /// Where state is kept: `data_dir` (or `default_dir` when none is set); `None` in memory.
+    /// The engine on the PostgreSQL store of `target`, once this node owns the database
+    /// (a standby waits here). Blocking calls leave the runtime's worker first. A node
+    /// that loses its lease exits at once: its successor runs its work again, and whatever
+    /// this node would still write is refused.
+    fn start_shared(
+        &self,
+        target: &crate::store::postgres::Target,
+        agent: Arc<dyn Agent>,
+    ) -> Result<Engine, ConfigError> {
+        let retention = self.engine.event_retention as u64;
+        let engine = tokio::task::block_in_place(|| {
+            let store = PostgresStore::open(target, retention)?;
+            let lost = store.lost();
+            let node = target.node.clone();
+            tokio::spawn(async move {
+                lost.await;
+                tracing::error!(node = %node, "this node lost its lease on the database; exiting");
+                std::process::exit(LEASE_LOST);
+            });
+            Engine::start_durable(self.engine.clone(), agent, Box::new(store))
+        });
+        engine.map_err(|e| ConfigError(e.to_string()))
+    }
+
+    /// Where state is kept: `data_dir` (or `default_dir` when none is set); `None` in memory
+    /// (and, with a PostgreSQL store, unless a data directory is set: the audit and the
+    /// webhooks' cursors are then this node's, in memory).
     fn state_dir(&self, default_dir: Option<PathBuf>) -> Option<PathBuf> {
+        if self.postgres.is_some() {
+            return self.data_dir.clone();
+        }
         if self.in_memory {
             None
         } else {
@@ -123,6 +155,9 @@ impl Config {
     }
 }
 
+/// The exit status of a node that lost its lease on a shared database (`EX_TEMPFAIL`).
+pub const LEASE_LOST: i32 = 75;
+
 /// `claude-swarm serve`: the configured agent and store, the engine, and every surface on
 /// `listener` until `shutdown`.
 pub async fn serve(
@@ -132,6 +167,18 @@ pub async fn serve(
 ) -> io::Result<()> {
     let default_dir = crate::config::default_data_dir();
     let engine = start(config, default_dir.clone()).map_err(io::Error::other)?;
+    serve_engine(config, engine, listener, shutdown).await
+}
+
+/// `claude-swarm serve` on an engine already started (a node on a shared database takes
+/// its port only once it owns the database: a standby refuses connections, never hangs).
+pub async fn serve_engine(
+    config: &Config,
+    engine: Engine,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    let default_dir = crate::config::default_data_dir();
     let options = ServerOptions {
         audit: config
             .audit_log(default_dir.clone())

@@ -25,6 +25,9 @@
 //!   types, migrated when an older data directory opens (approvals, added swarm rules,
 //!   schedules and accounts have tables of their own). Beside it, outside the port,
 //!   `store::audit`: the audit log's table, with its own connection and writer thread.
+//!   `store::postgres` implements the port on PostgreSQL (`--store postgres://...`) with the
+//!   same rows: nodes on one database, one owning it under a lease (heartbeats, an epoch
+//!   and each task's attempt as fencing tokens), the others standing by to take over.
 //! - [`workflow`]: the workflow file format. Reads a YAML document, checks it (each error
 //!   naming the field, the line and the column) and hands the engine a plan, with warnings
 //!   for `{{ }}` text it kept as written; the engine never reads YAML.

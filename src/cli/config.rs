@@ -81,6 +81,11 @@ struct Shown<'a> {
     permissions: ShownPermissions<'a>,
     accounts: Vec<ShownAccount<'a>>,
     webhooks: Vec<ShownWebhook<'a>>,
+    /// The PostgreSQL URL, its password masked; `null`: SQLite in `data_dir`.
+    store: Option<String>,
+    /// This node's name and its lease (seconds), with a PostgreSQL store.
+    node: Option<&'a str>,
+    lease: Option<f64>,
 }
 
 /// The swarm-wide permission rules and the approvals' deadline (seconds).
@@ -149,6 +154,12 @@ impl<'a> Shown<'a> {
                 config.data_dir.clone().or_else(default_data_dir)
             },
             in_memory: config.in_memory,
+            store: config
+                .postgres
+                .as_ref()
+                .map(|t| crate::store::postgres::shown(&t.url)),
+            node: config.postgres.as_ref().map(|t| t.node.as_str()),
+            lease: config.postgres.as_ref().map(|t| t.lease.as_secs_f64()),
             budget_usd: engine.budget_usd,
             workspace_root: engine.workspace_root.as_deref(),
             instance_memory_limit_mb: config.instance_memory_limit.map(|b| b / (1024 * 1024)),

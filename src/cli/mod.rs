@@ -374,6 +374,11 @@ fn checked(args: &ServeArgs) -> Result<Config, ConfigError> {
 
 async fn serve(args: &ServeArgs) -> CliResult {
     let config = checked(args)?;
+    // On a shared database a standby waits here, before it takes the port.
+    let shared = match config.postgres {
+        Some(_) => Some(crate::app::start(&config, None)?),
+        None => None,
+    };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
@@ -384,7 +389,12 @@ async fn serve(args: &ServeArgs) -> CliResult {
         "http"
     };
     tracing::info!(url = %format!("{scheme}://{}/", listener.local_addr()?), "the dashboard");
-    crate::app::serve(&config, listener, server::shutdown_signal()).await?;
+    match shared {
+        Some(engine) => {
+            crate::app::serve_engine(&config, engine, listener, server::shutdown_signal()).await?;
+        }
+        None => crate::app::serve(&config, listener, server::shutdown_signal()).await?,
+    }
     Ok(ExitCode::SUCCESS)
 }
 

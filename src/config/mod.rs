@@ -11,6 +11,7 @@ use std::{
 };
 
 mod accounts;
+mod nodes;
 
 pub use accounts::{Accounts, CREDENTIALS};
 
@@ -104,6 +105,18 @@ pub struct Overrides {
     /// PEM private key of --tls-cert.
     #[arg(long, env = "SWARM_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
+    // ---- several nodes (issue 16) ----
+    /// Keep state in PostgreSQL (`postgres://user:password@host/db`), shared with other
+    /// nodes, instead of SQLite in the data directory [default: SQLite].
+    #[arg(long, env = "SWARM_STORE", conflicts_with = "in_memory")]
+    pub store: Option<String>,
+    /// This node's name among the nodes of one database [default: the host name].
+    #[arg(long, env = "SWARM_NODE_NAME")]
+    pub node_name: Option<String>,
+    /// Seconds a node that stops renewing keeps the database before another takes over
+    /// [default: 10].
+    #[arg(long, env = "SWARM_LEASE")]
+    pub lease: Option<f64>,
 }
 
 /// The config file's shape. Unknown keys are errors.
@@ -181,6 +194,13 @@ struct FileConfig {
     /// The accounts instances run under, each with its environment and share.
     #[serde(default)]
     accounts: Vec<accounts::FileAccount>,
+    // ---- several nodes (issue 16) ----
+    /// A `postgres://` URL: state shared with other nodes.
+    store: Option<String>,
+    /// This node's name.
+    node: Option<String>,
+    /// Seconds a node that stops renewing keeps the database.
+    lease: Option<f64>,
 }
 
 /// An `api_keys` entry: the key's SHA-256, never the key.
@@ -230,6 +250,8 @@ pub struct Config {
     pub webhooks: Vec<crate::notify::webhook::Webhook>,
     /// The accounts instances run under, with their variables (for the agent).
     pub accounts: Accounts,
+    /// The PostgreSQL store shared with other nodes (`store`), instead of SQLite.
+    pub postgres: Option<crate::store::postgres::Target>,
     pub engine: EngineConfig,
 }
 
@@ -299,6 +321,12 @@ impl Config {
             audit_retention: file.audit_retention,
         })?;
         let webhooks = webhooks::webhooks(file.webhooks)?;
+        let postgres = nodes::checked(nodes::Given {
+            store: overrides.store.clone().or(file.store),
+            node: overrides.node_name.clone().or(file.node),
+            lease: overrides.lease.or(file.lease),
+        })?;
+        let rerun_interrupted = postgres.is_some();
         let accounts = accounts::checked(file.accounts)?;
         let shares: usize = accounts.specs.iter().map(|a| a.instances).sum();
         if shares > max_instances {
@@ -342,6 +370,7 @@ impl Config {
             rate_limit,
             serving,
             webhooks,
+            postgres,
             engine: EngineConfig {
                 accounts: accounts.specs.clone(),
                 initial_instances,
@@ -368,6 +397,7 @@ impl Config {
                 allow_agent_env_override: checked_env_overrides(file.allow_agent_env_override)?,
                 permissions,
                 approval_timeout,
+                rerun_interrupted,
                 budget_usd: match file.budget_usd {
                     Some(b) if !(b.is_finite() && b > 0.0) => {
                         return Err(ConfigError(

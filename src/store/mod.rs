@@ -3,9 +3,11 @@
 //! acknowledged submission survives a crash. SQLite in WAL mode is the default; stored
 //! shapes are their own versioned types ([`rows`]), separate from the engine's.
 //! The audit of API calls lives next to it ([`audit`]), in the same file, outside the port.
+//! [`postgres`] keeps the same rows in PostgreSQL, for nodes that share one database.
 
 mod approvals;
 pub mod audit;
+pub mod postgres;
 pub mod rows;
 pub mod schedule_rows;
 pub mod sqlite;

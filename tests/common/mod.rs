@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod fake_api;
+pub mod postgres;
 pub mod real_cli;
 pub mod serve;
 

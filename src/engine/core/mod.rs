@@ -94,6 +94,9 @@ pub struct EngineConfig {
     pub approval_timeout: Duration,
     /// The accounts instances run under; none: one implicit account (`default`).
     pub accounts: Vec<AccountSpec>,
+    /// Runs found in flight at start run again even with no retry left: with a shared
+    /// store they were cut short by the loss of another node, not by a crash of their own.
+    pub rerun_interrupted: bool,
 }
 
 /// Default of [`EngineConfig::max_queued_tasks`]: room for a workflow of the largest size
@@ -118,6 +121,7 @@ impl Default for EngineConfig {
             permissions: PermissionPolicy::default(),
             approval_timeout: DEFAULT_APPROVAL_TIMEOUT,
             accounts: Vec::new(),
+            rerun_interrupted: false,
         }
     }
 }

@@ -178,7 +178,9 @@ impl Core {
                 let children = by_parent.remove(id).unwrap_or_default();
                 self.resume_fan_out(id, children, max_parallel);
             }
-            TaskStatus::Running if task.attempts <= task.spec.retries => {
+            TaskStatus::Running
+                if task.attempts <= task.spec.retries || self.config.rerun_interrupted =>
+            {
                 let attempt = task.attempts;
                 self.set_status(id, TaskStatus::Pending);
                 if let Some(entry) = self.tasks.get_mut(id) {

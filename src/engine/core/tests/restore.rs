@@ -69,6 +69,32 @@ fn work_in_flight_comes_back_after_a_crash() {
 }
 
 #[test]
+fn with_a_shared_store_a_run_cut_short_by_a_lost_node_runs_again() {
+    let snapshot = Snapshot {
+        tasks: vec![record("was-running-no-retry", TaskStatus::Running, 1, 0)],
+        ..Snapshot::default()
+    };
+    let config = EngineConfig {
+        initial_instances: 0,
+        rerun_interrupted: true,
+        ..EngineConfig::default()
+    };
+    let mut h = Harness::boot(config, snapshot);
+    let task = h.task("was-running-no-retry");
+    assert_eq!(task.status, TaskStatus::Queued);
+    assert!(task.error.unwrap().contains("interrupted"));
+    let (_, turn) = h.call(|call| Input::Spawn {
+        call,
+        count: 1,
+        working_directory: None,
+    });
+    assert_eq!(started(&turn), ["was-running-no-retry"]);
+    h.complete("was-running-no-retry");
+    let task = h.task("was-running-no-retry");
+    assert_eq!((task.status, task.attempts), (TaskStatus::Completed, 2));
+}
+
+#[test]
 fn events_number_on_from_the_stored_ones() {
     let stored = crate::engine::Event {
         sequence: 41,

@@ -1,0 +1,351 @@
+//! A throwaway PostgreSQL for the tests: one cluster per test binary, made with the
+//! system's `initdb` and run with `postgres` in a temporary directory (as the `postgres`
+//! user when the tests run as root), listening on 127.0.0.1 on a free port; each test
+//! gets a database of its own. `SWARM_TEST_DATABASE_URL` (a superuser's URL) is used
+//! instead when set. The cluster is stopped and its directory removed when the test binary
+//! exits, and dies with it if it is killed.
+
+use std::{
+    io::{BufRead, BufReader},
+    os::unix::process::CommandExt,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{
+        Mutex, OnceLock,
+        atomic::{AtomicU32, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use claude_swarm::pb;
+use tonic::transport::Channel;
+
+use super::BIN;
+
+/// The running cluster: its process and directory, and a superuser's URL of a database to
+/// create the tests' databases from.
+struct Cluster {
+    base_url: String,
+    /// `None` when `SWARM_TEST_DATABASE_URL` points at a server of someone else's.
+    own: Option<(Child, PathBuf)>,
+}
+
+static CLUSTER: OnceLock<Mutex<Cluster>> = OnceLock::new();
+static NEXT_DATABASE: AtomicU32 = AtomicU32::new(1);
+
+/// The directory holding `initdb` and `postgres`.
+fn bin_dir() -> PathBuf {
+    let root = Path::new("/usr/lib/postgresql");
+    let mut versions: Vec<PathBuf> = std::fs::read_dir(root)
+        .expect("PostgreSQL is installed (scripts/setup installs Debian's `postgresql`)")
+        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+        .filter(|bin| bin.join("initdb").is_file())
+        .collect();
+    versions.sort();
+    versions
+        .pop()
+        .expect("an initdb under /usr/lib/postgresql/*/bin")
+}
+
+/// The uid and gid of `postgres`, when we are root and must run the server as someone else.
+fn run_as() -> Option<(u32, u32)> {
+    // SAFETY: geteuid has no preconditions; getpwnam returns a static record or null.
+    unsafe {
+        if libc::geteuid() != 0 {
+            return None;
+        }
+        let user = libc::getpwnam(c"postgres".as_ptr());
+        assert!(!user.is_null(), "running as root needs a `postgres` user");
+        Some(((*user).pw_uid, (*user).pw_gid))
+    }
+}
+
+/// `program` as the server's user, dying with this process (SIGQUIT: an immediate stop).
+fn command(program: &Path, user: Option<(u32, u32)>) -> Command {
+    let mut command = Command::new(program);
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        command.pre_exec(move || {
+            if let Some((uid, gid)) = user
+                && (libc::setgroups(0, std::ptr::null()) != 0
+                    || libc::setgid(gid) != 0
+                    || libc::setuid(uid) != 0)
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            // After setuid, which clears it.
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGQUIT);
+            Ok(())
+        });
+    }
+    command
+}
+
+extern "C" fn stop_cluster() {
+    let Some(cluster) = CLUSTER.get() else { return };
+    let Ok(mut cluster) = cluster.lock() else {
+        return;
+    };
+    if let Some((mut child, dir)) = cluster.own.take() {
+        // SIGINT: a fast shutdown (clients are disconnected, nothing is written).
+        // SAFETY: kill has no memory effects.
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGINT);
+        }
+        let _ = child.wait();
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+fn start() -> Cluster {
+    if let Ok(url) = std::env::var("SWARM_TEST_DATABASE_URL") {
+        return Cluster {
+            base_url: url,
+            own: None,
+        };
+    }
+    let bin = bin_dir();
+    let user = run_as();
+    let dir = tempfile::Builder::new()
+        .prefix("swarm-pg-")
+        .tempdir()
+        .unwrap()
+        .keep();
+    if let Some((uid, gid)) = user {
+        std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).unwrap();
+    }
+    let data = dir.join("data");
+    let out = command(&bin.join("initdb"), user)
+        .args([
+            "--auth=trust",
+            "--username=swarm",
+            "--no-sync",
+            "--encoding=UTF8",
+            "-D",
+        ])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "initdb: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut server = command(&bin.join("postgres"), user);
+    server
+        .arg("-D")
+        .arg(&data)
+        .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1"])
+        .arg("-c")
+        .arg(format!("unix_socket_directories={}", dir.display()))
+        .args(["-c", "fsync=off", "-c", "max_connections=200"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // The server dies with the thread that started it (PR_SET_PDEATHSIG): one that lives as
+    // long as the test binary, not the test that happened to come first.
+    let (started, child) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("test-postgres".into())
+        .spawn(move || {
+            started.send(server.spawn()).unwrap();
+            loop {
+                std::thread::park();
+            }
+        })
+        .unwrap();
+    let child = child.recv().unwrap().unwrap();
+    // SAFETY: registering a plain function with no captured state.
+    unsafe {
+        libc::atexit(stop_cluster);
+    }
+    let base_url = format!("postgres://swarm@127.0.0.1:{port}/postgres");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match postgres::Client::connect(&base_url, postgres::NoTls) {
+            Ok(_) => break,
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+            Err(e) => panic!("the test cluster did not start: {e}"),
+        }
+    }
+    Cluster {
+        base_url,
+        own: Some((child, dir)),
+    }
+}
+
+/// A new, empty database on the test cluster: its URL. Blocking (call it off the runtime).
+pub fn database() -> String {
+    let cluster = CLUSTER.get_or_init(|| Mutex::new(start()));
+    let base = cluster.lock().unwrap().base_url.clone();
+    let name = format!(
+        "swarm_{}_{}",
+        std::process::id(),
+        NEXT_DATABASE.fetch_add(1, Ordering::Relaxed)
+    );
+    let mut client = postgres::Client::connect(&base, postgres::NoTls).unwrap();
+    client
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .unwrap();
+    let (server, _) = base
+        .rsplit_once('/')
+        .expect("SWARM_TEST_DATABASE_URL names a database");
+    format!("{server}/{name}")
+}
+
+/// A new database, from async code.
+pub async fn database_async() -> String {
+    tokio::task::spawn_blocking(database).await.unwrap()
+}
+
+/// One `claude-swarm serve` node on a PostgreSQL store, with the simulated agent; killed
+/// when dropped. It takes its port only once it owns the database.
+pub struct Node {
+    child: Child,
+    pub name: String,
+    owner: std::sync::mpsc::Receiver<()>,
+    /// The address, logged once it listens: once it owns the database.
+    address: std::sync::mpsc::Receiver<String>,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+impl Node {
+    /// Starts node `name` on `url` with `args` added.
+    pub fn spawn(url: &str, name: &str, args: &[&str]) -> Self {
+        super::install_tls_provider();
+        let mut child = Command::new(BIN)
+            .args(["serve", "--agent", "simulated", "--listen", "127.0.0.1:0"])
+            .args(["--node-name", name])
+            .args(args)
+            .env("SWARM_STORE", url)
+            .env("SWARM_LOG", "claude_swarm=info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = BufReader::new(child.stderr.take().unwrap());
+        let (address_tx, address_rx) = std::sync::mpsc::channel();
+        let (owner_tx, owner) = std::sync::mpsc::channel();
+        // Shown with the test's output (on failure) when SWARM_TEST_NODE_LOG is set.
+        let echo = std::env::var_os("SWARM_TEST_NODE_LOG").map(|_| name.to_owned());
+        std::thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                if let Some(name) = &echo {
+                    println!("[{name}] {line}");
+                }
+                if let Some(address) = line.split("address=").nth(1) {
+                    let address = address.split_whitespace().next().unwrap_or_default();
+                    let _ = address_tx.send(address.to_owned());
+                }
+                if line.contains("this node owns the database") {
+                    let _ = owner_tx.send(());
+                }
+            }
+        });
+        Self {
+            child,
+            name: name.to_owned(),
+            owner,
+            address: address_rx,
+        }
+    }
+
+    /// Waits until this node owns the database (at most `limit`), then connects to it.
+    pub async fn serving(&self, limit: Duration) -> Channel {
+        let owner = &self.owner;
+        tokio::task::block_in_place(|| owner.recv_timeout(limit))
+            .unwrap_or_else(|_| panic!("node {} took over within {limit:?}", self.name));
+        self.connect().await
+    }
+
+    async fn connect(&self) -> Channel {
+        let address = &self.address;
+        let address = tokio::task::block_in_place(|| address.recv_timeout(Duration::from_secs(30)))
+            .expect("the node logs its address when it listens");
+        Channel::from_shared(format!("http://{address}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Sends `signal` (SIGKILL, SIGSTOP, SIGCONT).
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill has no memory effects; the child is ours and not yet waited for.
+        unsafe {
+            libc::kill(self.pid(), signal);
+        }
+    }
+
+    /// Waits for the node to exit (at most `limit`): its status code.
+    pub fn exit_code(&mut self, limit: Duration) -> Option<i32> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(Instant::now() < deadline, "node {} did not exit", self.name);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// Waits until one of `nodes` owns the database (at most `limit`): which, and a channel to it.
+pub async fn new_owner(nodes: &[Node], limit: Duration) -> (usize, Channel) {
+    let deadline = Instant::now() + limit;
+    let index = tokio::task::block_in_place(|| {
+        loop {
+            if let Some(i) = nodes.iter().position(|n| n.owner.try_recv().is_ok()) {
+                return i;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no node took over within {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    (index, nodes[index].connect().await)
+}
+
+/// Every event of the swarm after `after`, as far as one connection replays them.
+pub async fn events_until(
+    channel: &Channel,
+    after: u64,
+    mut done: impl FnMut(&[pb::Event]) -> bool,
+) -> Vec<pb::Event> {
+    use tokio_stream::StreamExt;
+    let mut client = pb::event_service_client::EventServiceClient::new(channel.clone());
+    let request = pb::StreamEventsRequest {
+        after_sequence: Some(after),
+        ..Default::default()
+    };
+    let mut stream = client.stream_events(request).await.unwrap().into_inner();
+    let mut seen = Vec::new();
+    while let Some(event) = tokio::time::timeout(Duration::from_secs(30), stream.next())
+        .await
+        .expect("events keep coming")
+    {
+        seen.push(event.unwrap());
+        if done(&seen) {
+            break;
+        }
+    }
+    seen
+}

@@ -1,0 +1,233 @@
+//! Nodes on one PostgreSQL (`--store postgres://...`): `claude-swarm serve` processes on
+//! loopback with the simulated agent and a 2 s lease. One owns the database and runs the
+//! swarm; the others stand by. A killed owner's work, a workflow mid-way among it, is
+//! finished by one of two standbys with nothing acknowledged lost; a frozen owner is fenced
+//! out once its lease ends: it exits when it wakes, and every task completes exactly once,
+//! in one event order with no gap; an owner stopped with SIGTERM hands its running and
+//! queued work to a standby.
+
+mod common;
+
+use std::{collections::HashMap, time::Duration};
+
+use claude_swarm::pb::{
+    self, EventKind, TaskStatus as S, workflow_service_client::WorkflowServiceClient,
+};
+use common::{
+    TERMINAL, first_event, get_on,
+    postgres::{Node, database_async, events_until, new_owner},
+    spec, status, submit_on,
+};
+
+const NODE_ARGS: &[&str] = &["--instances", "3", "--lease", "2"];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_finishes_a_killed_owners_work_and_workflow_with_nothing_lost() {
+    let url = database_async().await;
+    let mut owner = Node::spawn(&url, "a", NODE_ARGS);
+    let a = owner.serving(Duration::from_secs(30)).await;
+    let standbys = [
+        Node::spawn(&url, "b", NODE_ARGS),
+        Node::spawn(&url, "c", NODE_ARGS),
+    ];
+    let yaml = "name: across nodes
+tasks:
+  - id: plan
+    prompt: plan sim:delay=300
+  - id: build
+    prompt: build sim:delay=2000
+    depends_on: [plan]
+  - id: check
+    prompt: check sim:delay=300
+    depends_on: [build]
+";
+    let workflow = WorkflowServiceClient::new(a.clone())
+        .execute_workflow(pb::ExecuteWorkflowRequest {
+            yaml: yaml.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let steps = workflow.workflow.clone().unwrap().task_ids;
+    let mut tasks = Vec::new();
+    for i in 0..4 {
+        tasks.push(
+            submit_on(&a, spec(&format!("work {i} sim:delay=2000")))
+                .await
+                .id,
+        );
+    }
+    // Mid-workflow: its first step is done and the second runs on the owner.
+    let build = steps[1].clone();
+    first_event(&a, &build, &[EventKind::TaskStarted]).await;
+    owner.signal(libc::SIGKILL);
+    assert_eq!(
+        owner.exit_code(Duration::from_secs(10)),
+        None,
+        "killed by a signal"
+    );
+
+    // The kill ends the owner's sessions at once: one standby takes over within the lease,
+    // the other stands by still.
+    let (_, b) = new_owner(&standbys, Duration::from_secs(15)).await;
+    let finishing = async {
+        for id in steps.iter().chain(&tasks) {
+            first_event(&b, id, &TERMINAL).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(15), finishing)
+        .await
+        .expect("the killed owner's work finished elsewhere within 15 s");
+    for id in steps.iter().chain(&tasks) {
+        let task = get_on(&b, id).await;
+        assert_eq!(status(&task), S::Completed, "{task:?}");
+    }
+    assert!(
+        get_on(&b, &build).await.attempts >= 2,
+        "build ran again on the standby"
+    );
+    let done = WorkflowServiceClient::new(b.clone())
+        .get_workflow(pb::GetWorkflowRequest {
+            workflow_id: workflow.workflow_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        done.status,
+        pb::WorkflowStatus::Completed as i32,
+        "{done:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_owner_is_fenced_out_and_each_task_completes_once_in_one_event_order() {
+    let url = database_async().await;
+    let mut owner = Node::spawn(&url, "a", NODE_ARGS);
+    let a = owner.serving(Duration::from_secs(30)).await;
+    let standby = Node::spawn(&url, "b", NODE_ARGS);
+    let mut tasks = Vec::new();
+    for i in 0..3 {
+        tasks.push(
+            submit_on(&a, spec(&format!("slow {i} sim:delay=3000")))
+                .await
+                .id,
+        );
+    }
+    for id in &tasks {
+        first_event(&a, id, &[EventKind::TaskStarted]).await;
+    }
+    // Frozen past its lease: the server ends its sessions and the standby takes over.
+    owner.signal(libc::SIGSTOP);
+    let b = standby.serving(Duration::from_secs(20)).await;
+    owner.signal(libc::SIGCONT);
+    assert_eq!(
+        owner.exit_code(Duration::from_secs(20)),
+        Some(claude_swarm::app::LEASE_LOST),
+        "the old owner learns it lost the lease and stops"
+    );
+    for id in &tasks {
+        first_event(&b, id, &TERMINAL).await;
+    }
+    let ids: Vec<&String> = tasks.iter().collect();
+    let events = events_until(&b, 0, |seen| {
+        let completed = seen
+            .iter()
+            .filter(|e| e.kind == EventKind::TaskCompleted as i32)
+            .count();
+        completed >= ids.len()
+    })
+    .await;
+    // One order for the swarm: the owner's stored events, then the successor's, no gap.
+    let sequences: Vec<u64> = events.iter().map(|e| e.sequence).collect();
+    let expected: Vec<u64> = (sequences[0]..sequences[0] + sequences.len() as u64).collect();
+    assert_eq!(sequences, expected);
+    let mut completions: HashMap<&str, usize> = HashMap::new();
+    for event in &events {
+        if event.kind == EventKind::TaskCompleted as i32 {
+            *completions.entry(event.task_id.as_str()).or_default() += 1;
+        }
+    }
+    for id in &tasks {
+        assert_eq!(
+            completions.get(id.as_str()),
+            Some(&1),
+            "{id} completed once"
+        );
+        let task = get_on(&b, id).await;
+        assert_eq!(status(&task), S::Completed, "{task:?}");
+        assert_eq!(
+            task.attempts, 2,
+            "attempt 1 died with the frozen owner's lease"
+        );
+    }
+    // The first attempts' starts, stored by the owner, are in the same stream.
+    let started_first = events
+        .iter()
+        .filter(|e| e.kind == EventKind::TaskStarted as i32)
+        .count();
+    assert_eq!(started_first, 2 * tasks.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_stopped_with_sigterm_hands_its_running_and_queued_work_to_a_standby() {
+    let url = database_async().await;
+    let mut owner = Node::spawn(&url, "a", NODE_ARGS);
+    let a = owner.serving(Duration::from_secs(30)).await;
+    let standby = Node::spawn(&url, "b", NODE_ARGS);
+    // Three run on the owner's three instances, three wait in its queue.
+    let mut tasks = Vec::new();
+    for i in 0..6 {
+        tasks.push(
+            submit_on(&a, spec(&format!("long {i} sim:delay=1500")))
+                .await
+                .id,
+        );
+    }
+    for id in &tasks[..3] {
+        first_event(&a, id, &[EventKind::TaskStarted]).await;
+    }
+    owner.signal(libc::SIGTERM);
+    assert_eq!(
+        owner.exit_code(Duration::from_secs(20)),
+        Some(0),
+        "a clean stop"
+    );
+    let b = standby.serving(Duration::from_secs(15)).await;
+    for id in &tasks {
+        first_event(&b, id, &TERMINAL).await;
+        let task = get_on(&b, id).await;
+        assert_eq!(status(&task), S::Completed, "{task:?}");
+    }
+    for id in &tasks[..3] {
+        assert_eq!(
+            get_on(&b, id).await.attempts,
+            2,
+            "stopped on the owner, run again"
+        );
+    }
+}
+
+#[test]
+fn config_show_masks_the_stores_password() {
+    let out = std::process::Command::new(common::BIN)
+        .args([
+            "config",
+            "show",
+            "--json",
+            "--agent",
+            "simulated",
+            "--node-name",
+            "n1",
+        ])
+        .env("SWARM_STORE", "postgres://swarm:hunter2@db.internal/swarm")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown["store"], "postgres://swarm:***@db.internal/swarm");
+    assert_eq!(shown["node"], "n1");
+    assert_eq!(shown["lease"], 10.0);
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("hunter2"));
+}
