@@ -603,6 +603,7 @@ impl Core {
             instance_id,
             workflow_id,
             payload,
+            encoded: Default::default(),
         };
         self.next_sequence += 1;
         self.events.push(Arc::new(event));
