@@ -157,6 +157,8 @@ impl Actor {
         // The boot turn: restored work is stored and dispatched before the first call.
         self.end_turn().await;
         loop {
+            // Subscribers are woken once the engine is quiet (see `EventHub::wake_at`).
+            let wake_at = self.hub.wake_at();
             tokio::select! {
                 msg = inbox.recv() => match msg {
                     Some(msg) => self.on_msg(msg),
@@ -164,6 +166,11 @@ impl Actor {
                 },
                 Some(expired) = self.timers.next(), if !self.timers.is_empty() => {
                     self.on_timer(expired.into_inner());
+                }
+                () = tokio::time::sleep_until(wake_at.unwrap_or_else(tokio::time::Instant::now)),
+                    if wake_at.is_some() => {
+                    self.hub.wake();
+                    continue;
                 }
             }
             for _ in 1..MAX_TURN {
