@@ -162,6 +162,9 @@ struct Entry {
     dependents: Vec<TaskId>,
     /// The `for_each` task this one is an item of.
     parent: Option<TaskId>,
+    /// Changed this turn: in `dirty_tasks`, to be stored. A flag rather than a set of ids,
+    /// so that ending a turn costs what changed, not the capacity a big batch left behind.
+    dirty: bool,
 }
 
 /// Someone waiting for a running task's process to be gone.
@@ -244,7 +247,6 @@ pub struct Core {
     events: Vec<Arc<Event>>,
     /// Tasks changed this turn, in the order they first changed.
     dirty_tasks: Vec<TaskId>,
-    dirty_task_set: HashSet<TaskId>,
     dirty_workflows: HashSet<WorkflowId>,
     deleted_tasks: Vec<TaskId>,
     cost_changed: bool,
@@ -290,7 +292,6 @@ impl Core {
             effects: Vec::new(),
             events: Vec::new(),
             dirty_tasks: Vec::new(),
-            dirty_task_set: HashSet::new(),
             dirty_workflows: HashSet::new(),
             deleted_tasks: Vec::new(),
             cost_changed: false,
@@ -435,16 +436,17 @@ impl Core {
     /// Ends a turn: compacts, and hands out what to store and what is left to do.
     pub fn end_turn(&mut self) -> Turn {
         self.compact();
-        let tasks = self
-            .dirty_tasks
-            .drain(..)
-            .filter_map(|id| self.tasks.get(&id))
-            .map(|e| TaskRecord {
-                task: e.task.clone(),
-                parent: e.parent.clone(),
-            })
-            .collect();
-        self.dirty_task_set.clear();
+        let mut tasks = Vec::with_capacity(self.dirty_tasks.len());
+        for id in self.dirty_tasks.drain(..) {
+            if let Some(e) = self.tasks.get_mut(&id)
+                && std::mem::take(&mut e.dirty)
+            {
+                tasks.push(TaskRecord {
+                    task: e.task.clone(),
+                    parent: e.parent.clone(),
+                });
+            }
+        }
         let workflows = self
             .dirty_workflows
             .drain()
@@ -565,7 +567,9 @@ impl Core {
     }
 
     fn mark_dirty(&mut self, id: &str) {
-        if self.dirty_task_set.insert(id.to_owned()) {
+        if let Some(entry) = self.tasks.get_mut(id)
+            && !std::mem::replace(&mut entry.dirty, true)
+        {
             self.dirty_tasks.push(id.to_owned());
         }
     }
