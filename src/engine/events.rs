@@ -128,9 +128,15 @@ impl EventHub {
 
     /// When subscribers are to be woken for events they were not woken for yet: once the
     /// engine has been quiet for [`QUIET`], or [`max_delay`] after the first of them.
-    pub fn wake_at(&self) -> Option<Instant> {
+    pub fn wake_at(&mut self) -> Option<Instant> {
         let since = self.unsent_since?;
-        let busy = since + max_delay(self.newest.receiver_count());
+        let subscribers = self.newest.receiver_count();
+        if subscribers == 0 {
+            // Nobody to wake: a later subscriber reads the window itself.
+            self.unsent_since = None;
+            return None;
+        }
+        let busy = since + max_delay(subscribers);
         Some(busy.min(self.last_publish + QUIET))
     }
 
