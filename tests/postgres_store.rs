@@ -43,6 +43,7 @@ fn event(sequence: u64, task: &TaskRecord) -> Arc<Event> {
         instance_id: None,
         workflow_id: None,
         payload: Payload::Task(Box::new(task.task.clone())),
+        encoded: Default::default(),
     })
 }
 

@@ -554,6 +554,9 @@ enum Listen {
     Serve,
     /// The same router, on accepted sockets with `TCP_NODELAY` set (a comparison only).
     NoDelay,
+    /// `serve_with`, with room for this many event streams from one client address (the
+    /// fan-out figure's subscribers; the default `max_streams_per_key` is 32).
+    Streams(usize),
 }
 
 /// A real server (gRPC and REST on one port) on 127.0.0.1:0, as the tests start it.
@@ -578,6 +581,20 @@ impl Server {
             Listen::Serve => tokio::spawn(server::serve(listener, engine.clone(), async {
                 let _ = stopped.await;
             })),
+            Listen::Streams(max_streams_per_key) => {
+                let options = ServerOptions {
+                    max_streams_per_key,
+                    ..ServerOptions::default()
+                };
+                tokio::spawn(server::serve_with(
+                    listener,
+                    engine.clone(),
+                    options,
+                    async {
+                        let _ = stopped.await;
+                    },
+                ))
+            }
             Listen::NoDelay => {
                 use axum::serve::ListenerExt;
                 let (down_tx, down_rx) = watch::channel(false);
@@ -1420,7 +1437,12 @@ async fn fanout_run(
     subscribers: usize,
     submitters: usize,
 ) -> Res<FanOut> {
-    let server = Server::start(config, InstantAgent::default()).await?;
+    let server = Server::start_with(
+        config,
+        InstantAgent::default(),
+        Listen::Streams(subscribers + 1),
+    )
+    .await?;
     let per_connection = 20;
     let mut channels = Vec::new();
     for _ in 0..subscribers.div_ceil(per_connection) {

@@ -578,6 +578,15 @@ impl From<&Event> for pb::Event {
     }
 }
 
+/// The event as gRPC sends it: converted and encoded on first use, then the same shared
+/// bytes for every subscriber (a `pb::Event` message, as the clients decode it).
+pub fn event_bytes(e: &Event) -> bytes::Bytes {
+    e.encoded
+        .proto
+        .get_or_init(|| prost::Message::encode_to_vec(&pb::Event::from(e)).into())
+        .clone()
+}
+
 impl From<crate::workflow::Warning> for pb::ValidationWarning {
     fn from(w: crate::workflow::Warning) -> Self {
         let (line, column) = w.place.map_or((0, 0), |p| (p.line, p.column));

@@ -1,18 +1,17 @@
 //! gRPC services: tonic glue around [`Service`]; nothing else.
 
-use std::pin::Pin;
-
-use tokio_stream::{Stream, StreamExt};
 use tonic::{Code, Request, Response, Status};
 
 use super::{MAX_REQUEST_BYTES, error::INTERNAL_MESSAGE, service::Service};
 use crate::pb;
 
 mod caller;
+mod events;
 mod schedules;
 mod webhooks;
 
 pub use caller::Callers;
+pub use events::EventServer;
 
 type Reply<T> = Result<Response<T>, Status>;
 
@@ -165,19 +164,5 @@ impl pb::approval_service_server::ApprovalService for Service {
 
     async fn decide_approval(&self, r: Request<pb::DecideApprovalRequest>) -> Reply<pb::Approval> {
         reply(Service::decide_approval(self, r.into_inner()).await)
-    }
-}
-
-pub type EventStream = Pin<Box<dyn Stream<Item = Result<pb::Event, Status>> + Send>>;
-
-#[tonic::async_trait]
-impl pb::event_service_server::EventService for Service {
-    type StreamEventsStream = EventStream;
-
-    async fn stream_events(&self, r: Request<pb::StreamEventsRequest>) -> Reply<EventStream> {
-        let feed = Service::stream_events(self, r.into_inner()).await?;
-        Ok(Response::new(Box::pin(
-            feed.map(|item| item.map_err(Status::from)),
-        )))
     }
 }

@@ -41,7 +41,7 @@ use crate::{
     pb::{
         self, approval_service_server::ApprovalServiceServer,
         audit_service_server::AuditServiceServer, caller_service_server::CallerServiceServer,
-        event_service_server::EventServiceServer, instance_service_server::InstanceServiceServer,
+        instance_service_server::InstanceServiceServer,
         schedule_service_server::ScheduleServiceServer, swarm_service_server::SwarmServiceServer,
         task_service_server::TaskServiceServer, webhook_service_server::WebhookServiceServer,
         workflow_service_server::WorkflowServiceServer,
@@ -172,7 +172,7 @@ async fn app(
         web.layer(TaskServiceServer::new(api.clone()).max_decoding_message_size(max)),
         web.layer(InstanceServiceServer::new(api.clone()).max_decoding_message_size(max)),
         web.layer(WorkflowServiceServer::new(api.clone()).max_decoding_message_size(max)),
-        web.layer(EventServiceServer::new(api.clone()).max_decoding_message_size(max)),
+        web.layer(grpc::EventServer::new(api.clone(), max)),
         web.layer(health_service),
     );
     let approvals =

@@ -3,19 +3,20 @@
 //! conversion exists once.
 
 use prometheus_client::metrics::gauge::Gauge;
-use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::ReceiverStream;
+use std::sync::Arc;
+
+use tokio::sync::watch;
 
 use super::{
     audit::involve,
     auth::{Caller, Role},
     convert::{from_pb, json_of},
-    stream_limit::{DEFAULT_MAX_STREAMS_PER_KEY, StreamLimit},
+    stream_limit::{DEFAULT_MAX_STREAMS_PER_KEY, StreamLimit, StreamSlot},
 };
 use crate::{
     engine::{
-        ApprovalQuery, Decision, Engine, EngineError, EventFilter, PolicyScope, TaskQuery,
-        TaskSpec, workflow::WorkflowPlan,
+        ApprovalQuery, Decision, Engine, EngineError, Event, EventFilter, PolicyScope, TaskQuery,
+        TaskSpec, events::Subscription, workflow::WorkflowPlan,
     },
     pb, workflow,
 };
@@ -25,8 +26,10 @@ mod webhooks;
 
 type Result<T> = std::result::Result<T, EngineError>;
 
-/// Live events as API messages; ends on server shutdown or when the client goes away.
-pub type EventFeed = ReceiverStream<Result<pb::Event>>;
+/// Replayed, then live events, shared with the engine (each surface sends the event's
+/// encoding made once, [`crate::engine::Encoded`]); ends on server shutdown or when the
+/// client goes away (the feed is dropped).
+pub type EventFeed = std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<Arc<Event>>> + Send>>;
 
 #[derive(Clone)]
 pub struct Service {
@@ -364,9 +367,10 @@ impl Service {
     }
 
     /// Replayed, then live events. A subscriber that falls behind gets one `DataLoss` and
-    /// the feed ends.
+    /// the feed ends. The feed reads the engine's shared window itself, a batch at a time
+    /// (no task or queue of its own); its place under the stream limit is freed when it is
+    /// dropped.
     pub async fn stream_events(&self, request: pb::StreamEventsRequest) -> Result<EventFeed> {
-        // Held by the feed's task below: the place is freed when the feed ends.
         let slot = self.streams.take()?;
         let filter = EventFilter {
             task_id: opt(request.task_id),
@@ -378,41 +382,56 @@ impl Service {
                 .map(|k| from_pb("kinds", *k, None))
                 .collect::<Result<_>>()?,
         };
-        let mut subscription = self
+        let subscription = self
             .engine
             .subscribe(request.after_sequence, filter)
             .await?;
-        let mut shutdown = self.shutdown.clone();
-        let (tx, rx) = mpsc::channel(256);
-        let subscribers = self.subscribers.clone();
-        subscribers.inc();
-        tokio::spawn(async move {
-            let ended = async {
-                tokio::select! {
-                    () = tx.closed() => {},
-                    _ = shutdown.wait_for(|down| *down) => {},
+        self.subscribers.inc();
+        let feed = Feed {
+            subscription,
+            shutdown: self.shutdown.clone(),
+            ended: false,
+            _open: Open {
+                _slot: slot,
+                subscribers: self.subscribers.clone(),
+            },
+        };
+        Ok(Box::pin(futures_util::stream::unfold(
+            feed,
+            |mut feed| async move {
+                if feed.ended {
+                    return None;
                 }
-            };
-            tokio::pin!(ended);
-            loop {
                 let item = tokio::select! {
-                    item = subscription.next() => item,
-                    () = &mut ended => None,
+                    biased;
+                    item = feed.subscription.next() => item?,
+                    _ = feed.shutdown.wait_for(|down| *down) => return None,
                 };
-                let Some(item) = item else { break };
-                let lost = item.is_err();
-                if tx
-                    .send(item.map(|event| pb::Event::from(event.as_ref())))
-                    .await
-                    .is_err()
-                    || lost
-                {
-                    break;
-                }
-            }
-            subscribers.dec();
-            drop(slot);
-        });
-        Ok(ReceiverStream::new(rx))
+                feed.ended = item.is_err();
+                Some((item, feed))
+            },
+        )))
     }
+}
+
+/// What an open feed holds: its place under the stream limit and in the gauge.
+struct Open {
+    _slot: StreamSlot,
+    subscribers: Gauge,
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.subscribers.dec();
+    }
+}
+
+/// An event feed's state between items.
+struct Feed {
+    subscription: Subscription,
+    /// Flips to true when the server shuts down, ending the feed.
+    shutdown: watch::Receiver<bool>,
+    /// A `DataLoss` was sent: nothing follows it.
+    ended: bool,
+    _open: Open,
 }

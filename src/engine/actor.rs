@@ -156,7 +156,16 @@ impl Actor {
     async fn run(mut self, mut inbox: mpsc::Receiver<Msg>) {
         // The boot turn: restored work is stored and dispatched before the first call.
         self.end_turn().await;
+        // Subscribers are woken once the engine is quiet (see `EventHub::wake_at`). One
+        // timer, armed at most once per deadline: a busy engine's turns do not each arm one.
+        let wake = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(wake);
+        let mut armed = false;
         loop {
+            if !armed && let Some(at) = self.hub.wake_at() {
+                wake.as_mut().reset(at);
+                armed = true;
+            }
             tokio::select! {
                 msg = inbox.recv() => match msg {
                     Some(msg) => self.on_msg(msg),
@@ -164,6 +173,14 @@ impl Actor {
                 },
                 Some(expired) = self.timers.next(), if !self.timers.is_empty() => {
                     self.on_timer(expired.into_inner());
+                }
+                () = &mut wake, if armed => {
+                    armed = false;
+                    // Events published since it was armed move the deadline: armed again.
+                    if self.hub.wake_at().is_some_and(|at| at <= tokio::time::Instant::now()) {
+                        self.hub.wake();
+                    }
+                    continue;
                 }
             }
             for _ in 1..MAX_TURN {

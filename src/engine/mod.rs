@@ -32,7 +32,7 @@ pub use model::{
         Approval, ApprovalId, ApprovalState, DenialPolicy, PermissionDenial, PermissionPolicy,
         PolicyScope,
     },
-    event::{AgentOutput, Event, EventFilter, EventKind, Payload},
+    event::{AgentOutput, Encoded, Event, EventFilter, EventKind, Payload},
     instance::{Instance, InstanceStatus},
     task::{
         AgentOptions, Attempt, FailureClass, FailurePolicy, Isolation, Priority, Task, TaskId,

@@ -660,6 +660,7 @@ impl EventRow {
             instance_id: self.instance_id,
             workflow_id: self.workflow_id,
             payload,
+            encoded: Default::default(),
         }
     }
 }
@@ -700,6 +701,7 @@ impl EventRowV1 {
                 PayloadV1::Workflow(w) => Payload::Workflow(Box::new(w.into_domain())),
                 PayloadV1::Output(o) => Payload::Output(Box::new(o.into_domain())),
             },
+            encoded: Default::default(),
         }
     }
 }

@@ -1,6 +1,6 @@
 //! The live event streams over HTTP: Server-Sent Events and a WebSocket.
 
-use std::convert::Infallible;
+use std::{convert::Infallible, sync::Arc};
 
 use axum::{
     extract::{
@@ -21,7 +21,7 @@ use super::{
     error::{ApiError, ApiResult},
     json::{Params, enum_name, to_json},
 };
-use crate::pb;
+use crate::{engine::Event, pb};
 
 /// `?task_id=&workflow_id=&instance_id=&kinds=task_completed,task_failed&after=N`.
 fn stream_request(
@@ -65,6 +65,15 @@ fn stream_request(
     Ok(request)
 }
 
+/// The event's REST JSON: made on first use, then shared by every HTTP stream.
+fn event_json(event: &Event) -> Arc<str> {
+    event
+        .encoded
+        .json
+        .get_or_init(|| to_json(&pb::Event::from(event)).to_string().into())
+        .clone()
+}
+
 /// Server-Sent Events: `id` is the sequence number, `event` the kind, `data` the event.
 pub(super) async fn sse_events(
     State(g): State<Gateway>,
@@ -78,13 +87,10 @@ pub(super) async fn sse_events(
         .await?;
     let events = feed.map(|item| {
         Ok::<_, Infallible>(match item {
-            Ok(event) => {
-                let data = to_json(&event);
-                SseEvent::default()
-                    .id(event.sequence.to_string())
-                    .event(data["kind"].as_str().unwrap_or("event"))
-                    .data(data.to_string())
-            }
+            Ok(event) => SseEvent::default()
+                .id(event.sequence.to_string())
+                .event(event.kind.as_str())
+                .data(&*event_json(&event)),
             Err(error) => {
                 let error = ApiError::from(error);
                 SseEvent::default()
@@ -120,7 +126,7 @@ pub(super) async fn ws_events(
                 item = feed.next() => {
                     let Some(item) = item else { break };
                     let text = match item {
-                        Ok(event) => to_json(&event).to_string(),
+                        Ok(event) => event_json(&event),
                         Err(error) => {
                             let error = ApiError::from(error);
                             let text = json!({ "error": { "code": error.code, "message": error.message } }).to_string();
@@ -128,7 +134,7 @@ pub(super) async fn ws_events(
                             break;
                         }
                     };
-                    if socket.send(Message::Text(text.into())).await.is_err() {
+                    if socket.send(Message::Text(text.as_ref().into())).await.is_err() {
                         break;
                     }
                 }

@@ -166,6 +166,9 @@ struct Entry {
     dependents: Vec<TaskId>,
     /// The `for_each` task this one is an item of.
     parent: Option<TaskId>,
+    /// Changed this turn: in `dirty_tasks`, to be stored. A flag rather than a set of ids,
+    /// so that ending a turn costs what changed, not the capacity a big batch left behind.
+    dirty: bool,
 }
 
 /// Someone waiting for a running task's process to be gone.
@@ -248,7 +251,6 @@ pub struct Core {
     events: Vec<Arc<Event>>,
     /// Tasks changed this turn, in the order they first changed.
     dirty_tasks: Vec<TaskId>,
-    dirty_task_set: HashSet<TaskId>,
     dirty_workflows: HashSet<WorkflowId>,
     deleted_tasks: Vec<TaskId>,
     cost_changed: bool,
@@ -294,7 +296,6 @@ impl Core {
             effects: Vec::new(),
             events: Vec::new(),
             dirty_tasks: Vec::new(),
-            dirty_task_set: HashSet::new(),
             dirty_workflows: HashSet::new(),
             deleted_tasks: Vec::new(),
             cost_changed: false,
@@ -439,16 +440,17 @@ impl Core {
     /// Ends a turn: compacts, and hands out what to store and what is left to do.
     pub fn end_turn(&mut self) -> Turn {
         self.compact();
-        let tasks = self
-            .dirty_tasks
-            .drain(..)
-            .filter_map(|id| self.tasks.get(&id))
-            .map(|e| TaskRecord {
-                task: e.task.clone(),
-                parent: e.parent.clone(),
-            })
-            .collect();
-        self.dirty_task_set.clear();
+        let mut tasks = Vec::with_capacity(self.dirty_tasks.len());
+        for id in self.dirty_tasks.drain(..) {
+            if let Some(e) = self.tasks.get_mut(&id)
+                && std::mem::take(&mut e.dirty)
+            {
+                tasks.push(TaskRecord {
+                    task: e.task.clone(),
+                    parent: e.parent.clone(),
+                });
+            }
+        }
         let workflows = self
             .dirty_workflows
             .drain()
@@ -569,7 +571,9 @@ impl Core {
     }
 
     fn mark_dirty(&mut self, id: &str) {
-        if self.dirty_task_set.insert(id.to_owned()) {
+        if let Some(entry) = self.tasks.get_mut(id)
+            && !std::mem::replace(&mut entry.dirty, true)
+        {
             self.dirty_tasks.push(id.to_owned());
         }
     }
@@ -607,6 +611,7 @@ impl Core {
             instance_id,
             workflow_id,
             payload,
+            encoded: Default::default(),
         };
         self.next_sequence += 1;
         self.events.push(Arc::new(event));

@@ -67,6 +67,7 @@ impl Core {
                 waiting_on: 0,
                 dependents: Vec::new(),
                 parent: record.parent,
+                dirty: false,
             };
             self.tasks.insert(id, Box::new(entry));
         }

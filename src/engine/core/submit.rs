@@ -349,6 +349,7 @@ impl Core {
                 waiting_on: 0,
                 dependents: Vec::new(),
                 parent,
+                dirty: false,
             }),
         );
         self.order.push(id);

@@ -1,7 +1,7 @@
 //! Events: every state change of tasks, instances and workflows, and the agent's output,
 //! numbered by a sequence that only grows.
 
-use std::time::SystemTime;
+use std::{sync::OnceLock, time::SystemTime};
 
 use super::{
     approval::{Approval, PermissionDenial},
@@ -71,6 +71,38 @@ pub struct Event {
     pub instance_id: Option<InstanceId>,
     pub workflow_id: Option<WorkflowId>,
     pub payload: Payload,
+    /// The event as the API sends it, made once and shared by every subscriber.
+    pub encoded: Encoded,
+}
+
+/// An event's forms on the wire, each made once by the first stream that needs it (the
+/// engine never fills them): every subscriber then sends the same shared bytes instead
+/// of converting and encoding the event again. Not part of the event's value: it compares
+/// equal, clones empty and is not shown.
+#[derive(Default)]
+pub struct Encoded {
+    /// The protobuf encoding of the API's `Event` message (gRPC, grpc-web).
+    pub proto: OnceLock<bytes::Bytes>,
+    /// Its REST JSON form (Server-Sent Events, the WebSocket).
+    pub json: OnceLock<std::sync::Arc<str>>,
+}
+
+impl Clone for Encoded {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl PartialEq for Encoded {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for Encoded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Encoded")
+    }
 }
 
 /// Which events a subscriber wants; empty fields match everything.

@@ -113,3 +113,35 @@ fn a_finished_run_frees_its_instance_for_the_next_task() {
     assert_eq!(a.status, TaskStatus::Completed);
     assert_eq!(a.result.unwrap().text, "result of a");
 }
+
+#[test]
+fn a_task_changed_several_times_in_a_turn_is_stored_once_in_its_last_state() {
+    let mut h = Harness::new(1);
+    // Submitted, queued and started in one turn: one row, RUNNING.
+    let turn = h.submit(vec![spec("a"), spec("b")]);
+    let stored: Vec<(&str, TaskStatus)> = turn
+        .batch
+        .tasks
+        .iter()
+        .map(|r| (r.task.id.as_str(), r.task.status))
+        .collect();
+    assert_eq!(
+        stored,
+        [("a", TaskStatus::Running), ("b", TaskStatus::Queued)]
+    );
+    // A turn that changes nothing of them stores nothing of them.
+    let (_, idle) = h.call(|call| Input::Status { call });
+    assert!(idle.batch.tasks.is_empty());
+    // The next change of each is stored again.
+    let turn = h.complete("a");
+    let stored: Vec<(&str, TaskStatus)> = turn
+        .batch
+        .tasks
+        .iter()
+        .map(|r| (r.task.id.as_str(), r.task.status))
+        .collect();
+    assert_eq!(
+        stored,
+        [("a", TaskStatus::Completed), ("b", TaskStatus::Running)]
+    );
+}

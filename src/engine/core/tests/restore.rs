@@ -104,6 +104,7 @@ fn events_number_on_from_the_stored_ones() {
         instance_id: None,
         workflow_id: None,
         payload: crate::engine::Payload::Output(Box::default()),
+        encoded: Default::default(),
     };
     let snapshot = Snapshot {
         events: vec![stored],
