@@ -1,13 +1,25 @@
 //! The engine in-process, no agent processes: the instant agent (shared with the benchmark
-//! harness) behind a real server, and what happens when the engine's actor fails.
+//! harness) behind a real server, and what happens when the engine's actor or its store fails.
 
 mod common;
 
-use std::time::Duration;
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
 use claude_swarm::{
     agent::instant::InstantAgent,
-    engine::ports::{Agent, BoxFuture, OutputSink, RunOutcome, RunRequest, StopSignal},
+    engine::{
+        Engine, EngineError, TaskSpec,
+        ports::{
+            Agent, Batch, BoxFuture, OutputSink, RunOutcome, RunRequest, Snapshot, StopSignal,
+            Store, StoreError,
+        },
+    },
     pb::{self, TaskStatus as S},
 };
 use common::{TestServer, config, spec, status};
@@ -110,4 +122,75 @@ async fn a_failed_engine_turns_health_not_serving_and_ends_serve_with_its_reason
     drop(watch);
     let ended = server.join().await.unwrap_err();
     assert!(ended.to_string().contains("retire went wrong"), "{ended}");
+}
+
+/// A store that stores nothing, counts its commits and, once told to, holds the next
+/// commit until the test lets it go, then fails it.
+struct FailingStore {
+    commits: Arc<AtomicUsize>,
+    fail: Arc<AtomicBool>,
+    entered: std::sync::mpsc::Sender<()>,
+    release: std::sync::mpsc::Receiver<()>,
+}
+
+impl Store for FailingStore {
+    fn load(&mut self) -> Result<Snapshot, StoreError> {
+        Ok(Snapshot::default())
+    }
+
+    fn commit(&mut self, _batch: &Batch) -> Result<(), StoreError> {
+        self.commits.fetch_add(1, Ordering::SeqCst);
+        if !self.fail.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let _ = self.entered.send(());
+        let _ = self.release.recv();
+        Err(StoreError::Stopped)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_failed_commit_nothing_is_acknowledged_and_nothing_later_is_stored() {
+    let commits = Arc::new(AtomicUsize::new(0));
+    let fail = Arc::new(AtomicBool::new(false));
+    let (entered_tx, entered) = std::sync::mpsc::channel();
+    let (release, release_rx) = std::sync::mpsc::channel();
+    let store = FailingStore {
+        commits: commits.clone(),
+        fail: fail.clone(),
+        entered: entered_tx,
+        release: release_rx,
+    };
+    // No instance: nothing runs, so only the calls below make turns.
+    let engine = Engine::start_durable(
+        config(0),
+        Arc::new(InstantAgent::default()),
+        Box::new(store),
+    )
+    .unwrap();
+    engine.submit(TaskSpec::new("stored")).await.unwrap();
+    fail.store(true, Ordering::SeqCst);
+    let held = tokio::spawn({
+        let engine = engine.clone();
+        async move { engine.submit(TaskSpec::new("its commit fails")).await }
+    });
+    let entered = tokio::task::spawn_blocking(move || entered.recv())
+        .await
+        .unwrap();
+    entered.unwrap();
+    let stored_before = commits.load(Ordering::SeqCst);
+    // A call made while that commit is held: its turn goes behind it, or after it.
+    let behind = tokio::spawn({
+        let engine = engine.clone();
+        async move { engine.submit(TaskSpec::new("behind it")).await }
+    });
+    release.send(()).unwrap();
+    let held = held.await.unwrap();
+    let behind = behind.await.unwrap();
+    assert!(matches!(held, Err(EngineError::Store(_))), "{held:?}");
+    assert!(matches!(behind, Err(EngineError::Store(_))), "{behind:?}");
+    // Not even a read is answered now, and the store was asked for nothing more.
+    let read = engine.list_tasks(Default::default()).await;
+    assert!(matches!(read, Err(EngineError::Store(_))), "{read:?}");
+    assert_eq!(commits.load(Ordering::SeqCst), stored_before);
 }

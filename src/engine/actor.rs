@@ -1,16 +1,19 @@
 //! The actor: one tokio task that owns the [`Core`], feeds it what arrives (calls from
 //! `Engine` handles, reports from runs, timers), and executes the effects of each turn:
 //! runs are started or stopped and timers armed as soon as the core asks, while answers and
-//! events wait until the turn's changes are stored in one batch (group commit). It is the
-//! only place in the engine that spawns or sleeps.
+//! events wait until the turn's changes are stored in one batch (group commit). Storing a
+//! turn overlaps the next: while the store writes turn N, the actor handles what arrives
+//! and sends turn N+1 behind it; answers and events are released in turn order, each once
+//! its own turn and every turn before it are stored. It is the only place in the engine
+//! that spawns or sleeps.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     sync::Arc,
     time::{Duration, SystemTime},
 };
 
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, oneshot::error::TryRecvError, watch};
 use tokio_stream::StreamExt;
 use tokio_util::time::{DelayQueue, delay_queue};
 use tracing::Instrument as _;
@@ -20,7 +23,7 @@ use super::{
     error::{EngineError, Result},
     events::{EventHub, Subscription},
     model::{
-        event::EventFilter,
+        event::{Event, EventFilter},
         task::{FailureClass, TaskId, TaskStatus},
     },
     ports::{
@@ -31,6 +34,19 @@ use super::{
 
 /// Inputs handled in one turn at most, before their changes are stored together.
 const MAX_TURN: usize = 1024;
+
+/// Turns whose changes may wait to be stored at once: one being written, one behind it.
+/// A turn that would make more waits for the oldest first.
+const MAX_UNSTORED: usize = 2;
+
+/// A turn whose answers and events wait for its changes to be stored.
+struct Unstored {
+    /// Resolves once its batch is durable; `None` when it had nothing to store (it waits
+    /// only for the turns before it).
+    stored: Option<oneshot::Receiver<Result<(), StoreError>>>,
+    events: Vec<Arc<Event>>,
+    answers: Vec<(CallId, Box<Answer>)>,
+}
 
 /// What a handle sends the actor.
 pub(crate) enum Msg {
@@ -74,6 +90,7 @@ pub(super) fn spawn(
         store_failed: None,
         pending: HashMap::new(),
         answers: Vec::new(),
+        unstored: VecDeque::new(),
         stops: HashMap::new(),
         asks: HashMap::new(),
         next_ask: 1,
@@ -136,6 +153,8 @@ struct Actor {
     pending: HashMap<CallId, oneshot::Sender<Answer>>,
     /// This turn's answers, sent once its changes are stored.
     answers: Vec<(CallId, Box<Answer>)>,
+    /// Ended turns not yet released, oldest first.
+    unstored: VecDeque<Unstored>,
     /// How to stop each run in flight.
     stops: HashMap<TaskId, oneshot::Sender<StopReason>>,
     /// Runs' open questions about tool calls, and the task that asked.
@@ -171,6 +190,11 @@ impl Actor {
                     Some(msg) => self.on_msg(msg),
                     None => break,
                 },
+                stored = oldest(&mut self.unstored), if waits(&self.unstored) => {
+                    self.release_oldest(stored);
+                    self.release_stored();
+                    continue;
+                }
                 Some(expired) = self.timers.next(), if !self.timers.is_empty() => {
                     self.on_timer(expired.into_inner());
                 }
@@ -190,6 +214,9 @@ impl Actor {
                 }
             }
             self.end_turn().await;
+        }
+        while !self.unstored.is_empty() {
+            self.release_one().await;
         }
     }
 
@@ -249,16 +276,67 @@ impl Actor {
         self.handle(Input::TimerFired(timer));
     }
 
+    /// Ends the turn: its effects are carried out, its batch goes to the store behind the
+    /// turns before it, and whatever is stored by now is released.
     async fn end_turn(&mut self) {
         let Turn { batch, effects } = self.core.end_turn();
         for effect in effects {
             self.execute(effect);
         }
         let events = batch.events.clone();
-        self.commit(batch).await;
-        self.hub.broadcast(events);
+        let stored = match &self.store {
+            Some(store) if self.store_failed.is_none() && !batch.is_empty() => {
+                Some(store.send(batch))
+            }
+            _ => None,
+        };
+        self.unstored.push_back(Unstored {
+            stored,
+            events,
+            answers: std::mem::take(&mut self.answers),
+        });
+        self.release_stored();
+        while self.unstored.len() > MAX_UNSTORED {
+            self.release_one().await;
+        }
+    }
+
+    /// Releases the oldest turns, as long as each is stored (or had nothing to store).
+    fn release_stored(&mut self) {
+        while let Some(turn) = self.unstored.front_mut() {
+            let stored = match &mut turn.stored {
+                None => Ok(()),
+                Some(done) => match done.try_recv() {
+                    Ok(stored) => stored,
+                    Err(TryRecvError::Empty) => return,
+                    Err(TryRecvError::Closed) => Err(StoreError::Stopped),
+                },
+            };
+            self.release_oldest(stored);
+        }
+    }
+
+    /// Waits for the oldest turn to be stored, then releases it.
+    async fn release_one(&mut self) {
+        let stored = oldest(&mut self.unstored).await;
+        self.release_oldest(stored);
+    }
+
+    /// The oldest turn is stored (or its batch failed): its events go out, then its
+    /// answers; once a commit fails, nothing more is acknowledged.
+    fn release_oldest(&mut self, stored: Result<(), StoreError>) {
+        let Some(turn) = self.unstored.pop_front() else {
+            return;
+        };
+        if let Err(error) = stored
+            && self.store_failed.is_none()
+        {
+            tracing::error!(cause = %error, "storing state failed; refusing further changes");
+            self.store_failed = Some(error);
+        }
+        self.hub.broadcast(turn.events);
         let failed_with = self.store_failed.clone().map(EngineError::Store);
-        for (call, answer) in std::mem::take(&mut self.answers) {
+        for (call, answer) in turn.answers {
             let answer = match &failed_with {
                 Some(error) => failed(*answer, error),
                 None => *answer,
@@ -302,17 +380,6 @@ impl Actor {
                     hold.send_replace(held);
                 }
             }
-        }
-    }
-
-    async fn commit(&mut self, batch: Batch) {
-        let Some(store) = &self.store else { return };
-        if self.store_failed.is_some() || batch.is_empty() {
-            return;
-        }
-        if let Err(error) = store.commit(batch).await {
-            tracing::error!(cause = %error, "storing state failed; refusing further changes");
-            self.store_failed = Some(error);
         }
     }
 
@@ -360,6 +427,20 @@ impl Actor {
             sink.finished(outcome).await;
         };
         tokio::spawn(run.instrument(span));
+    }
+}
+
+/// Whether the oldest unstored turn waits on its store (else it is released at once).
+fn waits(unstored: &VecDeque<Unstored>) -> bool {
+    unstored.front().is_some_and(|turn| turn.stored.is_some())
+}
+
+/// Resolves with how storing the oldest unstored turn went (at once when it had nothing
+/// to store).
+async fn oldest(unstored: &mut VecDeque<Unstored>) -> Result<(), StoreError> {
+    match unstored.front_mut().and_then(|turn| turn.stored.as_mut()) {
+        Some(done) => done.await.unwrap_or(Err(StoreError::Stopped)),
+        None => Ok(()),
     }
 }
 
@@ -411,8 +492,18 @@ impl StoreThread {
         std::thread::Builder::new()
             .name("swarm-store".into())
             .spawn(move || {
+                // Once a batch fails, the ones sent behind it are refused: a later turn's
+                // changes are never stored without an earlier one's.
+                let mut failed: Option<StoreError> = None;
                 while let Some((batch, done)) = rx.blocking_recv() {
-                    let _ = done.send(store.commit(&batch));
+                    let stored = match &failed {
+                        Some(error) => Err(error.clone()),
+                        None => store.commit(&batch),
+                    };
+                    if let Err(error) = &stored {
+                        failed.get_or_insert_with(|| error.clone());
+                    }
+                    let _ = done.send(stored);
                 }
             })
             .map_err(|e| StoreError::File {
@@ -423,12 +514,12 @@ impl StoreThread {
         Ok(Self { tx })
     }
 
-    /// Stores `batch`; resolves once it is durable.
-    async fn commit(&self, batch: Batch) -> Result<(), StoreError> {
-        let (done, wait) = oneshot::channel();
-        self.tx
-            .send((batch, done))
-            .map_err(|_| StoreError::Stopped)?;
-        wait.await.map_err(|_| StoreError::Stopped)?
+    /// Sends `batch` to be stored after the ones sent before it; the receiver resolves
+    /// once it is durable (closed: the store's thread is gone).
+    fn send(&self, batch: Batch) -> oneshot::Receiver<Result<(), StoreError>> {
+        let (done, stored) = oneshot::channel();
+        // A thread that is gone drops `done`: the receiver reads that as Stopped.
+        let _ = self.tx.send((batch, done));
+        stored
     }
 }
