@@ -8,7 +8,7 @@
 //! declares a row struct with the same fields as its domain struct.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
     path::PathBuf,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
@@ -24,9 +24,31 @@ use crate::engine::{
         account::{Account, AccountSpec},
         words::Word,
     },
-    ports::{TaskRecord, WorkflowRecord},
+    ports::{StoreError, TaskRecord, WorkflowRecord},
     workflow::{FanOut, FanOutSource, Segment, Template, WorkflowInfo, WorkflowStatus},
 };
+
+/// A row as the JSON text every store keeps.
+pub fn encode(row: &impl Serialize) -> Result<String, StoreError> {
+    serde_json::to_string(row).map_err(|e| StoreError::Row {
+        path: String::new(),
+        kind: "row to encode",
+        cause: e.to_string(),
+    })
+}
+
+/// Stored events with their tasks joined back in from the stored tasks (an event row keeps
+/// the task's id, not a copy).
+pub fn rejoin(events: Vec<EventRow>, tasks: &[TaskRecord]) -> Vec<Event> {
+    let by_id: HashMap<&str, &Task> = tasks
+        .iter()
+        .map(|r| (r.task.id.as_str(), &r.task))
+        .collect();
+    events
+        .into_iter()
+        .map(|row| row.into_event(|id| by_id.get(id).map(|t| (*t).clone())))
+        .collect()
+}
 
 /// A stored value and the domain value it stands for.
 pub trait Row: Sized {

@@ -3,16 +3,15 @@
 //! and appends in one transaction. A file of an older layout is migrated when it opens.
 
 use std::{
-    collections::HashMap,
     os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
 };
 
 use rusqlite::{Connection, OpenFlags, Transaction, params};
-use serde::{Serialize, de::DeserializeOwned};
+use serde::de::DeserializeOwned;
 
 use super::{
-    rows::{AccountRow, EventRow, EventRowV1, Row, TaskRecordRow, WorkflowRecordRow},
+    rows::{self, AccountRow, EventRow, EventRowV1, Row, TaskRecordRow, WorkflowRecordRow, encode},
     schedule_rows::ScheduleRow,
 };
 use crate::engine::ports::{Batch, Snapshot, Store, StoreError};
@@ -242,14 +241,6 @@ fn decode<T: DeserializeOwned>(body: &str) -> serde_json::Result<T> {
     serde_json::from_str(body)
 }
 
-fn encode(row: &impl Serialize) -> Result<String, StoreError> {
-    serde_json::to_string(row).map_err(|e| StoreError::Row {
-        path: String::new(),
-        kind: "row to encode",
-        cause: e.to_string(),
-    })
-}
-
 impl Store for SqliteStore {
     fn load(&mut self) -> Result<Snapshot, StoreError> {
         let tasks: Vec<TaskRecordRow> =
@@ -259,14 +250,7 @@ impl Store for SqliteStore {
             self.bodies("SELECT body FROM workflows ORDER BY position", "workflow")?;
         let events: Vec<EventRow> =
             self.bodies("SELECT body FROM events ORDER BY sequence", "event")?;
-        let by_id: HashMap<&str, &crate::engine::Task> = tasks
-            .iter()
-            .map(|r| (r.task.id.as_str(), &r.task))
-            .collect();
-        let events = events
-            .into_iter()
-            .map(|row| row.into_event(|id| by_id.get(id).map(|t| (*t).clone())))
-            .collect();
+        let events = rows::rejoin(events, &tasks);
         let total_cost_usd = self
             .conn
             .query_row(

@@ -9,20 +9,17 @@
 mod lease;
 mod schema;
 
-use std::{collections::HashMap, time::Duration};
+use std::time::Duration;
 
 use postgres::{Client, NoTls, Statement, Transaction};
-use serde::{Serialize, de::DeserializeOwned};
+use serde::de::DeserializeOwned;
 
 use super::{
     approvals::{ApprovalRow, PolicyRow},
-    rows::{AccountRow, EventRow, Row, TaskRecordRow, WorkflowRecordRow},
+    rows::{self, AccountRow, EventRow, Row, TaskRecordRow, WorkflowRecordRow, encode},
     schedule_rows::ScheduleRow,
 };
-use crate::engine::{
-    Task,
-    ports::{Batch, Snapshot, Store, StoreError},
-};
+use crate::engine::ports::{Batch, Snapshot, Store, StoreError};
 
 pub use lease::Lease;
 pub use schema::VERSION as SCHEMA_VERSION;
@@ -195,14 +192,6 @@ impl Statements {
     }
 }
 
-fn encode(row: &impl Serialize) -> Result<String, StoreError> {
-    serde_json::to_string(row).map_err(|e| StoreError::Row {
-        path: String::new(),
-        kind: "row to encode",
-        cause: e.to_string(),
-    })
-}
-
 impl Store for PostgresStore {
     fn load(&mut self) -> Result<Snapshot, StoreError> {
         let tasks: Vec<TaskRecordRow> =
@@ -212,14 +201,7 @@ impl Store for PostgresStore {
             self.bodies("SELECT body FROM workflows ORDER BY position", "workflow")?;
         let events: Vec<EventRow> =
             self.bodies("SELECT body FROM events ORDER BY sequence", "event")?;
-        let by_id: HashMap<&str, &Task> = tasks
-            .iter()
-            .map(|r| (r.task.id.as_str(), &r.task))
-            .collect();
-        let events = events
-            .into_iter()
-            .map(|row| row.into_event(|id| by_id.get(id).map(|t| (*t).clone())))
-            .collect();
+        let events = rows::rejoin(events, &tasks);
         let approvals: Vec<ApprovalRow> =
             self.bodies("SELECT body FROM approvals ORDER BY position", "approval")?;
         let policies: Vec<PolicyRow> =
