@@ -144,8 +144,10 @@ fn start() -> Cluster {
         .arg("-c")
         .arg(format!("unix_socket_directories={}", dir.display()))
         .args(["-c", "fsync=off", "-c", "max_connections=200"])
+        // English log lines: readiness is read from them.
+        .args(["-c", "lc_messages=C"])
         .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        .stderr(Stdio::piped());
     // The server dies with the thread that started it (PR_SET_PDEATHSIG): one that lives as
     // long as the test binary, not the test that happened to come first.
     let (started, child) = std::sync::mpsc::channel();
@@ -158,19 +160,28 @@ fn start() -> Cluster {
             }
         })
         .unwrap();
-    let child = child.recv().unwrap().unwrap();
+    let mut child = child.recv().unwrap().unwrap();
+    // Ready once the server says so in its log; the log is read to its end, so the server
+    // never blocks on a full pipe.
+    let log = child.stderr.take().unwrap();
+    let (ready_tx, ready) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(log)).map_while(Result::ok) {
+            if line.contains("ready to accept connections") {
+                let _ = ready_tx.send(());
+            }
+        }
+    });
     // SAFETY: registering a plain function with no captured state.
     unsafe {
         libc::atexit(stop_cluster);
     }
     let base_url = format!("postgres://swarm@127.0.0.1:{port}/postgres");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match postgres::Client::connect(&base_url, postgres::NoTls) {
-            Ok(_) => break,
-            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
-            Err(e) => panic!("the test cluster did not start: {e}"),
-        }
+    ready
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the test cluster did not say it was ready within 30 s");
+    if let Err(e) = postgres::Client::connect(&base_url, postgres::NoTls) {
+        panic!("the test cluster is ready but refuses connections: {e}");
     }
     Cluster {
         base_url,
