@@ -20,7 +20,7 @@ use claude_swarm::{
     agent::{AgentCommand, ProcessAgent},
     pb::{self, EventKind as K, TaskStatus as S},
 };
-use common::real_cli::{PINNED, claude};
+use common::real_cli::{PINNED, claude, offline_env};
 use common::{
     TestServer, config,
     fake_api::{
@@ -38,27 +38,9 @@ const HOST_LOGIN: &[&str] = &[
     "CLAUDE_CODE_OAUTH_TOKEN",
 ];
 
-/// The environment the CLI gets on top of the agent's allow-list: a scratch HOME, the fake
-/// API, no retries, no telemetry or background traffic (without that the CLI also sends
-/// `HEAD /api/hello`).
+/// The environment the CLI gets offline ([`offline_env`]), logged in or not.
 fn cli_env(home: &Path, api: &FakeApi, logged_in: bool) -> Vec<(String, String)> {
-    let mut env: Vec<(String, String)> = [
-        ("HOME", home.display().to_string()),
-        ("ANTHROPIC_BASE_URL", api.url()),
-        ("CLAUDE_CODE_MAX_RETRIES", "0".into()),
-        ("DISABLE_TELEMETRY", "1".into()),
-        ("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1".into()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
-    if std::env::var_os("CLAUDE_CONFIG_DIR").is_some() {
-        // Passed through otherwise, and it would take the place of the scratch HOME.
-        env.push((
-            "CLAUDE_CONFIG_DIR".into(),
-            home.join(".claude").display().to_string(),
-        ));
-    }
+    let mut env = offline_env(home, &api.url());
     if logged_in {
         env.push(("ANTHROPIC_API_KEY".into(), "test-key".into()));
     } else {

@@ -31,13 +31,13 @@ pub fn claude() -> PathBuf {
     path
 }
 
-/// The real CLI as our agent, offline: a scratch `home`, the fake API at `api_url` with a
-/// dummy key, no retries, telemetry or background traffic.
-pub fn offline_agent(home: &Path, api_url: &str, long_lived: bool) -> ProcessAgent {
+/// The environment the real CLI gets offline, on top of the agent's allow-list: a scratch
+/// `home`, the fake API at `api_url`, no retries, telemetry or background traffic (without
+/// that the CLI also sends `HEAD /api/hello`). No API key: the caller adds one or not.
+pub fn offline_env(home: &Path, api_url: &str) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = [
         ("HOME", home.display().to_string()),
         ("ANTHROPIC_BASE_URL", api_url.to_owned()),
-        ("ANTHROPIC_API_KEY", "test-key".into()),
         ("CLAUDE_CODE_MAX_RETRIES", "0".into()),
         ("DISABLE_TELEMETRY", "1".into()),
         ("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1".into()),
@@ -52,6 +52,13 @@ pub fn offline_agent(home: &Path, api_url: &str, long_lived: bool) -> ProcessAge
             home.join(".claude").display().to_string(),
         ));
     }
+    env
+}
+
+/// The real CLI as our agent, offline ([`offline_env`]) with a dummy key.
+pub fn offline_agent(home: &Path, api_url: &str, long_lived: bool) -> ProcessAgent {
+    let mut env = offline_env(home, api_url);
+    env.push(("ANTHROPIC_API_KEY".into(), "test-key".into()));
     ProcessAgent::new(AgentCommand {
         program: claude(),
         leading_args: vec![],
