@@ -14,7 +14,7 @@ use std::{
 use claude_swarm::{
     agent::instant::InstantAgent,
     engine::{
-        Engine, EngineError, TaskSpec,
+        Engine, EngineError, EventFilter, FailureClass, TaskSpec,
         ports::{
             Agent, Batch, BoxFuture, OutputSink, RunOutcome, RunRequest, Snapshot, StopSignal,
             Store, StoreError,
@@ -193,4 +193,103 @@ async fn after_a_failed_commit_nothing_is_acknowledged_and_nothing_later_is_stor
     let read = engine.list_tasks(Default::default()).await;
     assert!(matches!(read, Err(EngineError::Store(_))), "{read:?}");
     assert_eq!(commits.load(Ordering::SeqCst), stored_before);
+}
+
+/// A store that stores nothing and, once armed, holds its next commit until the test lets
+/// it go.
+struct HeldStore {
+    armed: Arc<AtomicBool>,
+    entered: std::sync::mpsc::Sender<()>,
+    release: Option<std::sync::mpsc::Receiver<()>>,
+}
+
+impl Store for HeldStore {
+    fn load(&mut self) -> Result<Snapshot, StoreError> {
+        Ok(Snapshot::default())
+    }
+
+    fn commit(&mut self, _batch: &Batch) -> Result<(), StoreError> {
+        if self.armed.load(Ordering::SeqCst)
+            && let Some(release) = self.release.take()
+        {
+            let _ = self.entered.send(());
+            let _ = release.recv();
+        }
+        Ok(())
+    }
+}
+
+/// An agent whose runs say nothing (no message reaches the actor) until they are stopped;
+/// each start is told to the test.
+struct SilentAgent(tokio::sync::mpsc::UnboundedSender<String>);
+
+impl Agent for SilentAgent {
+    fn run(
+        &self,
+        request: RunRequest,
+        _sink: OutputSink,
+        stop: StopSignal,
+    ) -> BoxFuture<RunOutcome> {
+        let _ = self.0.send(request.task_id.to_string());
+        Box::pin(async move {
+            stop.await;
+            RunOutcome::failed(FailureClass::Interrupted, "stopped")
+        })
+    }
+
+    fn describe(&self) -> String {
+        "silent".into()
+    }
+}
+
+/// A turn with nothing to store, queued behind a slow commit and followed by a turn that
+/// did store, is released with it once those commits are done, even when nothing else ever
+/// arrives (it was not: the actor waited for a next input that never came).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn turns_behind_a_slow_commit_are_answered_when_nothing_follows_them() {
+    let (entered_tx, entered) = std::sync::mpsc::channel();
+    let (release, release_rx) = std::sync::mpsc::channel();
+    let (started_tx, mut started) = tokio::sync::mpsc::unbounded_channel();
+    let armed = Arc::new(AtomicBool::new(false));
+    let engine = Engine::start_durable(
+        config(2),
+        Arc::new(SilentAgent(started_tx)),
+        Box::new(HeldStore {
+            armed: armed.clone(),
+            entered: entered_tx,
+            release: Some(release_rx),
+        }),
+    )
+    .unwrap();
+    // Answered once the boot turn is stored and released: only later commits are held.
+    engine.list_tasks(Default::default()).await.unwrap();
+    armed.store(true, Ordering::SeqCst);
+    // Turn A: a task that starts at once; its commit is held.
+    let first = tokio::spawn({
+        let engine = engine.clone();
+        async move { engine.submit(TaskSpec::new("a")).await }
+    });
+    tokio::task::spawn_blocking(move || entered.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    started.recv().await.unwrap();
+    // Turn B: a subscription, answered within its turn; nothing to store.
+    engine
+        .subscribe(None, EventFilter::default())
+        .await
+        .unwrap();
+    // Turn C: a task that stores and starts on the second instance, then nothing more.
+    let second = tokio::spawn({
+        let engine = engine.clone();
+        async move { engine.submit(TaskSpec::new("c")).await }
+    });
+    started.recv().await.unwrap();
+    release.send(()).unwrap();
+    let (first, second) = tokio::time::timeout(Duration::from_secs(20), async {
+        (first.await.unwrap(), second.await.unwrap())
+    })
+    .await
+    .expect("every call is answered once the held commit is done");
+    assert!(first.is_ok() && second.is_ok(), "{first:?} {second:?}");
 }

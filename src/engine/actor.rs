@@ -190,7 +190,9 @@ impl Actor {
                     Some(msg) => self.on_msg(msg),
                     None => break,
                 },
-                stored = oldest(&mut self.unstored), if waits(&self.unstored) => {
+                // Any unreleased turn keeps this armed: one with nothing to store resolves
+                // at once, so no answer waits for an input that may never come.
+                stored = oldest(&mut self.unstored), if !self.unstored.is_empty() => {
                     self.release_oldest(stored);
                     self.release_stored();
                     continue;
@@ -316,10 +318,12 @@ impl Actor {
         }
     }
 
-    /// Waits for the oldest turn to be stored, then releases it.
+    /// Waits for the oldest turn to be stored, then releases it and every turn behind it
+    /// that is stored by now.
     async fn release_one(&mut self) {
         let stored = oldest(&mut self.unstored).await;
         self.release_oldest(stored);
+        self.release_stored();
     }
 
     /// The oldest turn is stored (or its batch failed): its events go out, then its
@@ -428,11 +432,6 @@ impl Actor {
         };
         tokio::spawn(run.instrument(span));
     }
-}
-
-/// Whether the oldest unstored turn waits on its store (else it is released at once).
-fn waits(unstored: &VecDeque<Unstored>) -> bool {
-    unstored.front().is_some_and(|turn| turn.stored.is_some())
 }
 
 /// Resolves with how storing the oldest unstored turn went (at once when it had nothing
