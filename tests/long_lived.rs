@@ -58,16 +58,18 @@ fn processes_in(dir: &Path) -> Vec<u32> {
     entries
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
         .filter(|pid| {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            // `pid (comm) state ppid ...`: the fields after the command's closing paren.
-            let ppid = stat
-                .rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-                .and_then(|p| p.parse::<u32>().ok());
-            ppid == Some(me)
+            stat_field(*pid, 1).and_then(|p| p.parse::<u32>().ok()) == Some(me)
                 && std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd == dir)
         })
         .collect()
+}
+
+/// Field `n` (0: state, 1: ppid, ...) of `/proc/pid/stat` after the command's closing
+/// paren.
+fn stat_field(pid: u32, n: usize) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(n).map(str::to_owned)
 }
 
 /// Polls until `done` holds, for at most ten seconds.
@@ -259,9 +261,10 @@ async fn a_process_started_ahead_goes_with_a_scale_down_and_one_that_died_is_rep
     // Killed while it waited: the task that comes starts a process of its own.
     let ready = spare_in(&dir, &[]).await;
     unsafe { libc::kill(ready as i32, libc::SIGKILL) };
-    // (A zombie until the instance looks at it: gone from /proc's live processes.)
-    until("the killed process is gone", || {
-        !processes_in(&dir).contains(&ready)
+    // A zombie until the instance looks at it. (Its cwd goes while it is still exiting,
+    // before its exit can be waited for: only the zombie state says it has ended.)
+    until("the killed process is a zombie", || {
+        stat_field(ready, 0).as_deref() == Some("Z")
     })
     .await;
     let task = server.submit(spec("after a death")).await;
