@@ -34,6 +34,9 @@ use tonic::{
     metadata::MetadataValue,
     transport::{Certificate, Channel, ClientTlsConfig},
 };
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
 
 // ---- TLS ----------------------------------------------------------------------------------
 
@@ -312,6 +315,74 @@ async fn each_key_holds_at_most_max_streams_over_grpc_sse_and_websocket_together
         }
     };
     drop((grpc, reopened, other));
+    server.stop().await;
+}
+
+/// Health is open to all, so its `Watch` streams count by client address, with every other
+/// stream of that address: a hostile page or a careless script cannot hold them without end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_watches_count_against_max_streams_per_key_by_address() {
+    let options = ServerOptions {
+        max_streams_per_key: 2,
+        ..ServerOptions::default()
+    };
+    let server = TestServer::start_with_options(config(1), simulated_agent(), options).await;
+    let watch = || async {
+        HealthClient::new(server.channel.clone())
+            .watch(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .map(tonic::Response::into_inner)
+    };
+    let mut first = watch().await.unwrap();
+    let status = first.message().await.unwrap().unwrap();
+    assert_eq!(status.status(), ServingStatus::Serving);
+    let events = EventServiceClient::new(server.channel.clone())
+        .stream_events(pb::StreamEventsRequest::default())
+        .await
+        .unwrap();
+
+    // A third stream of this address, a watch or an event stream, is refused naming the
+    // limit.
+    let refused = watch().await.unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert!(
+        refused.message().contains("max_streams_per_key"),
+        "{}",
+        refused.message()
+    );
+    let refused = EventServiceClient::new(server.channel.clone())
+        .stream_events(pb::StreamEventsRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    // A plain health check is no stream: still answered.
+    let checked = HealthClient::new(server.channel.clone())
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(checked.into_inner().status(), ServingStatus::Serving);
+
+    // A watch that ends frees its place (once the server has seen it go).
+    drop(first);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let reopened = loop {
+        match watch().await {
+            Ok(stream) => break stream,
+            Err(status) if status.code() == Code::ResourceExhausted => {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the closed watch's place was never freed"
+                );
+                tokio::task::yield_now().await;
+            }
+            Err(status) => panic!("{status}"),
+        }
+    };
+    drop((events, reopened));
     server.stop().await;
 }
 

@@ -130,16 +130,14 @@ async fn app(
         options.data_dir.as_deref(),
         shutdown.clone(),
     );
+    let streams = StreamLimit::new(options.max_streams_per_key, !options.keys.is_empty());
     let api = Service::new(
         engine,
         shutdown,
         options.allow_commands,
         metrics.subscribers(),
     )
-    .with_stream_limit(StreamLimit::new(
-        options.max_streams_per_key,
-        !options.keys.is_empty(),
-    ));
+    .with_stream_limit(streams.clone());
     let api = match notifier {
         Ok(notifier) => api.with_notifier(notifier),
         Err(cause) => {
@@ -235,6 +233,10 @@ async fn app(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .into_axum_router()
+        .layer(middleware::from_fn_with_state(
+            streams,
+            stream_limit::hold_health_watch,
+        ))
         .layer(middleware::map_response(grpc::request_errors));
     // The REST router's fallback (a JSON 404) replaces tonic's "unimplemented" one. Every
     // request, preflights too, passes the guard before anything else, and is counted

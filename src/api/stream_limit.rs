@@ -1,8 +1,9 @@
-//! `max_streams_per_key`: how many live event streams one caller may hold open at once,
-//! counted together over gRPC `StreamEvents` (and grpc-web), SSE (`GET /events`) and the
-//! WebSocket (`GET /ws/stream`). A caller is its API key (by name), or on a server without
-//! keys its client address. A stream holds a [`StreamSlot`] for as long as it is fed; the
-//! one that would pass the limit is refused (RESOURCE_EXHAUSTED, 429) naming it.
+//! `max_streams_per_key`: how many live streams one caller may hold open at once, counted
+//! together over gRPC `StreamEvents` (and grpc-web), SSE (`GET /events`), the WebSocket
+//! (`GET /ws/stream`) and health's `Watch`. A caller is its API key (by name), or on a
+//! server without keys, and on health (open to all, no key asked), its client address. A
+//! stream holds a [`StreamSlot`] for as long as it is fed; the one that would pass the limit
+//! is refused (RESOURCE_EXHAUSTED, 429) naming it.
 //!
 //! The client address is known to the layer in front of the routes ([`scope_peer`]) and
 //! read back here through a task-local, as the guard does with the caller.
@@ -14,10 +15,12 @@ use std::{
 };
 
 use axum::{
-    extract::{ConnectInfo, Request},
+    body::Body,
+    extract::{ConnectInfo, Request, State},
     middleware::Next,
     response::Response,
 };
+use http_body_util::BodyExt as _;
 
 use super::auth::Caller;
 use crate::engine::EngineError;
@@ -43,6 +46,32 @@ pub async fn scope_peer(request: Request, next: Next) -> Response {
 /// The client address of the request being served, when known.
 pub fn peer() -> Option<IpAddr> {
     PEER.try_with(|peer| *peer).ok().flatten()
+}
+
+/// The path of health's server-streaming method (tonic-health serves it: not ours to
+/// count inside).
+const HEALTH_WATCH: &str = "/grpc.health.v1.Health/Watch";
+
+/// The layer in front of the gRPC services: a health `Watch` takes a place for as long as
+/// its response body lives, or is refused when its caller has none left.
+pub async fn hold_health_watch(
+    State(limit): State<Arc<StreamLimit>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if request.uri().path() != HEALTH_WATCH {
+        return next.run(request).await;
+    }
+    match limit.take() {
+        Ok(slot) => next.run(request).await.map(|body| {
+            // The place goes with the body: when the stream ends or its client leaves.
+            Body::new(body.map_frame(move |frame| {
+                let _held = &slot;
+                frame
+            }))
+        }),
+        Err(refused) => tonic::Status::from(refused).into_http::<Body>(),
+    }
 }
 
 /// Who holds streams.
