@@ -1,5 +1,5 @@
 //! The PostgreSQL store against a real server (a throwaway cluster, see
-//! `common::postgres`): what SQLite keeps it keeps, its layout is migrated once, a write
+//! `common::postgres`): what SQLite keeps it keeps (and deletes what it deletes), its layout is migrated once, a write
 //! about an old attempt is refused whole, and one node owns a database at a time: the
 //! next waits for the owner's lease to end and fences it out when it takes over.
 
@@ -12,10 +12,13 @@ use std::{
 
 use claude_swarm::{
     engine::{
-        Event, EventKind, Payload, Task, TaskSpec, TaskStatus,
+        Approval, ApprovalState, Event, EventKind, Payload, Task, TaskSpec, TaskStatus,
         ports::{Batch, Store, TaskRecord},
     },
-    store::postgres::{PostgresStore, SCHEMA_VERSION, Target},
+    store::{
+        postgres::{PostgresStore, SCHEMA_VERSION, Target},
+        sqlite::SqliteStore,
+    },
 };
 use common::postgres::database;
 
@@ -98,6 +101,70 @@ fn what_is_committed_is_loaded_in_order_and_compaction_deletes() {
         .map(|r| r.task.id)
         .collect();
     assert_eq!(ids, ["t2"]);
+}
+
+#[test]
+fn both_stores_delete_the_approvals_gone_with_their_task() {
+    let url = database();
+    let dir = tempfile::tempdir().unwrap();
+    let stores: [(&str, Box<dyn Store>); 2] = [
+        (
+            "sqlite",
+            Box::new(SqliteStore::open(dir.path(), 10).unwrap()),
+        ),
+        (
+            "postgres",
+            Box::new(PostgresStore::open(&target(&url, "a"), 10).unwrap()),
+        ),
+    ];
+    for (name, mut store) in stores {
+        store
+            .commit(&Batch {
+                approvals: vec![approval("ap1", "t1"), approval("ap2", "t2")],
+                ..Batch::default()
+            })
+            .unwrap();
+        store
+            .commit(&Batch {
+                deleted_tasks: vec!["t1".into()],
+                deleted_approvals: vec!["ap1".into()],
+                ..Batch::default()
+            })
+            .unwrap();
+        let kept: Vec<String> = store
+            .load()
+            .unwrap()
+            .approvals
+            .into_iter()
+            .map(|a| a.id)
+            .collect();
+        assert_eq!(kept, ["ap2"], "{name}");
+    }
+}
+
+/// An approval `id` of `task`, decided.
+fn approval(id: &str, task: &str) -> Approval {
+    Approval {
+        id: id.into(),
+        task_id: task.into(),
+        workflow_id: None,
+        attempt: 1,
+        tool_name: "Bash".into(),
+        input: serde_json::json!({ "command": "touch /outside/marker" }),
+        suggestions: serde_json::Value::Null,
+        description: String::new(),
+        blocked_path: None,
+        tool_use_id: "toolu_1".into(),
+        requested_at: SystemTime::UNIX_EPOCH,
+        expires_at: SystemTime::UNIX_EPOCH,
+        state: ApprovalState::Allowed,
+        decided_by: Some("ci".into()),
+        decided_at: None,
+        message: String::new(),
+        updated_input: None,
+        rule_added: None,
+        delivered: true,
+    }
 }
 
 #[test]

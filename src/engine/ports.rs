@@ -10,7 +10,7 @@ use super::{
     actor::Msg,
     model::{
         account::{Account, LimitReport},
-        approval::{Approval, PermissionDenial, PermissionPolicy},
+        approval::{Approval, ApprovalId, PermissionDenial, PermissionPolicy},
         event::{AgentOutput, Event},
         task::{AgentOptions, FailureClass, Isolation, Task, TaskId, TaskResult, TaskStatus},
     },
@@ -324,6 +324,8 @@ pub struct Batch {
     pub total_cost_usd: Option<f64>,
     /// Approvals that changed this turn.
     pub approvals: Vec<Approval>,
+    /// Approvals gone with their compacted task.
+    pub deleted_approvals: Vec<ApprovalId>,
     /// The swarm-wide rules added at run time, whole, when they changed this turn.
     pub swarm_policy: Option<PermissionPolicy>,
     /// Schedules created or changed this turn.
@@ -341,6 +343,7 @@ impl Batch {
             && self.deleted_tasks.is_empty()
             && self.total_cost_usd.is_none()
             && self.approvals.is_empty()
+            && self.deleted_approvals.is_empty()
             && self.swarm_policy.is_none()
             && self.schedules.is_empty()
             && self.deleted_schedules.is_empty()

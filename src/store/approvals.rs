@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::rows::{Row, TimeRow, Variant, mirror};
-use crate::engine::{Approval, ApprovalState, PermissionDenial, PermissionPolicy};
+use crate::engine::{Approval, ApprovalId, ApprovalState, PermissionDenial, PermissionPolicy};
 
 mirror! {
     #[derive(Default)]
@@ -90,10 +90,12 @@ pub(super) fn load(conn: &Connection) -> Result<(Vec<Approval>, PermissionPolicy
     Ok((approvals, swarm))
 }
 
-/// Writes the approvals and swarm rules of a batch inside `tx`.
+/// Writes the approvals and swarm rules of a batch inside `tx`, and deletes the approvals
+/// gone with their task.
 pub(super) fn write(
     tx: &Transaction<'_>,
     approvals: &[Approval],
+    deleted: &[ApprovalId],
     swarm: Option<&PermissionPolicy>,
 ) -> Result<(), String> {
     let mut upsert = tx
@@ -108,6 +110,14 @@ pub(super) fn write(
         upsert
             .execute(params![approval.id, body])
             .map_err(|e| format!("write approval: {e}"))?;
+    }
+    let mut delete = tx
+        .prepare_cached("DELETE FROM approvals WHERE id = ?1")
+        .map_err(|e| format!("prepare: {e}"))?;
+    for id in deleted {
+        delete
+            .execute(params![id])
+            .map_err(|e| format!("delete approval: {e}"))?;
     }
     if let Some(policy) = swarm {
         let body = serde_json::to_string(&PolicyRow::from_domain(policy))

@@ -385,7 +385,12 @@ fn write(
         )
         .map_err(e("compact events"))?;
     }
-    super::approvals::write(tx, &batch.approvals, batch.swarm_policy.as_ref())?;
+    super::approvals::write(
+        tx,
+        &batch.approvals,
+        &batch.deleted_approvals,
+        batch.swarm_policy.as_ref(),
+    )?;
     let mut upsert_account = tx
         .prepare_cached("INSERT OR REPLACE INTO accounts (name, body) VALUES (?1, ?2)")
         .map_err(e("prepare"))?;

@@ -59,12 +59,44 @@ pub(super) struct Book {
     dirty: Vec<ApprovalId>,
     dirty_set: HashSet<ApprovalId>,
     swarm_dirty: bool,
+    /// Each task's approvals, so they go with it when it is compacted.
+    by_task: HashMap<TaskId, Vec<ApprovalId>>,
+    /// Forgotten since the last turn's batch.
+    deleted: Vec<ApprovalId>,
+    /// Ids in `order` no longer in `all`, swept once they are half of it.
+    tombstones: usize,
 }
 
 impl Book {
     fn touch(&mut self, id: &str) {
         if self.dirty_set.insert(id.to_owned()) {
             self.dirty.push(id.to_owned());
+        }
+    }
+
+    fn insert(&mut self, approval: Approval) {
+        let id = approval.id.clone();
+        self.order.push(id.clone());
+        self.by_task
+            .entry(approval.task_id.clone())
+            .or_default()
+            .push(id.clone());
+        self.all.insert(id, approval);
+    }
+
+    /// Forgets `task`'s approvals, from memory and (through the batch) from the store.
+    fn forget_task(&mut self, task: &str) {
+        for id in self.by_task.remove(task).unwrap_or_default() {
+            if self.all.remove(&id).is_some() {
+                self.tombstones += 1;
+            }
+            self.waiting.remove(&id);
+            self.deleted.push(id);
+        }
+        if self.tombstones > self.order.len() / 2 {
+            let all = &self.all;
+            self.order.retain(|id| all.contains_key(id));
+            self.tombstones = 0;
         }
     }
 }
@@ -79,7 +111,11 @@ impl Core {
     }
 
     /// The approvals and swarm rules that changed this turn, for the batch.
-    pub(super) fn approval_changes(&mut self) -> (Vec<Approval>, Option<PermissionPolicy>) {
+    /// This turn's approval changes: those that changed (a forgotten one is not written
+    /// again), those forgotten, and the swarm-wide rules when they changed.
+    pub(super) fn approval_changes(
+        &mut self,
+    ) -> (Vec<Approval>, Vec<ApprovalId>, Option<PermissionPolicy>) {
         let book = &mut self.approvals;
         book.dirty_set.clear();
         let changed = book
@@ -88,7 +124,12 @@ impl Core {
             .filter_map(|id| book.all.get(&id).cloned())
             .collect();
         let swarm = std::mem::take(&mut book.swarm_dirty).then(|| book.swarm_added.clone());
-        (changed, swarm)
+        (changed, std::mem::take(&mut book.deleted), swarm)
+    }
+
+    /// A task compacted away takes its approvals with it.
+    pub(super) fn forget_approvals_of(&mut self, task: &str) {
+        self.approvals.forget_task(task);
     }
 
     /// The stored approvals come back; those of a task that will not run again are closed,
@@ -96,9 +137,18 @@ impl Core {
     pub(super) fn restore_approvals(&mut self, approvals: Vec<Approval>, swarm: PermissionPolicy) {
         self.approvals.swarm_added = swarm;
         for approval in approvals {
-            let id = approval.id.clone();
-            self.approvals.order.push(id.clone());
-            self.approvals.all.insert(id, approval);
+            self.approvals.insert(approval);
+        }
+        // Those of a task compacted away before its approvals went with it.
+        let orphans: Vec<TaskId> = self
+            .approvals
+            .by_task
+            .keys()
+            .filter(|task| !self.tasks.contains_key(*task))
+            .cloned()
+            .collect();
+        for task in orphans {
+            self.approvals.forget_task(&task);
         }
         let pending: Vec<(ApprovalId, TaskId)> = self
             .approvals
@@ -327,8 +377,7 @@ impl Core {
             delivered: false,
         };
         let instance = task.instance_id.clone();
-        self.approvals.order.push(id.clone());
-        self.approvals.all.insert(id.clone(), approval.clone());
+        self.approvals.insert(approval.clone());
         self.approvals.waiting.insert(id.clone(), ask);
         self.approvals.touch(&id);
         self.publish_owned(

@@ -1,5 +1,5 @@
-//! Compaction: at most `task_retention` finished tasks are kept; the oldest go (from memory
-//! and, through the batch, from the store) once nothing needs them.
+//! Compaction: at most `task_retention` finished tasks are kept; the oldest go, with their
+//! approvals (from memory and, through the batch, from the store), once nothing needs them.
 
 use super::Core;
 use crate::engine::workflow::WorkflowStatus;
@@ -36,6 +36,7 @@ impl Core {
                     self.idempotency.remove(key);
                 }
             }
+            self.forget_approvals_of(&id);
             self.deleted_tasks.push(id);
             self.tombstones += 1;
         }

@@ -457,9 +457,10 @@ impl Core {
             .filter_map(|id| self.workflows.get(&id))
             .map(|f| f.record.clone())
             .collect();
-        let (approvals, swarm_policy) = self.approval_changes();
+        let (approvals, deleted_approvals, swarm_policy) = self.approval_changes();
         let batch = Batch {
             approvals,
+            deleted_approvals,
             swarm_policy,
             tasks,
             deleted_tasks: std::mem::take(&mut self.deleted_tasks),

@@ -364,6 +364,13 @@ fn write(
             .iter()
             .map(|a| (a.id.as_str(), encode(&ApprovalRow::from_domain(a)))),
     )?;
+    if !batch.deleted_approvals.is_empty() {
+        tx.execute(
+            "DELETE FROM approvals WHERE id = ANY($1)",
+            &[&batch.deleted_approvals],
+        )
+        .map_err(e("delete approvals"))?;
+    }
     if !batch.deleted_schedules.is_empty() {
         tx.execute(
             "DELETE FROM schedules WHERE id = ANY($1)",

@@ -555,3 +555,52 @@ fn always_for_the_workflow_decides_its_other_tasks_calls() {
         )]
     );
 }
+
+#[test]
+fn a_compacted_task_takes_its_approvals_with_it() {
+    let mut h = Harness::with(EngineConfig {
+        initial_instances: 1,
+        task_retention: 1,
+        ..EngineConfig::default()
+    });
+    running(&mut h, spec("a"));
+    let approval = requested(&ask(&mut h, "a", 1, "touch /outside/marker"));
+    decide(&mut h, &approval.id, allow()).unwrap();
+    h.complete("a");
+    running(&mut h, spec("b"));
+    let turn = h.complete("b");
+    assert_eq!(turn.batch.deleted_tasks, ["a"]);
+    assert_eq!(
+        turn.batch.deleted_approvals,
+        std::slice::from_ref(&approval.id)
+    );
+    assert!(turn.batch.approvals.iter().all(|a| a.id != approval.id));
+    let (call, turn) = h.call(|call| Input::ListApprovals {
+        call,
+        query: ApprovalQuery::default(),
+    });
+    assert!(matches!(reply(&turn, call), Some(Answer::Approvals(Ok(list))) if list.is_empty()));
+    let (call, turn) = h.call(|call| Input::GetApproval {
+        call,
+        id: approval.id.clone(),
+    });
+    assert!(matches!(
+        reply(&turn, call),
+        Some(Answer::Approval(Err(EngineError::NotFound { .. })))
+    ));
+}
+
+#[test]
+fn approvals_stored_for_a_task_compacted_before_are_forgotten_at_boot() {
+    let mut before = Harness::new(1);
+    running(&mut before, spec("gone"));
+    let approval = requested(&ask(&mut before, "gone", 1, "touch /outside/marker"));
+    let h = Harness::boot(
+        EngineConfig::default(),
+        Snapshot {
+            approvals: vec![approval.clone()],
+            ..Snapshot::default()
+        },
+    );
+    assert_eq!(h.booted.batch.deleted_approvals, [approval.id]);
+}
