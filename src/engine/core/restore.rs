@@ -148,6 +148,14 @@ impl Core {
             .values()
             .map(|e| &e.task)
             .filter(|t| t.spec.session.is_some())
+            // A workflow that is over resumes nothing (see `forget_sessions_of`).
+            .filter(|t| {
+                t.workflow_id.as_ref().is_none_or(|w| {
+                    self.workflows
+                        .get(w)
+                        .is_some_and(|f| f.record.info.status == WorkflowStatus::Running)
+                })
+            })
             .filter_map(|t| {
                 let result = t
                     .result

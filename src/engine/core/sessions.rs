@@ -3,7 +3,7 @@
 //! found again in the stored results after a restart), and later tasks resume it
 //! (`--resume=<id>`). They run one at a time, in the order they become ready: a task whose
 //! session another task holds (queued, running, or waiting to retry) stays PENDING until
-//! that one is terminal.
+//! that one is terminal. A workflow's names are forgotten once it is over.
 
 use std::collections::VecDeque;
 
@@ -99,6 +99,12 @@ impl Core {
         if let Some(key) = self.session_key(task) {
             self.sessions.entry(key).or_default().id = Some(session_id.to_owned());
         }
+    }
+
+    /// A workflow is over: its session names are forgotten.
+    pub(super) fn forget_sessions_of(&mut self, workflow: &str) {
+        self.sessions
+            .retain(|(owner, _), _| owner.as_deref() != Some(workflow));
     }
 
     /// The session a run of `task` continues: its session name's, unless the task says

@@ -203,6 +203,8 @@ impl Core {
         flow.record.info = frozen.clone();
         let waiters = std::mem::take(&mut flow.cancel_waiters);
         self.dirty_workflows.insert(workflow_id.to_owned());
+        // None of its tasks runs again: its conversations are not resumed by name.
+        self.forget_sessions_of(workflow_id);
         for call in waiters {
             self.reply(call, Answer::Workflow(Ok(frozen.clone())));
         }

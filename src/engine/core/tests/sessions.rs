@@ -60,6 +60,27 @@ fn tasks_naming_one_session_run_one_at_a_time_and_resume_it() {
 }
 
 #[test]
+fn a_finished_workflow_forgets_its_session_names() {
+    let mut h = Harness::new(1);
+    let (info, _) = h.execute(plan(vec![in_session("a", "main"), in_session("b", "main")]));
+    let workflow = info.unwrap().id;
+    h.finish("a", with_session_id(ok("told"), S1));
+    assert!(
+        h.core
+            .sessions
+            .keys()
+            .any(|(w, _)| w.as_ref() == Some(&workflow)),
+        "kept while the workflow runs"
+    );
+    h.finish("b", ok("done"));
+    assert_eq!(
+        h.core.workflows[&workflow].record.info.status,
+        WorkflowStatus::Completed
+    );
+    assert!(h.core.sessions.is_empty(), "{:?}", h.core.sessions);
+}
+
+#[test]
 fn a_session_name_is_its_workflows_own() {
     let mut h = Harness::new(2);
     h.execute(plan(vec![in_session("a", "main")])).0.unwrap();
