@@ -360,6 +360,7 @@ impl From<&Instance> for pb::Instance {
             usage: Some((&i.usage).into()),
             turns: i.turns,
             account: i.account.clone(),
+            node: i.node.clone(),
         }
     }
 }

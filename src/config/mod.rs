@@ -327,6 +327,10 @@ impl Config {
             lease: overrides.lease.or(file.lease),
         })?;
         let rerun_interrupted = postgres.is_some();
+        let node = postgres
+            .as_ref()
+            .map(|p| p.node.clone())
+            .unwrap_or_default();
         let accounts = accounts::checked(file.accounts)?;
         let shares: usize = accounts.specs.iter().map(|a| a.instances).sum();
         if shares > max_instances {
@@ -398,6 +402,7 @@ impl Config {
                 permissions,
                 approval_timeout,
                 rerun_interrupted,
+                node,
                 budget_usd: match file.budget_usd {
                     Some(b) if !(b.is_finite() && b > 0.0) => {
                         return Err(ConfigError(

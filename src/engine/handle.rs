@@ -192,6 +192,18 @@ impl Engine {
         self.call(|call| Input::Scale { call, target }).await
     }
 
+    /// Another node's machine runs `count` instances for this swarm (its link, see
+    /// `crate::cluster`): the new instances, whose runs the agent routes to that node.
+    pub async fn join_node(&self, node: String, count: u32) -> Result<Vec<Instance>> {
+        self.call(|call| Input::JoinNode { call, node, count })
+            .await
+    }
+
+    /// `node`'s link is gone: its instances go, and what ran there goes back to the queue.
+    pub async fn leave_node(&self, node: String) -> Result<()> {
+        self.call(|call| Input::LeaveNode { call, node }).await
+    }
+
     pub async fn execute_workflow(&self, plan: WorkflowPlan) -> Result<WorkflowInfo> {
         self.call(|call| Input::ExecuteWorkflow {
             call,

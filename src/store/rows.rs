@@ -492,6 +492,8 @@ pub struct InstanceRow {
     turns: u64,
     #[serde(default)]
     account: String,
+    #[serde(default)]
+    node: String,
 }
 
 impl Row for InstanceRow {
@@ -510,6 +512,7 @@ impl Row for InstanceRow {
             usage: Row::from_domain(&i.usage),
             turns: i.turns,
             account: i.account.clone(),
+            node: i.node.clone(),
         }
     }
     fn into_domain(self) -> Instance {
@@ -527,6 +530,7 @@ impl Row for InstanceRow {
             turns: self.turns,
             resources: None,
             account: self.account,
+            node: self.node,
         }
     }
 }

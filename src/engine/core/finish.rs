@@ -72,6 +72,7 @@ impl Core {
             .as_ref()
             .is_some_and(|r| r.refused && r.stop.is_none())
             && outcome.status == TaskStatus::Failed;
+        let lost = running.as_ref().is_some_and(|r| r.lost);
         let retry = outcome.status == TaskStatus::Failed
             && outcome.class.is_some_and(FailureClass::retryable)
             && task.attempts <= task.spec.retries;
@@ -85,7 +86,9 @@ impl Core {
         if let Some(result) = &outcome.result {
             self.record_session(task_id, &result.session_id);
         }
-        if interrupted {
+        if lost {
+            self.requeue_lost(task_id);
+        } else if interrupted {
             // Stored as it is, without the process group that is gone now.
             self.mark_dirty(task_id);
         } else {

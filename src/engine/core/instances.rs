@@ -40,10 +40,18 @@ impl Core {
     }
 
     pub(super) fn spawn_instance(&mut self, working_directory: Option<PathBuf>) -> Instance {
+        let node = std::mem::take(&mut self.config.node);
+        let instance = self.spawn_on((&node, false), working_directory);
+        self.config.node = node;
+        instance
+    }
+
+    /// An instance on `node`: this one's (`remote` false), or another's.
+    fn spawn_on(&mut self, node: (&str, bool), working_directory: Option<PathBuf>) -> Instance {
         let account = self.account_for_new_instance();
         let instance = self
             .pool
-            .spawn(working_directory, account, self.now)
+            .spawn(working_directory, account, node, self.now)
             .clone();
         // Relative directories are taken from the configured one, as a run's are.
         let working_directory = self
@@ -150,6 +158,58 @@ impl Core {
                 );
             }
         }
+    }
+
+    /// `count` instances on another node's machine; they take work as soon as they exist.
+    pub(super) fn join_node(&mut self, node: &str, count: u32) -> Vec<Instance> {
+        let joined = (0..count)
+            .map(|_| self.spawn_on((node, true), None))
+            .collect();
+        self.dispatch();
+        joined
+    }
+
+    /// `node` is gone: its instances are terminated, and what ran on them is handed back
+    /// to the queue once its run ends (the attempt does not count: the task did nothing
+    /// wrong).
+    pub(super) fn leave_node(&mut self, node: &str) {
+        let gone: Vec<(String, Option<String>)> = self
+            .pool
+            .live()
+            .filter(|i| i.node == node && i.id.contains('/'))
+            .map(|i| (i.id.clone(), i.current_task.clone()))
+            .collect();
+        for (id, task) in gone {
+            self.retire(&id);
+            if let Some(task) = task
+                && let Some(run) = self.running.get_mut(&task)
+            {
+                run.lost = true;
+                self.stop_running(&task, StopReason::InstanceTerminated, None);
+            }
+        }
+    }
+
+    /// A run whose node was lost goes back to the queue, its attempt not counted.
+    pub(super) fn requeue_lost(&mut self, id: &str) {
+        let Some(entry) = self.tasks.get_mut(id) else {
+            return;
+        };
+        let task = &mut entry.task;
+        let node = task
+            .instance_id
+            .as_deref()
+            .and_then(|i| i.split_once('/'))
+            .map_or("", |(node, _)| node)
+            .to_owned();
+        task.attempts = task.attempts.saturating_sub(1);
+        task.failure_class = None;
+        task.started_at = None;
+        task.error = Some(format!(
+            "node {node} was lost while it ran this task; back in the queue"
+        ));
+        self.set_status(id, TaskStatus::Pending);
+        self.enqueue(id);
     }
 
     pub(super) fn terminate(&mut self, call: CallId, id: String) {

@@ -67,6 +67,18 @@ pub enum Input {
         call: CallId,
         target: i64,
     },
+    /// Another node's machine runs `count` instances for this swarm: answered with them.
+    JoinNode {
+        call: CallId,
+        node: String,
+        count: u32,
+    },
+    /// That node is gone (its link ended or went silent): its instances go, and its runs,
+    /// once they end, go back to the queue.
+    LeaveNode {
+        call: CallId,
+        node: String,
+    },
     ExecuteWorkflow {
         call: CallId,
         plan: Box<WorkflowPlan>,

@@ -97,6 +97,9 @@ pub struct EngineConfig {
     /// Runs found in flight at start run again even with no retry left: with a shared
     /// store they were cut short by the loss of another node, not by a crash of their own.
     pub rerun_interrupted: bool,
+    /// This node's name among the nodes of one database (its instances show it); empty on
+    /// a server of its own.
+    pub node: String,
 }
 
 /// Default of [`EngineConfig::max_queued_tasks`]: room for a workflow of the largest size
@@ -122,6 +125,7 @@ impl Default for EngineConfig {
             approval_timeout: DEFAULT_APPROVAL_TIMEOUT,
             accounts: Vec::new(),
             rerun_interrupted: false,
+            node: String::new(),
         }
     }
 }
@@ -186,6 +190,8 @@ struct Running {
     waiters: Vec<Waiter>,
     /// Its account's usage limit refused it: it goes back to the queue when it ends.
     refused: bool,
+    /// The node it ran on was lost: it goes back to the queue when it ends.
+    lost: bool,
 }
 
 /// A workflow's record and what its progress needs.
@@ -340,6 +346,14 @@ impl Core {
                 self.reply(call, Answer::Instance(value));
             }
             Input::Terminate { call, id } => self.terminate(call, id),
+            Input::JoinNode { call, node, count } => {
+                let value = self.join_node(&node, count);
+                self.reply(call, Answer::Instances(Ok(value)));
+            }
+            Input::LeaveNode { call, node } => {
+                self.leave_node(&node);
+                self.reply(call, Answer::Done);
+            }
             Input::Scale { call, target } => {
                 let value = self.scale(target);
                 self.reply(call, Answer::Instances(value));

@@ -12,7 +12,8 @@ use crate::engine::model::{
     task::{InstanceId, TaskId, Usage},
 };
 
-/// Instances by id, in creation order (ids are `inst-<n>` with a growing `n`, zero-padded).
+/// Instances by id, in creation order (ids are `inst-<n>` with a growing `n`, zero-padded;
+/// `<node>/inst-<n>` for the instances of another node, which run on its machine).
 #[derive(Debug, Default)]
 pub struct Pool {
     instances: BTreeMap<InstanceId, Instance>,
@@ -26,10 +27,16 @@ impl Pool {
         &mut self,
         working_directory: Option<PathBuf>,
         account: String,
+        node: (&str, bool),
         now: SystemTime,
     ) -> &Instance {
         self.next_number += 1;
-        let id = format!("inst-{:04}", self.next_number);
+        let (node, remote) = node;
+        let id = if remote {
+            format!("{node}/inst-{:04}", self.next_number)
+        } else {
+            format!("inst-{:04}", self.next_number)
+        };
         self.idle.push_back(id.clone());
         self.instances.entry(id.clone()).or_insert(Instance {
             id,
@@ -45,6 +52,7 @@ impl Pool {
             turns: 0,
             resources: None,
             account,
+            node: node.to_owned(),
         })
     }
 
@@ -143,15 +151,15 @@ mod tests {
     fn idle_busy_release_and_scale_down_order() {
         let mut pool = Pool::default();
         let a = pool
-            .spawn(None, String::new(), SystemTime::UNIX_EPOCH)
+            .spawn(None, String::new(), ("", false), SystemTime::UNIX_EPOCH)
             .id
             .clone();
         let b = pool
-            .spawn(None, String::new(), SystemTime::UNIX_EPOCH)
+            .spawn(None, String::new(), ("", false), SystemTime::UNIX_EPOCH)
             .id
             .clone();
         let c = pool
-            .spawn(None, String::new(), SystemTime::UNIX_EPOCH)
+            .spawn(None, String::new(), ("", false), SystemTime::UNIX_EPOCH)
             .id
             .clone();
         assert_eq!(pool.idle().next(), Some(&a));

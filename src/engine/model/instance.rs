@@ -45,4 +45,7 @@ pub struct Instance {
     pub resources: Option<ResourceUse>,
     /// The account its processes run under.
     pub account: String,
+    /// The node whose machine runs its processes (several nodes on one database); empty
+    /// on a server of its own.
+    pub node: String,
 }

@@ -84,3 +84,61 @@ fn spawning_past_the_maximum_is_refused_naming_the_count() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn another_nodes_instances_take_work_and_its_loss_hands_the_work_back_uncounted() {
+    let mut h = Harness::new(0);
+    h.submit(vec![TaskSpec {
+        retries: 0,
+        ..spec("a")
+    }]);
+    assert_eq!(h.status("a"), TaskStatus::Queued, "no instance yet");
+    let (call, turn) = h.call(|call| Input::JoinNode {
+        call,
+        node: "b".into(),
+        count: 2,
+    });
+    let Some(Answer::Instances(Ok(joined))) = reply(&turn, call) else {
+        panic!("{:?}", reply(&turn, call));
+    };
+    assert_eq!(
+        joined.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(),
+        ["b/inst-0001", "b/inst-0002"]
+    );
+    assert!(joined.iter().all(|i| i.node == "b"));
+    assert_eq!(
+        started(&turn),
+        ["a"],
+        "the queued task goes to the new node"
+    );
+    assert_eq!(h.task("a").instance_id.as_deref(), Some("b/inst-0001"));
+
+    // The node is lost mid-run: its instances go, its run is stopped, and once the run
+    // ends the task is queued again with its attempt not counted (it has no retry left).
+    let (_, turn) = h.call(|call| Input::LeaveNode {
+        call,
+        node: "b".into(),
+    });
+    assert_eq!(
+        stops(&turn),
+        [("a".to_owned(), StopReason::InstanceTerminated)]
+    );
+    assert!(instances(&mut h).is_empty());
+    h.finish("a", failure(FailureClass::Interrupted));
+    let task = h.task("a");
+    assert_eq!(task.status, TaskStatus::Queued, "{task:?}");
+    assert_eq!(task.attempts, 0);
+    assert!(task.error.unwrap().contains("node b was lost"));
+
+    // Another node joins: the task runs there, and completes once.
+    let (_, turn) = h.call(|call| Input::JoinNode {
+        call,
+        node: "c".into(),
+        count: 1,
+    });
+    assert_eq!(started(&turn), ["a"]);
+    assert_eq!(h.task("a").instance_id.as_deref(), Some("c/inst-0003"));
+    h.complete("a");
+    let task = h.task("a");
+    assert_eq!((task.status, task.attempts), (TaskStatus::Completed, 1));
+}
