@@ -99,13 +99,7 @@ impl Config {
         let retention = self.engine.event_retention as u64;
         let engine = tokio::task::block_in_place(|| {
             let store = PostgresStore::open(target, retention)?;
-            let lost = store.lost();
-            let node = target.node.clone();
-            tokio::spawn(async move {
-                lost.await;
-                tracing::error!(node = %node, "this node lost its lease on the database; exiting");
-                std::process::exit(LEASE_LOST);
-            });
+            exit_when_lost(&store, &target.node);
             Engine::start_durable(self.engine.clone(), agent, Box::new(store))
         });
         engine.map_err(|e| ConfigError(e.to_string()))
@@ -151,6 +145,7 @@ impl Config {
             audit: AuditLog::default(),
             webhooks: self.webhooks.clone(),
             data_dir: None,
+            node_link: None,
         }
     }
 }
@@ -187,6 +182,108 @@ pub async fn serve_engine(
         ..config.server_options()
     };
     server::serve_with(listener, engine, options, shutdown).await
+}
+
+/// `claude-swarm serve` on a shared database: until this node owns it, it lends its
+/// instances to the node that does (`crate::cluster::worker`) and serves no port; once it
+/// owns it (at once, when no other node does), it runs the swarm, with the other nodes'
+/// instances attached over the node link, and serves every surface on `listen`.
+pub async fn serve_node(
+    config: &Config,
+    target: &crate::store::postgres::Target,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    use crate::cluster::{ClusterAgent, Links, leader::NodeLink, worker::Worker};
+    let local: Arc<dyn Agent> = Arc::new(config.agent()?);
+    let (stop_worker, stopping) = tokio::sync::watch::channel(false);
+    let url = target.url.clone();
+    let worker = Worker {
+        node: target.node.clone(),
+        instances: u32::try_from(config.engine.initial_instances).unwrap_or(u32::MAX),
+        agent: local.clone(),
+        lease: target.lease,
+        find: Arc::new(move || crate::store::postgres::owner(&url).ok().flatten()),
+    };
+    let lending = tokio::spawn(worker.run(stopping));
+    let retention = config.engine.event_retention as u64;
+    let opening = {
+        let target = target.clone();
+        tokio::task::spawn_blocking(move || PostgresStore::open(&target, retention))
+    };
+    let mut shutdown = Box::pin(shutdown);
+    let store = tokio::select! {
+        store = opening => store??,
+        () = &mut shutdown => {
+            let _ = stop_worker.send(true);
+            let _ = lending.await;
+            return Ok(());
+        }
+    };
+    // This node owns the database: what it ran for the last owner stops first (the swarm
+    // runs those tasks again), then its engine starts.
+    let _ = stop_worker.send(true);
+    let _ = lending.await;
+    let mut store = store;
+    let (epoch, secret) = tokio::task::block_in_place(|| store.link())?;
+    exit_when_lost(&store, &target.node);
+    let links = Arc::new(Links::default());
+    let agent = Arc::new(ClusterAgent::new(local, links.clone()));
+    let engine = tokio::task::block_in_place(|| {
+        Engine::start_durable(config.engine.clone(), agent, Box::new(store))
+    })?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    let address = listener.local_addr()?;
+    log_listening(config, address);
+    let advertised = advertised(address);
+    let (url, node) = (target.url.clone(), target.node.clone());
+    tokio::task::spawn_blocking(move || {
+        crate::store::postgres::advertise(&url, &node, epoch, &advertised)
+    })
+    .await??;
+    let default_dir = crate::config::default_data_dir();
+    let options = ServerOptions {
+        audit: config.audit_log(default_dir.clone())?,
+        data_dir: config.state_dir(default_dir),
+        node_link: Some(NodeLink::new(engine.clone(), links, &secret, target.lease)),
+        ..config.server_options()
+    };
+    server::serve_with(listener, engine, options, shutdown).await?;
+    Ok(())
+}
+
+/// A node that loses its lease exits at once: its successor runs its work again, and
+/// whatever this node would still write is refused.
+fn exit_when_lost(store: &PostgresStore, node: &str) {
+    let lost = store.lost();
+    let node = node.to_owned();
+    tokio::spawn(async move {
+        lost.await;
+        tracing::error!(node = %node, "this node lost its lease on the database; exiting");
+        std::process::exit(LEASE_LOST);
+    });
+}
+
+/// Where the other nodes reach this one: the listen address, or this machine's host name
+/// with its port when it listens on every address.
+fn advertised(address: std::net::SocketAddr) -> String {
+    if address.ip().is_unspecified() {
+        format!("{}:{}", crate::config::host_name(), address.port())
+    } else {
+        address.to_string()
+    }
+}
+
+/// The log lines that say where the server listens (tests and people read them).
+pub fn log_listening(config: &Config, address: std::net::SocketAddr) {
+    tracing::info!(address = %address, agent = ?config.agent, tls = config.serving.tls.is_some(), "serving gRPC, grpc-web and REST");
+    let scheme = if config.serving.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    tracing::info!(url = %format!("{scheme}://{address}/"), "the dashboard");
 }
 
 /// The configured agent and the engine on it (`run` keeps state in memory unless a data

@@ -58,6 +58,7 @@ pub mod agent;
 pub mod api;
 pub mod app;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod engine;
 pub mod notify;

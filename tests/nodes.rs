@@ -102,6 +102,158 @@ tasks:
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_node_runs_tasks_and_a_killed_or_frozen_nodes_work_completes_once_elsewhere() {
+    let url = database_async().await;
+    let args = &["--instances", "2", "--lease", "2"];
+    let owner = Node::spawn(&url, "a", args);
+    let a = owner.serving(Duration::from_secs(30)).await;
+    let frozen = Node::spawn(&url, "b", args);
+    let mut killed = Node::spawn(&url, "c", args);
+    // b and c attach to the owner and lend it their instances: its stream shows them.
+    let lent = |prefix: &'static str| {
+        move |e: &pb::Event| {
+            e.kind == EventKind::InstanceSpawned as i32 && e.instance_id.starts_with(prefix)
+        }
+    };
+    events_until(&a, 0, |seen| {
+        seen.iter().filter(|e| lent("b/")(e)).count() == 2
+            && seen.iter().filter(|e| lent("c/")(e)).count() == 2
+    })
+    .await;
+
+    // Six tasks for six instances: every node runs two of them.
+    let mut tasks = Vec::new();
+    for i in 0..6 {
+        tasks.push(
+            submit_on(&a, spec(&format!("work {i} sim:delay=3000")))
+                .await
+                .id,
+        );
+    }
+    let mut first_instance = HashMap::new();
+    for id in &tasks {
+        let started = first_event(&a, id, &[EventKind::TaskStarted]).await;
+        first_instance.insert(id.clone(), started.instance_id);
+    }
+    let node_of = |instance: &str| match instance.split_once('/') {
+        Some((node, _)) => node.to_owned(),
+        None => "a".to_owned(),
+    };
+    let mut per_node: HashMap<String, usize> = HashMap::new();
+    for instance in first_instance.values() {
+        *per_node.entry(node_of(instance)).or_default() += 1;
+    }
+    assert_eq!(
+        per_node,
+        HashMap::from([("a".into(), 2), ("b".into(), 2), ("c".into(), 2)]),
+        "{first_instance:?}"
+    );
+
+    // c is killed and b frozen past its lease, mid-run: the owner hands their runs to
+    // the instances left; b wakes up after that, its late results refused.
+    killed.signal(libc::SIGKILL);
+    frozen.signal(libc::SIGSTOP);
+    assert_eq!(killed.exit_code(Duration::from_secs(10)), None);
+    let finishing = async {
+        for id in &tasks {
+            first_event(&a, id, &TERMINAL).await;
+        }
+    };
+    let thawed = async {
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        frozen.signal(libc::SIGCONT);
+    };
+    let (done, ()) = tokio::join!(
+        tokio::time::timeout(Duration::from_secs(15), finishing),
+        thawed
+    );
+    done.expect("the lost nodes' tasks finish elsewhere within 15 s");
+
+    // One stream on the owner saw every node's events, in one order with no gap, and
+    // each task completed exactly once.
+    let events = events_until(&a, 0, |seen| {
+        seen.iter()
+            .filter(|e| e.kind == EventKind::TaskCompleted as i32)
+            .count()
+            >= tasks.len()
+    })
+    .await;
+    let sequences: Vec<u64> = events.iter().map(|e| e.sequence).collect();
+    let expected: Vec<u64> = (sequences[0]..sequences[0] + sequences.len() as u64).collect();
+    assert_eq!(sequences, expected);
+    for id in &tasks {
+        let completed: Vec<&pb::Event> = events
+            .iter()
+            .filter(|e| e.kind == EventKind::TaskCompleted as i32 && &e.task_id == id)
+            .collect();
+        assert_eq!(completed.len(), 1, "{id} completed once");
+        let task = get_on(&a, id).await;
+        assert_eq!(status(&task), S::Completed, "{task:?}");
+        let first = &first_instance[id];
+        if node_of(first) == "a" {
+            assert_eq!(task.attempts, 1, "{task:?}");
+        } else {
+            // The lost node's attempt stays in the history, not counted against retries.
+            assert_eq!(task.attempts, 2, "{task:?}");
+            assert_eq!(
+                task.history[0].failure_class,
+                pb::FailureClass::NodeLost as i32,
+                "{task:?}"
+            );
+            assert_ne!(
+                &task.instance_id, first,
+                "{id} ran on a lost node and finished elsewhere"
+            );
+        }
+    }
+    // Events of runs on b and c are in the owner's stream.
+    for node in ["b/", "c/"] {
+        assert!(
+            events
+                .iter()
+                .any(|e| e.kind == EventKind::TaskStarted as i32 && e.instance_id.starts_with(node)),
+            "{node}"
+        );
+    }
+    drop(frozen);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_link_refuses_a_caller_without_the_databases_secret() {
+    use claude_swarm::pb::node_service_client::NodeServiceClient;
+    let url = database_async().await;
+    let owner = Node::spawn(&url, "a", NODE_ARGS);
+    let a = owner.serving(Duration::from_secs(30)).await;
+    let attach = |json: &str| {
+        let mut client = NodeServiceClient::new(a.clone());
+        let frame = pb::LinkFrame {
+            json: json.as_bytes().to_vec(),
+        };
+        async move {
+            client
+                .attach(tokio_stream::iter([frame]))
+                .await
+                .expect_err("refused")
+        }
+    };
+    let wrong = attach(r#"{"Hello":{"node":"evil","instances":50,"secret":"guess"}}"#).await;
+    assert_eq!(wrong.code(), tonic::Code::PermissionDenied, "{wrong:?}");
+    let garbage = attach("not a frame").await;
+    assert_eq!(garbage.code(), tonic::Code::InvalidArgument, "{garbage:?}");
+    // Nothing was lent: the swarm has the owner's own instances only.
+    let instances = pb::instance_service_client::InstanceServiceClient::new(a.clone())
+        .list_instances(pb::ListInstancesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .instances;
+    assert!(
+        instances.iter().all(|i| !i.id.contains('/')),
+        "{instances:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_owner_is_fenced_out_and_each_task_completes_once_in_one_event_order() {
     let url = database_async().await;
     let mut owner = Node::spawn(&url, "a", NODE_ARGS);

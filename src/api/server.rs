@@ -41,7 +41,7 @@ use crate::{
     pb::{
         self, approval_service_server::ApprovalServiceServer,
         audit_service_server::AuditServiceServer, caller_service_server::CallerServiceServer,
-        instance_service_server::InstanceServiceServer,
+        instance_service_server::InstanceServiceServer, node_service_server::NodeServiceServer,
         schedule_service_server::ScheduleServiceServer, swarm_service_server::SwarmServiceServer,
         task_service_server::TaskServiceServer, webhook_service_server::WebhookServiceServer,
         workflow_service_server::WorkflowServiceServer,
@@ -84,6 +84,8 @@ pub struct ServerOptions {
     /// memory when `None`).
     pub webhooks: Vec<crate::notify::webhook::Webhook>,
     pub data_dir: Option<PathBuf>,
+    /// The node link, on the owner of a shared database (`crate::cluster`).
+    pub node_link: Option<crate::cluster::leader::NodeLink>,
 }
 
 impl Default for ServerOptions {
@@ -101,6 +103,7 @@ impl Default for ServerOptions {
             audit: AuditLog::default(),
             webhooks: Vec::new(),
             data_dir: None,
+            node_link: None,
         }
     }
 }
@@ -123,6 +126,7 @@ async fn app(
 ) -> axum::Router {
     let stopped = engine.stopped();
     let stopping = shutdown.clone();
+    let link_stopping = shutdown.clone();
     let metrics = Metrics::start(engine.clone(), shutdown.clone()).await;
     let notifier = crate::notify::Notifier::start(
         engine.clone(),
@@ -214,12 +218,16 @@ async fn app(
                 name(&health_service),
                 name(&reflection_v1),
                 name(&reflection_v1alpha),
+                <NodeServiceServer<crate::cluster::leader::NodeLink> as NamedService>::NAME,
             ],
         ]
         .concat(),
         Auth::new(options.keys.clone(), tokens.clone()),
     ));
-    let grpc = tonic::service::Routes::new(swarm)
+    let link = options.node_link.clone().map(|link| {
+        NodeServiceServer::new(link.stopping_with(link_stopping)).max_decoding_message_size(max)
+    });
+    let mut grpc = tonic::service::Routes::new(swarm)
         .add_service(tasks)
         .add_service(instances)
         .add_service(workflows)
@@ -231,7 +239,11 @@ async fn app(
         .add_service(callers)
         .add_service(health_service)
         .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
+        .add_service(reflection_v1alpha);
+    if let Some(link) = link {
+        grpc = grpc.add_service(link);
+    }
+    let grpc = grpc
         .into_axum_router()
         .layer(middleware::from_fn_with_state(
             streams,

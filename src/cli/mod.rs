@@ -374,27 +374,17 @@ fn checked(args: &ServeArgs) -> Result<Config, ConfigError> {
 
 async fn serve(args: &ServeArgs) -> CliResult {
     let config = checked(args)?;
-    // On a shared database a standby waits here, before it takes the port.
-    let shared = match config.postgres {
-        Some(_) => Some(crate::app::start(&config, None)?),
-        None => None,
-    };
+    if let Some(target) = &config.postgres {
+        crate::app::serve_node(&config, target, server::shutdown_signal())
+            .await
+            .map_err(|e| e.to_string())?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
-    tracing::info!(address = %listener.local_addr()?, agent = ?config.agent, tls = config.serving.tls.is_some(), "serving gRPC, grpc-web and REST");
-    let scheme = if config.serving.tls.is_some() {
-        "https"
-    } else {
-        "http"
-    };
-    tracing::info!(url = %format!("{scheme}://{}/", listener.local_addr()?), "the dashboard");
-    match shared {
-        Some(engine) => {
-            crate::app::serve_engine(&config, engine, listener, server::shutdown_signal()).await?;
-        }
-        None => crate::app::serve(&config, listener, server::shutdown_signal()).await?,
-    }
+    crate::app::log_listening(&config, listener.local_addr()?);
+    crate::app::serve(&config, listener, server::shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -12,6 +12,7 @@ use std::{
 
 mod accounts;
 mod nodes;
+pub use nodes::host_name;
 
 pub use accounts::{Accounts, CREDENTIALS};
 

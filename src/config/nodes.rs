@@ -62,7 +62,7 @@ fn checked_name(name: String) -> Result<String, ConfigError> {
 }
 
 /// This machine's host name, or `node` when it has none that fits.
-fn host_name() -> String {
+pub fn host_name() -> String {
     let mut buffer = [0u8; 256];
     // SAFETY: gethostname writes at most `len` bytes into the buffer it is given.
     let done = unsafe { libc::gethostname(buffer.as_mut_ptr().cast(), buffer.len()) };

@@ -158,6 +158,13 @@ impl OutputSink {
         Self { task_id, tx }
     }
 
+    /// A sink whose reports go to the returned receiver instead of an engine: a node that
+    /// runs another node's task forwards them over its link.
+    pub fn detached(task_id: TaskId) -> (Self, RunReports) {
+        let (tx, rx) = mpsc::channel(64);
+        (Self { task_id, tx }, RunReports(rx))
+    }
+
     async fn send(&self, event: RunEvent) {
         // The engine gone means nobody listens any more: nothing to do.
         let _ = self.tx.send(Msg::Run(self.task_id.clone(), event)).await;
@@ -211,6 +218,22 @@ impl OutputSink {
     /// The run is over (sent by the engine's run wrapper, after `Agent::run` returns).
     pub(crate) async fn finished(&self, outcome: RunOutcome) {
         self.send(RunEvent::Finished(Box::new(outcome))).await;
+    }
+}
+
+/// What a [`OutputSink::detached`] sink was told, in order.
+pub struct RunReports(mpsc::Receiver<Msg>);
+
+impl RunReports {
+    /// The next report; `None` once every clone of the sink is gone.
+    pub async fn next(&mut self) -> Option<RunEvent> {
+        loop {
+            match self.0.recv().await? {
+                Msg::Run(_, event) => return Some(event),
+                // Only runs' reports are sent on a detached sink.
+                Msg::Call { .. } | Msg::Subscribe { .. } => continue,
+            }
+        }
     }
 }
 

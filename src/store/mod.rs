@@ -5,7 +5,7 @@
 //! The audit of API calls lives next to it ([`audit`]), in the same file, outside the port.
 //! [`postgres`] keeps the same rows in PostgreSQL, for nodes that share one database.
 
-mod approvals;
+pub(crate) mod approvals;
 pub mod audit;
 pub mod postgres;
 pub mod rows;

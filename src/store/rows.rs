@@ -225,7 +225,7 @@ macro_rules! mirror {
     };
 }
 
-pub(super) use mirror;
+pub(crate) use mirror;
 
 mirror! {
     #[derive(Default)]

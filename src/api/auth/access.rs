@@ -52,6 +52,8 @@ const RULES: &[Rule] = &[
     // The server.
     rule(OPEN,    Some("grpc.health.v1.Health/Check"),                    &["GET /health"]),
     rule(OPEN,    Some("grpc.health.v1.Health/Watch"),                    &[]),
+    // Nodes of one database: the link checks the database's secret itself.
+    rule(OPEN,    Some("claude_swarm.v1.NodeService/Attach"),             &[]),
     rule(READ,    Some("claude_swarm.v1.SwarmService/GetStatus"),         &["GET /status"]),
     rule(READ,    None,                                       &["GET /metrics", "GET /openapi.json", "GET /docs"]),
     rule(READ,    Some("grpc.reflection.v1.ServerReflection/ServerReflectionInfo"),      &[]),
@@ -227,7 +229,9 @@ mod tests {
                     }
                     None => reads_rpc(name),
                 };
+                // The node link checks the database's secret itself.
                 let open = name.contains("Health/")
+                    || name == "claude_swarm.v1.NodeService/Attach"
                     || name == "GET /health"
                     || name == "GET /"
                     || name.starts_with("GET /assets/");

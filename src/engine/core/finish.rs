@@ -75,7 +75,7 @@ impl Core {
         let lost = running.as_ref().is_some_and(|r| r.lost);
         let retry = outcome.status == TaskStatus::Failed
             && outcome.class.is_some_and(FailureClass::retryable)
-            && task.attempts <= task.spec.retries;
+            && task.counted_attempts() <= task.spec.retries;
         let (cost, usage, turns) = outcome
             .result
             .as_ref()

@@ -9,7 +9,7 @@ use crate::engine::{
     model::{
         event::{EventKind, Payload},
         instance::{Instance, InstanceStatus},
-        task::TaskStatus,
+        task::{Attempt, FailureClass, TaskStatus},
     },
     ports::StopReason,
 };
@@ -190,8 +190,11 @@ impl Core {
         }
     }
 
-    /// A run whose node was lost goes back to the queue, its attempt not counted.
+    /// A run whose node was lost goes back to the queue: the attempt stays in its history
+    /// as `node_lost`, which does not count against its retries. (The attempt number still
+    /// grows: it is the fencing token of every report about a run.)
     pub(super) fn requeue_lost(&mut self, id: &str) {
+        let now = self.now;
         let Some(entry) = self.tasks.get_mut(id) else {
             return;
         };
@@ -202,12 +205,19 @@ impl Core {
             .and_then(|i| i.split_once('/'))
             .map_or("", |(node, _)| node)
             .to_owned();
-        task.attempts = task.attempts.saturating_sub(1);
+        let error = format!("node {node} was lost while it ran this task");
+        task.history.push(Attempt {
+            attempt: task.attempts,
+            started_at: task.started_at,
+            ended_at: now,
+            result: None,
+            error: error.clone(),
+            failure_class: Some(FailureClass::NodeLost),
+            instance_id: task.instance_id.clone(),
+        });
         task.failure_class = None;
         task.started_at = None;
-        task.error = Some(format!(
-            "node {node} was lost while it ran this task; back in the queue"
-        ));
+        task.error = Some(format!("{error}; back in the queue"));
         self.set_status(id, TaskStatus::Pending);
         self.enqueue(id);
     }

@@ -188,7 +188,8 @@ impl Core {
                 self.resume_fan_out(id, children, max_parallel);
             }
             TaskStatus::Running
-                if task.attempts <= task.spec.retries || self.config.rerun_interrupted =>
+                if task.counted_attempts() <= task.spec.retries
+                    || self.config.rerun_interrupted =>
             {
                 let attempt = task.attempts;
                 self.set_status(id, TaskStatus::Pending);

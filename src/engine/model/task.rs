@@ -539,6 +539,17 @@ pub struct Attempt {
 }
 
 impl Task {
+    /// Attempts that count against its retries: all but those its node's loss cut short.
+    pub fn counted_attempts(&self) -> u32 {
+        let lost = self
+            .history
+            .iter()
+            .filter(|a| a.failure_class == Some(FailureClass::NodeLost))
+            .count();
+        self.attempts
+            .saturating_sub(u32::try_from(lost).unwrap_or(u32::MAX))
+    }
+
     /// A task just submitted: PENDING until its dependencies are settled.
     pub fn new(
         id: TaskId,
@@ -583,6 +594,8 @@ words! {
         Skipped = "skipped",
         OutputInvalid = "output_invalid",
         PermissionDenied = "permission_denied",
+        /// The node it ran on was lost: the attempt does not count against its retries.
+        NodeLost = "node_lost",
     }
 }
 

@@ -56,6 +56,31 @@ pub fn shown(url: &str) -> String {
     }
 }
 
+/// The owner's address and the link secret, once an owner has said where it listens.
+pub fn owner(url: &str) -> Result<Option<(String, String)>, String> {
+    let mut client = Client::connect(url, NoTls).map_err(|e| cause(&e))?;
+    let row = client
+        .query_opt(
+            "SELECT n.address, m.secret FROM meta m JOIN nodes n ON n.epoch = m.epoch
+             WHERE n.address IS NOT NULL",
+            &[],
+        )
+        .map_err(|e| cause(&e))?;
+    Ok(row.map(|row| (row.get(0), row.get(1))))
+}
+
+/// Records where the owner of `epoch` listens, for the other nodes to attach.
+pub fn advertise(url: &str, node: &str, epoch: i64, address: &str) -> Result<(), String> {
+    let mut client = Client::connect(url, NoTls).map_err(|e| cause(&e))?;
+    client
+        .execute(
+            "UPDATE nodes SET address = $3 WHERE name = $1 AND epoch = $2",
+            &[&node, &epoch, &address],
+        )
+        .map_err(|e| cause(&e))?;
+    Ok(())
+}
+
 /// The statements of a commit, prepared once.
 struct Statements {
     claim_revision: Statement,
@@ -117,6 +142,16 @@ impl PostgresStore {
             lease,
             event_retention: i64::try_from(event_retention.max(1)).unwrap_or(i64::MAX),
         })
+    }
+
+    /// This owner's epoch and the database's link secret (see `crate::cluster`).
+    pub fn link(&mut self) -> Result<(i64, String), StoreError> {
+        let secret: String = self
+            .client
+            .query_one("SELECT secret FROM meta", &[])
+            .map_err(self.error("read the link secret"))?
+            .get(0);
+        Ok((self.lease.epoch, secret))
     }
 
     /// Resolves once this node has lost the database to another (stop serving).

@@ -32,6 +32,11 @@ const MIGRATIONS: &[&str] = &[
      CREATE TABLE events (sequence bigint PRIMARY KEY, revision bigint NOT NULL, body text NOT NULL);
      CREATE TABLE nodes (name text PRIMARY KEY, epoch bigint NOT NULL,
          started_at timestamptz NOT NULL, heartbeat timestamptz NOT NULL);",
+    // 2: several nodes at work: the link secret a node shows the owner when it attaches
+    // (only readers of the database know it), and where each node can be reached.
+    "ALTER TABLE meta ADD COLUMN secret text NOT NULL
+         DEFAULT gen_random_uuid()::text || gen_random_uuid()::text;
+     ALTER TABLE nodes ADD COLUMN address text;",
 ];
 
 /// The layout this code writes.

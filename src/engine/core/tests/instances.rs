@@ -127,7 +127,12 @@ fn another_nodes_instances_take_work_and_its_loss_hands_the_work_back_uncounted(
     h.finish("a", failure(FailureClass::Interrupted));
     let task = h.task("a");
     assert_eq!(task.status, TaskStatus::Queued, "{task:?}");
-    assert_eq!(task.attempts, 0);
+    assert_eq!(
+        task.attempts, 1,
+        "the attempt number is the fencing token: it only grows"
+    );
+    assert_eq!(task.counted_attempts(), 0);
+    assert_eq!(task.history[0].failure_class, Some(FailureClass::NodeLost));
     assert!(task.error.unwrap().contains("node b was lost"));
 
     // Another node joins: the task runs there, and completes once.
@@ -140,5 +145,6 @@ fn another_nodes_instances_take_work_and_its_loss_hands_the_work_back_uncounted(
     assert_eq!(h.task("a").instance_id.as_deref(), Some("c/inst-0003"));
     h.complete("a");
     let task = h.task("a");
-    assert_eq!((task.status, task.attempts), (TaskStatus::Completed, 1));
+    assert_eq!((task.status, task.attempts), (TaskStatus::Completed, 2));
+    assert_eq!(task.counted_attempts(), 1);
 }
