@@ -4,7 +4,10 @@
 //!    concurrent callers and completed, every change durable, on SQLite and on PostgreSQL;
 //! 2. claim latency: one task at a time on idle instances, from the call to its answer,
 //!    which comes once the claim (the task RUNNING on an instance) is stored;
-//! 3. an instance-bound workload: an agent that takes 200 ms, 4 instances, on PostgreSQL.
+//! 3. an instance-bound workload: an agent that takes 200 ms, 4 instances, on PostgreSQL;
+//! 4. the same work on 1, 2 and 3 `claude-swarm serve` nodes of one database, 4 instances
+//!    each (the simulated agent told to take 200 ms): every node runs tasks, so the swarm's
+//!    rate should grow with its nodes.
 //!
 //! ```text
 //! bench-nodes [--tasks N] [--submitters C]
@@ -338,8 +341,169 @@ async fn run(args: Args, admin: String) -> Res<Vec<[String; 3]>> {
         format!("{rate:.1} tasks/s"),
         format!("ideal 20.0 tasks/s ({:.0}%)", rate / 20.0 * 100.0),
     ]);
+    // 4. 1, 2 and 3 nodes, 4 instances each, 100 tasks of 200 ms per node.
+    let mut one = None;
+    for nodes in 1..=3 {
+        let url =
+            tokio::task::block_in_place(|| database(&admin, &format!("bench_nodes_{nodes}")))?;
+        let rate = across_nodes(&url, nodes, 100 * nodes).await?;
+        let base = *one.get_or_insert(rate);
+        eprintln!("  {nodes} node(s): {rate:.1} tasks/s");
+        rows.push([
+            format!(
+                "{} tasks of 200 ms, {nodes} node(s) × 4 instances, PostgreSQL",
+                100 * nodes
+            ),
+            format!("{rate:.1} tasks/s"),
+            format!(
+                "{:.2}× one node; ideal {:.0} tasks/s ({:.0}%)",
+                rate / base,
+                20.0 * nodes as f64,
+                rate / (20.0 * nodes as f64) * 100.0
+            ),
+        ]);
+    }
     let _ = std::fs::remove_dir_all(&scratch);
     Ok(rows)
+}
+
+/// `tasks` tasks of 200 ms submitted to the owner of `nodes` serve processes on `url`,
+/// once every node's instances are attached: tasks a second, from submission to the last.
+async fn across_nodes(url: &str, nodes: usize, tasks: usize) -> Res<f64> {
+    use claude_swarm::pb::{
+        self, instance_service_client::InstanceServiceClient,
+        task_service_client::TaskServiceClient,
+    };
+    use std::io::BufRead;
+    let binary =
+        std::env::var("SWARM_BIN").unwrap_or_else(|_| "target/release/claude-swarm".into());
+    let mut children = Vec::new();
+    let (address_tx, address) = std::sync::mpsc::channel();
+    for n in 0..nodes {
+        let mut child = Command::new(&binary)
+            .args([
+                "serve",
+                "--agent",
+                "simulated",
+                "--listen",
+                "127.0.0.1:0",
+                "--instances",
+                "4",
+            ])
+            .args([
+                "--node-name",
+                &format!("n{n}"),
+                "--lease",
+                "5",
+                "--in-memory",
+            ])
+            .env("SWARM_STORE", url)
+            .env("SWARM_LOG", "claude_swarm=info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("{binary}: {e} (scripts/bench-nodes builds it)"))?;
+        let stderr = std::io::BufReader::new(child.stderr.take().ok_or("no stderr")?);
+        let tx = address_tx.clone();
+        std::thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("address=").nth(1) {
+                    let _ = tx.send(
+                        rest.split_whitespace()
+                            .next()
+                            .unwrap_or_default()
+                            .to_owned(),
+                    );
+                }
+            }
+        });
+        children.push(Killed(child, None));
+        if n == 0 {
+            // The first owns the database; the others attach to it.
+            let owner =
+                tokio::task::block_in_place(|| address.recv_timeout(Duration::from_secs(60)))
+                    .map_err(|_| "the first node did not start")?;
+            children[0].1 = Some(owner);
+        }
+    }
+    let owner = children[0].1.clone().ok_or("no owner")?;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{owner}"))
+        .map_err(|e| e.to_string())?
+        .connect()
+        .await
+        .map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let live = InstanceServiceClient::new(channel.clone())
+            .list_instances(pb::ListInstancesRequest::default())
+            .await
+            .map_err(|e| e.to_string())?
+            .into_inner()
+            .instances
+            .len();
+        if live >= 4 * nodes {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(format!("{live} of {} instances attached", 4 * nodes));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let request = pb::SubmitTasksRequest {
+        tasks: (0..tasks)
+            .map(|i| pb::TaskSpec {
+                prompt: format!("task {i} sim:delay=200"),
+                ..Default::default()
+            })
+            .collect(),
+    };
+    let began = Instant::now();
+    let ids: Vec<String> = TaskServiceClient::new(channel.clone())
+        .submit_tasks(request)
+        .await
+        .map_err(|e| e.to_string())?
+        .into_inner()
+        .tasks
+        .into_iter()
+        .map(|t| t.id)
+        .collect();
+    let mut last = began;
+    for id in ids {
+        let mut stream = pb::event_service_client::EventServiceClient::new(channel.clone())
+            .stream_events(pb::StreamEventsRequest {
+                after_sequence: Some(0),
+                task_id: id,
+                kinds: vec![pb::EventKind::TaskCompleted as i32],
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| e.to_string())?
+            .into_inner();
+        let event = tokio::time::timeout(Duration::from_secs(600), stream.message())
+            .await
+            .map_err(|_| "a task did not complete")?
+            .map_err(|e| e.to_string())?
+            .ok_or("the stream ended")?;
+        let at = event.time.map_or(began, |t| {
+            let when = std::time::UNIX_EPOCH + Duration::new(t.seconds as u64, t.nanos as u32);
+            let ago = std::time::SystemTime::now()
+                .duration_since(when)
+                .unwrap_or_default();
+            Instant::now() - ago
+        });
+        last = last.max(at);
+    }
+    Ok(tasks as f64 / (last - began).as_secs_f64())
+}
+
+/// A node process, killed when dropped; the owner's address once known.
+struct Killed(Child, Option<String>);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 fn tempfile_dir() -> Res<PathBuf> {
