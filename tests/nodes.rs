@@ -1,10 +1,12 @@
 //! Nodes on one PostgreSQL (`--store postgres://...`): `claude-swarm serve` processes on
 //! loopback with the simulated agent and a 2 s lease. One owns the database and runs the
-//! swarm; the others stand by. A killed owner's work, a workflow mid-way among it, is
-//! finished by one of two standbys with nothing acknowledged lost; a frozen owner is fenced
+//! swarm; the others attach to it and lend it their instances. Every node runs tasks; a
+//! killed node's and a frozen node's runs finish elsewhere, each task once, in one event
+//! order; a wrong link secret is refused. A killed owner's work, a workflow mid-way among
+//! it, is finished by another node with nothing acknowledged lost; a frozen owner is fenced
 //! out once its lease ends: it exits when it wakes, and every task completes exactly once,
 //! in one event order with no gap; an owner stopped with SIGTERM hands its running and
-//! queued work to a standby.
+//! queued work to another node.
 
 mod common;
 
