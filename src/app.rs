@@ -206,13 +206,20 @@ pub async fn serve_node(
     };
     let lending = tokio::spawn(worker.run(stopping));
     let retention = config.engine.event_retention as u64;
-    let opening = {
+    // A thread of its own, not the runtime's blocking pool: a node stopped while it waits
+    // for the lease must not wait for that thread to exit.
+    let (opened, opening) = tokio::sync::oneshot::channel();
+    {
         let target = target.clone();
-        tokio::task::spawn_blocking(move || PostgresStore::open(&target, retention))
-    };
+        std::thread::Builder::new()
+            .name("swarm-lease-wait".into())
+            .spawn(move || {
+                let _ = opened.send(PostgresStore::open(&target, retention));
+            })?;
+    }
     let mut shutdown = Box::pin(shutdown);
     let store = tokio::select! {
-        store = opening => store??,
+        store = opening => store.map_err(|_| "the lease's thread ended")??,
         () = &mut shutdown => {
             let _ = stop_worker.send(true);
             let _ = lending.await;
@@ -246,7 +253,13 @@ pub async fn serve_node(
     let options = ServerOptions {
         audit: config.audit_log(default_dir.clone())?,
         data_dir: config.state_dir(default_dir),
-        node_link: Some(NodeLink::new(engine.clone(), links, &secret, target.lease)),
+        node_link: Some(NodeLink::new(
+            &target.node,
+            engine.clone(),
+            links,
+            &secret,
+            target.lease,
+        )),
         ..config.server_options()
     };
     server::serve_with(listener, engine, options, shutdown).await?;

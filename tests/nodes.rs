@@ -123,6 +123,20 @@ async fn every_node_runs_tasks_and_a_killed_or_frozen_nodes_work_completes_once_
     })
     .await;
 
+    // GetStatus lists the nodes, the owner first, each with its instances.
+    let swarm = pb::swarm_service_client::SwarmServiceClient::new(a.clone())
+        .get_status(pb::GetStatusRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let nodes: Vec<(&str, bool, u32)> = swarm
+        .nodes
+        .iter()
+        .map(|n| (n.name.as_str(), n.owner, n.instances))
+        .collect();
+    assert_eq!(nodes, [("a", true, 2), ("b", false, 2), ("c", false, 2)]);
+    assert!(swarm.nodes.iter().all(|n| n.last_heard.is_some()));
+
     // Six tasks for six instances: every node runs two of them.
     let mut tasks = Vec::new();
     for i in 0..6 {
@@ -253,6 +267,45 @@ async fn the_node_link_refuses_a_caller_without_the_databases_secret() {
         instances.iter().all(|i| !i.id.contains('/')),
         "{instances:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_stopped_with_sigterm_exits_and_the_owner_runs_its_tasks_again() {
+    let url = database_async().await;
+    let owner = Node::spawn(&url, "a", &["--instances", "1", "--lease", "2"]);
+    let a = owner.serving(Duration::from_secs(30)).await;
+    let mut lender = Node::spawn(&url, "b", &["--instances", "1", "--lease", "2"]);
+    events_until(&a, 0, |seen| {
+        seen.iter()
+            .any(|e| e.kind == EventKind::InstanceSpawned as i32 && e.instance_id.starts_with("b/"))
+    })
+    .await;
+    let first = submit_on(&a, spec("first sim:delay=3000")).await.id;
+    let second = submit_on(&a, spec("second sim:delay=3000")).await.id;
+    let on_b = {
+        let one = first_event(&a, &first, &[EventKind::TaskStarted]).await;
+        let two = first_event(&a, &second, &[EventKind::TaskStarted]).await;
+        if one.instance_id.starts_with("b/") {
+            first.clone()
+        } else {
+            assert!(two.instance_id.starts_with("b/"), "{one:?} {two:?}");
+            second.clone()
+        }
+    };
+    lender.signal(libc::SIGTERM);
+    assert_eq!(
+        lender.exit_code(Duration::from_secs(10)),
+        Some(0),
+        "a node waiting for the lease stops cleanly"
+    );
+    first_event(&a, &on_b, &TERMINAL).await;
+    let task = get_on(&a, &on_b).await;
+    assert_eq!(status(&task), S::Completed, "{task:?}");
+    assert_eq!(
+        task.attempts, 2,
+        "handed back by b, run again on a: {task:?}"
+    );
+    assert!(!task.instance_id.starts_with("b/"), "{task:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -539,6 +539,8 @@ impl From<&SwarmStatus> for pb::GetStatusResponse {
             turns: s.turns,
             accounts: s.accounts.iter().map(Into::into).collect(),
             approvals_pending: s.approvals_pending,
+            // Filled in by the service on the owner of a shared database.
+            nodes: Vec::new(),
         }
     }
 }

@@ -141,7 +141,8 @@ async fn app(
         options.allow_commands,
         metrics.subscribers(),
     )
-    .with_stream_limit(streams.clone());
+    .with_stream_limit(streams.clone())
+    .with_node_link(options.node_link.clone());
     let api = match notifier {
         Ok(notifier) => api.with_notifier(notifier),
         Err(cause) => {

@@ -44,6 +44,8 @@ pub struct Service {
     streams: std::sync::Arc<StreamLimit>,
     /// The webhooks' workers (`WebhookService`); none on a router without them.
     notifier: Option<crate::notify::Notifier>,
+    /// The node link, on the owner of a shared database (`GetStatus` lists the nodes).
+    node_link: Option<crate::cluster::leader::NodeLink>,
 }
 
 fn opt(s: String) -> Option<String> {
@@ -93,12 +95,19 @@ impl Service {
             subscribers,
             streams: StreamLimit::new(DEFAULT_MAX_STREAMS_PER_KEY, false),
             notifier: None,
+            node_link: None,
         }
     }
 
     /// The service with `streams` counting its callers' event feeds.
     pub fn with_stream_limit(self, streams: std::sync::Arc<StreamLimit>) -> Self {
         Self { streams, ..self }
+    }
+
+    /// With the nodes of `link` in `GetStatus`.
+    pub fn with_node_link(mut self, link: Option<crate::cluster::leader::NodeLink>) -> Self {
+        self.node_link = link;
+        self
     }
 
     /// With `WebhookService` served by `notifier`.
@@ -133,7 +142,13 @@ impl Service {
     }
 
     pub async fn get_status(&self) -> Result<pb::GetStatusResponse> {
-        Ok((&self.engine.status().await?).into())
+        let mut status: pb::GetStatusResponse = (&self.engine.status().await?).into();
+        if let Some(link) = &self.node_link {
+            let instances = self.engine.instances().await?;
+            let own = instances.iter().filter(|i| !i.id.contains('/')).count();
+            status.nodes = link.nodes(u32::try_from(own).unwrap_or(u32::MAX));
+        }
+        Ok(status)
     }
 
     pub async fn submit_task(

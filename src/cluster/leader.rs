@@ -23,14 +23,16 @@ use super::{
     wire::{self, Down, Up},
 };
 use crate::{
-    api::auth::digest,
+    api::{auth::digest, convert::timestamp},
     engine::Engine,
-    pb::{LinkFrame, node_service_server::NodeService},
+    pb::{self, LinkFrame, node_service_server::NodeService},
 };
 
 /// The owner's `NodeService`.
 #[derive(Clone)]
 pub struct NodeLink {
+    /// This node's name.
+    node: String,
     engine: Engine,
     links: Arc<Links>,
     /// The database's link secret.
@@ -50,8 +52,15 @@ impl std::fmt::Debug for NodeLink {
 }
 
 impl NodeLink {
-    pub fn new(engine: Engine, links: Arc<Links>, secret: &str, lease: Duration) -> Self {
+    pub fn new(
+        node: &str,
+        engine: Engine,
+        links: Arc<Links>,
+        secret: &str,
+        lease: Duration,
+    ) -> Self {
         Self {
+            node: node.to_owned(),
             engine,
             links,
             secret: secret.into(),
@@ -59,6 +68,29 @@ impl NodeLink {
             sessions: Arc::default(),
             stopping: None,
         }
+    }
+
+    /// The nodes of the database as `GetStatus` shows them, the owner (this node, with
+    /// `own` instances) first.
+    pub fn nodes(&self, own: u32) -> Vec<pb::NodeStatus> {
+        let now = std::time::SystemTime::now();
+        let owner = pb::NodeStatus {
+            name: self.node.clone(),
+            owner: true,
+            instances: own,
+            last_heard: Some(timestamp(now)),
+        };
+        let others = self
+            .links
+            .attached()
+            .into_iter()
+            .map(|(name, instances, heard)| pb::NodeStatus {
+                name,
+                owner: false,
+                instances,
+                last_heard: Some(timestamp(heard)),
+            });
+        std::iter::once(owner).chain(others).collect()
     }
 
     /// The same link, ended when `stopping` turns true: the nodes' runs then go back to
@@ -105,7 +137,7 @@ impl NodeService for NodeLink {
             .leave_node(node.clone())
             .await
             .map_err(Status::from)?;
-        self.links.attach(&node, session, down.clone());
+        self.links.attach(&node, session, instances, down.clone());
         let lent = self
             .engine
             .join_node(node.clone(), instances)
@@ -156,6 +188,7 @@ async fn follow(
             Ok(Ok(Some(frame))) => frame,
         };
         heard = tokio::time::Instant::now();
+        link.links.heard(&node, session);
         match wire::decode::<Up>(&frame.json) {
             Some(Up::Ping) | Some(Up::Hello { .. }) => {}
             Some(Up::Report {

@@ -15,6 +15,7 @@ use std::{
     collections::HashMap,
     path::PathBuf,
     sync::{Arc, Mutex},
+    time::SystemTime,
 };
 
 use tokio::sync::mpsc;
@@ -40,6 +41,9 @@ pub struct Links {
 struct Link {
     /// Tells this attachment from a later one of the same node.
     session: u64,
+    /// The instances it lends, and when a frame of it last arrived.
+    instances: u32,
+    heard: SystemTime,
     down: mpsc::Sender<Down>,
     /// Runs in flight there, by task: the attempt and where its reports go.
     runs: HashMap<String, (u32, mpsc::Sender<ReportRow>)>,
@@ -58,9 +62,11 @@ impl Links {
     }
 
     /// `node` attaches as `session`, in place of any earlier attachment.
-    fn attach(&self, node: &str, session: u64, down: mpsc::Sender<Down>) {
+    fn attach(&self, node: &str, session: u64, instances: u32, down: mpsc::Sender<Down>) {
         let link = Link {
             session,
+            instances,
+            heard: SystemTime::now(),
             down,
             runs: HashMap::new(),
         };
@@ -72,6 +78,13 @@ impl Links {
         let mut nodes = self.lock();
         if nodes.get(node).is_some_and(|l| l.session == session) {
             nodes.remove(node);
+        }
+    }
+
+    /// A frame of `node`'s `session` arrived now.
+    fn heard(&self, node: &str, session: u64) {
+        if let Some(link) = self.lock().get_mut(node).filter(|l| l.session == session) {
+            link.heard = SystemTime::now();
         }
     }
 
@@ -123,11 +136,16 @@ impl Links {
         }
     }
 
-    /// The nodes attached now, by name.
-    pub fn names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.lock().keys().cloned().collect();
-        names.sort();
-        names
+    /// The nodes attached now, by name: the instances each lends and when it was last
+    /// heard from.
+    pub fn attached(&self) -> Vec<(String, u32, SystemTime)> {
+        let mut nodes: Vec<_> = self
+            .lock()
+            .iter()
+            .map(|(name, link)| (name.clone(), link.instances, link.heard))
+            .collect();
+        nodes.sort_by(|a, b| a.0.cmp(&b.0));
+        nodes
     }
 }
 
