@@ -256,6 +256,30 @@ async fn the_node_link_refuses_a_caller_without_the_databases_secret() {
     assert_eq!(wrong.code(), tonic::Code::PermissionDenied, "{wrong:?}");
     let garbage = attach("not a frame").await;
     assert_eq!(garbage.code(), tonic::Code::InvalidArgument, "{garbage:?}");
+    // Calls that never say hello hold a place each until the lease is up: past
+    // max_streams_per_key (32 by client address) they are refused at once.
+    let mut waiting = Vec::new();
+    for _ in 0..40 {
+        let mut client = NodeServiceClient::new(a.clone());
+        waiting.push(tokio::spawn(async move {
+            client
+                .attach(tokio_stream::pending::<pb::LinkFrame>())
+                .await
+                .expect_err("no hello")
+                .code()
+        }));
+    }
+    let mut codes = HashMap::new();
+    for call in waiting {
+        *codes.entry(call.await.unwrap()).or_insert(0) += 1;
+    }
+    assert_eq!(
+        codes,
+        HashMap::from([
+            (tonic::Code::DeadlineExceeded, 32),
+            (tonic::Code::ResourceExhausted, 8)
+        ])
+    );
     // Nothing was lent: the swarm has the owner's own instances only.
     let instances = pb::instance_service_client::InstanceServiceClient::new(a.clone())
         .list_instances(pb::ListInstancesRequest::default())

@@ -248,7 +248,7 @@ async fn app(
         .into_axum_router()
         .layer(middleware::from_fn_with_state(
             streams,
-            stream_limit::hold_health_watch,
+            stream_limit::hold_open_streams,
         ))
         .layer(middleware::map_response(grpc::request_errors));
     // The REST router's fallback (a JSON 404) replaces tonic's "unimplemented" one. Every

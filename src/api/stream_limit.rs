@@ -48,18 +48,22 @@ pub fn peer() -> Option<IpAddr> {
     PEER.try_with(|peer| *peer).ok().flatten()
 }
 
-/// The path of health's server-streaming method (tonic-health serves it: not ours to
-/// count inside).
-const HEALTH_WATCH: &str = "/grpc.health.v1.Health/Watch";
+/// The streams of routes open to all, counted here by client address (nobody is asked who
+/// they are): health's `Watch` (tonic-health serves it: not ours to count inside) and the
+/// node link's `Attach` (held from the first frame, before its secret is checked).
+const OPEN_STREAMS: [&str; 2] = [
+    "/grpc.health.v1.Health/Watch",
+    "/claude_swarm.v1.NodeService/Attach",
+];
 
-/// The layer in front of the gRPC services: a health `Watch` takes a place for as long as
-/// its response body lives, or is refused when its caller has none left.
-pub async fn hold_health_watch(
+/// The layer in front of the gRPC services: a stream of an open route takes a place for as
+/// long as its response body lives, or is refused when its caller has none left.
+pub async fn hold_open_streams(
     State(limit): State<Arc<StreamLimit>>,
     request: Request,
     next: Next,
 ) -> Response {
-    if request.uri().path() != HEALTH_WATCH {
+    if !OPEN_STREAMS.contains(&request.uri().path()) {
         return next.run(request).await;
     }
     match limit.take() {

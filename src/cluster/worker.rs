@@ -4,7 +4,14 @@
 //! the owner is silent for a lease, every run it has is stopped (the owner hands them to
 //! others) and it attaches again, to whichever node owns the database by then.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use tokio::{
     sync::{mpsc, oneshot, watch},
@@ -95,6 +102,9 @@ impl Worker {
         tracing::info!(owner = %address, node = %self.node, "attached to the owner; lending {} instances", self.instances);
         let mut runs: HashMap<String, (u32, oneshot::Sender<StopReason>)> = HashMap::new();
         let questions = Questions::default();
+        // Set once the link is over: runs stopped then report nothing (the owner hands
+        // their tasks back to the queue; a report of their stop would fail them there).
+        let leaving = Arc::new(AtomicBool::new(false));
         let mut running = JoinSet::new();
         let mut lent = Vec::new();
         let mut ping = tokio::time::interval(self.lease / 3);
@@ -132,7 +142,7 @@ impl Worker {
                         self.agent.clone(),
                         request,
                         stop_rx,
-                        up.clone(),
+                        (up.clone(), leaving.clone()),
                         questions.clone(),
                     ));
                 }
@@ -170,6 +180,7 @@ impl Worker {
             }
         }
         // The owner hands these runs to others: none of them may go on here.
+        leaving.store(true, Ordering::SeqCst);
         for (_, (_, stop)) in runs.drain() {
             let _ = stop.send(StopReason::InstanceTerminated);
         }
@@ -187,7 +198,7 @@ async fn run_one(
     agent: Arc<dyn Agent>,
     request: RunRequest,
     stop: oneshot::Receiver<StopReason>,
-    up: mpsc::Sender<Up>,
+    (up, leaving): (mpsc::Sender<Up>, Arc<AtomicBool>),
     questions: Questions,
 ) -> (String, u32) {
     let (task, attempt) = (request.task_id.clone(), request.attempt);
@@ -229,7 +240,7 @@ async fn run_one(
     };
     let (outcome, ()) = tokio::join!(agent.run(request, sink, stop), forward);
     let finished = ReportRow::of(&RunEvent::Finished(Box::new(outcome)), 0);
-    if let Some(row) = finished {
+    if let Some(row) = finished.filter(|_| !leaving.load(Ordering::SeqCst)) {
         let _ = up.send(report(row)).await;
     }
     (task, attempt)

@@ -160,8 +160,10 @@ impl Core {
         }
     }
 
-    /// `count` instances on another node's machine; they take work as soon as they exist.
+    /// `count` instances on another node's machine (at most `max_instances`, the most a
+    /// node may ask for); they take work as soon as they exist.
     pub(super) fn join_node(&mut self, node: &str, count: u32) -> Vec<Instance> {
+        let count = count.min(u32::try_from(self.config.max_instances).unwrap_or(u32::MAX));
         let joined = (0..count)
             .map(|_| self.spawn_on((node, true), None))
             .collect();
