@@ -286,16 +286,16 @@ fn a_second_node_stands_by_then_takes_over_and_fences_the_first_out() {
         opened.try_recv().is_err(),
         "the standby waits while the owner lives"
     );
-    // The owner's lease session ends (as the server ends it for a silent node).
-    let ended: bool = admin(&url)
-        .query_one(
+    // The owner's lease session ends (as the server ends it for a silent node). On a
+    // loaded machine it may have ended already, its 2 s lease missed: the same for the
+    // standby.
+    admin(&url)
+        .execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
              WHERE application_name = 'claude-swarm lease a'",
             &[],
         )
-        .unwrap()
-        .get(0);
-    assert!(ended);
+        .unwrap();
     let mut second = standby.join().unwrap().unwrap();
     let snapshot = second.load().unwrap();
     assert_eq!(
