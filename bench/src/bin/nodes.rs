@@ -390,13 +390,7 @@ async fn across_nodes(url: &str, nodes: usize, tasks: usize) -> Res<f64> {
                 "--instances",
                 "4",
             ])
-            .args([
-                "--node-name",
-                &format!("n{n}"),
-                "--lease",
-                "5",
-                "--in-memory",
-            ])
+            .args(["--node-name", &format!("n{n}"), "--lease", "5"])
             .env("SWARM_STORE", url)
             .env("SWARM_LOG", "claude_swarm=info")
             .stdout(Stdio::null())
