@@ -175,8 +175,18 @@ async fn every_node_runs_tasks_and_a_killed_or_frozen_nodes_work_completes_once_
             first_event(&a, id, &TERMINAL).await;
         }
     };
+    // b wakes once the owner has dropped it (its instances terminated), not before.
     let thawed = async {
-        tokio::time::sleep(Duration::from_secs(4)).await;
+        events_until(&a, 0, |seen| {
+            seen.iter()
+                .filter(|e| {
+                    e.kind == EventKind::InstanceTerminated as i32
+                        && e.instance_id.starts_with("b/")
+                })
+                .count()
+                == 2
+        })
+        .await;
         frozen.signal(libc::SIGCONT);
     };
     let (done, ()) = tokio::join!(
