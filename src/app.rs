@@ -184,27 +184,64 @@ pub async fn serve_engine(
     server::serve_with(listener, engine, options, shutdown).await
 }
 
-/// `claude-swarm serve` on a shared database: until this node owns it, it lends its
-/// instances to the node that does (`crate::cluster::worker`) and serves no port; once it
-/// owns it (at once, when no other node does), it runs the swarm, with the other nodes'
-/// instances attached over the node link, and serves every surface on `listen`.
+/// `claude-swarm serve` on a shared database. Its port opens at once. Until this node owns
+/// the database, it lends its instances to the node that does (`crate::cluster::worker`)
+/// and forwards every request on its port there (`crate::cluster::forward`). Once it owns
+/// it (at once, when no other node does), it runs the swarm, with the other nodes'
+/// instances attached over the node link, and serves every surface itself.
 pub async fn serve_node(
     config: &Config,
     target: &crate::store::postgres::Target,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    use crate::cluster::{ClusterAgent, Links, leader::NodeLink, worker::Worker};
+    use crate::cluster::{ClusterAgent, Links, forward::Forward, leader::NodeLink, worker::Worker};
     let local: Arc<dyn Agent> = Arc::new(config.agent()?);
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    let address = listener.local_addr()?;
+    // Two handles on the one socket: the forwarding side's goes when this node takes over.
+    let (listener, forwarding) = {
+        let socket = listener.into_std()?;
+        let copy = socket.try_clone()?;
+        (TcpListener::from_std(socket)?, TcpListener::from_std(copy)?)
+    };
     let (stop_worker, stopping) = tokio::sync::watch::channel(false);
+    let (found, owner) = tokio::sync::watch::channel(None);
     let url = target.url.clone();
     let worker = Worker {
         node: target.node.clone(),
         instances: u32::try_from(config.engine.initial_instances).unwrap_or(u32::MAX),
         agent: local.clone(),
         lease: target.lease,
-        find: Arc::new(move || crate::store::postgres::owner(&url).ok().flatten()),
+        find: Arc::new(move || {
+            let owner = crate::store::postgres::owner(&url).ok().flatten();
+            found.send_replace(owner.clone());
+            owner
+        }),
     };
-    let lending = tokio::spawn(worker.run(stopping));
+    let lending = tokio::spawn(worker.run(stopping.clone()));
+    tracing::info!(address = %address, node = %target.node, "forwarding the API to the node that owns the database, until this one does");
+    let forwarded = {
+        let mut stopping = stopping;
+        let done = async move {
+            let _ = stopping.wait_for(|stop| *stop).await;
+        };
+        let options = config.server_options();
+        tokio::spawn(server::forward(
+            forwarding,
+            options,
+            Forward::new(owner),
+            done,
+        ))
+    };
+    let stop_lending = || async {
+        let _ = stop_worker.send(true);
+        let _ = lending.await;
+        if let Ok(Err(cause)) = forwarded.await {
+            tracing::warn!(%cause, "the forwarding side of the port failed");
+        }
+    };
     let retention = config.engine.event_retention as u64;
     // A thread of its own, not the runtime's blocking pool: a node stopped while it waits
     // for the lease must not wait for that thread to exit.
@@ -221,15 +258,13 @@ pub async fn serve_node(
     let store = tokio::select! {
         store = opening => store.map_err(|_| "the lease's thread ended")??,
         () = &mut shutdown => {
-            let _ = stop_worker.send(true);
-            let _ = lending.await;
+            stop_lending().await;
             return Ok(());
         }
     };
     // This node owns the database: what it ran for the last owner stops first (the swarm
     // runs those tasks again), then its engine starts.
-    let _ = stop_worker.send(true);
-    let _ = lending.await;
+    stop_lending().await;
     let mut store = store;
     let (epoch, secret) = tokio::task::block_in_place(|| store.link())?;
     exit_when_lost(&store, &target.node);
@@ -238,10 +273,6 @@ pub async fn serve_node(
     let engine = tokio::task::block_in_place(|| {
         Engine::start_durable(config.engine.clone(), agent, Box::new(store))
     })?;
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
-    let address = listener.local_addr()?;
     log_listening(config, address);
     let advertised = advertised(address);
     let (url, node) = (target.url.clone(), target.node.clone());

@@ -450,6 +450,211 @@ async fn an_owner_stopped_with_sigterm_hands_its_running_and_queued_work_to_a_st
     }
 }
 
+/// Any node's port serves the whole swarm: b, which does not own the database, forwards
+/// every surface to the owner a (gRPC and its event stream, REST, SSE, the WebSocket) once
+/// its own guard has screened the request by b's names. The owner sees the client, not b;
+/// it trusts no forwarding without the database's link secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_nodes_port_sees_and_steers_the_whole_swarm_and_screens_what_it_forwards() {
+    use serde_json::{Value, json};
+    use tokio_stream::StreamExt as _;
+    use tokio_tungstenite::tungstenite::{client::IntoClientRequest as _, http::HeaderValue};
+    let url = database_async().await;
+    let args = &["--instances", "1", "--lease", "2"];
+    let owner = Node::spawn(&url, "a", args);
+    let a = owner.serving(Duration::from_secs(30)).await;
+    let forwarding = Node::spawn(&url, "b", args);
+    events_until(&a, 0, |seen| {
+        seen.iter()
+            .any(|e| e.kind == EventKind::InstanceSpawned as i32 && e.instance_id.starts_with("b/"))
+    })
+    .await;
+    let b = forwarding.connect().await;
+
+    // gRPC on b: two tasks, one on each node's instance; b's stream shows both nodes'
+    // events in the swarm's one order.
+    let mut ids = Vec::new();
+    for i in 0..2 {
+        let task = submit_on(&b, spec(&format!("through b {i} sim:delay=1500"))).await;
+        ids.push(task.id);
+    }
+    let events = events_until(&b, 0, |seen| {
+        seen.iter()
+            .filter(|e| e.kind == EventKind::TaskCompleted as i32)
+            .count()
+            == 2
+    })
+    .await;
+    let sequences: Vec<u64> = events.iter().map(|e| e.sequence).collect();
+    let expected: Vec<u64> = (sequences[0]..sequences[0] + sequences.len() as u64).collect();
+    assert_eq!(sequences, expected);
+    let mut on_b: Vec<bool> = events
+        .iter()
+        .filter(|e| e.kind == EventKind::TaskStarted as i32)
+        .map(|e| e.instance_id.starts_with("b/"))
+        .collect();
+    on_b.sort();
+    assert_eq!(on_b, [false, true], "one task on each node: {events:?}");
+
+    // REST on b: the tasks and the nodes as the owner has them.
+    let http = reqwest::Client::new();
+    let base = format!("http://{}", forwarding.address());
+    let get = |path: String| {
+        let http = http.clone();
+        async move {
+            let response = http.get(path).send().await.unwrap();
+            assert!(response.status().is_success(), "{response:?}");
+            response.json::<Value>().await.unwrap()
+        }
+    };
+    let task = get(format!("{base}/tasks/{}", ids[0])).await;
+    assert_eq!(task["status"], "completed", "{task}");
+    let swarm = get(format!("{base}/status")).await;
+    let names: Vec<&str> = swarm["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["a", "b"], "{swarm}");
+
+    // Steered through b by a client on 127.0.0.2: a long task submitted and cancelled.
+    // The owner's audit names that client, not b.
+    let elsewhere = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .unwrap();
+    let submitted: Value = elsewhere
+        .post(format!("{base}/tasks"))
+        .json(&json!({ "prompt": "long sim:delay=60000" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let long = submitted["task_id"].as_str().expect("a task id").to_owned();
+    first_event(&a, &long, &[EventKind::TaskStarted]).await;
+    let cancel = elsewhere
+        .delete(format!("{base}/tasks/{long}"))
+        .send()
+        .await
+        .unwrap();
+    assert!(cancel.status().is_success(), "{cancel:?}");
+    first_event(&a, &long, &TERMINAL).await;
+    assert_eq!(status(&get_on(&a, &long).await), S::Cancelled);
+    let audit = get(format!("http://{}/audit", owner.address())).await;
+    let callers: Vec<(&str, &str)> = audit["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["action"].as_str().unwrap(),
+                r["client_address"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    for action in ["POST /tasks", "DELETE /tasks/{id}"] {
+        assert!(
+            callers.contains(&(action, "127.0.0.2")),
+            "{action} from the client: {callers:?}"
+        );
+    }
+
+    // SSE and the WebSocket on b replay the swarm's events from the start.
+    let mut sse = http
+        .get(format!("{base}/events?after=0"))
+        .send()
+        .await
+        .unwrap()
+        .bytes_stream();
+    let mut text = String::new();
+    while !text.contains("task_cancelled") {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), sse.next())
+            .await
+            .expect("SSE keeps coming")
+            .expect("the stream goes on")
+            .unwrap();
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let ws_url = format!("ws://{}/ws/stream?after=0", forwarding.address());
+    let (mut ws, _) = tokio_tungstenite::connect_async(ws_url.clone())
+        .await
+        .unwrap();
+    let mut kinds = Vec::new();
+    while !kinds.iter().any(|k| k == "task_cancelled") {
+        let message = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("the WebSocket keeps coming")
+            .unwrap()
+            .unwrap();
+        let event: Value = serde_json::from_str(message.to_text().unwrap()).unwrap();
+        kinds.push(event["kind"].as_str().unwrap_or_default().to_owned());
+    }
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "task_completed").count(),
+        2,
+        "{kinds:?}"
+    );
+
+    // b screens what a page could send against its user, by b's own names: none of it
+    // reaches the owner.
+    let tasks_before = get(format!("{base}/tasks?limit=100")).await["tasks"]
+        .as_array()
+        .unwrap()
+        .len();
+    let task_post = || http.post(format!("{base}/tasks"));
+    let refused = [
+        (
+            task_post()
+                .header("origin", "http://evil.example")
+                .json(&json!({ "prompt": "x" })),
+            403,
+        ),
+        (
+            task_post()
+                .header("host", "evil.example")
+                .json(&json!({ "prompt": "x" })),
+            421,
+        ),
+        (
+            task_post()
+                .header("content-type", "text/plain")
+                .body(r#"{"prompt":"x"}"#),
+            415,
+        ),
+    ];
+    for (request, code) in refused {
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status().as_u16(), code, "{response:?}");
+    }
+    let mut from_page = ws_url.into_client_request().unwrap();
+    from_page
+        .headers_mut()
+        .insert("origin", HeaderValue::from_static("http://evil.example"));
+    match tokio_tungstenite::connect_async(from_page).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status().as_u16(), 403)
+        }
+        other => panic!("a foreign page's WebSocket is refused: {other:?}"),
+    }
+    let tasks_after = get(format!("{base}/tasks?limit=100")).await["tasks"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(tasks_after, tasks_before);
+
+    // The owner takes no forwarding without the database's link secret.
+    let forged = http
+        .get(format!("http://{}/status", owner.address()))
+        .header("x-swarm-link-secret", "a guess")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status().as_u16(), 403, "{forged:?}");
+}
+
 #[test]
 fn config_show_masks_the_stores_password() {
     let out = std::process::Command::new(common::BIN)

@@ -40,11 +40,12 @@ use axum::{
 };
 
 use super::{
-    auth::{Auth, Caller, Denied, access},
+    auth::{Auth, Caller, Denied, Digest, access, digest},
     rate_limit::{Limited, Limiter},
     rest::{self, ApiError, Route},
     server::ServerOptions,
 };
+use crate::cluster::forward;
 
 /// The start of every gRPC (`application/grpc`, `+proto`) and grpc-web (`-web`,
 /// `-web-text`) media type.
@@ -77,6 +78,9 @@ pub struct Guard {
     auth: Auth,
     /// The callers' buckets, with a rate limit.
     limiter: Option<Limiter>,
+    /// On the owner of a shared database: the digest of its link secret, which requests
+    /// forwarded by the other nodes carry.
+    link: Option<Digest>,
 }
 
 impl Guard {
@@ -109,6 +113,7 @@ impl Guard {
             limiter: options
                 .rate_limit
                 .map(|limit| Limiter::new(limit, !options.keys.is_empty())),
+            link: options.node_link.as_ref().map(|link| link.secret_digest()),
         }
     }
 
@@ -147,14 +152,14 @@ impl Guard {
                 .is_some_and(|t| t.eq_ignore_ascii_case(authority) && self.serves(&t))
     }
 
-    /// Who is calling, when `request` may go on to its route (`None` on an open route).
-    fn check(&self, request: &Request) -> Result<Option<Caller>, Refusal> {
+    /// What a browser could send against the user's will: a `Host`, an `Origin` or a body
+    /// type this server does not take.
+    fn screen(&self, request: &Request) -> Result<(), Refusal> {
         let (method, uri, headers) = (request.method(), request.uri(), request.headers());
         self.check_host(headers, uri)?;
         let changes_state = !method.is_safe();
-        let stream = self.is_stream(uri.path());
         if let Some(origin) = headers.get(header::ORIGIN)
-            && (changes_state || stream)
+            && (changes_state || self.is_stream(uri.path()))
             && !self.allows_origin(origin, headers, uri)
         {
             return Err(Refusal::origin(origin));
@@ -162,6 +167,36 @@ impl Guard {
         if changes_state {
             self.check_body_type(method, uri.path(), headers)?;
         }
+        Ok(())
+    }
+
+    /// Whether `request` comes from a node forwarding it (`crate::cluster::forward`), which
+    /// screened it against its own names: it must carry the database's link secret. Its
+    /// caller's address then stands for the client's (limits, audit). A caller's own claim
+    /// of an address, without the secret, is dropped.
+    fn forwarded(&self, request: &mut Request) -> Result<bool, Refusal> {
+        let headers = request.headers_mut();
+        let claimed = headers.remove(forward::CALLER);
+        let Some(secret) = headers.remove(forward::SECRET) else {
+            return Ok(false);
+        };
+        if self.link.is_none_or(|link| digest(&text(&secret)) != link) {
+            return Err(Refusal::not_a_node());
+        }
+        let caller = claimed.and_then(|value| text(&value).parse::<SocketAddr>().ok());
+        if let Some(caller) = caller {
+            request.extensions_mut().insert(ConnectInfo(caller));
+        }
+        Ok(true)
+    }
+
+    /// Who is calling, when `request` may go on to its route (`None` on an open route).
+    fn check(&self, request: &Request, forwarded: bool) -> Result<Option<Caller>, Refusal> {
+        if !forwarded {
+            self.screen(request)?;
+        }
+        let (method, uri, headers) = (request.method(), request.uri(), request.headers());
+        let stream = self.is_stream(uri.path());
         let token = stream.then(|| stream_token(uri)).flatten();
         let caller = self
             .auth
@@ -236,7 +271,10 @@ impl Guard {
 
 /// The layer's work: refuse, or pass the request on as its caller's.
 pub async fn check(State(guard): State<Arc<Guard>>, mut request: Request, next: Next) -> Response {
-    match guard.check(&request) {
+    let checked = guard
+        .forwarded(&mut request)
+        .and_then(|forwarded| guard.check(&request, forwarded));
+    match checked {
         Ok(caller) => {
             // The stream token is the guard's business; the route never sees it.
             if guard.is_stream(request.uri().path()) {
@@ -247,24 +285,35 @@ pub async fn check(State(guard): State<Arc<Guard>>, mut request: Request, next: 
                 None => next.run(request).await,
             }
         }
-        Err(refusal) => {
-            tracing::warn!(
-                status = refusal.status.as_u16(),
-                header = refusal.field,
-                method = %request.method(),
-                path = request.uri().path(),
-                "refused: {}",
-                refusal.message
-            );
-            let response = refusal.into_response(request.headers().get(header::CONTENT_TYPE));
-            // Take in what the client is still sending (a little, briefly): over HTTP/1.1 an
-            // unread body closes the connection under it, and it hears a reset instead of
-            // the refusal.
-            let body = axum::body::to_bytes(request.into_body(), DRAIN_BYTES);
-            let _ = tokio::time::timeout(DRAIN_TIME, body).await;
-            response
-        }
+        Err(refusal) => refuse(refusal, request).await,
     }
+}
+
+/// The layer in front of a node that forwards its port to the owner: only [`Guard::screen`]
+/// (by this node's names and origins); the owner asks who is calling.
+pub async fn screen(State(guard): State<Arc<Guard>>, request: Request, next: Next) -> Response {
+    match guard.screen(&request) {
+        Ok(()) => next.run(request).await,
+        Err(refusal) => refuse(refusal, request).await,
+    }
+}
+
+async fn refuse(refusal: Refusal, request: Request) -> Response {
+    tracing::warn!(
+        status = refusal.status.as_u16(),
+        header = refusal.field,
+        method = %request.method(),
+        path = request.uri().path(),
+        "refused: {}",
+        refusal.message
+    );
+    let response = refusal.into_response(request.headers().get(header::CONTENT_TYPE));
+    // Take in what the client is still sending (a little, briefly): over HTTP/1.1 an
+    // unread body closes the connection under it, and it hears a reset instead of
+    // the refusal.
+    let body = axum::body::to_bytes(request.into_body(), DRAIN_BYTES);
+    let _ = tokio::time::timeout(DRAIN_TIME, body).await;
+    response
 }
 
 /// The `token` query parameter of an event stream's URI.
@@ -293,7 +342,7 @@ fn without_token(uri: &mut Uri) {
 }
 
 /// Why a request was refused.
-struct Refusal {
+pub(crate) struct Refusal {
     status: StatusCode,
     code: &'static str,
     /// The header (or query parameter) at fault.
@@ -336,6 +385,30 @@ impl Refusal {
                 text(origin)
             ),
             grpc: Some(tonic::Code::PermissionDenied),
+            retry_after: None,
+        }
+    }
+
+    fn not_a_node() -> Self {
+        Self {
+            status: StatusCode::FORBIDDEN,
+            code: "forbidden",
+            field: forward::SECRET_NAME,
+            message: "not the database's link secret: only the swarm's nodes forward requests"
+                .to_owned(),
+            grpc: Some(tonic::Code::PermissionDenied),
+            retry_after: None,
+        }
+    }
+
+    /// The owner of the swarm cannot be reached (a node forwarding to it says so).
+    pub(crate) fn unavailable(message: String) -> Self {
+        Self {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "unavailable",
+            field: "owner",
+            message,
+            grpc: Some(tonic::Code::Unavailable),
             retry_after: None,
         }
     }
@@ -390,7 +463,7 @@ impl Refusal {
     }
 
     /// A gRPC status for a gRPC or grpc-web call (`request_type`), else the REST error body.
-    fn into_response(self, request_type: Option<&HeaderValue>) -> Response {
+    pub(crate) fn into_response(self, request_type: Option<&HeaderValue>) -> Response {
         let grpc_type = request_type.filter(|t| t.as_bytes().starts_with(GRPC.as_bytes()));
         match (grpc_type, self.grpc) {
             (Some(grpc_type), Some(code)) => {
@@ -568,7 +641,7 @@ mod tests {
         let guard = guard(&[], None);
         let refused = |request: axum::http::request::Builder| {
             guard
-                .check(&request.body(Body::empty()).unwrap())
+                .check(&request.body(Body::empty()).unwrap(), false)
                 .err()
                 .map(|r| (r.status, r.field))
         };

@@ -186,18 +186,7 @@ async fn app(
     let callers = web.layer(CallerServiceServer::new(grpc::Callers {
         keys_required: !options.keys.is_empty(),
     }));
-    let api_services = [
-        name(&swarm),
-        name(&tasks),
-        name(&instances),
-        name(&workflows),
-        name(&events),
-        name(&audit),
-        name(&approvals),
-        name(&schedules),
-        name(&webhooks),
-        name(&callers),
-    ];
+    let api_services = api_services();
     set_health(&health, &api_services, ServingStatus::Serving).await;
     // A stopped engine answers nothing any more: health says so at once. Unless the server
     // is shutting down, that is a bug.
@@ -213,16 +202,7 @@ async fn app(
     let guard = Arc::new(Guard::new(
         &options,
         listen,
-        &[
-            &api_services[..],
-            &[
-                name(&health_service),
-                name(&reflection_v1),
-                name(&reflection_v1alpha),
-                <NodeServiceServer<crate::cluster::leader::NodeLink> as NamedService>::NAME,
-            ],
-        ]
-        .concat(),
+        &grpc_services(),
         Auth::new(options.keys.clone(), tokens.clone()),
     ));
     let link = options.node_link.clone().map(|link| {
@@ -282,9 +262,32 @@ async fn set_health(
     }
 }
 
-/// The gRPC service name `service` is routed under (`/{name}/{method}`).
-fn name<S: NamedService>(_service: &S) -> &'static str {
-    S::NAME
+/// The services of the API proper, by the name each is routed under (`/{name}/{method}`).
+fn api_services() -> [&'static str; 10] {
+    [
+        <SwarmServiceServer<Service> as NamedService>::NAME,
+        <TaskServiceServer<Service> as NamedService>::NAME,
+        <InstanceServiceServer<Service> as NamedService>::NAME,
+        <WorkflowServiceServer<Service> as NamedService>::NAME,
+        <grpc::EventServer as NamedService>::NAME,
+        <AuditServiceServer<Audit> as NamedService>::NAME,
+        <ApprovalServiceServer<Service> as NamedService>::NAME,
+        <ScheduleServiceServer<Service> as NamedService>::NAME,
+        <WebhookServiceServer<Service> as NamedService>::NAME,
+        <CallerServiceServer<grpc::Callers> as NamedService>::NAME,
+    ]
+}
+
+/// Every gRPC service on the port: the guard takes only gRPC on their paths.
+fn grpc_services() -> Vec<&'static str> {
+    let mut names = api_services().to_vec();
+    names.extend([
+        tonic_health::pb::health_server::SERVICE_NAME,
+        tonic_reflection::pb::v1::server_reflection_server::SERVICE_NAME,
+        tonic_reflection::pb::v1alpha::server_reflection_server::SERVICE_NAME,
+        <NodeServiceServer<crate::cluster::leader::NodeLink> as NamedService>::NAME,
+    ]);
+    names
 }
 
 /// Browsers may call from the origins the guard allows, nothing else. The headers a
@@ -338,6 +341,27 @@ pub async fn serve_with(
         let _ = down_tx.send(true);
         let _ = draining_tx.send(());
     };
+    serve_app(listener, tls, app, signal, draining, SHUTDOWN_LIMIT).await?;
+    engine.shutdown(SHUTDOWN_LIMIT).await;
+    audit.flush().await;
+    match failed_rx.await {
+        // The engine ended under the server: exit non-zero with its reason.
+        Ok(reason) => Err(io::Error::other(reason)),
+        Err(_) => Ok(()),
+    }
+}
+
+/// Serves `app` on `listener` (with TLS when `tls` is given) until `signal` resolves, then
+/// drains the connections for at most `limit` after `draining`: a client holding a stream
+/// open (a health watch) cannot keep the server from stopping.
+async fn serve_app(
+    listener: TcpListener,
+    tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    app: axum::Router,
+    signal: impl Future<Output = ()> + Send + 'static,
+    draining: oneshot::Receiver<()>,
+    limit: Duration,
+) -> io::Result<()> {
     // The client's address, for the rate limit of a server without keys.
     let app = app.into_make_service_with_connect_info::<SocketAddr>();
     let served: Pin<Box<dyn Future<Output = io::Result<()>> + Send>> = match tls {
@@ -363,11 +387,9 @@ pub async fn serve_with(
             )
         }
     };
-    // The drain is bounded: a client holding a stream open (a health watch) cannot keep
-    // the server from stopping.
     let drain_limit = async {
         match draining.await {
-            Ok(()) => tokio::time::sleep(SHUTDOWN_LIMIT).await,
+            Ok(()) => tokio::time::sleep(limit).await,
             Err(_) => std::future::pending().await,
         }
     };
@@ -375,13 +397,35 @@ pub async fn serve_with(
         served = served => served?,
         () = drain_limit => tracing::warn!("connections still open after the drain limit; closing them"),
     }
-    engine.shutdown(SHUTDOWN_LIMIT).await;
-    audit.flush().await;
-    match failed_rx.await {
-        // The engine ended under the server: exit non-zero with its reason.
-        Ok(reason) => Err(io::Error::other(reason)),
-        Err(_) => Ok(()),
-    }
+    Ok(())
+}
+
+/// The port of a node that does not own the shared database: the guard's screen (by this
+/// node's names, origins and body types), then every request on to the owner
+/// (`crate::cluster::forward`), until `shutdown` resolves. Open requests get a second to
+/// end: the owner they went to is gone or going.
+pub async fn forward(
+    listener: TcpListener,
+    options: ServerOptions,
+    to: crate::cluster::forward::Forward,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    let listen = listener.local_addr()?.ip();
+    // Keys are the owner's business: this guard only screens.
+    let unused = Auth::new(Keys::default(), Arc::default());
+    let guard = Arc::new(Guard::new(&options, Some(listen), &grpc_services(), unused));
+    let app = axum::Router::new()
+        .fallback(crate::cluster::forward::forward)
+        .with_state(to)
+        .layer(cors(guard.clone()))
+        .layer(middleware::from_fn_with_state(guard, guard::screen));
+    let (draining_tx, draining) = oneshot::channel();
+    let signal = async move {
+        shutdown.await;
+        let _ = draining_tx.send(());
+    };
+    let tls = options.tls.clone();
+    serve_app(listener, tls, app, signal, draining, Duration::from_secs(1)).await
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

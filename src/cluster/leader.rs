@@ -93,6 +93,12 @@ impl NodeLink {
         std::iter::once(owner).chain(others).collect()
     }
 
+    /// The digest of the database's link secret, which requests the other nodes forward
+    /// carry too (`super::forward`).
+    pub fn secret_digest(&self) -> crate::api::auth::Digest {
+        digest(&self.secret)
+    }
+
     /// The same link, ended when `stopping` turns true: the nodes' runs then go back to
     /// the queue, for the next owner.
     pub fn stopping_with(mut self, stopping: watch::Receiver<bool>) -> Self {

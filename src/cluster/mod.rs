@@ -5,8 +5,10 @@
 //! first come, across the whole swarm), and [`ClusterAgent`] sends their runs over the link.
 //! A node whose link ends or goes silent for a lease loses its instances; what ran there
 //! goes back to the queue, and reports of those runs that arrive late are refused. When the
-//! owner goes, a node takes the database over and the others attach to it.
+//! owner goes, a node takes the database over and the others attach to it. Every node
+//! serves its port: one that does not own the database forwards it there ([`forward`]).
 
+pub mod forward;
 pub mod leader;
 mod wire;
 pub mod worker;

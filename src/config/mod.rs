@@ -327,6 +327,14 @@ impl Config {
             node: overrides.node_name.clone().or(file.node),
             lease: overrides.lease.or(file.lease),
         })?;
+        if postgres.is_some() && serving.tls.is_some() {
+            return Err(ConfigError(
+                "tls_cert: not with a shared store (store: postgres://...): the links between \
+                 nodes and the requests they forward to the owner are plaintext HTTP/2. Run the \
+                 nodes on a private network, or put a TLS proxy in front of each"
+                    .into(),
+            ));
+        }
         let rerun_interrupted = postgres.is_some();
         let node = postgres
             .as_ref()

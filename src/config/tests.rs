@@ -161,3 +161,31 @@ fn permission_rules_are_checked_naming_the_key() {
         std::time::Duration::from_secs(90)
     );
 }
+
+#[test]
+fn tls_is_refused_with_a_shared_store_whose_links_are_plaintext() {
+    let dir = tempfile::tempdir().unwrap();
+    let made = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, made.cert.pem()).unwrap();
+    std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let mut overrides = Overrides {
+        tls_cert: Some(cert),
+        tls_key: Some(key),
+        ..Default::default()
+    };
+    assert!(
+        Config::load(&overrides, None)
+            .unwrap()
+            .serving
+            .tls
+            .is_some()
+    );
+    overrides.store = Some("postgres://swarm@db.internal/swarm".into());
+    let err = Config::load(&overrides, None).unwrap_err().to_string();
+    assert!(
+        err.starts_with("tls_cert: not with a shared store"),
+        "{err}"
+    );
+}

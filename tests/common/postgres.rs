@@ -214,13 +214,14 @@ pub async fn database_async() -> String {
 }
 
 /// One `claude-swarm serve` node on a PostgreSQL store, with the simulated agent; killed
-/// when dropped. It takes its port only once it owns the database.
+/// when dropped. Its port opens at once; until it owns the database it forwards there.
 pub struct Node {
     child: Child,
     pub name: String,
     owner: std::sync::mpsc::Receiver<()>,
-    /// The address, logged once it listens: once it owns the database.
-    address: std::sync::mpsc::Receiver<String>,
+    /// The address, logged when it listens (again once it owns the database).
+    logged: std::sync::mpsc::Receiver<String>,
+    address: std::sync::OnceLock<String>,
 }
 
 impl Drop for Node {
@@ -235,11 +236,17 @@ impl Drop for Node {
 impl Node {
     /// Starts node `name` on `url` with `args` added.
     pub fn spawn(url: &str, name: &str, args: &[&str]) -> Self {
+        Self::spawn_with(url, name, args, &[])
+    }
+
+    /// [`Node::spawn`] with `env` set too.
+    pub fn spawn_with(url: &str, name: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
         super::install_tls_provider();
         let mut child = Command::new(BIN)
             .args(["serve", "--agent", "simulated", "--listen", "127.0.0.1:0"])
             .args(["--node-name", name])
             .args(args)
+            .envs(env.iter().copied())
             .env("SWARM_STORE", url)
             .env("SWARM_LOG", "claude_swarm=info")
             .stdout(Stdio::null())
@@ -260,7 +267,8 @@ impl Node {
                     let address = address.split_whitespace().next().unwrap_or_default();
                     let _ = address_tx.send(address.to_owned());
                 }
-                if line.contains("this node owns the database") {
+                // Logged once it owns the database and has stopped forwarding its port.
+                if line.contains("serving gRPC, grpc-web and REST") {
                     let _ = owner_tx.send(());
                 }
             }
@@ -269,8 +277,19 @@ impl Node {
             child,
             name: name.to_owned(),
             owner,
-            address: address_rx,
+            logged: address_rx,
+            address: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Where the node listens (`ip:port`), once it has said so.
+    pub fn address(&self) -> String {
+        self.address
+            .get_or_init(|| {
+                tokio::task::block_in_place(|| self.logged.recv_timeout(Duration::from_secs(30)))
+                    .expect("the node logs its address when it listens")
+            })
+            .clone()
     }
 
     /// Waits until this node owns the database (at most `limit`), then connects to it.
@@ -281,11 +300,9 @@ impl Node {
         self.connect().await
     }
 
-    async fn connect(&self) -> Channel {
-        let address = &self.address;
-        let address = tokio::task::block_in_place(|| address.recv_timeout(Duration::from_secs(30)))
-            .expect("the node logs its address when it listens");
-        Channel::from_shared(format!("http://{address}"))
+    /// A channel to the node's port, whether it owns the database or forwards there.
+    pub async fn connect(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.address()))
             .unwrap()
             .connect()
             .await
