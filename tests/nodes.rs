@@ -655,6 +655,94 @@ async fn any_nodes_port_sees_and_steers_the_whole_swarm_and_screens_what_it_forw
     assert_eq!(forged.status().as_u16(), 403, "{forged:?}");
 }
 
+/// Keys are the owner's to check: a node forwards a caller's key, and one without a key
+/// (or with a wrong one) is refused as the owner would refuse it. A node asked at once,
+/// before it has looked up the owner, waits for that look instead of failing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nodes_port_leaves_the_owner_to_ask_who_is_calling() {
+    const KEY: &str = "ci-key-0123456789abcdef";
+    let url = database_async().await;
+    let keys = [("SWARM_API_KEYS", "ci:operate:ci-key-0123456789abcdef")];
+    let args = &["--instances", "1", "--lease", "2"];
+    let owner = Node::spawn_with(&url, "a", args, &keys);
+    owner.serving(Duration::from_secs(30)).await;
+    let forwarding = Node::spawn_with(&url, "b", args, &keys);
+    let status = format!("http://{}/status", forwarding.address());
+    let http = reqwest::Client::new();
+    let with_key = http.get(&status).bearer_auth(KEY).send().await.unwrap();
+    assert_eq!(with_key.status().as_u16(), 200, "{with_key:?}");
+    let without = http.get(&status).send().await.unwrap();
+    assert_eq!(without.status().as_u16(), 401, "{without:?}");
+    let wrong = http
+        .get(&status)
+        .bearer_auth("not-the-key-at-all")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status().as_u16(), 401, "{wrong:?}");
+    // gRPC the same way.
+    let mut swarm = pb::swarm_service_client::SwarmServiceClient::new(forwarding.connect().await);
+    let refused = swarm
+        .get_status(pb::GetStatusRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
+    let mut request = tonic::Request::new(pb::GetStatusRequest::default());
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {KEY}").parse().unwrap());
+    let answered = swarm.get_status(request).await.unwrap().into_inner();
+    assert_eq!(answered.nodes[0].name, "a");
+}
+
+/// Approvals are the swarm's: a run on b asks for a tool, the question crosses the link to
+/// the owner, a person decides through b's port, and the answer goes back to b's run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tool_asked_on_one_node_is_approved_through_another_and_runs_there() {
+    use pb::approval_service_client::ApprovalServiceClient;
+    let url = database_async().await;
+    let args = &["--instances", "1", "--lease", "2"];
+    let owner = Node::spawn(&url, "a", args);
+    let a = owner.serving(Duration::from_secs(30)).await;
+    let forwarding = Node::spawn(&url, "b", args);
+    let spawned = events_until(&a, 0, |seen| {
+        seen.iter()
+            .any(|e| e.kind == EventKind::InstanceSpawned as i32 && e.instance_id.starts_with("b/"))
+    })
+    .await;
+    let on_b = spawned.last().unwrap().instance_id.clone();
+    let b = forwarding.connect().await;
+    let outside = tempfile::tempdir().unwrap();
+    let marker = outside.path().join("written-on-b");
+    let task = submit_on(
+        &b,
+        pb::TaskSpec {
+            instance_id: on_b.clone(),
+            ..spec(&format!("write it sim:ask={}", marker.display()))
+        },
+    )
+    .await;
+    let asked = first_event(&b, &task.id, &[EventKind::ApprovalRequested]).await;
+    let Some(pb::event::Payload::Approval(approval)) = asked.payload else {
+        panic!("an approval: {asked:?}");
+    };
+    assert_eq!(approval.tool_name, "Bash");
+    assert!(!marker.exists(), "nothing runs before the decision");
+    ApprovalServiceClient::new(b.clone())
+        .decide_approval(pb::DecideApprovalRequest {
+            approval_id: approval.id.clone(),
+            allow: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    first_event(&b, &task.id, &TERMINAL).await;
+    let done = get_on(&a, &task.id).await;
+    assert_eq!(status(&done), S::Completed, "{done:?}");
+    assert_eq!(done.instance_id, on_b);
+    assert!(marker.exists(), "b's run wrote it once allowed");
+}
+
 #[test]
 fn config_show_masks_the_stores_password() {
     let out = std::process::Command::new(common::BIN)

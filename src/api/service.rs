@@ -145,7 +145,10 @@ impl Service {
         let mut status: pb::GetStatusResponse = (&self.engine.status().await?).into();
         if let Some(link) = &self.node_link {
             let instances = self.engine.instances().await?;
-            let own = instances.iter().filter(|i| !i.id.contains('/')).count();
+            let own = instances
+                .iter()
+                .filter(|i| crate::engine::model::instance::remote_node(&i.id).is_none())
+                .count();
             status.nodes = link.nodes(u32::try_from(own).unwrap_or(u32::MAX));
         }
         Ok(status)

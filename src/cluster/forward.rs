@@ -53,6 +53,17 @@ impl Forward {
         }
     }
 
+    /// The owner, waiting a little for one while none is known: the node has just started
+    /// (its first look is under way), or an owner is being replaced.
+    async fn owner(&self) -> Option<(String, String)> {
+        let mut owner = self.owner.clone();
+        let found = tokio::time::timeout(CONNECT_LIMIT, owner.wait_for(Option::is_some)).await;
+        match found {
+            Ok(Ok(found)) => found.clone(),
+            Ok(Err(_)) | Err(_) => None,
+        }
+    }
+
     fn channel_to(&self, address: &str) -> Result<Channel, String> {
         let mut cached = self.channel.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((to, channel)) = cached.as_ref()
@@ -77,8 +88,7 @@ pub async fn forward(
     mut request: Request,
 ) -> Response {
     let content_type = request.headers().get(header::CONTENT_TYPE).cloned();
-    let owner = forward.owner.borrow().clone();
-    let Some((address, secret)) = owner else {
+    let Some((address, secret)) = forward.owner().await else {
         let message = "no node owns the swarm's database right now (one takes it over within \
                        a lease); try again"
             .to_owned();

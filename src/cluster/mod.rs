@@ -25,6 +25,7 @@ use tokio::sync::mpsc;
 use crate::{
     engine::{
         FailureClass,
+        model::instance::remote_node,
         ports::{
             Agent, BoxFuture, Leftover, OutputSink, PermissionDecision, ResourceUse, RunOutcome,
             RunRequest, StopSignal,
@@ -149,11 +150,6 @@ impl Links {
         nodes.sort_by(|a, b| a.0.cmp(&b.0));
         nodes
     }
-}
-
-/// The node an instance runs on, when it is another node's (`<node>/inst-<n>`).
-fn remote_node(instance: &str) -> Option<&str> {
-    instance.split_once('/').map(|(node, _)| node)
 }
 
 /// This node's agent for its own instances, the link for other nodes'.

@@ -213,11 +213,14 @@ pub async fn first_event(channel: &Channel, id: &str, kinds: &[pb::EventKind]) -
         .await
         .unwrap()
         .into_inner();
-    tokio::time::timeout(Duration::from_secs(30), stream.message())
-        .await
-        .unwrap_or_else(|_| panic!("an event of {kinds:?} for {id} within 30s"))
-        .unwrap()
-        .expect("an event")
+    match tokio::time::timeout(Duration::from_secs(30), stream.message()).await {
+        Ok(event) => event.unwrap().expect("an event"),
+        // Say where the task stands: a rare miss is then read from the log, not guessed.
+        Err(_) => {
+            let task = get_on(channel, id).await;
+            panic!("an event of {kinds:?} for {id} within 30s; the task is {task:?}")
+        }
+    }
 }
 
 pub fn spec(prompt: &str) -> pb::TaskSpec {

@@ -8,7 +8,7 @@ use crate::engine::{
     error::{EngineError, Result},
     model::{
         event::{EventKind, Payload},
-        instance::{Instance, InstanceStatus},
+        instance::{Instance, InstanceStatus, remote_node},
         task::{Attempt, FailureClass, TaskStatus},
     },
     ports::StopReason,
@@ -178,7 +178,7 @@ impl Core {
         let gone: Vec<(String, Option<String>)> = self
             .pool
             .live()
-            .filter(|i| i.node == node && i.id.contains('/'))
+            .filter(|i| remote_node(&i.id) == Some(node))
             .map(|i| (i.id.clone(), i.current_task.clone()))
             .collect();
         for (id, task) in gone {
@@ -204,8 +204,8 @@ impl Core {
         let node = task
             .instance_id
             .as_deref()
-            .and_then(|i| i.split_once('/'))
-            .map_or("", |(node, _)| node)
+            .and_then(remote_node)
+            .unwrap_or_default()
             .to_owned();
         let error = format!("node {node} was lost while it ran this task");
         task.history.push(Attempt {

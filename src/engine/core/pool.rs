@@ -8,7 +8,7 @@ use std::{
 };
 
 use crate::engine::model::{
-    instance::{Instance, InstanceStatus},
+    instance::{Instance, InstanceStatus, instance_id},
     task::{InstanceId, TaskId, Usage},
 };
 
@@ -32,11 +32,7 @@ impl Pool {
     ) -> &Instance {
         self.next_number += 1;
         let (node, remote) = node;
-        let id = if remote {
-            format!("{node}/inst-{:04}", self.next_number)
-        } else {
-            format!("inst-{:04}", self.next_number)
-        };
+        let id = instance_id(self.next_number, remote.then_some(node));
         self.idle.push_back(id.clone());
         self.instances.entry(id.clone()).or_insert(Instance {
             id,

@@ -49,3 +49,17 @@ pub struct Instance {
     /// on a server of its own.
     pub node: String,
 }
+
+/// The id of instance `number`: `inst-NNNN` on this node, `<node>/inst-NNNN` when another
+/// node (attached over the node link) runs it.
+pub fn instance_id(number: u64, remote_node: Option<&str>) -> String {
+    match remote_node {
+        Some(node) => format!("{node}/inst-{number:04}"),
+        None => format!("inst-{number:04}"),
+    }
+}
+
+/// The node that runs instance `id`, when it is another node's.
+pub fn remote_node(id: &str) -> Option<&str> {
+    id.split_once('/').map(|(node, _)| node)
+}
