@@ -247,7 +247,9 @@ async fn real_cli_a_usage_limit_on_one_of_two_accounts_pauses_only_it_and_the_se
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs()
-        + 3;
+        // Far enough ahead that a loaded machine's CLI start (seconds) does not reach it
+        // first: a reset already past when reported pauses for a minute instead.
+        + 10;
     let api_a = FakeApi::start(Reply::LimitedUntil {
         resets_at,
         then: "a again after the reset".into(),

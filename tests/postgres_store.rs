@@ -34,7 +34,10 @@ fn record(id: &str, attempts: u32, status: TaskStatus) -> TaskRecord {
     let mut task = Task::new(id.into(), TaskSpec::new("p"), None, SystemTime::UNIX_EPOCH);
     task.attempts = attempts;
     task.status = status;
-    TaskRecord { task, parent: None }
+    TaskRecord {
+        task: task.into(),
+        parent: None,
+    }
 }
 
 fn event(sequence: u64, task: &TaskRecord) -> Arc<Event> {
@@ -45,7 +48,7 @@ fn event(sequence: u64, task: &TaskRecord) -> Arc<Event> {
         task_id: Some(task.task.id.clone()),
         instance_id: None,
         workflow_id: None,
-        payload: Payload::Task(Box::new(task.task.clone())),
+        payload: Payload::Task(task.task.clone()),
         encoded: Default::default(),
     })
 }
@@ -98,7 +101,7 @@ fn what_is_committed_is_loaded_in_order_and_compaction_deletes() {
         .unwrap()
         .tasks
         .into_iter()
-        .map(|r| r.task.id)
+        .map(|r| r.task.id.clone())
         .collect();
     assert_eq!(ids, ["t2"]);
 }

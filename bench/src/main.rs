@@ -977,6 +977,9 @@ struct Load {
     errors: u64,
     first_error: Option<String>,
     latencies: Vec<Duration>,
+    /// The submissions' latencies, and the reads'.
+    submits: Vec<Duration>,
+    reads: Vec<Duration>,
 }
 
 impl Load {
@@ -987,11 +990,23 @@ impl Load {
             self.first_error = other.first_error;
         }
         self.latencies.extend(other.latencies);
+        self.submits.extend(other.submits);
+        self.reads.extend(other.reads);
     }
 
     fn ok(&mut self, started: Instant) {
         self.requests += 1;
         self.latencies.push(started.elapsed());
+    }
+
+    fn submitted(&mut self, started: Instant) {
+        self.submits.push(started.elapsed());
+        self.ok(started);
+    }
+
+    fn read(&mut self, started: Instant) {
+        self.reads.push(started.elapsed());
+        self.ok(started);
     }
 
     fn error(&mut self, e: impl Display) {
@@ -1013,6 +1028,9 @@ enum Protocol {
 struct LoadFigure {
     rps: f64,
     latency: Percentiles,
+    /// The p50 of SubmitTask (POST /tasks) and of GetTask (GET /tasks/{id}).
+    submit_p50: Duration,
+    get_p50: Duration,
     errors: u64,
     first_error: Option<String>,
 }
@@ -1092,8 +1110,12 @@ async fn load(
         human(elapsed),
         total.errors
     );
+    let submit_p50 = Percentiles::of(&mut total.submits).p50;
+    let get_p50 = Percentiles::of(&mut total.reads).p50;
     Ok(LoadFigure {
         rps: total.requests as f64 / elapsed.as_secs_f64(),
+        submit_p50,
+        get_p50,
         latency: Percentiles::of(&mut total.latencies),
         errors: total.errors,
         first_error: total.first_error,
@@ -1151,6 +1173,23 @@ async fn api(s: &Sizes, dir: &Path) -> Res<Vec<Row>> {
             )
             .goal(goal, served.met()),
         );
+        if clients > light {
+            // A submission should cost about what a read does: it is a little more work
+            // in the same scheduler turn, not a wait of its own.
+            let ratio = served.submit_p50.as_secs_f64() / served.get_p50.as_secs_f64().max(1e-9);
+            rows.push(
+                Row::new(
+                    format!("4 api: {name}, {clients} clients, submit p50 vs read p50"),
+                    format!(
+                        "submit p50 {} · read p50 {}",
+                        human(served.submit_p50),
+                        human(served.get_p50)
+                    ),
+                )
+                .baseline("read p50", ratio)
+                .goal("submit p50 ≤ 1.5× read p50", ratio <= 1.5),
+            );
+        }
     }
     Ok(rows)
 }
@@ -1174,7 +1213,7 @@ async fn grpc_client(
         };
         let task_id = match client.submit_task(request).await {
             Ok(response) => {
-                load.ok(started);
+                load.submitted(started);
                 response.into_inner().task_id
             }
             Err(e) => {
@@ -1184,7 +1223,7 @@ async fn grpc_client(
         };
         let started = Instant::now();
         match client.get_task(pb::GetTaskRequest { task_id }).await {
-            Ok(_) => load.ok(started),
+            Ok(_) => load.read(started),
             Err(e) => load.error(format!("GetTask: {e}")),
         }
     }
@@ -1211,7 +1250,7 @@ async fn rest_client(
                     .and_then(|v| v.get("task_id")?.as_str().map(str::to_owned));
                 match id {
                     Some(id) => {
-                        load.ok(started);
+                        load.submitted(started);
                         id
                     }
                     None => {
@@ -1234,7 +1273,7 @@ async fn rest_client(
         };
         let started = Instant::now();
         match http.call("GET", &format!("/tasks/{task_id}"), "").await {
-            Ok((200, _)) => load.ok(started),
+            Ok((200, _)) => load.read(started),
             Ok((status, _)) => load.error(format!("GET /tasks/{{id}}: {status}")),
             Err(e) => {
                 load.error(format!("GET /tasks/{{id}}: {e}"));

@@ -303,7 +303,7 @@ impl From<&Task> for pb::Task {
             created_at: Some(timestamp(t.created_at)),
             started_at: t.started_at.map(timestamp),
             completed_at: t.completed_at.map(timestamp),
-            result: t.result.as_ref().map(Into::into),
+            result: t.result.as_deref().map(Into::into),
             error: t.error.clone().unwrap_or_default(),
             command: s.command.clone().unwrap_or_default(),
             retries: s.retries,

@@ -280,7 +280,7 @@ async fn remote_run(
             ReportRow::Ask { ask, request } => {
                 let (sink, down, task) = (sink.clone(), down.clone(), task.clone());
                 tokio::spawn(async move {
-                    let decision: PermissionDecision = sink.ask(request.into_domain()).await;
+                    let decision: PermissionDecision = sink.ask(*request.into_domain()).await;
                     let decision = Row::from_domain(&decision);
                     let _ = down
                         .send(Down::Answer {
@@ -291,7 +291,7 @@ async fn remote_run(
                         .await;
                 });
             }
-            ReportRow::Finished(outcome) => break outcome.into_domain(),
+            ReportRow::Finished(outcome) => break *outcome.into_domain(),
         }
     };
     links.end_run(&node, &task, attempt);

@@ -135,7 +135,7 @@ impl Worker {
                 Some(Down::Welcome { instances }) => lent = instances,
                 Some(Down::Ping) => {}
                 Some(Down::Run(row)) => {
-                    let request: RunRequest = row.into_domain();
+                    let request: RunRequest = *row.into_domain();
                     let (stop_tx, stop_rx) = oneshot::channel();
                     runs.insert(request.task_id.clone(), (request.attempt, stop_tx));
                     running.spawn(run_one(

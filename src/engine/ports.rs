@@ -301,7 +301,8 @@ pub struct ResourceUse {
 /// about an attempt only while no later attempt has been claimed.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TaskRecord {
-    pub task: Task,
+    /// Shared with the engine's copy and the event of the change.
+    pub task: std::sync::Arc<Task>,
     /// The `for_each` task it is an item of.
     pub parent: Option<TaskId>,
 }

@@ -42,7 +42,7 @@ pub fn encode(row: &impl Serialize) -> Result<String, StoreError> {
 pub fn rejoin(events: Vec<EventRow>, tasks: &[TaskRecord]) -> Vec<Event> {
     let by_id: HashMap<&str, &Task> = tasks
         .iter()
-        .map(|r| (r.task.id.as_str(), &r.task))
+        .map(|r| (r.task.id.as_str(), r.task.as_ref()))
         .collect();
     events
         .into_iter()
@@ -92,6 +92,31 @@ impl<T: Row> Row for Option<T> {
     }
     fn into_domain(self) -> Self::Domain {
         self.map(T::into_domain)
+    }
+}
+
+/// The row of a value the engine shares (`Arc`): the value's own row, stored the same way.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Shared<T>(pub T);
+
+impl<T: Row> Row for Shared<T> {
+    type Domain = std::sync::Arc<T::Domain>;
+    fn from_domain(value: &Self::Domain) -> Self {
+        Self(T::from_domain(value))
+    }
+    fn into_domain(self) -> Self::Domain {
+        std::sync::Arc::new(self.0.into_domain())
+    }
+}
+
+impl<T: Row> Row for Box<T> {
+    type Domain = Box<T::Domain>;
+    fn from_domain(value: &Self::Domain) -> Self {
+        Box::new(T::from_domain(value))
+    }
+    fn into_domain(self) -> Self::Domain {
+        Box::new((*self).into_domain())
     }
 }
 
@@ -419,7 +444,7 @@ mirror! {
         created_at: TimeRow,
         started_at: Option<TimeRow>,
         completed_at: Option<TimeRow>,
-        result: Option<ResultRow>,
+        result: Option<Box<ResultRow>>,
         error: Option<String>,
         #[serde(default)]
         attempts: u32,
@@ -435,7 +460,7 @@ mirror! {
 
 mirror! {
     TaskRecordRow <=> TaskRecord {
-        task: TaskRow,
+        task: Shared<TaskRow>,
         parent: Option<String>,
     }
 }
@@ -579,7 +604,7 @@ pub struct TaskChangeRow {
     instance_id: Option<String>,
     started_at: Option<TimeRow>,
     completed_at: Option<TimeRow>,
-    result: Option<ResultRow>,
+    result: Option<Box<ResultRow>>,
     error: Option<String>,
     failure_class: Option<Variant<FailureClass>>,
 }
@@ -670,12 +695,12 @@ impl EventRow {
                     };
                     Task::new(id, spec, self.workflow_id.clone(), time)
                 });
-                Payload::Task(Box::new(change.apply(base)))
+                Payload::Task(std::sync::Arc::new(change.apply(base)))
             }
             ChangeRow::Instance(i) => Payload::Instance(Box::new(i.into_domain())),
             ChangeRow::Workflow(w) => Payload::Workflow(Box::new(w.into_domain())),
             ChangeRow::Output(o) => Payload::Output(Box::new(o.into_domain())),
-            ChangeRow::Approval(a) => Payload::Approval(Box::new(a.into_domain())),
+            ChangeRow::Approval(a) => Payload::Approval(a.into_domain()),
             ChangeRow::Denial(d) => Payload::Denial(Box::new(d.into_domain())),
         };
         Event {
@@ -722,7 +747,7 @@ impl EventRowV1 {
             instance_id: self.instance_id,
             workflow_id: self.workflow_id,
             payload: match self.payload {
-                PayloadV1::Task(t) => Payload::Task(Box::new(t.into_domain())),
+                PayloadV1::Task(t) => Payload::Task(t.into_domain().into()),
                 PayloadV1::Instance(i) => Payload::Instance(Box::new(i.into_domain())),
                 PayloadV1::Workflow(w) => Payload::Workflow(Box::new(w.into_domain())),
                 PayloadV1::Output(o) => Payload::Output(Box::new(o.into_domain())),

@@ -158,7 +158,7 @@ impl SqliteStore {
             .collect::<Result<_, _>>()?;
         let spent: f64 = tasks
             .iter()
-            .filter_map(|t| t.task.result.as_ref())
+            .filter_map(|t| t.task.0.result.as_ref())
             .map(|r| r.cost_usd)
             .sum();
         let mut rewritten = Vec::with_capacity(events.len());
@@ -441,7 +441,10 @@ mod tests {
             std::time::SystemTime::now(),
         );
         let batch = Batch {
-            tasks: vec![TaskRecord { task, parent: None }],
+            tasks: vec![TaskRecord {
+                task: task.into(),
+                parent: None,
+            }],
             total_cost_usd: Some(0.6),
             ..Batch::default()
         };
@@ -482,12 +485,15 @@ mod tests {
         };
         let mut task = Task::new("t1".into(), spec, Some("w".into()), std::time::UNIX_EPOCH);
         task.status = TaskStatus::Completed;
-        task.result = Some(TaskResult {
+        task.result = Some(Box::new(TaskResult {
             session_id: "0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9".into(),
             structured_output: Some(serde_json::json!({"files": ["a.rs"]})),
             ..TaskResult::default()
-        });
-        let record = TaskRecord { task, parent: None };
+        }));
+        let record = TaskRecord {
+            task: task.into(),
+            parent: None,
+        };
         store
             .commit(&Batch {
                 tasks: vec![record.clone()],

@@ -6,6 +6,7 @@
 //! account (where the session is kept) once the limit lifts. A warning with high utilization holds the account to half of its
 //! instances until its window resets. With no accounts configured there is one, `default`.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use super::{Core, Effect, Timer};
@@ -260,7 +261,7 @@ impl Core {
         let Some(entry) = self.tasks.get_mut(id) else {
             return;
         };
-        let task = &mut entry.task;
+        let task = Arc::make_mut(&mut entry.task);
         task.attempts = task.attempts.saturating_sub(1);
         task.failure_class = None;
         task.started_at = None;

@@ -4,6 +4,7 @@
 //! timeout. A decision that could not reach its run (the run ended, the server restarted)
 //! is given to the task's next identical question, so none is lost.
 
+use std::sync::Arc;
 use std::{
     collections::{HashMap, HashSet},
     path::PathBuf,
@@ -431,7 +432,10 @@ impl Core {
             None => None,
             Some(PolicyScope::Task) => {
                 if let Some(entry) = self.tasks.get_mut(&approval.task_id) {
-                    entry.task.spec.permissions.add(decision.allow, &rule);
+                    Arc::make_mut(&mut entry.task)
+                        .spec
+                        .permissions
+                        .add(decision.allow, &rule);
                 }
                 self.mark_dirty(&approval.task_id);
                 Some(PolicyScope::Task)

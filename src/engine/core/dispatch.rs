@@ -2,6 +2,7 @@
 //! instances take the most urgent, oldest one. Starting a run is an effect.
 
 use std::cmp::Reverse;
+use std::sync::Arc;
 
 use super::{Core, Effect, Running};
 use crate::engine::{
@@ -132,7 +133,7 @@ impl Core {
             // Its own budget went on earlier attempts (the swarm's and the workflow's hold
             // dispatching back before this).
             if let Some(entry) = self.tasks.get_mut(&task_id) {
-                entry.task.failure_class = Some(FailureClass::BudgetExhausted);
+                Arc::make_mut(&mut entry.task).failure_class = Some(FailureClass::BudgetExhausted);
             }
             let reason = "not started: its budget (options.max_budget_usd) is spent".to_string();
             self.finish(&task_id, TaskStatus::Failed, None, Some(reason));
@@ -155,7 +156,7 @@ impl Core {
         let Some(entry) = self.tasks.get_mut(&task_id) else {
             return;
         };
-        let task = &mut entry.task;
+        let task = Arc::make_mut(&mut entry.task);
         if let Some(text) = rendered {
             match &mut task.spec.command {
                 Some(command) => *command = text,

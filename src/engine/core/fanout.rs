@@ -11,6 +11,7 @@ use crate::engine::{
     ports::StopReason,
     workflow::{FanOutSource, MAX_ITEMS, Template, items_of, output_at, output_text, shell_quote},
 };
+use std::sync::Arc;
 
 /// What a JSON value is, for an error.
 fn json_kind(value: &serde_json::Value) -> &'static str {
@@ -87,7 +88,7 @@ impl Core {
         }
         self.set_status(id, TaskStatus::Running);
         let now = self.now;
-        let Some(parent) = self.tasks.get_mut(id).map(|e| &mut e.task) else {
+        let Some(parent) = self.tasks.get_mut(id).map(|e| Arc::make_mut(&mut e.task)) else {
             return;
         };
         parent.started_at = Some(now);
@@ -193,7 +194,7 @@ impl Core {
         let children: Vec<&Task> = state
             .children
             .iter()
-            .filter_map(|c| self.tasks.get(c).map(|e| &e.task))
+            .filter_map(|c| self.tasks.get(c).map(|e| e.task.as_ref()))
             .collect();
         let texts: Vec<&str> = children
             .iter()

@@ -2,6 +2,7 @@
 //! for its backoff, and a terminal state settles everything downstream (dependents
 //! released, skipped or cancelled; `for_each` parents; workflows; fail-fast).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Core, Effect, Timer, Waiter};
@@ -38,7 +39,11 @@ impl Core {
         if !self.running.contains_key(task_id) {
             return;
         }
-        let Some(task) = self.tasks.get_mut(task_id).map(|e| &mut e.task) else {
+        let Some(task) = self
+            .tasks
+            .get_mut(task_id)
+            .map(|e| Arc::make_mut(&mut e.task))
+        else {
             return;
         };
         task.process_group = pid;
@@ -55,7 +60,11 @@ impl Core {
     /// A run ended: record it, free the instance, retry or finish, dispatch.
     pub(super) fn run_finished(&mut self, task_id: &str, outcome: RunOutcome) {
         let running = self.running.remove(task_id);
-        let Some(task) = self.tasks.get_mut(task_id).map(|e| &mut e.task) else {
+        let Some(task) = self
+            .tasks
+            .get_mut(task_id)
+            .map(|e| Arc::make_mut(&mut e.task))
+        else {
             return;
         };
         // Its processes are gone.
@@ -93,7 +102,7 @@ impl Core {
             self.mark_dirty(task_id);
         } else {
             if let Some(entry) = self.tasks.get_mut(task_id) {
-                entry.task.failure_class = outcome.class;
+                Arc::make_mut(&mut entry.task).failure_class = outcome.class;
             }
             if refused {
                 self.requeue_refused(task_id, outcome.result.as_ref());
@@ -201,11 +210,12 @@ impl Core {
             let Some(entry) = self.tasks.get_mut(&id) else {
                 continue;
             };
-            entry.task.completed_at = Some(now);
-            entry.task.result = result;
-            entry.task.error = error;
-            if status != TaskStatus::Completed && entry.task.failure_class.is_none() {
-                entry.task.failure_class = Some(match status {
+            let task = Arc::make_mut(&mut entry.task);
+            task.completed_at = Some(now);
+            task.result = result.map(Box::new);
+            task.error = error;
+            if status != TaskStatus::Completed && task.failure_class.is_none() {
+                task.failure_class = Some(match status {
                     TaskStatus::Cancelled => FailureClass::Cancelled,
                     TaskStatus::Skipped => FailureClass::Skipped,
                     _ => FailureClass::Interrupted,
@@ -291,7 +301,7 @@ impl Core {
         let Some(entry) = self.tasks.get_mut(id) else {
             return;
         };
-        let task = &mut entry.task;
+        let task = Arc::make_mut(&mut entry.task);
         task.history.push(Attempt {
             attempt,
             started_at: task.started_at,
@@ -301,7 +311,7 @@ impl Core {
             failure_class: task.failure_class,
             instance_id: task.instance_id.clone(),
         });
-        task.result = result;
+        task.result = result.map(Box::new);
         task.error = Some(format!(
             "attempt {attempt} of {of} failed: {error}; retrying in {:.1}s",
             delay.as_secs_f64()

@@ -2,6 +2,7 @@
 //! task fails), and the tasks pinned to an instance that goes.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use super::{Answer, CallId, Core, Effect, Waiter};
 use crate::engine::{
@@ -200,7 +201,7 @@ impl Core {
         let Some(entry) = self.tasks.get_mut(id) else {
             return;
         };
-        let task = &mut entry.task;
+        let task = Arc::make_mut(&mut entry.task);
         let node = task
             .instance_id
             .as_deref()

@@ -163,7 +163,9 @@ pub struct SwarmStatus {
 
 /// A task and its place in the dependency graph.
 struct Entry {
-    task: Task,
+    /// Shared with the events and store records of its changes: a change makes a copy
+    /// only while one of those still holds the last one (`Arc::make_mut`).
+    task: Arc<Task>,
     /// Dependencies not yet completed.
     waiting_on: usize,
     /// Tasks that depend on this one.
@@ -321,7 +323,7 @@ impl Core {
                 self.reply(call, Answer::Tasks(value));
             }
             Input::GetTask { call, id } => {
-                let value = self.entry(&id).map(|e| e.task.clone());
+                let value = self.task(&id);
                 self.reply(call, Answer::Task(value));
             }
             Input::ListTasks { call, query } => {
@@ -544,7 +546,7 @@ impl Core {
     }
 
     fn task(&self, id: &str) -> Result<Task> {
-        self.entry(id).map(|e| e.task.clone())
+        self.entry(id).map(|e| Task::clone(&e.task))
     }
 
     fn instance(&self, id: &str) -> Result<&Instance> {
@@ -572,7 +574,7 @@ impl Core {
         let Some(entry) = self.tasks.get_mut(id) else {
             return;
         };
-        let task = &mut entry.task;
+        let task = Arc::make_mut(&mut entry.task);
         let priority = task.spec.priority.index();
         if task.status == TaskStatus::Queued {
             self.queued[priority] -= 1;
@@ -635,7 +637,7 @@ impl Core {
     /// The task changed: store it this turn and tell subscribers.
     fn publish_task(&mut self, kind: EventKind, id: &str) {
         self.mark_dirty(id);
-        let Some(task) = self.tasks.get(id).map(|e| Box::new(e.task.clone())) else {
+        let Some(task) = self.tasks.get(id).map(|e| Arc::clone(&e.task)) else {
             return;
         };
         let (task_id, instance, workflow) = (

@@ -4,6 +4,7 @@
 //! interrupted; `for_each` parents and workflows whose last task ended just before the
 //! crash are settled.
 
+use std::sync::Arc;
 use std::{collections::HashMap, time::SystemTime};
 
 use super::{Core, Effect, Entry, Flow, fanout::FanOutState};
@@ -159,7 +160,7 @@ impl Core {
             .filter_map(|t| {
                 let result = t
                     .result
-                    .as_ref()
+                    .as_deref()
                     .or_else(|| t.history.last().and_then(|a| a.result.as_ref()))?;
                 Some((t.started_at, t.id.clone(), result.session_id.clone()))
             })
@@ -194,10 +195,10 @@ impl Core {
                 let attempt = task.attempts;
                 self.set_status(id, TaskStatus::Pending);
                 if let Some(entry) = self.tasks.get_mut(id) {
-                    entry.task.error = Some(format!(
+                    Arc::make_mut(&mut entry.task).error = Some(format!(
                         "attempt {attempt} was interrupted by a restart; retrying"
                     ));
-                    entry.task.instance_id = None;
+                    Arc::make_mut(&mut entry.task).instance_id = None;
                 }
                 self.enqueue(id);
             }
@@ -219,7 +220,7 @@ impl Core {
     /// A run's process group may have outlived the server that started it (a crash): it is
     /// ended before anything is dispatched, so that no attempt runs beside a new one.
     fn reap(&mut self, id: &str) {
-        let Some(task) = self.tasks.get_mut(id).map(|e| &mut e.task) else {
+        let Some(task) = self.tasks.get_mut(id).map(|e| Arc::make_mut(&mut e.task)) else {
             return;
         };
         if let Some(process_group) = task.process_group.take() {

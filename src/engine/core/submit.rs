@@ -216,7 +216,7 @@ impl Core {
                     known
                         .into_iter()
                         .flatten()
-                        .map(|e| e.task.clone())
+                        .map(|e| Task::clone(&e.task))
                         .collect(),
                 ));
             }
@@ -345,7 +345,7 @@ impl Core {
         self.tasks.insert(
             id.clone(),
             Box::new(Entry {
-                task,
+                task: std::sync::Arc::new(task),
                 waiting_on: 0,
                 dependents: Vec::new(),
                 parent,
@@ -387,7 +387,7 @@ impl Core {
                 next = Some(pos.to_string());
                 break;
             }
-            tasks.push(task.clone());
+            tasks.push(Task::clone(task));
         }
         Ok(TaskPage {
             tasks,

@@ -11,6 +11,7 @@ use crate::engine::{
     ports::{StopReason, WorkflowRecord},
     workflow::{WorkflowInfo, WorkflowPlan, WorkflowStatus},
 };
+use std::sync::Arc;
 
 impl Core {
     pub(super) fn execute_workflow(&mut self, plan: WorkflowPlan) -> Result<WorkflowInfo> {
@@ -253,7 +254,7 @@ impl Core {
         });
         for task in &waiting {
             if let Some(entry) = self.tasks.get_mut(task) {
-                entry.task.failure_class = Some(FailureClass::BudgetExhausted);
+                Arc::make_mut(&mut entry.task).failure_class = Some(FailureClass::BudgetExhausted);
             }
         }
         for task in waiting {

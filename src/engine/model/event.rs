@@ -1,7 +1,10 @@
 //! Events: every state change of tasks, instances and workflows, and the agent's output,
 //! numbered by a sequence that only grows.
 
-use std::{sync::OnceLock, time::SystemTime};
+use std::{
+    sync::{Arc, OnceLock},
+    time::SystemTime,
+};
 
 use super::{
     approval::{Approval, PermissionDenial},
@@ -54,7 +57,8 @@ impl AgentOutput {
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Payload {
-    Task(Box<Task>),
+    /// Shared with the engine's own copy until that changes again.
+    Task(Arc<Task>),
     Instance(Box<Instance>),
     Workflow(Box<WorkflowInfo>),
     Output(Box<AgentOutput>),

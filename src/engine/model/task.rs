@@ -512,7 +512,7 @@ pub struct Task {
     pub created_at: SystemTime,
     pub started_at: Option<SystemTime>,
     pub completed_at: Option<SystemTime>,
-    pub result: Option<TaskResult>,
+    pub result: Option<Box<TaskResult>>,
     /// Why it failed, was cancelled or skipped.
     pub error: Option<String>,
     /// Runs started so far (retries included).

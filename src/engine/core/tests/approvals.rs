@@ -424,7 +424,10 @@ fn a_pending_approval_survives_a_restart_and_its_decision_reaches_the_rerun() {
     let mut task = before.task("a");
     task.status = TaskStatus::Running;
     let snapshot = Snapshot {
-        tasks: vec![TaskRecord { task, parent: None }],
+        tasks: vec![TaskRecord {
+            task: task.into(),
+            parent: None,
+        }],
         approvals: vec![approval.clone()],
         ..Snapshot::default()
     };

@@ -16,7 +16,10 @@ fn record(id: &str, status: TaskStatus, attempts: u32, retries: u32) -> TaskReco
     );
     task.status = status;
     task.attempts = attempts;
-    TaskRecord { task, parent: None }
+    TaskRecord {
+        task: task.into(),
+        parent: None,
+    }
 }
 
 #[test]
@@ -31,8 +34,9 @@ fn work_in_flight_comes_back_after_a_crash() {
             TaskRecord {
                 task: Task {
                     spec: depending("waits", &["queued-1"]),
-                    ..record("waits", TaskStatus::Pending, 0, 0).task
-                },
+                    ..Task::clone(&record("waits", TaskStatus::Pending, 0, 0).task)
+                }
+                .into(),
                 parent: None,
             },
         ],
@@ -155,8 +159,9 @@ fn a_run_started_records_its_process_group_until_it_ends() {
 fn what_a_crash_left_running_is_reaped_before_anything_runs_again() {
     let with_group = |id: &str, retries: u32, group: Option<u32>| {
         let mut record = record(id, TaskStatus::Running, 1, retries);
-        record.task.instance_id = Some("inst-0003".into());
-        record.task.process_group = group;
+        let task = std::sync::Arc::make_mut(&mut record.task);
+        task.instance_id = Some("inst-0003".into());
+        task.process_group = group;
         record
     };
     let snapshot = Snapshot {

@@ -156,10 +156,10 @@ fn after_a_restart_a_session_name_resumes_what_its_stored_results_say() {
     };
     let mut done = task("a", TaskStatus::Completed);
     done.started_at = Some(SystemTime::UNIX_EPOCH);
-    done.result = Some(TaskResult {
+    done.result = Some(Box::new(TaskResult {
         session_id: S1.into(),
         ..TaskResult::default()
-    });
+    }));
     let waiting = task("b", TaskStatus::Queued);
     let info = WorkflowInfo {
         id: workflow.clone(),
@@ -181,7 +181,10 @@ fn after_a_restart_a_session_name_resumes_what_its_stored_results_say() {
     let snapshot = Snapshot {
         tasks: [done, waiting]
             .into_iter()
-            .map(|task| TaskRecord { task, parent: None })
+            .map(|task| TaskRecord {
+                task: task.into(),
+                parent: None,
+            })
             .collect(),
         workflows: vec![WorkflowRecord {
             info,
