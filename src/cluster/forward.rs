@@ -186,7 +186,8 @@ fn path_only(uri: &Uri) -> Uri {
 }
 
 /// Headers about one connection only, which HTTP/2 forbids (RFC 9113 8.2.2); `te` stays
-/// when it says `trailers`, as gRPC does.
+/// when it says `trailers`, as gRPC does. `expect` goes too: this node's server answered
+/// the client's `100-continue` itself.
 fn without_hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
@@ -204,6 +205,7 @@ fn without_hop_by_hop(headers: &mut HeaderMap) {
         "proxy-connection",
         "transfer-encoding",
         "upgrade",
+        "expect",
     ] {
         headers.remove(name);
     }
@@ -238,6 +240,7 @@ mod tests {
         headers.insert("x-private", "1".parse().unwrap());
         headers.insert(header::TE, "trailers".parse().unwrap());
         headers.insert(header::TRANSFER_ENCODING, "chunked".parse().unwrap());
+        headers.insert(header::EXPECT, "100-continue".parse().unwrap());
         headers.insert(header::AUTHORIZATION, "Bearer k".parse().unwrap());
         without_hop_by_hop(&mut headers);
         let left: Vec<&str> = headers.keys().map(|k| k.as_str()).collect();
