@@ -89,7 +89,7 @@ impl TryFrom<pb::TaskSpec> for TaskSpec {
             template: None,
             fan_out: None,
             idempotency_key: non_empty(spec.idempotency_key),
-            options: spec.options.map(AgentOptions::from).unwrap_or_default(),
+            options: spec.options.map(AgentOptions::from).unwrap_or_default().into(),
             isolation: from_pb("isolation", spec.isolation, Some(Isolation::None))?,
             // Workflows name sessions (`session:` in their YAML); a lone task resumes one
             // by id (`options.resume_session`).
@@ -99,7 +99,11 @@ impl TryFrom<pb::TaskSpec> for TaskSpec {
                 .map(|v| json_of("output_schema", &v))
                 .transpose()?
                 .filter(|v| !v.is_null()),
-            permissions: spec.permissions.map(Into::into).unwrap_or_default(),
+            permissions: spec
+                .permissions
+                .map(PermissionPolicy::from)
+                .unwrap_or_default()
+                .into(),
             on_permission_denied: from_pb(
                 "on_permission_denied",
                 spec.on_permission_denied,
@@ -311,7 +315,7 @@ impl From<&Task> for pb::Task {
             permission_mode: s.permission_mode.clone().unwrap_or_default(),
             on_failure: to_pb(s.on_failure),
             idempotency_key: s.idempotency_key.clone().unwrap_or_default(),
-            options: Some((&s.options).into()),
+            options: Some((&*s.options).into()),
             failure_class: optional_to_pb(t.failure_class),
             isolation: to_pb(s.isolation),
             account: s.account.clone().unwrap_or_default(),
@@ -330,7 +334,7 @@ impl From<&Task> for pb::Task {
                 .collect(),
             session: s.session.clone().unwrap_or_default(),
             output_schema: s.output_schema.as_ref().and_then(value_of),
-            permissions: Some((&s.permissions).into()),
+            permissions: Some((&*s.permissions).into()),
             on_permission_denied: to_pb(s.on_permission_denied),
         }
     }
@@ -583,7 +587,7 @@ impl From<&Event> for pb::Event {
 
 /// The event as gRPC sends it: converted and encoded on first use, then the same shared
 /// bytes for every subscriber (a `pb::Event` message, as the clients decode it).
-pub fn event_bytes(e: &Event) -> bytes::Bytes {
+pub fn event_bytes(e: &Event) -> std::sync::Arc<[u8]> {
     e.encoded
         .proto
         .get_or_init(|| prost::Message::encode_to_vec(&pb::Event::from(e)).into())

@@ -22,6 +22,7 @@ use crate::engine::{
     TaskSpec, TaskStatus, Usage,
     model::{
         account::{Account, AccountSpec},
+        rare::{Empty, Rare},
         words::Word,
     },
     ports::{StoreError, TaskRecord, WorkflowRecord},
@@ -107,6 +108,25 @@ impl<T: Row> Row for Shared<T> {
     }
     fn into_domain(self) -> Self::Domain {
         std::sync::Arc::new(self.0.into_domain())
+    }
+}
+
+/// The row of a part most values leave empty ([`Rare`]): the part's own row, stored the same
+/// way.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RareRow<T>(pub T);
+
+impl<T: Row> Row for RareRow<T>
+where
+    T::Domain: Empty,
+{
+    type Domain = Rare<T::Domain>;
+    fn from_domain(value: &Self::Domain) -> Self {
+        Self(T::from_domain(value))
+    }
+    fn into_domain(self) -> Self::Domain {
+        self.0.into_domain().into()
     }
 }
 
@@ -404,13 +424,13 @@ mirror! {
         permission_mode: Option<String>,
         on_failure: Variant<FailurePolicy>,
         template: Option<TemplateRow>,
-        fan_out: Option<FanOutRow>,
+        fan_out: Option<Box<FanOutRow>>,
         idempotency_key: Option<String>,
-        options: OptionsRow,
+        options: RareRow<OptionsRow>,
         isolation: Variant<Isolation>,
         session: Option<String>,
         output_schema: Option<serde_json::Value>,
-        permissions: PolicyRow,
+        permissions: RareRow<PolicyRow>,
         on_permission_denied: Variant<DenialPolicy>,
         account: Option<String>,
     }
@@ -437,7 +457,7 @@ mirror! {
 mirror! {
     TaskRow <=> Task {
         id: String,
-        spec: SpecRow,
+        spec: Shared<SpecRow>,
         status: Variant<TaskStatus>,
         workflow_id: Option<String>,
         instance_id: Option<String>,

@@ -477,10 +477,10 @@ mod tests {
                 Segment::Text("all: ".into()),
                 Segment::Output("plan".into(), path.clone()),
             ])),
-            fan_out: Some(FanOut {
+            fan_out: Some(Box::new(FanOut {
                 source: FanOutSource::Output("plan".into(), path),
                 max_parallel: 2,
-            }),
+            })),
             ..TaskSpec::new("p")
         };
         let mut task = Task::new("t1".into(), spec, Some("w".into()), std::time::UNIX_EPOCH);

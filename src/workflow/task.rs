@@ -306,7 +306,7 @@ pub(super) fn build(
             None => inherited.on_failure,
         },
         template,
-        fan_out,
+        fan_out: fan_out.map(Box::new),
         idempotency_key: None,
         options: Default::default(),
         isolation: match &task.isolation {
@@ -316,7 +316,11 @@ pub(super) fn build(
         session: task.session,
         output_schema: task.output_schema,
         // The workflow's rules apply to it from the workflow; these are its own.
-        permissions: task.permissions.map(Into::into).unwrap_or_default(),
+        permissions: task
+            .permissions
+            .map(PermissionPolicy::from)
+            .unwrap_or_default()
+            .into(),
         on_permission_denied: match task.on_permission_denied.as_deref() {
             Some(word) => {
                 parse_word::<DenialPolicy>(word).map_err(|r| bad("on_permission_denied", r))?

@@ -62,8 +62,8 @@ fn templates_variables_and_fan_out() {
     let bound = t.bind("a.rs", 0);
     assert_eq!(bound.render(|_| "PLAN".into()), "Do a.rs (0) per PLAN");
     assert_eq!(
-        plan.tasks[1].fan_out,
-        Some(FanOut {
+        plan.tasks[1].fan_out.as_deref(),
+        Some(&FanOut {
             source: FanOutSource::Items(vec!["a.rs".into(), "b.rs".into()]),
             max_parallel: 1
         })

@@ -6,10 +6,11 @@
 
 use std::{
     convert::Infallible,
+    sync::Arc,
     task::{Context, Poll},
 };
 
-use bytes::{BufMut, Bytes};
+use bytes::BufMut;
 use tokio_stream::StreamExt;
 use tonic::{
     Status,
@@ -56,17 +57,17 @@ struct EncodedCodec;
 struct Passthrough;
 
 impl Encoder for Passthrough {
-    type Item = Bytes;
+    type Item = Arc<[u8]>;
     type Error = Status;
 
-    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+    fn encode(&mut self, item: Arc<[u8]>, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
         dst.put_slice(&item);
         Ok(())
     }
 }
 
 impl Codec for EncodedCodec {
-    type Encode = Bytes;
+    type Encode = Arc<[u8]>;
     type Decode = pb::StreamEventsRequest;
     type Encoder = Passthrough;
     type Decoder = ProstDecoder<pb::StreamEventsRequest>;
@@ -81,12 +82,12 @@ impl Codec for EncodedCodec {
 }
 
 /// The events of one `StreamEvents` call, as their encodings.
-type Encoded = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<Bytes, Status>> + Send>>;
+type Encoded = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<Arc<[u8]>, Status>> + Send>>;
 
 struct StreamEvents(Service);
 
 impl ServerStreamingService<pb::StreamEventsRequest> for StreamEvents {
-    type Response = Bytes;
+    type Response = Arc<[u8]>;
     type ResponseStream = Encoded;
     type Future = BoxFuture<tonic::Response<Encoded>, Status>;
 

@@ -270,12 +270,13 @@ impl Core {
             .filter(|s| !s.is_empty() && task.spec.command.is_none());
         let resumes = match session {
             Some(session) => {
-                task.spec.options.resume_session = Some(session.clone());
+                let spec = Arc::make_mut(&mut task.spec);
+                spec.options.resume_session = Some(session.clone());
                 // The refused run already forked, if it was asked to: continue that fork.
-                task.spec.options.fork_session = false;
+                spec.options.fork_session = false;
                 // The session lives with the account (its config directory): it goes on
                 // there, once the account's limit lifts.
-                task.spec.account = Some(account.clone());
+                spec.account = Some(account.clone());
                 format!("; it resumes session {session} on it")
             }
             None => String::new(),

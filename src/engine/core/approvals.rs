@@ -229,7 +229,7 @@ impl Core {
         let Some(entry) = self.tasks.get(task) else {
             return levels;
         };
-        levels.push((PolicyScope::Task, entry.task.spec.permissions.clone()));
+        levels.push((PolicyScope::Task, PermissionPolicy::clone(&entry.task.spec.permissions)));
         if let Some(flow) = entry
             .task
             .workflow_id
@@ -432,8 +432,7 @@ impl Core {
             None => None,
             Some(PolicyScope::Task) => {
                 if let Some(entry) = self.tasks.get_mut(&approval.task_id) {
-                    Arc::make_mut(&mut entry.task)
-                        .spec
+                    Arc::make_mut(&mut Arc::make_mut(&mut entry.task).spec)
                         .permissions
                         .add(decision.allow, &rule);
                 }

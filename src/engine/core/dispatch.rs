@@ -158,9 +158,10 @@ impl Core {
         };
         let task = Arc::make_mut(&mut entry.task);
         if let Some(text) = rendered {
-            match &mut task.spec.command {
+            let spec = Arc::make_mut(&mut task.spec);
+            match &mut spec.command {
                 Some(command) => *command = text,
-                None => task.spec.prompt = text,
+                None => spec.prompt = text,
             }
         }
         task.attempts += 1;
@@ -188,9 +189,9 @@ impl Core {
             options: match resume {
                 Some(session) => AgentOptions {
                     resume_session: Some(session),
-                    ..spec.options.clone()
+                    ..AgentOptions::clone(&spec.options)
                 },
-                None => spec.options.clone(),
+                None => AgentOptions::clone(&spec.options),
             },
             isolation: spec.isolation,
             instance_id: instance_id.to_owned(),

@@ -106,7 +106,7 @@ impl Core {
             let template = spec.template.as_ref().map(|t| t.bind(&item, index));
             let text = template.as_ref().map(Template::display);
             let child = TaskSpec {
-                id: Some(child_id.clone()),
+                id: None,
                 name: format!("{}[{index}]", spec.name),
                 prompt: match (&spec.command, &text) {
                     (None, Some(text)) => text.clone(),
@@ -119,7 +119,7 @@ impl Core {
                 depends_on: Vec::new(),
                 fan_out: None,
                 template,
-                ..spec.clone()
+                ..TaskSpec::clone(&spec)
             };
             let task = Task::new(child_id.clone(), child, workflow.clone(), now);
             self.insert_task(task, Some(id.to_owned()));

@@ -261,8 +261,8 @@ impl Core {
         self.check(&specs, batch)?;
         let mut ids = Vec::with_capacity(specs.len());
         for mut spec in specs {
-            let id = spec.id.clone().unwrap_or_else(|| self.new_id());
-            spec.id = Some(id.clone());
+            // The task's id is kept once, in the task (the spec's would be a copy).
+            let id = spec.id.take().unwrap_or_else(|| self.new_id());
             if spec.name.is_empty() {
                 spec.name = id.clone();
             }

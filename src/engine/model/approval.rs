@@ -30,6 +30,17 @@ pub struct PermissionPolicy {
     pub ask: Option<bool>,
 }
 
+impl super::rare::Empty for PermissionPolicy {
+    fn empty() -> &'static Self {
+        static EMPTY: PermissionPolicy = PermissionPolicy {
+            allow: Vec::new(),
+            deny: Vec::new(),
+            ask: None,
+        };
+        &EMPTY
+    }
+}
+
 impl PermissionPolicy {
     /// Every rule parses; errors name `{field}.allow[i]` / `{field}.deny[i]`.
     pub fn validate(&self, field: &str) -> Result<()> {

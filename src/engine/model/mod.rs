@@ -5,6 +5,7 @@ pub mod account;
 pub mod approval;
 pub mod event;
 pub mod instance;
+pub mod rare;
 pub mod schema;
 pub mod task;
 pub mod words;

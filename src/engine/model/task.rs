@@ -1,10 +1,11 @@
 //! Tasks: what a client asks for (`TaskSpec`), what the engine tracks (`Task`), and what a
 //! run produced (`TaskResult`, `RunOutcome`).
 
-use std::{collections::BTreeMap, path::PathBuf, time::Duration, time::SystemTime};
+use std::{collections::BTreeMap, path::PathBuf, sync::Arc, time::Duration, time::SystemTime};
 
 use super::{
     approval::{DenialPolicy, PermissionDenial, PermissionPolicy},
+    rare::{Empty, Rare},
     words::words,
 };
 use crate::engine::{
@@ -73,7 +74,7 @@ impl TaskStatus {
 /// What a client asks to run. Validated by [`TaskSpec::validate`] before the engine takes it.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct TaskSpec {
-    /// Client-chosen id; generated when `None`.
+    /// Client-chosen id; generated when `None`. Taken into `Task::id` at submission.
     pub id: Option<TaskId>,
     /// Human-readable name; the id when empty.
     pub name: String,
@@ -110,11 +111,11 @@ pub struct TaskSpec {
     /// How the prompt (or command) is rendered from upstream results when the task starts.
     pub template: Option<Template>,
     /// Run once per item instead of once.
-    pub fan_out: Option<FanOut>,
+    pub fan_out: Option<Box<FanOut>>,
     /// The same key on a later submission returns this task instead of a new one.
     pub idempotency_key: Option<String>,
     /// More Claude Code options.
-    pub options: AgentOptions,
+    pub options: Rare<AgentOptions>,
     /// Where the task runs: as it is, or in a git worktree of its own.
     pub isolation: Isolation,
     /// A conversation shared by name with the other tasks of its workflow that name it:
@@ -124,7 +125,7 @@ pub struct TaskSpec {
     /// answer as `structured_output`.
     pub output_schema: Option<serde_json::Value>,
     /// Tool permission rules of this task (its workflow's and the swarm's apply too).
-    pub permissions: PermissionPolicy,
+    pub permissions: Rare<PermissionPolicy>,
     /// Whether a refused tool call fails a task that otherwise completed.
     pub on_permission_denied: DenialPolicy,
     /// Run only on this account's instances; on any account not paused when `None`.
@@ -160,6 +161,24 @@ pub struct AgentOptions {
     pub resume_session: Option<String>,
     /// With `resume_session`: fork it into a new session.
     pub fork_session: bool,
+}
+
+impl Empty for AgentOptions {
+    fn empty() -> &'static Self {
+        static EMPTY: AgentOptions = AgentOptions {
+            fallback_model: None,
+            disallowed_tools: Vec::new(),
+            append_system_prompt: None,
+            mcp_config: None,
+            strict_mcp_config: false,
+            add_dirs: Vec::new(),
+            max_budget_usd: None,
+            env: BTreeMap::new(),
+            resume_session: None,
+            fork_session: false,
+        };
+        &EMPTY
+    }
 }
 
 /// Variables claude-swarm sets itself, which `options.env` may not: `CLAUDECODE` is never
@@ -504,7 +523,9 @@ pub struct TaskResult {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Task {
     pub id: TaskId,
-    pub spec: TaskSpec,
+    /// Shared by every version of the task (its events, the store's records): a spec
+    /// changes only when a run renders its template or resumes on another account.
+    pub spec: Arc<TaskSpec>,
     pub status: TaskStatus,
     pub workflow_id: Option<WorkflowId>,
     /// The instance that ran (or runs) it.
@@ -559,7 +580,7 @@ impl Task {
     ) -> Self {
         Self {
             id,
-            spec,
+            spec: Arc::new(spec),
             status: TaskStatus::Pending,
             workflow_id,
             instance_id: None,
@@ -638,6 +659,17 @@ pub fn seconds(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every task the server holds has one spec, shared by its versions: the parts most
+    /// tasks leave empty are boxed ([`Rare`]), so that it fits a 512-byte allocation with
+    /// its `Arc` counts (mimalloc's size classes: 512, then 640).
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn a_spec_and_its_counts_fit_in_512_bytes() {
+        // An `Arc`'s allocation: the strong and weak counts, then the value.
+        let size = 2 * std::mem::size_of::<usize>() + std::mem::size_of::<TaskSpec>();
+        assert!(size <= 512, "an Arc<TaskSpec> takes {size} bytes");
+    }
 
     #[test]
     fn spec_rules_name_the_field() {

@@ -154,7 +154,8 @@ fn rules_decide_at_once_and_deny_wins_across_levels() {
         permissions: PermissionPolicy {
             deny: vec!["Bash(rm:*)".into()],
             ..Default::default()
-        },
+        }
+        .into(),
         ..EngineConfig::default()
     });
     running(
@@ -163,7 +164,8 @@ fn rules_decide_at_once_and_deny_wins_across_levels() {
             permissions: PermissionPolicy {
                 allow: vec!["Bash".into()],
                 ..Default::default()
-            },
+            }
+            .into(),
             ..spec("a")
         },
     );
@@ -198,7 +200,8 @@ fn a_path_rule_does_not_allow_a_write_through_a_symlink_out_of_it() {
             permissions: PermissionPolicy {
                 allow: vec!["Edit(src/**)".into()],
                 ..Default::default()
-            },
+            }
+            .into(),
             ..spec("a")
         },
     );
@@ -240,7 +243,8 @@ fn ask_false_refuses_what_no_rule_decides() {
             permissions: PermissionPolicy {
                 ask: Some(false),
                 ..Default::default()
-            },
+            }
+            .into(),
             ..spec("a")
         },
     );

@@ -33,7 +33,7 @@ fn work_in_flight_comes_back_after_a_crash() {
             record("queued-2", TaskStatus::Queued, 0, 0),
             TaskRecord {
                 task: Task {
-                    spec: depending("waits", &["queued-1"]),
+                    spec: depending("waits", &["queued-1"]).into(),
                     ..Task::clone(&record("waits", TaskStatus::Pending, 0, 0).task)
                 }
                 .into(),

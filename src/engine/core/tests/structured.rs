@@ -18,10 +18,10 @@ fn structured(value: serde_json::Value) -> RunOutcome {
 fn over_files(id: &str, command: bool) -> TaskSpec {
     let mut spec = TaskSpec {
         depends_on: vec!["plan".into()],
-        fan_out: Some(FanOut {
+        fan_out: Some(Box::new(FanOut {
             source: FanOutSource::Output("plan".into(), vec!["files".into()]),
             max_parallel: usize::MAX,
-        }),
+        })),
         template: Some(Template(vec![
             Segment::Text("review ".into()),
             Segment::Item,

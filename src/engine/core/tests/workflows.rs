@@ -109,10 +109,10 @@ fn a_spent_workflow_budget_fails_the_tasks_not_started() {
 fn for_each_runs_its_items_at_most_max_parallel_at_a_time() {
     let mut h = Harness::new(4);
     let fan = TaskSpec {
-        fan_out: Some(FanOut {
+        fan_out: Some(Box::new(FanOut {
             source: FanOutSource::Items(vec!["x".into(), "y".into(), "z".into()]),
             max_parallel: 2,
-        }),
+        })),
         template: Some(Template(vec![Segment::Text("do ".into()), Segment::Item])),
         ..spec("each")
     };
