@@ -89,7 +89,11 @@ impl TryFrom<pb::TaskSpec> for TaskSpec {
             template: None,
             fan_out: None,
             idempotency_key: non_empty(spec.idempotency_key),
-            options: spec.options.map(AgentOptions::from).unwrap_or_default().into(),
+            options: spec
+                .options
+                .map(AgentOptions::from)
+                .unwrap_or_default()
+                .into(),
             isolation: from_pb("isolation", spec.isolation, Some(Isolation::None))?,
             // Workflows name sessions (`session:` in their YAML); a lone task resumes one
             // by id (`options.resume_session`).
@@ -282,7 +286,7 @@ impl From<&Task> for pb::Task {
         let s = &t.spec;
         pb::Task {
             id: t.id.clone(),
-            name: s.name.clone(),
+            name: t.name().to_owned(),
             prompt: s.prompt.clone(),
             working_directory: s
                 .working_directory

@@ -85,7 +85,7 @@ fn slack_text(topic: Topic, event: &Event) -> String {
                     t.error.as_deref().unwrap_or("no reason given")
                 ),
             };
-            format!("claude-swarm: task {} ({}) {what}", t.spec.name, t.id)
+            format!("claude-swarm: task {} ({}) {what}", t.name(), t.id)
         }
         Payload::Workflow(w) => workflow_text(w),
         Payload::Approval(a) => format!(

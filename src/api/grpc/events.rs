@@ -82,7 +82,8 @@ impl Codec for EncodedCodec {
 }
 
 /// The events of one `StreamEvents` call, as their encodings.
-type Encoded = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<Arc<[u8]>, Status>> + Send>>;
+type Encoded =
+    std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<Arc<[u8]>, Status>> + Send>>;
 
 struct StreamEvents(Service);
 

@@ -145,7 +145,7 @@ impl Core {
             .approvals
             .by_task
             .keys()
-            .filter(|task| !self.tasks.contains_key(*task))
+            .filter(|task| !self.tasks.contains_key(task))
             .cloned()
             .collect();
         for task in orphans {
@@ -229,7 +229,10 @@ impl Core {
         let Some(entry) = self.tasks.get(task) else {
             return levels;
         };
-        levels.push((PolicyScope::Task, PermissionPolicy::clone(&entry.task.spec.permissions)));
+        levels.push((
+            PolicyScope::Task,
+            PermissionPolicy::clone(&entry.task.spec.permissions),
+        ));
         if let Some(flow) = entry
             .task
             .workflow_id

@@ -43,7 +43,11 @@ pub(super) type Ending = (TaskId, TaskStatus, Option<TaskResult>, Option<String>
 impl Core {
     /// Expands a ready `for_each` task into its items.
     pub(super) fn expand(&mut self, id: &str) {
-        let Some(spec) = self.tasks.get(id).map(|e| e.task.spec.clone()) else {
+        let Some((spec, parent_name)) = self
+            .tasks
+            .get(id)
+            .map(|e| (e.task.spec.clone(), e.task.name().to_owned()))
+        else {
             return;
         };
         let Some(fan_out) = spec.fan_out.clone() else {
@@ -107,7 +111,7 @@ impl Core {
             let text = template.as_ref().map(Template::display);
             let child = TaskSpec {
                 id: None,
-                name: format!("{}[{index}]", spec.name),
+                name: format!("{}[{index}]", parent_name),
                 prompt: match (&spec.command, &text) {
                     (None, Some(text)) => text.clone(),
                     _ => spec.prompt.clone(),

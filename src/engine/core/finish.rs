@@ -230,7 +230,7 @@ impl Core {
                         .task
                         .workflow_id
                         .clone()
-                        .map(|w| (w, entry.task.spec.name.clone())),
+                        .map(|w| (w, entry.task.name().to_owned())),
                 );
             }
             let kind = match status {

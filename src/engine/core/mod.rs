@@ -29,6 +29,7 @@ mod restore;
 mod schedules;
 mod sessions;
 mod submit;
+mod table;
 mod workflows;
 
 #[cfg(test)]
@@ -55,6 +56,7 @@ use super::{
 };
 use pool::Pool;
 use queue::ReadyQueue;
+use table::TaskTable;
 
 pub use approvals::{ApprovalQuery, DEFAULT_APPROVAL_TIMEOUT, Decision};
 pub use messages::{Answer, AskId, CallId, Effect, Input, Timer, Turn};
@@ -210,8 +212,7 @@ pub struct Core {
     config: EngineConfig,
     /// The time of the input being handled.
     now: SystemTime,
-    /// Boxed, so that the map's growth moves pointers, not whole tasks (a stall).
-    tasks: HashMap<TaskId, Box<Entry>>,
+    tasks: TaskTable,
     /// Task ids in submission order (listing and paging).
     order: Vec<TaskId>,
     queue: ReadyQueue,
@@ -273,7 +274,7 @@ impl Core {
     pub fn new(config: EngineConfig, seed: u64) -> Self {
         Self {
             now: SystemTime::UNIX_EPOCH,
-            tasks: HashMap::new(),
+            tasks: TaskTable::default(),
             order: Vec::new(),
             queue: ReadyQueue::default(),
             pinned: HashMap::new(),
@@ -541,7 +542,6 @@ impl Core {
     fn entry(&self, id: &str) -> Result<&Entry> {
         self.tasks
             .get(id)
-            .map(|entry| &**entry)
             .ok_or_else(|| EngineError::not_found("task", id))
     }
 
@@ -563,7 +563,7 @@ impl Core {
 
     /// `name (id)`, or the id when the task has no name of its own.
     fn describe(&self, id: &str) -> String {
-        match self.tasks.get(id).map(|e| e.task.spec.name.as_str()) {
+        match self.tasks.get(id).map(|e| e.task.name()) {
             Some(name) if name != id => format!("{name} ({id})"),
             _ => id.to_owned(),
         }

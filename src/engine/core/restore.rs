@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::{collections::HashMap, time::SystemTime};
 
-use super::{Core, Effect, Entry, Flow, fanout::FanOutState};
+use super::{Core, Effect, Entry, Flow, TaskTable, fanout::FanOutState};
 use crate::engine::{
     model::{
         event::Event,
@@ -70,7 +70,7 @@ impl Core {
                 parent: record.parent,
                 dirty: false,
             };
-            self.tasks.insert(id, Box::new(entry));
+            self.tasks.insert(entry);
         }
         for record in snapshot.workflows {
             let id = record.info.id.clone();
@@ -80,7 +80,7 @@ impl Core {
                 .iter()
                 .filter(|t| {
                     self.tasks
-                        .get(*t)
+                        .get(t)
                         .is_some_and(|e| !e.task.status.is_terminal())
                 })
                 .count();
@@ -92,8 +92,7 @@ impl Core {
             self.workflow_order.push(id.clone());
             self.workflows.insert(id, flow);
         }
-        let status_of =
-            |tasks: &HashMap<TaskId, Box<Entry>>, id: &str| tasks.get(id).map(|e| e.task.status);
+        let status_of = |tasks: &TaskTable, id: &str| tasks.get(id).map(|e| e.task.status);
         self.finished_tasks = self
             .order
             .iter()

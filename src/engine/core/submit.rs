@@ -207,7 +207,6 @@ impl Core {
                     .as_ref()
                     .and_then(|k| self.idempotency.get(k))
                     .and_then(|id| self.tasks.get(id))
-                    .map(|entry| &**entry)
             })
             .collect();
         if let Some(i) = known.iter().position(Option::is_some) {
@@ -263,9 +262,6 @@ impl Core {
         for mut spec in specs {
             // The task's id is kept once, in the task (the spec's would be a copy).
             let id = spec.id.take().unwrap_or_else(|| self.new_id());
-            if spec.name.is_empty() {
-                spec.name = id.clone();
-            }
             if let Some(key) = &spec.idempotency_key {
                 self.idempotency.insert(key.clone(), id.clone());
             }
@@ -340,19 +336,15 @@ impl Core {
 
     /// Adds a PENDING task to the tables (its dependencies are wired by the caller).
     pub(super) fn insert_task(&mut self, task: Task, parent: Option<TaskId>) {
-        let id = task.id.clone();
         self.counts[task.status.index()] += 1;
-        self.tasks.insert(
-            id.clone(),
-            Box::new(Entry {
-                task: std::sync::Arc::new(task),
-                waiting_on: 0,
-                dependents: Vec::new(),
-                parent,
-                dirty: false,
-            }),
-        );
-        self.order.push(id);
+        self.order.push(task.id.clone());
+        self.tasks.insert(Entry {
+            task: std::sync::Arc::new(task),
+            waiting_on: 0,
+            dependents: Vec::new(),
+            parent,
+            dirty: false,
+        });
     }
 
     pub(super) fn list_tasks(&self, query: TaskQuery) -> Result<TaskPage> {

@@ -156,7 +156,7 @@ impl Core {
         {
             if let (TaskStatus::Completed, Some(result)) = (task.status, &task.result) {
                 info.outputs
-                    .insert(task.spec.name.clone(), result.text.clone());
+                    .insert(task.name().to_owned(), result.text.clone());
             }
         }
         info
@@ -271,7 +271,7 @@ impl Core {
                     .info
                     .task_ids
                     .iter()
-                    .filter(|t| self.tasks.get(*t).is_some_and(|e| wanted(e.task.status)))
+                    .filter(|t| self.tasks.get(t).is_some_and(|e| wanted(e.task.status)))
                     .cloned()
                     .collect()
             })

@@ -77,10 +77,18 @@ mod tests {
         let mut part = Rare::<Part>::default();
         assert!(part.words.is_empty() && part.0.is_none());
         assert_eq!(part, Rare::from(Part::default()));
-        assert!(Rare::from(Part::default()).0.is_none(), "an empty value is not boxed");
+        assert!(
+            Rare::from(Part::default()).0.is_none(),
+            "an empty value is not boxed"
+        );
         part.words.push("a".into());
         assert!(part.0.is_some() && !part.is_empty());
-        assert_eq!(part, Rare::from(Part { words: vec!["a".into()] }));
+        assert_eq!(
+            part,
+            Rare::from(Part {
+                words: vec!["a".into()]
+            })
+        );
         assert_ne!(part, Rare::default());
     }
 }

@@ -76,7 +76,7 @@ impl TaskStatus {
 pub struct TaskSpec {
     /// Client-chosen id; generated when `None`. Taken into `Task::id` at submission.
     pub id: Option<TaskId>,
-    /// Human-readable name; the id when empty.
+    /// Human-readable name; the id when empty ([`Task::name`]).
     pub name: String,
     pub prompt: String,
     /// Directory the agent runs in; the instance's or the server's when `None`.
@@ -560,6 +560,15 @@ pub struct Attempt {
 }
 
 impl Task {
+    /// Its name: the spec's, or its id when the spec gives none (kept once, in `id`).
+    pub fn name(&self) -> &str {
+        if self.spec.name.is_empty() {
+            &self.id
+        } else {
+            &self.spec.name
+        }
+    }
+
     /// Attempts that count against its retries: all but those its node's loss cut short.
     pub fn counted_attempts(&self) -> u32 {
         let lost = self

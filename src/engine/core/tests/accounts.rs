@@ -192,7 +192,10 @@ fn a_refusal_without_a_session_is_not_pinned_and_a_stopped_run_is_not_handed_bac
     // No result line, no session: it may run on any account later.
     h.finish("t1", failure(FailureClass::RateLimited));
     let t1 = h.task("t1");
-    assert_eq!((t1.status, t1.spec.account.clone()), (TaskStatus::Queued, None));
+    assert_eq!(
+        (t1.status, t1.spec.account.clone()),
+        (TaskStatus::Queued, None)
+    );
     // A cancelled run is cancelled, refusal or not.
     let (_, _) = h.call(|call| Input::CancelTask {
         call,

@@ -154,8 +154,7 @@ fn rules_decide_at_once_and_deny_wins_across_levels() {
         permissions: PermissionPolicy {
             deny: vec!["Bash(rm:*)".into()],
             ..Default::default()
-        }
-        .into(),
+        },
         ..EngineConfig::default()
     });
     running(
