@@ -105,8 +105,8 @@ pub struct EngineConfig {
 }
 
 /// Default of [`EngineConfig::max_queued_tasks`]: room for a workflow of the largest size
-/// ([`MAX_TASKS`](crate::engine::workflow::MAX_TASKS)), about 330 MiB of memory at the
-/// 3.4 KB a queued task takes (`BENCHMARKS.md`, figure 6).
+/// ([`MAX_TASKS`](crate::engine::workflow::MAX_TASKS)), about 160 MiB of memory at the
+/// 1.64 KB a queued task takes (`BENCHMARKS.md`, figure 6).
 const DEFAULT_MAX_QUEUED_TASKS: usize = crate::engine::workflow::MAX_TASKS;
 
 impl Default for EngineConfig {
