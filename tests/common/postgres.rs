@@ -7,17 +7,21 @@
 
 use std::{
     io::{BufRead, BufReader},
-    os::unix::process::CommandExt,
+    os::{
+        fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
+        unix::process::CommandExt,
+    },
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::{
-        Mutex, OnceLock,
+        Arc, Mutex, OnceLock,
         atomic::{AtomicU32, Ordering},
     },
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use claude_swarm::pb;
+use tokio::sync::Notify;
 use tonic::transport::Channel;
 
 use super::BIN;
@@ -218,7 +222,8 @@ pub async fn database_async() -> String {
 pub struct Node {
     child: Child,
     pub name: String,
-    owner: std::sync::mpsc::Receiver<()>,
+    /// Signalled (a permit kept until taken) each time it logs that it owns the database.
+    owner: Arc<Notify>,
     /// The address, logged when it listens (again once it owns the database).
     logged: std::sync::mpsc::Receiver<String>,
     address: std::sync::OnceLock<String>,
@@ -255,7 +260,8 @@ impl Node {
             .unwrap();
         let stderr = BufReader::new(child.stderr.take().unwrap());
         let (address_tx, address_rx) = std::sync::mpsc::channel();
-        let (owner_tx, owner) = std::sync::mpsc::channel();
+        let owner = Arc::new(Notify::new());
+        let owned = owner.clone();
         // Shown with the test's output (on failure) when SWARM_TEST_NODE_LOG is set.
         let echo = std::env::var_os("SWARM_TEST_NODE_LOG").map(|_| name.to_owned());
         std::thread::spawn(move || {
@@ -269,7 +275,7 @@ impl Node {
                 }
                 // Logged once it owns the database and has stopped forwarding its port.
                 if line.contains("serving gRPC, grpc-web and REST") {
-                    let _ = owner_tx.send(());
+                    owned.notify_one();
                 }
             }
         });
@@ -294,8 +300,8 @@ impl Node {
 
     /// Waits until this node owns the database (at most `limit`), then connects to it.
     pub async fn serving(&self, limit: Duration) -> Channel {
-        let owner = &self.owner;
-        tokio::task::block_in_place(|| owner.recv_timeout(limit))
+        tokio::time::timeout(limit, self.owner.notified())
+            .await
             .unwrap_or_else(|_| panic!("node {} took over within {limit:?}", self.name));
         self.connect().await
     }
@@ -321,34 +327,57 @@ impl Node {
         }
     }
 
-    /// Waits for the node to exit (at most `limit`): its status code.
+    /// Waits for the node to exit (at most `limit`): its status code. The wait is on a
+    /// pidfd, which turns readable when the process ends, so nothing is polled.
     pub fn exit_code(&mut self, limit: Duration) -> Option<i32> {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code();
-            }
-            assert!(Instant::now() < deadline, "node {} did not exit", self.name);
-            std::thread::sleep(Duration::from_millis(50));
+        if let Some(status) = self.child.try_wait().unwrap() {
+            return status.code();
         }
+        // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1; the
+        // child is ours and not yet waited for, so its pid is still its own.
+        let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, self.pid(), 0) };
+        assert!(raw >= 0, "pidfd_open: {}", std::io::Error::last_os_error());
+        // SAFETY: a descriptor just opened for us, owned by nothing else.
+        let pidfd = unsafe { OwnedFd::from_raw_fd(raw as RawFd) };
+        let mut ended = libc::pollfd {
+            fd: pidfd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let millis = i32::try_from(limit.as_millis()).unwrap_or(i32::MAX);
+        // SAFETY: one pollfd of ours, alive for the whole call.
+        let ready = unsafe { libc::poll(&mut ended, 1, millis) };
+        assert!(
+            ready >= 0,
+            "poll on node {}'s pidfd: {}",
+            self.name,
+            std::io::Error::last_os_error()
+        );
+        assert!(
+            ready > 0,
+            "node {} did not exit within {limit:?}",
+            self.name
+        );
+        self.child.wait().unwrap().code()
     }
 }
 
 /// Waits until one of `nodes` owns the database (at most `limit`): which, and a channel to it.
 pub async fn new_owner(nodes: &[Node], limit: Duration) -> (usize, Channel) {
-    let deadline = Instant::now() + limit;
-    let index = tokio::task::block_in_place(|| {
-        loop {
-            if let Some(i) = nodes.iter().position(|n| n.owner.try_recv().is_ok()) {
-                return i;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no node took over within {limit:?}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    });
+    let mut waits = tokio::task::JoinSet::new();
+    for (i, node) in nodes.iter().enumerate() {
+        let owner = node.owner.clone();
+        waits.spawn(async move {
+            owner.notified().await;
+            i
+        });
+    }
+    // The other waits are aborted with the set; a signal one of them took is passed on.
+    let index = tokio::time::timeout(limit, waits.join_next())
+        .await
+        .unwrap_or_else(|_| panic!("no node took over within {limit:?}"))
+        .expect("a node to wait on")
+        .unwrap();
     (index, nodes[index].connect().await)
 }
 
