@@ -3,8 +3,9 @@
 //! runs are started or stopped and timers armed as soon as the core asks, while answers and
 //! events wait until the turn's changes are stored in one batch (group commit). Storing a
 //! turn overlaps the next: while the store writes turn N, the actor handles what arrives
-//! and sends turn N+1 behind it; answers and events are released in turn order, each once
-//! its own turn and every turn before it are stored. It is the only place in the engine
+//! and sends the turns after it; the store thread folds every turn waiting by then into
+//! one transaction ([`Batch::fold`]). Answers and events are released in turn order, each
+//! once its own turn and every turn before it are stored. It is the only place in the engine
 //! that spawns or sleeps.
 
 use std::{
@@ -35,9 +36,11 @@ use super::{
 /// Inputs handled in one turn at most, before their changes are stored together.
 const MAX_TURN: usize = 1024;
 
-/// Turns whose changes may wait to be stored at once: one being written, one behind it.
-/// A turn that would make more waits for the oldest first.
-const MAX_UNSTORED: usize = 2;
+/// Turns whose changes may wait to be stored at once: one being written, the rest behind
+/// it, folded into the next transaction. A turn that would make more waits for the oldest
+/// first. Two (one behind the other) stored a turn at a time when the store was the
+/// bottleneck; sixteen let a slow commit gather the turns behind it (BENCHMARKS.md).
+const MAX_UNSTORED: usize = 16;
 
 /// A turn whose answers and events wait for its changes to be stored.
 struct Unstored {
@@ -494,15 +497,25 @@ impl StoreThread {
                 // Once a batch fails, the ones sent behind it are refused: a later turn's
                 // changes are never stored without an earlier one's.
                 let mut failed: Option<StoreError> = None;
-                while let Some((batch, done)) = rx.blocking_recv() {
-                    let stored = match &failed {
-                        Some(error) => Err(error.clone()),
-                        None => store.commit(&batch),
-                    };
-                    if let Err(error) = &stored {
-                        failed.get_or_insert_with(|| error.clone());
+                while let Some(first) = rx.blocking_recv() {
+                    // Every turn waiting by now is stored with this one (group commit
+                    // across turns), each answered once all of them are.
+                    let mut waiting = vec![first];
+                    while let Ok(next) = rx.try_recv() {
+                        waiting.push(next);
                     }
-                    let _ = done.send(stored);
+                    for (batch, answers) in Batch::fold(waiting) {
+                        let stored = match &failed {
+                            Some(error) => Err(error.clone()),
+                            None => store.commit(&batch),
+                        };
+                        if let Err(error) = &stored {
+                            failed.get_or_insert_with(|| error.clone());
+                        }
+                        for done in answers {
+                            let _ = done.send(stored.clone());
+                        }
+                    }
                 }
             })
             .map_err(|e| StoreError::File {

@@ -12,6 +12,7 @@
 //! - [`error`]: one vocabulary of failures.
 
 mod actor;
+mod batch;
 mod core;
 pub mod error;
 pub mod events;

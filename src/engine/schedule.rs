@@ -167,6 +167,23 @@ pub struct Schedule {
     pub last_error: Option<String>,
 }
 
+impl Schedule {
+    /// A schedule that has not run yet (and has no next time until it is armed).
+    pub fn new(id: ScheduleId, spec: ScheduleSpec, created_at: SystemTime) -> Self {
+        Self {
+            id,
+            spec,
+            created_at,
+            next_fire_at: None,
+            last_fired_at: None,
+            last_workflow_id: None,
+            runs: 0,
+            skipped_runs: 0,
+            last_error: None,
+        }
+    }
+}
+
 impl ScheduleTarget {
     /// The plan of one run, with fresh ids (from `fresh`) for its tasks, wired to each
     /// other as the original ones were.

@@ -7,6 +7,7 @@
 
 pub(crate) mod approvals;
 pub mod audit;
+mod checkpoint;
 pub mod postgres;
 pub mod rows;
 pub mod schedule_rows;

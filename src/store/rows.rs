@@ -682,6 +682,10 @@ pub struct EventRow {
 }
 
 impl EventRow {
+    pub fn sequence(&self) -> u64 {
+        self.sequence
+    }
+
     pub fn of(event: &Event) -> Self {
         Self {
             sequence: event.sequence,

@@ -11,6 +11,7 @@ use rusqlite::{Connection, OpenFlags, Transaction, params};
 use serde::de::DeserializeOwned;
 
 use super::{
+    checkpoint::{Checkpointer, WRITER_CHECKPOINT_PAGES},
     rows::{self, AccountRow, EventRow, EventRowV1, Row, TaskRecordRow, WorkflowRecordRow, encode},
     schedule_rows::ScheduleRow,
 };
@@ -18,7 +19,9 @@ use crate::engine::ports::{Batch, Snapshot, Store, StoreError};
 
 /// The layout this code writes. 1: the first release (events held whole tasks).
 /// 2: events hold what changed; the swarm's spending is kept.
-const SCHEMA_VERSION: i64 = 2;
+/// 3: a commit's events are one row (a JSON array, keyed by the last one's sequence); the
+/// single-event rows of layout 2 are read as they are.
+const SCHEMA_VERSION: i64 = 3;
 
 pub struct SqliteStore {
     path: PathBuf,
@@ -27,6 +30,7 @@ pub struct SqliteStore {
     event_retention: u64,
     /// Next position for new rows (submission order).
     next_position: i64,
+    checkpointer: Checkpointer,
 }
 
 impl SqliteStore {
@@ -58,6 +62,9 @@ impl SqliteStore {
         // commits cheap.
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(|e| fail("cannot configure", e.to_string()))?;
+        // The checkpointer's thread copies the log back; the writer only when it lags.
+        conn.pragma_update(None, "wal_autocheckpoint", WRITER_CHECKPOINT_PAGES)
+            .map_err(|e| fail("cannot configure", e.to_string()))?;
         let integrity: String = conn
             .query_row("PRAGMA quick_check", [], |r| r.get(0))
             .map_err(|e| fail("corrupt", e.to_string()))?;
@@ -82,11 +89,14 @@ impl SqliteStore {
                     .map_err(|e| fail("cannot restrict the data file", e.to_string()))?;
             }
         }
+        let checkpointer = Checkpointer::start(&path)
+            .map_err(|e| fail("cannot start the checkpointing thread", e.to_string()))?;
         let mut store = Self {
             path,
             conn,
             event_retention: event_retention.max(1),
             next_position: 0,
+            checkpointer,
         };
         store.migrate()?;
         store.next_position = store
@@ -138,6 +148,15 @@ impl SqliteStore {
                 Ok(())
             }
             Some(SCHEMA_VERSION) => Ok(()),
+            // Layout 2's rows are layout 3's; only the version moves.
+            Some(2) => self
+                .conn
+                .execute(
+                    "UPDATE meta SET value = ?1 WHERE key = 'schema_version'",
+                    params![SCHEMA_VERSION],
+                )
+                .map(drop)
+                .map_err(|e| self.error("cannot write the schema version", e)),
             Some(1) => self.migrate_1_to_2(),
             Some(found) => Err(StoreError::Version {
                 path: self.path.display().to_string(),
@@ -147,8 +166,8 @@ impl SqliteStore {
         }
     }
 
-    /// Layout 1 -> 2: every event row keeps only what changed; the swarm's spending so far
-    /// is the sum over the tasks still stored (layout 1 did not keep it).
+    /// Layout 1 -> 2 (and so 3): every event row keeps only what changed; the swarm's
+    /// spending so far is the sum over the tasks still stored (layout 1 did not keep it).
     fn migrate_1_to_2(&mut self) -> Result<(), StoreError> {
         let events: Vec<(i64, String)> = self.rows("SELECT sequence, body FROM events")?;
         let tasks: Vec<TaskRecordRow> = self
@@ -248,8 +267,20 @@ impl Store for SqliteStore {
         let tasks: Vec<_> = tasks.into_iter().map(Row::into_domain).collect();
         let workflows: Vec<WorkflowRecordRow> =
             self.bodies("SELECT body FROM workflows ORDER BY position", "workflow")?;
-        let events: Vec<EventRow> =
-            self.bodies("SELECT body FROM events ORDER BY sequence", "event")?;
+        let mut events = Vec::new();
+        for body in self.rows::<String>("SELECT body FROM events ORDER BY sequence")? {
+            let read = if body.starts_with('[') {
+                decode::<Vec<EventRow>>(&body)
+            } else {
+                decode::<EventRow>(&body).map(|row| vec![row])
+            };
+            events.extend(read.map_err(|e| self.unreadable("event", e))?);
+        }
+        // A commit's row is kept while its last event is: drop the older ones in it.
+        let keep_after = events.last().map_or(0, |last| {
+            last.sequence().saturating_sub(self.event_retention)
+        });
+        events.retain(|e| e.sequence() > keep_after);
         let events = rows::rejoin(events, &tasks);
         let total_cost_usd = self
             .conn
@@ -293,49 +324,57 @@ impl Store for SqliteStore {
             what: "begin",
             cause: e.to_string(),
         })?;
-        write(&tx, batch, &mut self.next_position, self.event_retention).map_err(|e| {
-            StoreError::File {
-                path: path.clone(),
-                what: "write",
-                cause: e,
-            }
-        })?;
+        let written =
+            write(&tx, batch, &mut self.next_position, self.event_retention).map_err(|e| {
+                StoreError::File {
+                    path: path.clone(),
+                    what: "write",
+                    cause: e,
+                }
+            })?;
         tx.commit().map_err(|e| StoreError::File {
             path,
             what: "commit",
             cause: e.to_string(),
-        })
+        })?;
+        self.checkpointer.committed(written);
+        Ok(())
     }
 }
 
 /// Stores each `(id, body)` in `table`: a new row takes the next position (submission
-/// order), a known one keeps its position and gets the new body.
+/// order), a known one keeps its position and gets the new body. Returns the bytes written.
 fn upsert<'a>(
     tx: &Transaction,
     table: &str,
     rows: impl Iterator<Item = (&'a str, Result<String, String>)>,
     next_position: &mut i64,
-) -> Result<(), String> {
+) -> Result<usize, String> {
     let mut statement = tx
         .prepare_cached(&format!(
             "INSERT INTO {table} (id, position, body) VALUES (?1, ?2, ?3)
              ON CONFLICT(id) DO UPDATE SET body = excluded.body"
         ))
         .map_err(|e| format!("prepare: {e}"))?;
+    let mut written = 0;
     for (id, body) in rows {
+        let body = body?;
+        written += body.len();
         statement
-            .execute(params![id, *next_position, body?])
+            .execute(params![id, *next_position, body])
             .map_err(|e| format!("write {table}: {e}"))?;
         *next_position += 1;
     }
-    Ok(())
+    Ok(written)
 }
+
+/// Writes `batch` in `tx`; returns about how many bytes of rows that was.
 fn write(
     tx: &Transaction<'_>,
     batch: &Batch,
     next_position: &mut i64,
     event_retention: u64,
-) -> Result<(), String> {
+) -> Result<usize, String> {
     fn e(what: &'static str) -> impl Fn(rusqlite::Error) -> String {
         move |err| format!("{what}: {err}")
     }
@@ -343,17 +382,17 @@ fn write(
         let body = encode(&TaskRecordRow::from_domain(r)).map_err(|e| e.to_string());
         (r.task.id.as_str(), body)
     });
-    upsert(tx, "tasks", tasks, next_position)?;
+    let mut written = upsert(tx, "tasks", tasks, next_position)?;
     let workflows = batch.workflows.iter().map(|r| {
         let body = encode(&WorkflowRecordRow::from_domain(r)).map_err(|e| e.to_string());
         (r.info.id.as_str(), body)
     });
-    upsert(tx, "workflows", workflows, next_position)?;
+    written += upsert(tx, "workflows", workflows, next_position)?;
     let schedules = batch.schedules.iter().map(|s| {
         let body = encode(&ScheduleRow::of(s)).map_err(|e| e.to_string());
         (s.id.as_str(), body)
     });
-    upsert(tx, "schedules", schedules, next_position)?;
+    written += upsert(tx, "schedules", schedules, next_position)?;
     let mut delete_schedule = tx
         .prepare_cached("DELETE FROM schedules WHERE id = ?1")
         .map_err(e("prepare"))?;
@@ -368,16 +407,15 @@ fn write(
     for id in &batch.deleted_tasks {
         delete_task.execute(params![id]).map_err(e("delete task"))?;
     }
-    let mut append_event = tx
-        .prepare_cached("INSERT OR REPLACE INTO events (sequence, body) VALUES (?1, ?2)")
-        .map_err(e("prepare"))?;
-    for event in &batch.events {
-        let body = encode(&EventRow::of(event)).map_err(|e| e.to_string())?;
-        append_event
-            .execute(params![event.sequence as i64, body])
-            .map_err(e("write event"))?;
-    }
     if let Some(last) = batch.events.last() {
+        // One row for the commit's events: one B-tree insert instead of one per event.
+        let rows: Vec<EventRow> = batch.events.iter().map(|e| EventRow::of(e)).collect();
+        let body = encode(&rows).map_err(|e| e.to_string())?;
+        written += body.len();
+        tx.prepare_cached("INSERT OR REPLACE INTO events (sequence, body) VALUES (?1, ?2)")
+            .map_err(e("prepare"))?
+            .execute(params![last.sequence as i64, body])
+            .map_err(e("write events"))?;
         let keep_after = last.sequence.saturating_sub(event_retention) as i64;
         tx.execute(
             "DELETE FROM events WHERE sequence <= ?1",
@@ -407,7 +445,7 @@ fn write(
         )
         .map_err(e("write totals"))?;
     }
-    Ok(())
+    Ok(written)
 }
 
 #[cfg(test)]
@@ -501,6 +539,66 @@ mod tests {
             })
             .unwrap();
         assert_eq!(store.load().unwrap().tasks, vec![record]);
+    }
+
+    fn task_event(sequence: u64, task: &Task) -> std::sync::Arc<crate::engine::Event> {
+        std::sync::Arc::new(crate::engine::Event {
+            sequence,
+            time: std::time::UNIX_EPOCH,
+            kind: crate::engine::EventKind::TaskQueued,
+            task_id: Some(task.id.clone()),
+            instance_id: None,
+            workflow_id: None,
+            payload: crate::engine::Payload::Task(task.clone().into()),
+            encoded: Default::default(),
+        })
+    }
+
+    /// A commit's events are one row, so retention deletes whole rows: what a kept row
+    /// holds beyond the retention is dropped on load, and a layout 2 row (one event) is
+    /// read beside them.
+    #[test]
+    fn events_come_back_in_order_and_within_retention() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::open(dir.path(), 6).unwrap();
+        let task = Task::new("t1".into(), TaskSpec::new("p"), None, std::time::UNIX_EPOCH);
+        store
+            .conn
+            .execute(
+                "INSERT INTO events (sequence, body) VALUES (1, ?1)",
+                params![encode(&EventRow::of(&task_event(1, &task))).unwrap()],
+            )
+            .unwrap();
+        let commit = |store: &mut SqliteStore, sequences: std::ops::Range<u64>| {
+            let events = sequences.map(|s| task_event(s, &task)).collect();
+            store
+                .commit(&Batch {
+                    events,
+                    ..Batch::default()
+                })
+                .unwrap();
+        };
+        let sequences = |store: &mut SqliteStore| -> Vec<u64> {
+            let events = store.load().unwrap().events;
+            events.iter().map(|e| e.sequence).collect()
+        };
+        let rows = |store: &SqliteStore| -> i64 {
+            store
+                .conn
+                .query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))
+                .unwrap()
+        };
+        commit(&mut store, 2..4);
+        commit(&mut store, 4..7);
+        assert_eq!(rows(&store), 3);
+        assert_eq!(sequences(&mut store), [1, 2, 3, 4, 5, 6]);
+        commit(&mut store, 7..9);
+        assert_eq!(
+            rows(&store),
+            3,
+            "the row of event 1 went, the one of 2-3 is kept"
+        );
+        assert_eq!(sequences(&mut store), [3, 4, 5, 6, 7, 8]);
     }
 
     #[test]

@@ -54,17 +54,7 @@ impl Core {
         }?;
         let id = self.new_id();
         let paused = spec.paused;
-        let mut schedule = Schedule {
-            id: id.clone(),
-            spec: ScheduleSpec { name, ..spec },
-            created_at: self.now,
-            next_fire_at: None,
-            last_fired_at: None,
-            last_workflow_id: None,
-            runs: 0,
-            skipped_runs: 0,
-            last_error: None,
-        };
+        let mut schedule = Schedule::new(id.clone(), ScheduleSpec { name, ..spec }, self.now);
         if !paused {
             schedule.next_fire_at = schedule.spec.cron.next_after(self.now);
         }

@@ -238,19 +238,17 @@ fn a_schedule_that_could_never_run_is_refused() {
 
 /// A schedule as the store kept it, due an hour before the restart.
 fn missed(h: &Harness, missed: MissedPolicy) -> Schedule {
+    let spec = ScheduleSpec {
+        missed,
+        ..every_ten_minutes(two_step_plan())
+    };
     Schedule {
-        id: format!("s-{missed}"),
-        spec: ScheduleSpec {
-            missed,
-            ..every_ten_minutes(two_step_plan())
-        },
-        created_at: h.now - Duration::from_secs(86_400),
         next_fire_at: Some(h.now - Duration::from_secs(3600)),
-        last_fired_at: None,
-        last_workflow_id: None,
-        runs: 0,
-        skipped_runs: 0,
-        last_error: None,
+        ..Schedule::new(
+            format!("s-{missed}"),
+            spec,
+            h.now - Duration::from_secs(86_400),
+        )
     }
 }
 
