@@ -1,7 +1,7 @@
 //! Group commit across turns: the turns waiting for the store are folded into one batch,
 //! so a row changed in several of them is written once and they share one transaction.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use super::ports::Batch;
 
@@ -39,10 +39,9 @@ struct Folder {
 }
 
 /// Keys of one kind of row: their index in the batch's list, and which are deleted.
-#[derive(Default)]
 struct Rows {
     written: HashMap<String, usize>,
-    deleted: HashMap<String, usize>,
+    deleted: HashSet<String>,
 }
 
 impl Rows {
@@ -50,14 +49,14 @@ impl Rows {
         written: impl Iterator<Item = &'a String>,
         deleted: impl Iterator<Item = &'a String>,
     ) -> Self {
-        let index = |keys: &mut dyn Iterator<Item = &'a String>| {
-            keys.enumerate().map(|(i, k)| (k.clone(), i)).collect()
-        };
-        let (mut written, mut deleted) = (written, deleted);
         Self {
-            written: index(&mut written),
-            deleted: index(&mut deleted),
+            written: written.enumerate().map(|(i, k)| (k.clone(), i)).collect(),
+            deleted: deleted.cloned().collect(),
         }
+    }
+
+    fn deletes_any<'a>(&self, mut keys: impl Iterator<Item = &'a String>) -> bool {
+        !self.deleted.is_empty() && keys.any(|k| self.deleted.contains(k))
     }
 
     /// Folds a later turn's rows (written, then deleted: a turn deletes after it writes)
@@ -80,8 +79,7 @@ impl Rows {
             }
         }
         for id in later_deleted {
-            if !self.deleted.contains_key(&id) {
-                self.deleted.insert(id.clone(), deleted.len());
+            if self.deleted.insert(id.clone()) {
                 deleted.push(id);
             }
         }
@@ -95,7 +93,10 @@ impl Folder {
                 batch.tasks.iter().map(|r| &r.task.id),
                 batch.deleted_tasks.iter(),
             ),
-            workflows: Rows::of(batch.workflows.iter().map(|w| &w.info.id), [].iter()),
+            workflows: Rows::of(
+                batch.workflows.iter().map(|w| &w.info.id),
+                std::iter::empty(),
+            ),
             approvals: Rows::of(
                 batch.approvals.iter().map(|a| &a.id),
                 batch.deleted_approvals.iter(),
@@ -110,19 +111,14 @@ impl Folder {
 
     /// Whether `later` writes a row this batch deletes.
     fn rewrites_deleted(&self, later: &Batch) -> bool {
-        let hit = |rows: &Rows, mut keys: Box<dyn Iterator<Item = &String> + '_>| {
-            !rows.deleted.is_empty() && keys.any(|k| rows.deleted.contains_key(k))
-        };
-        hit(
-            &self.tasks,
-            Box::new(later.tasks.iter().map(|r| &r.task.id)),
-        ) || hit(
-            &self.approvals,
-            Box::new(later.approvals.iter().map(|a| &a.id)),
-        ) || hit(
-            &self.schedules,
-            Box::new(later.schedules.iter().map(|s| &s.id)),
-        )
+        self.tasks
+            .deletes_any(later.tasks.iter().map(|r| &r.task.id))
+            || self
+                .approvals
+                .deletes_any(later.approvals.iter().map(|a| &a.id))
+            || self
+                .schedules
+                .deletes_any(later.schedules.iter().map(|s| &s.id))
     }
 
     fn absorb(&mut self, later: Batch) {
