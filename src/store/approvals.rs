@@ -11,7 +11,7 @@ use crate::engine::{Approval, ApprovalId, ApprovalState, PermissionDenial, Permi
 mirror! {
     #[derive(Default)]
     #[serde(default)]
-    PolicyRow <=> PermissionPolicy {
+    sparse PolicyRow <=> PermissionPolicy {
         allow: Vec<String>,
         deny: Vec<String>,
         ask: Option<bool>,

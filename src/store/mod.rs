@@ -8,6 +8,7 @@
 pub(crate) mod approvals;
 pub mod audit;
 mod checkpoint;
+pub mod event_rows;
 pub mod postgres;
 pub mod rows;
 pub mod schedule_rows;

@@ -3,23 +3,24 @@
 //!
 //! Layout 2 (this one) keeps task and workflow rows as layout 1 wrote them (field names,
 //! `"Pending"`-style variant names, `{secs_since_epoch, nanos_since_epoch}` times), now
-//! frozen here; event rows store what changed (ids and the task's changed fields), not a
-//! copy of the task. [`Row`] converts a row to and from its domain value; [`mirror!`]
-//! declares a row struct with the same fields as its domain struct.
+//! frozen here (event rows are in [`super::event_rows`]). [`Row`] converts a row to and from
+//! its domain value; [`mirror!`] declares a row struct with the same fields as its domain
+//! struct, and a `sparse` one leaves out the fields that hold nothing ([`Unset`]), which
+//! every reader of these layouts reads back as they were: a task's row is its few set
+//! fields, not the thirty its spec could have.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::BTreeMap,
     path::PathBuf,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer, de::Error as _};
 
-use super::approvals::{ApprovalRow, DenialRow, PolicyRow};
+use super::approvals::{DenialRow, PolicyRow};
 use crate::engine::{
-    AgentOptions, AgentOutput, Attempt, DenialPolicy, Event, EventKind, FailureClass,
-    FailurePolicy, Instance, InstanceStatus, Isolation, Payload, Priority, Task, TaskResult,
-    TaskSpec, TaskStatus, Usage,
+    AgentOptions, AgentOutput, Attempt, DenialPolicy, FailureClass, FailurePolicy, Instance,
+    InstanceStatus, Isolation, Priority, Task, TaskResult, TaskSpec, TaskStatus, Usage,
     model::{
         account::{Account, AccountSpec},
         rare::{Empty, Rare},
@@ -38,18 +39,72 @@ pub fn encode(row: &impl Serialize) -> Result<String, StoreError> {
     })
 }
 
-/// Stored events with their tasks joined back in from the stored tasks (an event row keeps
-/// the task's id, not a copy).
-pub fn rejoin(events: Vec<EventRow>, tasks: &[TaskRecord]) -> Vec<Event> {
-    let by_id: HashMap<&str, &Task> = tasks
-        .iter()
-        .map(|r| (r.task.id.as_str(), r.task.as_ref()))
-        .collect();
-    events
-        .into_iter()
-        .map(|row| row.into_event(|id| by_id.get(id).map(|t| (*t).clone())))
-        .collect()
+/// A value a sparse row may leave out: `unset` holds exactly for the value the field reads
+/// back as when it is missing (its `Default`, or the row's). A value with no such form (a
+/// word, a time, a shared part) is never unset, so always written.
+pub trait Unset {
+    fn unset(&self) -> bool;
 }
+
+impl<T> Unset for Option<T> {
+    fn unset(&self) -> bool {
+        self.is_none()
+    }
+}
+
+impl<T> Unset for Vec<T> {
+    fn unset(&self) -> bool {
+        self.is_empty()
+    }
+}
+
+impl<K, V> Unset for BTreeMap<K, V> {
+    fn unset(&self) -> bool {
+        self.is_empty()
+    }
+}
+
+impl Unset for String {
+    fn unset(&self) -> bool {
+        self.is_empty()
+    }
+}
+
+impl Unset for bool {
+    fn unset(&self) -> bool {
+        !*self
+    }
+}
+
+macro_rules! unset_when_zero {
+    ($($ty:ty),+) => {$(
+        impl Unset for $ty {
+            fn unset(&self) -> bool {
+                *self == 0 as $ty
+            }
+        }
+    )+};
+}
+
+unset_when_zero!(u32, u64, f64);
+
+impl<T: Unset> Unset for Box<T> {
+    fn unset(&self) -> bool {
+        (**self).unset()
+    }
+}
+
+macro_rules! always_written {
+    ($($ty:ident $(<$param:ident>)?),+) => {$(
+        impl$(<$param>)? Unset for $ty$(<$param>)? {
+            fn unset(&self) -> bool {
+                false
+            }
+        }
+    )+};
+}
+
+always_written!(TimeRow, Variant<E>, Shared<T>);
 
 /// A stored value and the domain value it stands for.
 pub trait Row: Sized {
@@ -116,6 +171,12 @@ impl<T: Row> Row for Shared<T> {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct RareRow<T>(pub T);
+
+impl<T: Unset> Unset for RareRow<T> {
+    fn unset(&self) -> bool {
+        self.0.unset()
+    }
+}
 
 impl<T: Row> Row for RareRow<T>
 where
@@ -188,6 +249,12 @@ pub struct DurationRow {
     nanos: u32,
 }
 
+impl Unset for DurationRow {
+    fn unset(&self) -> bool {
+        self.secs == 0 && self.nanos == 0
+    }
+}
+
 impl Row for DurationRow {
     type Domain = Duration;
     fn from_domain(value: &Duration) -> Self {
@@ -244,14 +311,42 @@ impl<E: Word> Row for Variant<E> {
 }
 
 /// `Row <=> Domain { field: RowType, ... }`: a row struct with the domain struct's fields
-/// (each stored as its row type), and both conversions.
+/// (each stored as its row type), and both conversions. `sparse Row <=> Domain { ... }`
+/// also leaves out each field that is [`Unset`]; the row must read a missing field back
+/// as that unset value (a row default that is unset, or the field's own `Default`), which
+/// `tests::a_sparse_row_reads_a_missing_field_as_the_unset_one` checks.
 macro_rules! mirror {
+    (
+        $(#[$meta:meta])*
+        sparse $row:ident <=> $domain:ident {
+            $( $(#[$fmeta:meta])* $field:ident: $ty:ty ),+ $(,)?
+        }
+    ) => {
+        $crate::store::rows::mirror! {
+            $(#[$meta])*
+            $row <=> $domain {
+                $(
+                    $(#[$fmeta])*
+                    #[serde(skip_serializing_if = "crate::store::rows::Unset::unset")]
+                    $field: $ty
+                ),+
+            }
+        }
+
+        impl $crate::store::rows::Unset for $row {
+            fn unset(&self) -> bool {
+                $( $crate::store::rows::Unset::unset(&self.$field) )&&+
+            }
+        }
+    };
     (
         $(#[$meta:meta])*
         $row:ident <=> $domain:ident {
             $( $(#[$fmeta:meta])* $field:ident: $ty:ty ),+ $(,)?
         }
     ) => {
+        // A missing option reads as `None`, so none is written.
+        #[serde_with::skip_serializing_none]
         #[derive(Clone, Debug, Serialize, Deserialize)]
         $(#[$meta])*
         pub struct $row {
@@ -275,7 +370,7 @@ pub(crate) use mirror;
 mirror! {
     #[derive(Default)]
     #[serde(default)]
-    UsageRow <=> Usage {
+    sparse UsageRow <=> Usage {
         input_tokens: u64,
         output_tokens: u64,
         cache_creation_input_tokens: u64,
@@ -286,7 +381,7 @@ mirror! {
 mirror! {
     #[derive(Default)]
     #[serde(default)]
-    ResultRow <=> TaskResult {
+    sparse ResultRow <=> TaskResult {
         text: String,
         session_id: String,
         cost_usd: f64,
@@ -306,7 +401,7 @@ mirror! {
 mirror! {
     #[derive(Default)]
     #[serde(default)]
-    OptionsRow <=> AgentOptions {
+    sparse OptionsRow <=> AgentOptions {
         fallback_model: Option<String>,
         disallowed_tools: Vec<String>,
         append_system_prompt: Option<String>,
@@ -404,7 +499,7 @@ impl Row for FanOutRow {
 
 mirror! {
     #[serde(default)]
-    SpecRow <=> TaskSpec {
+    sparse SpecRow <=> TaskSpec {
         id: Option<String>,
         name: String,
         prompt: String,
@@ -459,18 +554,18 @@ mirror! {
         id: String,
         spec: Shared<SpecRow>,
         status: Variant<TaskStatus>,
-        workflow_id: Option<String>,
-        instance_id: Option<String>,
+                workflow_id: Option<String>,
+                instance_id: Option<String>,
         created_at: TimeRow,
-        started_at: Option<TimeRow>,
-        completed_at: Option<TimeRow>,
-        result: Option<Box<ResultRow>>,
-        error: Option<String>,
+                started_at: Option<TimeRow>,
+                completed_at: Option<TimeRow>,
+                result: Option<Box<ResultRow>>,
+                error: Option<String>,
         #[serde(default)]
         attempts: u32,
         #[serde(default)]
         failure_class: Option<Variant<FailureClass>>,
-        #[serde(default)]
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
         history: Vec<AttemptRow>,
         // Rows written before it was recorded have none: nothing to end.
         #[serde(default)]
@@ -481,7 +576,7 @@ mirror! {
 mirror! {
     TaskRecordRow <=> TaskRecord {
         task: Shared<TaskRow>,
-        parent: Option<String>,
+                parent: Option<String>,
     }
 }
 
@@ -520,6 +615,7 @@ mirror! {
 }
 
 /// An instance as an event shows it (what it uses now is not stored).
+#[serde_with::skip_serializing_none]
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct InstanceRow {
     id: String,
@@ -616,167 +712,142 @@ mirror! {
     }
 }
 
-/// What a task event changed: its state and what came with it, not its spec.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct TaskChangeRow {
-    status: Variant<TaskStatus>,
-    attempts: u32,
-    instance_id: Option<String>,
-    started_at: Option<TimeRow>,
-    completed_at: Option<TimeRow>,
-    result: Option<Box<ResultRow>>,
-    error: Option<String>,
-    failure_class: Option<Variant<FailureClass>>,
-}
+#[cfg(test)]
+mod tests {
+    use std::{sync::Arc, time::Duration};
 
-impl TaskChangeRow {
-    fn of(task: &Task) -> Self {
-        Self {
-            status: Row::from_domain(&task.status),
-            attempts: task.attempts,
-            instance_id: task.instance_id.clone(),
-            started_at: Row::from_domain(&task.started_at),
-            completed_at: Row::from_domain(&task.completed_at),
-            result: Row::from_domain(&task.result),
-            error: task.error.clone(),
-            failure_class: Row::from_domain(&task.failure_class),
+    use serde::de::DeserializeOwned;
+
+    use super::*;
+    use crate::engine::model::approval::PermissionPolicy;
+
+    fn keys(row: &impl Serialize) -> Vec<String> {
+        match serde_json::to_value(row).unwrap() {
+            serde_json::Value::Object(map) => map.keys().cloned().collect(),
+            other => panic!("not an object: {other}"),
         }
     }
 
-    /// `base` (the stored task, or a bare one when it was compacted away) as the event
-    /// saw it.
-    fn apply(self, mut base: Task) -> Task {
-        base.status = self.status.into_domain();
-        base.attempts = self.attempts;
-        base.instance_id = self.instance_id;
-        base.started_at = self.started_at.into_domain();
-        base.completed_at = self.completed_at.into_domain();
-        base.result = self.result.into_domain();
-        base.error = self.error;
-        base.failure_class = self.failure_class.into_domain();
-        base
-    }
-}
-
-/// An event's payload as layout 2 stores it.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub enum ChangeRow {
-    Task(TaskChangeRow),
-    Instance(InstanceRow),
-    Workflow(WorkflowInfoRow),
-    Output(OutputRow),
-    Approval(Box<ApprovalRow>),
-    Denial(DenialRow),
-}
-
-/// An event as layout 2 stores it.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct EventRow {
-    sequence: u64,
-    time: TimeRow,
-    kind: Variant<EventKind>,
-    task_id: Option<String>,
-    instance_id: Option<String>,
-    workflow_id: Option<String>,
-    change: ChangeRow,
-}
-
-impl EventRow {
-    pub fn sequence(&self) -> u64 {
-        self.sequence
+    /// `{}` read back and written again is `{}`: every field read back as missing is one
+    /// a sparse row leaves out.
+    fn reads_empty_as_unset<T: Serialize + DeserializeOwned>() {
+        let read: T = serde_json::from_str("{}").unwrap();
+        assert_eq!(
+            encode(&read).unwrap(),
+            "{}",
+            "{}",
+            std::any::type_name::<T>()
+        );
     }
 
-    pub fn of(event: &Event) -> Self {
-        Self {
-            sequence: event.sequence,
-            time: Row::from_domain(&event.time),
-            kind: Row::from_domain(&event.kind),
-            task_id: event.task_id.clone(),
-            instance_id: event.instance_id.clone(),
-            workflow_id: event.workflow_id.clone(),
-            change: match &event.payload {
-                Payload::Task(task) => ChangeRow::Task(TaskChangeRow::of(task)),
-                Payload::Instance(i) => ChangeRow::Instance(Row::from_domain(i.as_ref())),
-                Payload::Workflow(w) => ChangeRow::Workflow(Row::from_domain(w.as_ref())),
-                Payload::Output(o) => ChangeRow::Output(Row::from_domain(o.as_ref())),
-                Payload::Approval(a) => ChangeRow::Approval(Box::new(Row::from_domain(a.as_ref()))),
-                Payload::Denial(d) => ChangeRow::Denial(Row::from_domain(d.as_ref())),
-            },
-        }
+    #[test]
+    fn a_sparse_row_reads_a_missing_field_as_the_unset_one() {
+        // The rows' defaults, which a reader gives a missing field, are all unset...
+        assert_eq!(encode(&UsageRow::default()).unwrap(), "{}");
+        assert_eq!(encode(&ResultRow::default()).unwrap(), "{}");
+        assert_eq!(encode(&OptionsRow::default()).unwrap(), "{}");
+        assert_eq!(encode(&PolicyRow::default()).unwrap(), "{}");
+        // ... but for the words, which are always written.
+        let mut words = keys(&SpecRow::default());
+        words.sort();
+        assert_eq!(
+            words,
+            [
+                "isolation",
+                "on_failure",
+                "on_permission_denied",
+                "priority"
+            ]
+        );
+        // And a row with nothing in it reads as one with nothing set.
+        reads_empty_as_unset::<UsageRow>();
+        reads_empty_as_unset::<ResultRow>();
+        reads_empty_as_unset::<OptionsRow>();
+        reads_empty_as_unset::<PolicyRow>();
     }
 
-    /// The event, its task rebuilt from `stored` (the task's row, if it is still kept).
-    pub fn into_event(self, stored: impl FnOnce(&str) -> Option<Task>) -> Event {
-        let time = self.time.into_domain();
-        let payload = match self.change {
-            ChangeRow::Task(change) => {
-                let id = self.task_id.clone().unwrap_or_default();
-                let base = stored(&id).unwrap_or_else(|| {
-                    let spec = TaskSpec {
-                        id: Some(id.clone()),
-                        name: id.clone(),
-                        ..TaskSpec::default()
-                    };
-                    Task::new(id, spec, self.workflow_id.clone(), time)
-                });
-                Payload::Task(std::sync::Arc::new(change.apply(base)))
-            }
-            ChangeRow::Instance(i) => Payload::Instance(Box::new(i.into_domain())),
-            ChangeRow::Workflow(w) => Payload::Workflow(Box::new(w.into_domain())),
-            ChangeRow::Output(o) => Payload::Output(Box::new(o.into_domain())),
-            ChangeRow::Approval(a) => Payload::Approval(a.into_domain()),
-            ChangeRow::Denial(d) => Payload::Denial(Box::new(d.into_domain())),
+    fn round_trip(record: &TaskRecord) -> (String, TaskRecord) {
+        let body = encode(&TaskRecordRow::from_domain(record)).unwrap();
+        let row: TaskRecordRow = serde_json::from_str(&body).unwrap();
+        (body, row.into_domain())
+    }
+
+    #[test]
+    fn a_task_row_holds_only_what_is_set_and_reads_back_whole() {
+        let at = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let bare = TaskRecord {
+            task: Arc::new(Task::new("t1".into(), TaskSpec::new("say hi"), None, at)),
+            parent: None,
         };
-        Event {
-            sequence: self.sequence,
-            time,
-            kind: self.kind.into_domain(),
-            task_id: self.task_id,
-            instance_id: self.instance_id,
-            workflow_id: self.workflow_id,
-            payload,
-            encoded: Default::default(),
+        let (body, back) = round_trip(&bare);
+        assert_eq!(back, bare);
+        let row: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(keys(&row), ["task"]);
+        assert_eq!(
+            keys(&row["task"]),
+            ["attempts", "created_at", "id", "spec", "status"]
+        );
+        // A spec's prompt, and its words; the rest is unset.
+        assert_eq!(
+            keys(&row["task"]["spec"]),
+            [
+                "isolation",
+                "on_failure",
+                "on_permission_denied",
+                "priority",
+                "prompt"
+            ]
+        );
+
+        // Every part set, to values that are not the defaults, comes back as it was.
+        let mut spec = TaskSpec {
+            id: Some("t2".into()),
+            working_directory: Some("/tmp/w".into()),
+            priority: Priority::Critical,
+            timeout: Some(Duration::from_millis(1500)),
+            depends_on: vec!["t1".into()],
+            metadata: BTreeMap::from([("k".into(), "v".into())]),
+            model: Some("m".into()),
+            allowed_tools: vec!["Read".into()],
+            max_turns: Some(3),
+            retries: 2,
+            output_schema: Some(serde_json::json!({"type": "object"})),
+            account: Some("a".into()),
+            ..TaskSpec::new("do it")
+        };
+        spec.options = AgentOptions {
+            fork_session: true,
+            strict_mcp_config: true,
+            max_budget_usd: Some(0.5),
+            ..AgentOptions::default()
         }
-    }
-}
-
-/// Layout 1's event payload: whole values, a task included.
-#[derive(Clone, Debug, Deserialize)]
-enum PayloadV1 {
-    Task(Box<TaskRow>),
-    Instance(InstanceRow),
-    Workflow(WorkflowInfoRow),
-    Output(OutputRow),
-}
-
-/// An event as layout 1 stored it; read only, to migrate.
-#[derive(Clone, Debug, Deserialize)]
-pub struct EventRowV1 {
-    sequence: u64,
-    time: TimeRow,
-    kind: Variant<EventKind>,
-    task_id: Option<String>,
-    instance_id: Option<String>,
-    workflow_id: Option<String>,
-    payload: PayloadV1,
-}
-
-impl EventRowV1 {
-    pub fn into_event(self) -> Event {
-        Event {
-            sequence: self.sequence,
-            time: self.time.into_domain(),
-            kind: self.kind.into_domain(),
-            task_id: self.task_id,
-            instance_id: self.instance_id,
-            workflow_id: self.workflow_id,
-            payload: match self.payload {
-                PayloadV1::Task(t) => Payload::Task(t.into_domain().into()),
-                PayloadV1::Instance(i) => Payload::Instance(Box::new(i.into_domain())),
-                PayloadV1::Workflow(w) => Payload::Workflow(Box::new(w.into_domain())),
-                PayloadV1::Output(o) => Payload::Output(Box::new(o.into_domain())),
+        .into();
+        spec.permissions = PermissionPolicy {
+            allow: vec!["Bash(ls)".into()],
+            deny: Vec::new(),
+            ask: Some(false),
+        }
+        .into();
+        let mut task = Task::new("t2".into(), spec, Some("w1".into()), at);
+        task.status = TaskStatus::Completed;
+        task.started_at = Some(at);
+        task.completed_at = Some(at + Duration::from_secs(2));
+        task.attempts = 1;
+        task.result = Some(Box::new(TaskResult {
+            text: "hi".into(),
+            cost_usd: 0.25,
+            usage: Usage {
+                output_tokens: 7,
+                ..Usage::default()
             },
-            encoded: Default::default(),
-        }
+            exit_code: Some(0),
+            duration: Duration::from_millis(20),
+            ..TaskResult::default()
+        }));
+        let full = TaskRecord {
+            task: Arc::new(task),
+            parent: Some("w1".into()),
+        };
+        assert_eq!(round_trip(&full).1, full);
     }
 }

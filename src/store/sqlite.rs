@@ -12,7 +12,8 @@ use serde::de::DeserializeOwned;
 
 use super::{
     checkpoint::{Checkpointer, WRITER_CHECKPOINT_PAGES},
-    rows::{self, AccountRow, EventRow, EventRowV1, Row, TaskRecordRow, WorkflowRecordRow, encode},
+    event_rows::{self, EventRow, EventRowV1},
+    rows::{AccountRow, Row, TaskRecordRow, WorkflowRecordRow, encode},
     schedule_rows::ScheduleRow,
 };
 use crate::engine::ports::{Batch, Snapshot, Store, StoreError};
@@ -281,7 +282,7 @@ impl Store for SqliteStore {
             last.sequence().saturating_sub(self.event_retention)
         });
         events.retain(|e| e.sequence() > keep_after);
-        let events = rows::rejoin(events, &tasks);
+        let events = event_rows::rejoin(events, &tasks);
         let total_cost_usd = self
             .conn
             .query_row(

@@ -16,7 +16,8 @@ use serde::de::DeserializeOwned;
 
 use super::{
     approvals::{ApprovalRow, PolicyRow},
-    rows::{self, AccountRow, EventRow, Row, TaskRecordRow, WorkflowRecordRow, encode},
+    event_rows::{self, EventRow},
+    rows::{AccountRow, Row, TaskRecordRow, WorkflowRecordRow, encode},
     schedule_rows::ScheduleRow,
 };
 use crate::engine::ports::{Batch, Snapshot, Store, StoreError};
@@ -236,7 +237,7 @@ impl Store for PostgresStore {
             self.bodies("SELECT body FROM workflows ORDER BY position", "workflow")?;
         let events: Vec<EventRow> =
             self.bodies("SELECT body FROM events ORDER BY sequence", "event")?;
-        let events = rows::rejoin(events, &tasks);
+        let events = event_rows::rejoin(events, &tasks);
         let approvals: Vec<ApprovalRow> =
             self.bodies("SELECT body FROM approvals ORDER BY position", "approval")?;
         let policies: Vec<PolicyRow> =
