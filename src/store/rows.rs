@@ -1,13 +1,13 @@
 //! Stored shapes, separate from the engine's types: renaming a domain field changes no
 //! byte on disk; changing a row is a new layout version with a migration.
 //!
-//! Layout 2 (this one) keeps task and workflow rows as layout 1 wrote them (field names,
-//! `"Pending"`-style variant names, `{secs_since_epoch, nanos_since_epoch}` times), now
-//! frozen here (event rows are in [`super::event_rows`]). [`Row`] converts a row to and from
-//! its domain value; [`mirror!`] declares a row struct with the same fields as its domain
-//! struct, and a `sparse` one leaves out the fields that hold nothing ([`Unset`]), which
-//! every reader of these layouts reads back as they were: a task's row is its few set
-//! fields, not the thirty its spec could have.
+//! Task and workflow rows keep layout 1's field names and `"Pending"`-style variant
+//! names, frozen here (event rows are in [`super::event_rows`]); layout 4 writes a time as
+//! one number of nanoseconds and still reads layout 1's `{secs_since_epoch,
+//! nanos_since_epoch}`. [`Row`] converts a row to and from its domain value; [`mirror!`]
+//! declares a row struct with the same fields as its domain struct, and a `sparse` one
+//! leaves out the fields that hold nothing ([`Unset`]), read back as they were: a task's
+//! row is its few set fields, not the thirty its spec could have.
 
 use std::{
     collections::BTreeMap,
@@ -221,24 +221,46 @@ impl Row for [u64; TaskStatus::COUNT] {
     }
 }
 
-/// A time as layout 1 wrote it (serde's own form for `SystemTime`).
+/// A time: nanoseconds since the epoch, one number (layout 4). Layouts 1 to 3 wrote
+/// serde's own `{secs_since_epoch, nanos_since_epoch}` for it, which is still read.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize)]
-pub struct TimeRow {
-    secs_since_epoch: u64,
-    nanos_since_epoch: u32,
+#[serde(from = "TimeForm")]
+pub struct TimeRow(u64);
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum TimeForm {
+    Nanos(u64),
+    Parts {
+        secs_since_epoch: u64,
+        nanos_since_epoch: u32,
+    },
+}
+
+impl From<TimeForm> for TimeRow {
+    fn from(form: TimeForm) -> Self {
+        match form {
+            TimeForm::Nanos(nanos) => Self(nanos),
+            TimeForm::Parts {
+                secs_since_epoch,
+                nanos_since_epoch,
+            } => Self(
+                secs_since_epoch
+                    .saturating_mul(1_000_000_000)
+                    .saturating_add(u64::from(nanos_since_epoch)),
+            ),
+        }
+    }
 }
 
 impl Row for TimeRow {
     type Domain = SystemTime;
     fn from_domain(value: &SystemTime) -> Self {
         let since = value.duration_since(UNIX_EPOCH).unwrap_or_default();
-        Self {
-            secs_since_epoch: since.as_secs(),
-            nanos_since_epoch: since.subsec_nanos(),
-        }
+        Self(u64::try_from(since.as_nanos()).unwrap_or(u64::MAX))
     }
     fn into_domain(self) -> SystemTime {
-        UNIX_EPOCH + Duration::new(self.secs_since_epoch, self.nanos_since_epoch)
+        UNIX_EPOCH + Duration::from_nanos(self.0)
     }
 }
 
@@ -614,7 +636,8 @@ mirror! {
     }
 }
 
-/// An instance as an event shows it (what it uses now is not stored).
+/// An instance as an event shows it (what it uses now is not stored); its counters and
+/// its name parts are left out while they are nothing (layout 4).
 #[serde_with::skip_serializing_none]
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct InstanceRow {
@@ -623,17 +646,20 @@ pub struct InstanceRow {
     current_task: Option<String>,
     working_directory: Option<PathBuf>,
     created_at: TimeRow,
+    #[serde(default, skip_serializing_if = "Unset::unset")]
     tasks_completed: u64,
+    #[serde(default, skip_serializing_if = "Unset::unset")]
     tasks_failed: u64,
     pid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Unset::unset")]
     total_cost_usd: f64,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Unset::unset")]
     usage: UsageRow,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Unset::unset")]
     turns: u64,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Unset::unset")]
     account: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Unset::unset")]
     node: String,
 }
 

@@ -22,7 +22,9 @@ use crate::engine::ports::{Batch, Snapshot, Store, StoreError};
 /// 2: events hold what changed; the swarm's spending is kept.
 /// 3: a commit's events are one row (a JSON array, keyed by the last one's sequence); the
 /// single-event rows of layout 2 are read as they are.
-const SCHEMA_VERSION: i64 = 3;
+/// 4: rows leave out what holds nothing, and a time is one number of nanoseconds; the
+/// rows of layouts 2 and 3 are read as they are.
+const SCHEMA_VERSION: i64 = 4;
 
 pub struct SqliteStore {
     path: PathBuf,
@@ -149,14 +151,10 @@ impl SqliteStore {
                 Ok(())
             }
             Some(SCHEMA_VERSION) => Ok(()),
-            // Layout 2's rows are layout 3's; only the version moves.
-            Some(2) => self
-                .conn
-                .execute(
-                    "UPDATE meta SET value = ?1 WHERE key = 'schema_version'",
-                    params![SCHEMA_VERSION],
-                )
-                .map(drop)
+            // This code reads layouts 2 and 3 as they are (one event or a commit's events
+            // to a row; times as two numbers); only the version moves, so that an older
+            // release, which cannot read what this one writes, refuses the file.
+            Some(2 | 3) => set_version(&self.conn)
                 .map_err(|e| self.error("cannot write the schema version", e)),
             Some(1) => self.migrate_1_to_2(),
             Some(found) => Err(StoreError::Version {
@@ -167,7 +165,7 @@ impl SqliteStore {
         }
     }
 
-    /// Layout 1 -> 2 (and so 3): every event row keeps only what changed; the swarm's
+    /// Layout 1 -> 2 (and so 4): every event row keeps only what changed; the swarm's
     /// spending so far is the sum over the tasks still stored (layout 1 did not keep it).
     fn migrate_1_to_2(&mut self) -> Result<(), StoreError> {
         let events: Vec<(i64, String)> = self.rows("SELECT sequence, body FROM events")?;
@@ -208,11 +206,7 @@ impl SqliteStore {
             params![spent],
         )
         .map_err(fail("migrate the totals"))?;
-        tx.execute(
-            "UPDATE meta SET value = ?1 WHERE key = 'schema_version'",
-            params![SCHEMA_VERSION],
-        )
-        .map_err(fail("migrate the schema version"))?;
+        set_version(&tx).map_err(fail("migrate the schema version"))?;
         tx.commit().map_err(fail("commit the migration"))?;
         tracing::info!(path = %self.path.display(), "migrated the data file from layout 1 to 2");
         Ok(())
@@ -341,6 +335,14 @@ impl Store for SqliteStore {
         self.checkpointer.committed(written);
         Ok(())
     }
+}
+
+fn set_version(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE meta SET value = ?1 WHERE key = 'schema_version'",
+        params![SCHEMA_VERSION],
+    )
+    .map(drop)
 }
 
 /// Stores each `(id, body)` in `table`: a new row takes the next position (submission
@@ -542,6 +544,17 @@ mod tests {
         assert_eq!(store.load().unwrap().tasks, vec![record]);
     }
 
+    fn version(store: &SqliteStore) -> i64 {
+        store
+            .conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'schema_version'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap()
+    }
+
     fn task_event(sequence: u64, task: &Task) -> std::sync::Arc<crate::engine::Event> {
         std::sync::Arc::new(crate::engine::Event {
             sequence,
@@ -602,6 +615,43 @@ mod tests {
         assert_eq!(sequences(&mut store), [3, 4, 5, 6, 7, 8]);
     }
 
+    /// Layout 3 wrote every field and a time as two numbers; such a file opens as layout
+    /// 4 and reads as it was.
+    #[test]
+    fn a_layout_3_file_opens_and_reads_as_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path(), 10).unwrap();
+        let time = r#"{"secs_since_epoch":1800000000,"nanos_since_epoch":5}"#;
+        let nulls = r#""instance_id":null,"started_at":null,"completed_at":null,"result":null,"error":null"#;
+        let task = format!(
+            r#"{{"task":{{"id":"t1","spec":{{"prompt":"p","retries":0,"model":null}},"status":"Pending","workflow_id":null,"created_at":{time},{nulls}}},"parent":null}}"#
+        );
+        let events = format!(
+            r#"[{{"sequence":1,"time":{time},"kind":"TaskSubmitted","task_id":"t1","instance_id":null,"workflow_id":null,"change":{{"Task":{{"status":"Pending","attempts":0,{nulls},"failure_class":null}}}}}}]"#
+        );
+        store
+            .conn
+            .execute_batch(&format!(
+                "INSERT INTO tasks (id, position, body) VALUES ('t1', 1, '{task}');
+                 INSERT INTO events (sequence, body) VALUES (1, '{events}');
+                 UPDATE meta SET value = 3 WHERE key = 'schema_version';"
+            ))
+            .unwrap();
+        drop(store);
+        let mut store = SqliteStore::open(dir.path(), 10).unwrap();
+        assert_eq!(version(&store), 4);
+        let snapshot = store.load().unwrap();
+        let at = std::time::UNIX_EPOCH + std::time::Duration::new(1_800_000_000, 5);
+        let expected = Task::new("t1".into(), TaskSpec::new("p"), None, at);
+        assert_eq!(*snapshot.tasks[0].task, expected);
+        assert_eq!(snapshot.events.len(), 1);
+        assert_eq!(snapshot.events[0].time, at);
+        match &snapshot.events[0].payload {
+            crate::engine::Payload::Task(t) => assert_eq!(**t, expected),
+            other => panic!("not a task event: {other:?}"),
+        }
+    }
+
     #[test]
     fn an_empty_directory_starts_empty_and_private() {
         let dir = tempfile::tempdir().unwrap();
@@ -645,18 +695,10 @@ mod tests {
         assert_eq!(first.status, Pending);
         assert!(!first.spec.prompt.is_empty());
         drop(store);
-        // Opening again finds layout 2 and changes nothing.
+        // Opening again finds the current layout and changes nothing.
         let mut again = SqliteStore::open(dir.path(), 1000).unwrap();
         assert_eq!(again.load().unwrap().events.len(), 27);
-        let version: i64 = again
-            .conn
-            .query_row(
-                "SELECT value FROM meta WHERE key = 'schema_version'",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
-        assert_eq!(version, SCHEMA_VERSION);
+        assert_eq!(version(&again), SCHEMA_VERSION);
     }
 
     #[test]

@@ -37,6 +37,11 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE meta ADD COLUMN secret text NOT NULL
          DEFAULT gen_random_uuid()::text || gen_random_uuid()::text;
      ALTER TABLE nodes ADD COLUMN address text;",
+    // 3: rows leave out what holds nothing and write a time as one number of nanoseconds
+    // (`store::rows`, SQLite's layout 4). This code still reads the older rows; the
+    // version moves so that an older node, which cannot read the new ones, refuses the
+    // database instead of misreading it.
+    "SELECT 1;",
 ];
 
 /// The layout this code writes.
