@@ -17,6 +17,7 @@ use super::{
     },
     control::{Control, PERMISSION_FLAGS},
     protocol::ResultLine,
+    spawn,
     verdict::ProcessExit,
     worktree::Worktree,
 };
@@ -30,12 +31,12 @@ impl ProcessAgent {
         let spec = &self.command;
         let mut cmd = match &request.command {
             Some(shell) => {
-                let mut cmd = Command::new("sh");
+                let mut cmd = spawn::command("sh");
                 cmd.arg("-c").arg(shell);
                 cmd
             }
             None => {
-                let mut cmd = Command::new(&spec.program);
+                let mut cmd = spawn::command(&spec.program);
                 cmd.args(&spec.leading_args)
                     .args([
                         "-p",
