@@ -39,8 +39,8 @@ const STDERR_TAIL: usize = 4096;
 pub(super) const DRAIN_LIMIT: Duration = Duration::from_secs(2);
 
 /// A clean environment by construction (then the agent's variables, the account's, the
-/// task's `env`, then the variables naming the run), stdio piped and its own process
-/// group, for a command made by [`super::spawn::command`] (which dies with the server).
+/// task's `env`, then the variables naming the run), stdio piped, its own process group,
+/// and death with the server.
 pub(super) fn prepare(
     command: &AgentCommand,
     cmd: &mut Command,
@@ -62,6 +62,42 @@ pub(super) fn prepare(
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
+    die_with_the_server(cmd);
+}
+
+/// The kernel sends the child SIGKILL when the server dies, even by SIGKILL itself, which
+/// runs no code of ours (`PR_SET_PDEATHSIG`).
+///
+/// The signal comes when the *thread* that spawned the child ends, not the process. Tokio
+/// spawns on the calling thread (`Command::spawn` forks there, synchronously); agents are
+/// spawned from async tasks, so on a runtime worker thread, and those live as long as the
+/// runtime. A child must never be spawned from `spawn_blocking` or `block_in_place`: those
+/// threads end when idle and would take the agent with them.
+///
+/// Only the process started here gets the signal, not what it starts (a shell step's
+/// commands, the tools of an agent): those are ended by the next start, which kills what is
+/// left of the recorded process group before the task runs again ([`reap`]).
+fn die_with_the_server(cmd: &mut Command) {
+    #[cfg(target_os = "linux")]
+    {
+        let server = std::process::id();
+        // SAFETY: between fork and exec the closure makes only async-signal-safe calls
+        // (prctl, getppid) and allocates nothing.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                    return Err(io::Error::last_os_error());
+                }
+                // The server died between the fork and the prctl: nothing would signal.
+                if u32::try_from(libc::getppid()).ok() != Some(server) {
+                    return Err(io::Error::from_raw_os_error(libc::ESRCH));
+                }
+                Ok(())
+            });
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = cmd;
 }
 
 /// Ends what is left of a run from before a restart: the group is killed if one of its

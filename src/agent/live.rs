@@ -19,7 +19,7 @@ use std::{
 use serde_json::json;
 use tokio::{
     io::AsyncWriteExt,
-    process::{Child, ChildStdin, ChildStdout},
+    process::{Child, ChildStdin, ChildStdout, Command},
     task::JoinHandle,
 };
 
@@ -27,7 +27,7 @@ use super::{
     ProcessAgent,
     child::{Line, LineReader, forward, prepare, read_tail, signal_group, spawn_error, terminate},
     control::{Control, PERMISSION_FLAGS},
-    resources, spawn,
+    resources,
     verdict::ProcessExit,
 };
 use crate::engine::{
@@ -184,7 +184,7 @@ impl ProcessAgent {
 
     fn spawn_live(&self, (instance, account): (&str, &str), dir: &Path) -> std::io::Result<Live> {
         let spec = &self.command;
-        let mut cmd = spawn::command(&spec.program);
+        let mut cmd = Command::new(&spec.program);
         cmd.args(&spec.leading_args).args([
             "-p",
             "--input-format",

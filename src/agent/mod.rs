@@ -15,7 +15,6 @@ mod process;
 pub mod protocol;
 pub mod resources;
 pub mod simulated;
-mod spawn;
 pub mod verdict;
 pub mod worktree;
 

@@ -17,7 +17,6 @@ use super::{
     },
     control::{Control, PERMISSION_FLAGS},
     protocol::ResultLine,
-    spawn,
     verdict::ProcessExit,
     worktree::Worktree,
 };
@@ -31,12 +30,12 @@ impl ProcessAgent {
         let spec = &self.command;
         let mut cmd = match &request.command {
             Some(shell) => {
-                let mut cmd = spawn::command("sh");
+                let mut cmd = Command::new("sh");
                 cmd.arg("-c").arg(shell);
                 cmd
             }
             None => {
-                let mut cmd = spawn::command(&spec.program);
+                let mut cmd = Command::new(&spec.program);
                 cmd.args(&spec.leading_args)
                     .args([
                         "-p",
