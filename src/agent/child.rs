@@ -307,6 +307,48 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
 mod tests {
     use super::*;
 
+    /// The process a command starts is SIGKILLed when the thread that started it ends;
+    /// a thread ends as a server does (`tests/restart.rs` kills a whole server).
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_child_dies_with_the_thread_that_started_it() {
+        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+        let pid = std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .unwrap();
+                    let _entered = runtime.enter();
+                    let mut cmd = Command::new("sleep");
+                    cmd.arg("60");
+                    die_with_the_server(&mut cmd);
+                    // Set between fork and exec, so set once `spawn` returns.
+                    cmd.spawn().unwrap().id().unwrap()
+                })
+                .join()
+                .unwrap()
+        });
+        // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor; the
+        // process is not reaped (nothing waits for it), so the pid is still its own.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as i32;
+        assert!(fd >= 0, "pidfd_open: {}", io::Error::last_os_error());
+        // SAFETY: the descriptor was just opened and is owned here only.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let mut poll = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd; the descriptor is readable once the process has ended.
+        let ready = unsafe { libc::poll(&mut poll, 1, 20_000) };
+        assert_eq!(
+            ready, 1,
+            "process {pid} outlived the thread that started it"
+        );
+    }
+
     #[tokio::test]
     async fn lines_are_split_bounded_and_blank_ones_skipped() {
         let big = "y".repeat(MAX_LINE + 1);
