@@ -593,9 +593,7 @@ impl From<&Event> for pb::Event {
 /// bytes for every subscriber (a `pb::Event` message, as the clients decode it).
 pub fn event_bytes(e: &Event) -> std::sync::Arc<[u8]> {
     e.encoded
-        .proto
-        .get_or_init(|| prost::Message::encode_to_vec(&pb::Event::from(e)).into())
-        .clone()
+        .proto(|| prost::Message::encode_to_vec(&pb::Event::from(e)).into())
 }
 
 impl From<crate::workflow::Warning> for pb::ValidationWarning {

@@ -69,9 +69,7 @@ fn stream_request(
 fn event_json(event: &Event) -> Arc<str> {
     event
         .encoded
-        .json
-        .get_or_init(|| to_json(&pb::Event::from(event)).to_string().into())
-        .clone()
+        .json(|| to_json(&pb::Event::from(event)).to_string().into())
 }
 
 /// Server-Sent Events: `id` is the sequence number, `event` the kind, `data` the event.
