@@ -69,7 +69,7 @@ impl TaskChangeRow {
     }
 }
 
-/// An event's payload as layouts 2 and 3 store it.
+/// An event's payload as layouts 2 to 4 store it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum ChangeRow {
     Task(TaskChangeRow),
@@ -80,7 +80,7 @@ pub enum ChangeRow {
     Denial(DenialRow),
 }
 
-/// An event as layouts 2 and 3 store it (layout 3 keeps a commit's events in one row).
+/// An event as layouts 2 to 4 store it (from layout 3, a commit's events are one row).
 #[serde_with::skip_serializing_none]
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct EventRow {

@@ -83,7 +83,8 @@ pub struct Event {
 /// engine never fills them): every subscriber then sends the same shared bytes instead
 /// of converting and encoding the event again. Not part of the event's value: it compares
 /// equal, clones empty and is not shown.
-/// Boxed on first use, so that an event nobody streams carries one word of it.
+/// Boxed on first use, so that an event nobody streams carries a pointer and a flag for
+/// them (16 bytes, against 48 unboxed).
 #[derive(Default)]
 pub struct Encoded(OnceLock<Box<Forms>>);
 
