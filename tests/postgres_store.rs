@@ -101,7 +101,7 @@ fn what_is_committed_is_loaded_in_order_and_compaction_deletes() {
         .unwrap()
         .tasks
         .into_iter()
-        .map(|r| r.task.id.clone())
+        .map(|r| r.task.id.to_string())
         .collect();
     assert_eq!(ids, ["t2"]);
 }

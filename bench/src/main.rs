@@ -797,11 +797,11 @@ async fn latency(s: &Sizes, dir: &Path) -> Res<Vec<Row>> {
     let chain = n + 1;
     let specs = (0..chain)
         .map(|i| TaskSpec {
-            id: Some(format!("link-{i}")),
+            id: Some(format!("link-{i}").into()),
             depends_on: if i == 0 {
                 Vec::new()
             } else {
-                vec![format!("link-{}", i - 1)]
+                vec![format!("link-{}", i - 1).into()]
             },
             ..TaskSpec::new("latency chain")
         })
@@ -886,8 +886,8 @@ fn dag(kind: Dag, n: usize) -> Vec<TaskSpec> {
                 }
             };
             TaskSpec {
-                id: Some(format!("t{i}")),
-                depends_on,
+                id: Some(format!("t{i}").into()),
+                depends_on: depends_on.into_iter().map(Into::into).collect(),
                 ..TaskSpec::new("dag task")
             }
         })

@@ -53,7 +53,7 @@ impl Agent for InstantAgent {
             });
             if let Some(timings) = timings {
                 let _ = timings.send(Timing {
-                    task_id: request.task_id,
+                    task_id: request.task_id.into(),
                     started,
                     ended: Instant::now(),
                 });

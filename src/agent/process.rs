@@ -115,7 +115,7 @@ impl ProcessAgent {
             (&request.instance_id, &request.account),
         );
         // Which task and which attempt this is, for scripts and the simulation.
-        cmd.env(TASK_VAR, &request.task_id)
+        cmd.env(TASK_VAR, request.task_id.as_str())
             .env(ATTEMPT_VAR, request.attempt.to_string());
         cmd
     }

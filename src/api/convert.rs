@@ -7,7 +7,7 @@ use crate::{
     engine::{
         AgentOptions, AgentOutput, Approval, DenialPolicy, EngineError, Event, FailurePolicy,
         Instance, Isolation, Payload, PermissionDenial, PermissionPolicy, Priority, SwarmStatus,
-        Task, TaskResult, TaskSpec, TaskStatus, Usage, WorkflowInfo,
+        Task, TaskId, TaskResult, TaskSpec, TaskStatus, Usage, WorkflowInfo,
         model::{
             account::{AccountStatus, AccountSummary},
             task::positive_seconds,
@@ -68,14 +68,14 @@ impl TryFrom<pb::TaskSpec> for TaskSpec {
     fn try_from(spec: pb::TaskSpec) -> Result<Self> {
         let timeout = seconds("timeout", spec.timeout)?;
         Ok(TaskSpec {
-            id: non_empty(spec.id),
+            id: non_empty(spec.id).map(TaskId::from),
             name: spec.name,
             prompt: spec.prompt,
             working_directory: non_empty(spec.working_directory).map(Into::into),
             priority: from_pb("priority", spec.priority, Some(Priority::Normal))?,
             timeout,
             instance_id: non_empty(spec.instance_id),
-            depends_on: spec.depends_on,
+            depends_on: spec.depends_on.into_iter().map(TaskId::from).collect(),
             metadata: spec.metadata.into_iter().collect(),
             model: non_empty(spec.model),
             allowed_tools: spec.allowed_tools,
@@ -170,7 +170,7 @@ impl From<&Approval> for pb::Approval {
     fn from(a: &Approval) -> Self {
         pb::Approval {
             id: a.id.clone(),
-            task_id: a.task_id.clone(),
+            task_id: a.task_id.to_string(),
             workflow_id: a.workflow_id.clone().unwrap_or_default(),
             attempt: a.attempt,
             tool_name: a.tool_name.clone(),
@@ -242,6 +242,11 @@ impl From<&AgentOptions> for pb::AgentOptions {
     }
 }
 
+/// Task ids as the wire spells them.
+fn task_ids(ids: &[TaskId]) -> Vec<String> {
+    ids.iter().map(String::from).collect()
+}
+
 fn non_empty(s: String) -> Option<String> {
     (!s.is_empty()).then_some(s)
 }
@@ -285,7 +290,7 @@ impl From<&Task> for pb::Task {
     fn from(t: &Task) -> Self {
         let s = &t.spec;
         pb::Task {
-            id: t.id.clone(),
+            id: t.id.to_string(),
             name: t.name().to_owned(),
             prompt: s.prompt.clone(),
             working_directory: s
@@ -300,7 +305,7 @@ impl From<&Task> for pb::Task {
                 .clone()
                 .or_else(|| s.instance_id.clone())
                 .unwrap_or_default(),
-            depends_on: s.depends_on.clone(),
+            depends_on: task_ids(&s.depends_on),
             metadata: map(&s.metadata),
             model: s.model.clone().unwrap_or_default(),
             allowed_tools: s.allowed_tools.clone(),
@@ -351,7 +356,11 @@ impl From<&Instance> for pb::Instance {
         pb::Instance {
             id: i.id.clone(),
             status: to_pb(i.status),
-            current_task_id: i.current_task.clone().unwrap_or_default(),
+            current_task_id: i
+                .current_task
+                .as_ref()
+                .map(String::from)
+                .unwrap_or_default(),
             working_directory: i
                 .working_directory
                 .as_ref()
@@ -414,7 +423,7 @@ impl From<&WorkflowInfo> for pb::Workflow {
             name: w.name.clone(),
             description: w.description.clone(),
             status: to_pb(w.status),
-            task_ids: w.task_ids.clone(),
+            task_ids: task_ids(&w.task_ids),
             created_at: Some(timestamp(w.created_at)),
             completed_at: w.completed_at.map(timestamp),
             total_cost_usd: w.total_cost_usd,
@@ -574,7 +583,7 @@ impl From<&Event> for pb::Event {
             sequence: e.sequence,
             time: Some(timestamp(e.time)),
             kind: to_pb(e.kind),
-            task_id: e.task_id.clone().unwrap_or_default(),
+            task_id: e.task_id.as_ref().map(String::from).unwrap_or_default(),
             instance_id: e.instance_id.clone().unwrap_or_default(),
             workflow_id: e.workflow_id.clone().unwrap_or_default(),
             payload: Some(match &e.payload {

@@ -15,8 +15,8 @@ use super::{
 };
 use crate::{
     engine::{
-        ApprovalQuery, Decision, Engine, EngineError, Event, EventFilter, PolicyScope, TaskQuery,
-        TaskSpec, events::Subscription, workflow::WorkflowPlan,
+        ApprovalQuery, Decision, Engine, EngineError, Event, EventFilter, PolicyScope, TaskId,
+        TaskQuery, TaskSpec, events::Subscription, workflow::WorkflowPlan,
     },
     pb, workflow,
 };
@@ -171,7 +171,7 @@ impl Service {
         let task = self.engine.submit(TaskSpec::try_from(spec)?).await?;
         involve(&task.id);
         Ok(pb::SubmitTaskResponse {
-            task_id: task.id.clone(),
+            task_id: task.id.to_string(),
             task: Some((&task).into()),
         })
     }
@@ -191,7 +191,7 @@ impl Service {
         let tasks = self.engine.submit_batch(specs).await?;
         tasks.iter().for_each(|t| involve(&t.id));
         Ok(pb::SubmitTasksResponse {
-            task_ids: tasks.iter().map(|t| t.id.clone()).collect(),
+            task_ids: tasks.iter().map(|t| t.id.to_string()).collect(),
             tasks: tasks.iter().map(Into::into).collect(),
         })
     }
@@ -220,12 +220,12 @@ impl Service {
     }
 
     pub async fn get_task(&self, request: pb::GetTaskRequest) -> Result<pb::Task> {
-        Ok((&self.engine.task(request.task_id).await?).into())
+        Ok((&self.engine.task(request.task_id.into()).await?).into())
     }
 
     pub async fn cancel_task(&self, request: pb::CancelTaskRequest) -> Result<pb::Task> {
         involve(&request.task_id);
-        Ok((&self.engine.cancel_task(request.task_id).await?).into())
+        Ok((&self.engine.cancel_task(request.task_id.into()).await?).into())
     }
 
     pub async fn spawn_instances(
@@ -326,7 +326,7 @@ impl Service {
                 .iter()
                 .map(|s| from_pb("state", *s, None))
                 .collect::<Result<_>>()?,
-            task_id: opt(request.task_id),
+            task_id: opt(request.task_id).map(TaskId::from),
             workflow_id: opt(request.workflow_id),
         };
         let approvals = self.engine.approvals(query).await?;
@@ -391,7 +391,7 @@ impl Service {
     pub async fn stream_events(&self, request: pb::StreamEventsRequest) -> Result<EventFeed> {
         let slot = self.streams.take()?;
         let filter = EventFilter {
-            task_id: opt(request.task_id),
+            task_id: opt(request.task_id).map(TaskId::from),
             workflow_id: opt(request.workflow_id),
             instance_id: opt(request.instance_id),
             kinds: request

@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 
 use crate::{
     engine::{
-        FailureClass,
+        FailureClass, TaskId,
         model::instance::remote_node,
         ports::{
             Agent, BoxFuture, Leftover, OutputSink, PermissionDecision, ResourceUse, RunOutcome,
@@ -49,7 +49,7 @@ struct Link {
     heard: SystemTime,
     down: mpsc::Sender<Down>,
     /// Runs in flight there, by task: the attempt and where its reports go.
-    runs: HashMap<String, (u32, mpsc::Sender<ReportRow>)>,
+    runs: HashMap<TaskId, (u32, mpsc::Sender<ReportRow>)>,
 }
 
 impl std::fmt::Debug for Links {
@@ -120,7 +120,7 @@ impl Links {
     ) -> Option<mpsc::Sender<Down>> {
         let mut nodes = self.lock();
         let link = nodes.get_mut(node)?;
-        link.runs.insert(task.to_owned(), (attempt, reports));
+        link.runs.insert(task.into(), (attempt, reports));
         Some(link.down.clone())
     }
 

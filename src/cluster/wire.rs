@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use crate::{
     engine::{
-        FailureClass, Isolation, TaskStatus,
+        FailureClass, Isolation, TaskId, TaskStatus,
         model::account::{LimitReport, LimitStatus},
         ports::{
             PermissionDecision, PermissionRequest, RunEvent, RunOutcome, RunRequest, StopReason,
@@ -32,7 +32,7 @@ pub enum Up {
     Ping,
     /// What a run of `task`'s `attempt` reports; a report of any other attempt is refused.
     Report {
-        task: String,
+        task: TaskId,
         attempt: u32,
         report: ReportRow,
     },
@@ -48,13 +48,13 @@ pub enum Down {
     Ping,
     Run(Box<RunRow>),
     Stop {
-        task: String,
+        task: TaskId,
         attempt: u32,
         reason: StopRow,
     },
     /// The answer to a run's question [`ReportRow::Ask`] `ask`.
     Answer {
-        task: String,
+        task: TaskId,
         ask: u64,
         decision: DecisionRow,
     },
@@ -70,7 +70,7 @@ pub enum Down {
 
 mirror! {
     RunRow <=> RunRequest {
-        task_id: String,
+        task_id: TaskId,
         prompt: String,
         working_directory: PathBuf,
         model: Option<String>,

@@ -21,7 +21,10 @@ use tokio_stream::{StreamExt, wrappers::ReceiverStream};
 
 use super::wire::{self, Down, ReportRow, Up};
 use crate::{
-    engine::ports::{Agent, OutputSink, PermissionDecision, RunEvent, RunRequest, StopReason},
+    engine::{
+        TaskId,
+        ports::{Agent, OutputSink, PermissionDecision, RunEvent, RunRequest, StopReason},
+    },
     pb::{LinkFrame, node_service_client::NodeServiceClient},
     store::rows::Row,
 };
@@ -39,7 +42,7 @@ pub struct Worker {
     pub find: FindOwner,
 }
 
-type Questions = Arc<std::sync::Mutex<HashMap<(String, u64), oneshot::Sender<PermissionDecision>>>>;
+type Questions = Arc<std::sync::Mutex<HashMap<(TaskId, u64), oneshot::Sender<PermissionDecision>>>>;
 
 impl Worker {
     /// Attaches to the owner (again and again) until `stop` turns true; returns once every
@@ -100,7 +103,7 @@ impl Worker {
             .map_err(|e| e.message().to_owned())?
             .into_inner();
         tracing::info!(owner = %address, node = %self.node, "attached to the owner; lending {} instances", self.instances);
-        let mut runs: HashMap<String, (u32, oneshot::Sender<StopReason>)> = HashMap::new();
+        let mut runs: HashMap<TaskId, (u32, oneshot::Sender<StopReason>)> = HashMap::new();
         let questions = Questions::default();
         // Set once the link is over: runs stopped then report nothing (the owner hands
         // their tasks back to the queue; a report of their stop would fail them there).
@@ -200,7 +203,7 @@ async fn run_one(
     stop: oneshot::Receiver<StopReason>,
     (up, leaving): (mpsc::Sender<Up>, Arc<AtomicBool>),
     questions: Questions,
-) -> (String, u32) {
+) -> (TaskId, u32) {
     let (task, attempt) = (request.task_id.clone(), request.attempt);
     let (sink, mut reports) = OutputSink::detached(task.clone());
     // A stop sender dropped without a word (the run is over anyway) stops nothing.

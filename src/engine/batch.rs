@@ -1,9 +1,12 @@
 //! Group commit across turns: the turns waiting for the store are folded into one batch,
 //! so a row changed in several of them is written once and they share one transaction.
 
-use std::collections::{HashMap, HashSet};
+use std::{
+    collections::{HashMap, HashSet},
+    hash::Hash,
+};
 
-use super::ports::Batch;
+use super::{model::task::TaskId, ports::Batch};
 
 impl Batch {
     /// Folds turns' batches, oldest first, into as few batches as keep their meaning: a
@@ -32,30 +35,33 @@ impl Batch {
 /// A batch being folded, with where each of its rows is.
 struct Folder {
     batch: Batch,
-    tasks: Rows,
-    workflows: Rows,
-    approvals: Rows,
-    schedules: Rows,
+    tasks: Rows<TaskId>,
+    workflows: Rows<String>,
+    approvals: Rows<String>,
+    schedules: Rows<String>,
 }
 
 /// Keys of one kind of row: their index in the batch's list, and which are deleted.
-struct Rows {
-    written: HashMap<String, usize>,
-    deleted: HashSet<String>,
+struct Rows<K> {
+    written: HashMap<K, usize>,
+    deleted: HashSet<K>,
 }
 
-impl Rows {
-    fn of<'a>(
-        written: impl Iterator<Item = &'a String>,
-        deleted: impl Iterator<Item = &'a String>,
-    ) -> Self {
+impl<K: Clone + Eq + Hash> Rows<K> {
+    fn of<'a>(written: impl Iterator<Item = &'a K>, deleted: impl Iterator<Item = &'a K>) -> Self
+    where
+        K: 'a,
+    {
         Self {
             written: written.enumerate().map(|(i, k)| (k.clone(), i)).collect(),
             deleted: deleted.cloned().collect(),
         }
     }
 
-    fn deletes_any<'a>(&self, mut keys: impl Iterator<Item = &'a String>) -> bool {
+    fn deletes_any<'a>(&self, mut keys: impl Iterator<Item = &'a K>) -> bool
+    where
+        K: 'a,
+    {
         !self.deleted.is_empty() && keys.any(|k| self.deleted.contains(k))
     }
 
@@ -64,10 +70,10 @@ impl Rows {
     fn absorb<T>(
         &mut self,
         rows: &mut Vec<T>,
-        deleted: &mut Vec<String>,
+        deleted: &mut Vec<K>,
         later_rows: Vec<T>,
-        later_deleted: Vec<String>,
-        key: impl Fn(&T) -> &String,
+        later_deleted: Vec<K>,
+        key: impl Fn(&T) -> &K,
     ) {
         for row in later_rows {
             match self.written.get(key(&row)) {

@@ -297,7 +297,7 @@ mod tests {
             sequence,
             time: SystemTime::UNIX_EPOCH,
             kind: EventKind::TaskOutput,
-            task_id: Some(task.to_owned()),
+            task_id: Some(task.into()),
             instance_id: None,
             workflow_id: None,
             payload: Payload::Output(Box::default()),

@@ -192,7 +192,7 @@ impl ScheduleTarget {
             ScheduleTarget::Workflow(plan) => (**plan).clone(),
             ScheduleTarget::Task(spec) => {
                 let mut spec = (**spec).clone();
-                let id = spec.id.clone().unwrap_or_else(|| "task".to_owned());
+                let id = spec.id.clone().unwrap_or_else(|| TaskId::from("task"));
                 if spec.name.is_empty() {
                     spec.name = name.to_owned();
                 }

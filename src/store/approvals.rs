@@ -6,7 +6,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::rows::{Row, TimeRow, Variant, mirror};
-use crate::engine::{Approval, ApprovalId, ApprovalState, PermissionDenial, PermissionPolicy};
+use crate::engine::{
+    Approval, ApprovalId, ApprovalState, PermissionDenial, PermissionPolicy, TaskId,
+};
 
 mirror! {
     #[derive(Default)]
@@ -32,7 +34,7 @@ mirror! {
 mirror! {
     ApprovalRow <=> Approval {
         id: String,
-        task_id: String,
+        task_id: TaskId,
         workflow_id: Option<String>,
         attempt: u32,
         tool_name: String,

@@ -10,7 +10,7 @@ use super::{
     rows::{InstanceRow, OutputRow, ResultRow, Row, TaskRow, TimeRow, Variant, WorkflowInfoRow},
 };
 use crate::engine::{
-    Event, EventKind, FailureClass, Payload, Task, TaskSpec, TaskStatus, ports::TaskRecord,
+    Event, EventKind, FailureClass, Payload, Task, TaskId, TaskSpec, TaskStatus, ports::TaskRecord,
 };
 
 /// Stored events with their tasks joined back in from the stored tasks (an event row keeps
@@ -87,7 +87,7 @@ pub struct EventRow {
     sequence: u64,
     time: TimeRow,
     kind: Variant<EventKind>,
-    task_id: Option<String>,
+    task_id: Option<TaskId>,
     instance_id: Option<String>,
     workflow_id: Option<String>,
     change: ChangeRow,
@@ -126,7 +126,7 @@ impl EventRow {
                 let base = stored(&id).unwrap_or_else(|| {
                     let spec = TaskSpec {
                         id: Some(id.clone()),
-                        name: id.clone(),
+                        name: id.to_string(),
                         ..TaskSpec::default()
                     };
                     Task::new(id, spec, self.workflow_id.clone(), time)
@@ -167,7 +167,7 @@ pub struct EventRowV1 {
     sequence: u64,
     time: TimeRow,
     kind: Variant<EventKind>,
-    task_id: Option<String>,
+    task_id: Option<TaskId>,
     instance_id: Option<String>,
     workflow_id: Option<String>,
     payload: PayloadV1,

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::approvals::{DenialRow, PolicyRow};
 use crate::engine::{
     AgentOptions, AgentOutput, Attempt, DenialPolicy, FailureClass, FailurePolicy, Instance,
-    InstanceStatus, Isolation, Priority, Task, TaskResult, TaskSpec, TaskStatus, Usage,
+    InstanceStatus, Isolation, Priority, Task, TaskId, TaskResult, TaskSpec, TaskStatus, Usage,
     model::account::{Account, AccountSpec},
     ports::{StoreError, TaskRecord, WorkflowRecord},
     workflow::{FanOut, FanOutSource, Segment, Template, WorkflowInfo, WorkflowStatus},
@@ -88,10 +88,10 @@ mirror! {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum SegmentRow {
     Text(String),
-    Result(String),
+    Result(TaskId),
     Item,
     Index,
-    Output(String, Vec<String>),
+    Output(TaskId, Vec<String>),
 }
 
 impl Row for SegmentRow {
@@ -132,8 +132,8 @@ impl Row for TemplateRow {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum FanOutSourceRow {
     Items(Vec<String>),
-    Result(String),
-    Output(String, Vec<String>),
+    Result(TaskId),
+    Output(TaskId, Vec<String>),
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -169,14 +169,14 @@ impl Row for FanOutRow {
 mirror! {
     #[serde(default)]
     sparse SpecRow <=> TaskSpec {
-        id: Option<String>,
+        id: Option<TaskId>,
         name: String,
         prompt: String,
         working_directory: Option<PathBuf>,
         priority: Variant<Priority>,
         timeout: Option<DurationRow>,
         instance_id: Option<String>,
-        depends_on: Vec<String>,
+        depends_on: Vec<TaskId>,
         metadata: BTreeMap<String, String>,
         model: Option<String>,
         allowed_tools: Vec<String>,
@@ -220,7 +220,7 @@ mirror! {
 
 mirror! {
     TaskRow <=> Task {
-        id: String,
+        id: TaskId,
         spec: Shared<SpecRow>,
         status: Variant<TaskStatus>,
                 workflow_id: Option<String>,
@@ -245,7 +245,7 @@ mirror! {
 mirror! {
     TaskRecordRow <=> TaskRecord {
         task: Shared<TaskRow>,
-                parent: Option<String>,
+                parent: Option<TaskId>,
     }
 }
 
@@ -255,7 +255,7 @@ mirror! {
         name: String,
         description: String,
         status: Variant<WorkflowStatus>,
-        task_ids: Vec<String>,
+        task_ids: Vec<TaskId>,
         created_at: TimeRow,
         completed_at: Option<TimeRow>,
         total_cost_usd: f64,
@@ -279,7 +279,7 @@ mirror! {
         info: WorkflowInfoRow,
         cancelling: bool,
         user_cancelled: bool,
-        leaves: Vec<String>,
+        leaves: Vec<TaskId>,
     }
 }
 
@@ -290,7 +290,7 @@ mirror! {
 pub struct InstanceRow {
     id: String,
     status: Variant<InstanceStatus>,
-    current_task: Option<String>,
+    current_task: Option<TaskId>,
     working_directory: Option<PathBuf>,
     created_at: TimeRow,
     #[serde(default, skip_serializing_if = "Unset::unset")]

@@ -9,6 +9,7 @@ use super::{
     rows::{Row, SpecRow, TimeRow, Variant},
 };
 use crate::engine::{
+    TaskId,
     error::Result,
     schedule::{Cron, MissedPolicy, OverlapPolicy, Schedule, ScheduleSpec, ScheduleTarget},
     workflow::WorkflowPlan,
@@ -21,7 +22,7 @@ pub struct PlanRow {
     instances: Option<u32>,
     tasks: Vec<SpecRow>,
     pins: Vec<Option<usize>>,
-    leaves: Vec<String>,
+    leaves: Vec<TaskId>,
     budget_usd: Option<f64>,
     /// The workflow's own permission rules (absent in rows from before approvals).
     #[serde(default)]

@@ -408,7 +408,9 @@ fn write(
         .prepare_cached("DELETE FROM tasks WHERE id = ?1")
         .map_err(e("prepare"))?;
     for id in &batch.deleted_tasks {
-        delete_task.execute(params![id]).map_err(e("delete task"))?;
+        delete_task
+            .execute(params![id.as_str()])
+            .map_err(e("delete task"))?;
     }
     if let Some(last) = batch.events.last() {
         // One row for the commit's events: one B-tree insert instead of one per event.

@@ -40,7 +40,7 @@ impl Graph {
                 ));
             };
             if ids
-                .insert(key.clone(), uuid::Uuid::now_v7().to_string())
+                .insert(key.clone(), uuid::Uuid::now_v7().to_string().into())
                 .is_some()
             {
                 let spelled = if task.id.is_some() { "id" } else { "name" };

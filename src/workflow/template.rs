@@ -172,7 +172,7 @@ mod tests {
     fn fill(text: &str) -> (String, Vec<String>) {
         let vars = HashMap::from([("app".to_string(), vec!["chess".to_string()])]);
         let filled = template(text, Text::Plain, &vars, false, |key| {
-            Ok(format!("id-{key}"))
+            Ok(format!("id-{key}").into())
         })
         .unwrap();
         (

@@ -687,7 +687,7 @@ impl Core {
         );
         self.publish_owned(
             EventKind::PermissionDenied,
-            Some(task.to_owned()),
+            Some(self.shared_id(task)),
             instance,
             workflow,
             Payload::Denial(Box::new(denial)),
@@ -708,7 +708,7 @@ impl Core {
                 .is_some_and(|a| a.task_id == task)
         });
         self.effects.push(Effect::HoldTimeout {
-            task: task.to_owned(),
+            task: self.shared_id(task),
             held,
         });
     }

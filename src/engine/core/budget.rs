@@ -5,7 +5,11 @@
 use std::time::Duration;
 
 use super::{Answer, CallId, Core, SwarmStatus};
-use crate::engine::{model::instance::InstanceStatus, ports::StopReason, workflow::WorkflowStatus};
+use crate::engine::{
+    model::{instance::InstanceStatus, task::TaskId},
+    ports::StopReason,
+    workflow::WorkflowStatus,
+};
 
 impl Core {
     /// Whether dispatching is held: the swarm's budget is spent.
@@ -89,7 +93,7 @@ impl Core {
             return self.reply(call, Answer::Done);
         }
         self.shutdown_waiters.push(call);
-        let running: Vec<String> = self.running.keys().cloned().collect();
+        let running: Vec<TaskId> = self.running.keys().cloned().collect();
         for id in running {
             self.stop_running(&id, StopReason::Shutdown, None);
         }

@@ -46,7 +46,7 @@ impl Core {
         if running.stop.is_none() {
             running.stop = Some(reason);
             self.effects.push(Effect::StopRun {
-                task: id.to_owned(),
+                task: self.shared_id(id),
                 reason,
             });
         }

@@ -31,7 +31,7 @@ impl Core {
         let Some(task) = self.tasks.get(id).map(|e| &e.task) else {
             return;
         };
-        let priority = task.spec.priority;
+        let (priority, shared) = (task.spec.priority, task.id.clone());
         self.arrivals += 1;
         if let Some(instance) = task.spec.instance_id.clone() {
             if !self.pool.get(&instance).is_some_and(|i| i.status.is_live()) {
@@ -42,15 +42,14 @@ impl Core {
             self.pinned
                 .entry(instance)
                 .or_default()
-                .push(priority, self.arrivals, id.to_owned());
+                .push(priority, self.arrivals, shared);
         } else if let Some(account) = task.spec.account.clone() {
-            self.account_queues.entry(account).or_default().push(
-                priority,
-                self.arrivals,
-                id.to_owned(),
-            );
+            self.account_queues
+                .entry(account)
+                .or_default()
+                .push(priority, self.arrivals, shared);
         } else {
-            self.queue.push(priority, self.arrivals, id.to_owned());
+            self.queue.push(priority, self.arrivals, shared);
         }
         self.set_status(id, TaskStatus::Queued);
         self.publish_task(EventKind::TaskQueued, id);

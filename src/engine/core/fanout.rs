@@ -101,7 +101,7 @@ impl Core {
         self.publish_task(EventKind::TaskStarted, id);
         let mut children = Vec::with_capacity(items.len());
         for (index, item) in items.iter().enumerate() {
-            let child_id = format!("{id}.{index}");
+            let child_id = TaskId::from(format!("{id}.{index}"));
             let item = if spec.command.is_some() {
                 shell_quote(item)
             } else {
@@ -126,7 +126,7 @@ impl Core {
                 ..TaskSpec::clone(&spec)
             };
             let task = Task::new(child_id.clone(), child, workflow.clone(), now);
-            self.insert_task(task, Some(id.to_owned()));
+            self.insert_task(task, Some(self.shared_id(id)));
             if let Some(flow) = workflow.as_ref().and_then(|w| self.workflows.get_mut(w)) {
                 flow.remaining += 1;
                 flow.record.info.task_ids.push(child_id.clone());
@@ -151,7 +151,7 @@ impl Core {
             done: 0,
             max_parallel: fan_out.max_parallel,
         };
-        self.fan_outs.insert(id.to_owned(), state);
+        self.fan_outs.insert(self.shared_id(id), state);
         self.release_children(id);
     }
 
@@ -225,7 +225,7 @@ impl Core {
                 Some(format!("{n} of {} items did not complete", children.len())),
             ),
         };
-        Some((parent.to_owned(), status, Some(result), error))
+        Some((self.shared_id(parent), status, Some(result), error))
     }
 
     /// Cancels the unfinished items of a running `for_each` task; it ends with them.

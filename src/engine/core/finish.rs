@@ -194,7 +194,7 @@ impl Core {
         result: Option<TaskResult>,
         error: Option<String>,
     ) {
-        let mut work = vec![(id.to_owned(), status, result, error)];
+        let mut work = vec![(self.shared_id(id), status, result, error)];
         let mut fail_fast: Vec<(WorkflowId, String)> = Vec::new();
         while let Some((id, status, result, error)) = work.pop() {
             let now = self.now;
@@ -319,7 +319,7 @@ impl Core {
         self.publish_task(EventKind::TaskRetrying, id);
         self.effects.push(Effect::ArmTimer {
             after: delay,
-            timer: Timer::Retry(id.to_owned()),
+            timer: Timer::Retry(self.shared_id(id)),
         });
     }
 }

@@ -10,7 +10,7 @@ use crate::engine::{
     model::{
         event::{EventKind, Payload},
         instance::{Instance, InstanceStatus, remote_node},
-        task::{Attempt, FailureClass, TaskStatus},
+        task::{Attempt, FailureClass, TaskId, TaskStatus},
     },
     ports::StopReason,
 };
@@ -176,7 +176,7 @@ impl Core {
     /// to the queue once its run ends (the attempt does not count: the task did nothing
     /// wrong).
     pub(super) fn leave_node(&mut self, node: &str) {
-        let gone: Vec<(String, Option<String>)> = self
+        let gone: Vec<(String, Option<TaskId>)> = self
             .pool
             .live()
             .filter(|i| remote_node(&i.id) == Some(node))

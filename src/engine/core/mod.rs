@@ -587,11 +587,18 @@ impl Core {
         task.status = status;
     }
 
+    /// The task's own id, shared (a copy of its own when no task has it).
+    fn shared_id(&self, id: &str) -> TaskId {
+        self.tasks
+            .get(id)
+            .map_or_else(|| id.into(), |e| e.task.id.clone())
+    }
+
     fn mark_dirty(&mut self, id: &str) {
         if let Some(entry) = self.tasks.get_mut(id)
             && !std::mem::replace(&mut entry.dirty, true)
         {
-            self.dirty_tasks.push(id.to_owned());
+            self.dirty_tasks.push(entry.task.id.clone());
         }
     }
 
@@ -605,7 +612,7 @@ impl Core {
     ) {
         self.publish_owned(
             kind,
-            task_id.map(str::to_owned),
+            task_id.map(TaskId::from),
             instance_id.map(str::to_owned),
             workflow_id.map(str::to_owned),
             payload,
@@ -615,7 +622,7 @@ impl Core {
     fn publish_owned(
         &mut self,
         kind: EventKind,
-        task_id: Option<String>,
+        task_id: Option<TaskId>,
         instance_id: Option<String>,
         workflow_id: Option<String>,
         payload: Payload,

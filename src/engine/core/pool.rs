@@ -159,7 +159,7 @@ mod tests {
             .id
             .clone();
         assert_eq!(pool.idle().next(), Some(&a));
-        pool.assign(&a, &"t1".to_string());
+        pool.assign(&a, &"t1".into());
         assert_eq!(pool.idle().next(), Some(&b));
         // Idle ones go first, newest first; then busy ones.
         assert_eq!(pool.scale_down_candidates(1), vec![c.clone(), b.clone()]);

@@ -224,7 +224,7 @@ impl Core {
         };
         if let Some(process_group) = task.process_group.take() {
             self.effects.push(Effect::Reap(Leftover {
-                task_id: id.to_owned(),
+                task_id: task.id.clone(),
                 instance_id: task.instance_id.clone(),
                 process_group,
             }));
@@ -245,7 +245,7 @@ impl Core {
         let total = children.len();
         let last = children.last().cloned();
         self.fan_outs.insert(
-            id.to_owned(),
+            self.shared_id(id),
             FanOutState {
                 children,
                 next,

@@ -38,7 +38,7 @@ impl Core {
         };
         // A run's tasks are checked as any submission's, now, so that a schedule that
         // could never run is refused instead of failing every time it fires.
-        let plan = spec.target.plan(&name, || self.new_id());
+        let plan = spec.target.plan(&name, || self.new_id().into());
         let unpinned: Vec<_> = plan
             .tasks
             .iter()
@@ -195,7 +195,7 @@ impl Core {
         };
         let name = schedule.spec.name.clone();
         let target = schedule.spec.target.clone();
-        let plan = target.plan(&name, || self.new_id());
+        let plan = target.plan(&name, || self.new_id().into());
         let started = self.start_workflow(plan, Some(id.to_owned()));
         let now = self.now;
         if let Some(schedule) = self.schedules.get_mut(id) {

@@ -35,16 +35,17 @@ impl Core {
         let Some(key) = self.session_key(task) else {
             return true;
         };
+        let shared = self.shared_id(task);
         let session = self.sessions.entry(key).or_default();
         match &session.holder {
             None => {
-                session.holder = Some(task.to_owned());
+                session.holder = Some(shared);
                 true
             }
             Some(holder) if holder == task => true,
             Some(_) => {
                 if !session.waiting.iter().any(|t| t == task) {
-                    session.waiting.push_back(task.to_owned());
+                    session.waiting.push_back(shared);
                 }
                 // A task restored as queued waits like the others.
                 if self

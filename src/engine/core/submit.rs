@@ -96,7 +96,7 @@ impl Core {
                 if self.tasks.contains_key(id) {
                     return Err(EngineError::AlreadyExists {
                         kind: "task",
-                        id: id.clone(),
+                        id: id.to_string(),
                     });
                 }
                 if !new_ids.insert(id) {
@@ -135,7 +135,7 @@ impl Core {
             .iter()
             .filter_map(|s| {
                 s.id.as_deref()
-                    .map(|id| (id, s.depends_on.iter().map(String::as_str).collect()))
+                    .map(|id| (id, s.depends_on.iter().map(|d| d.as_str()).collect()))
             })
             .collect();
         if let Some(cycle) = find_cycle(&graph) {
@@ -261,7 +261,7 @@ impl Core {
         let mut ids = Vec::with_capacity(specs.len());
         for mut spec in specs {
             // The task's id is kept once, in the task (the spec's would be a copy).
-            let id = spec.id.take().unwrap_or_else(|| self.new_id());
+            let id = spec.id.take().unwrap_or_else(|| self.new_id().into());
             if let Some(key) = &spec.idempotency_key {
                 self.idempotency.insert(key.clone(), id.clone());
             }
@@ -323,8 +323,8 @@ impl Core {
         doomed
     }
 
-    /// A new task id: a UUIDv7 from the input's time, so ids sort by submission.
-    pub(super) fn new_id(&self) -> TaskId {
+    /// A new id (of a task, workflow or schedule): a UUIDv7 from the input's time, so ids sort by submission.
+    pub(super) fn new_id(&self) -> String {
         let since = self
             .now
             .duration_since(std::time::UNIX_EPOCH)

@@ -141,7 +141,7 @@ pub struct EventFilter {
 
 impl EventFilter {
     pub fn matches(&self, event: &Event) -> bool {
-        fn field(want: &Option<String>, have: &Option<String>) -> bool {
+        fn field<T: PartialEq>(want: &Option<T>, have: &Option<T>) -> bool {
             want.is_none() || want == have
         }
         field(&self.task_id, &event.task_id)

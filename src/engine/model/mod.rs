@@ -4,6 +4,7 @@
 pub mod account;
 pub mod approval;
 pub mod event;
+pub mod id;
 pub mod instance;
 pub mod rare;
 pub mod schema;

@@ -13,7 +13,7 @@ use crate::engine::{
     workflow::{FanOut, Template},
 };
 
-pub type TaskId = String;
+pub use super::id::TaskId;
 pub type InstanceId = String;
 pub type WorkflowId = String;
 

@@ -415,11 +415,9 @@ fn write(
         .map_err(e("delete schedules"))?;
     }
     if !batch.deleted_tasks.is_empty() {
-        tx.execute(
-            "DELETE FROM tasks WHERE id = ANY($1)",
-            &[&batch.deleted_tasks],
-        )
-        .map_err(e("delete tasks"))?;
+        let ids: Vec<&str> = batch.deleted_tasks.iter().map(|id| id.as_str()).collect();
+        tx.execute("DELETE FROM tasks WHERE id = ANY($1)", &[&ids])
+            .map_err(e("delete tasks"))?;
     }
     if let Some(last) = batch.events.last() {
         let mut sequences = Vec::with_capacity(batch.events.len());

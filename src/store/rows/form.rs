@@ -12,7 +12,7 @@ use std::{
 use serde::{Deserialize, Deserializer, Serialize, Serializer, de::Error as _};
 
 use crate::engine::{
-    TaskStatus,
+    TaskId, TaskStatus,
     model::{
         rare::{Empty, Rare},
         words::Word,
@@ -45,6 +45,12 @@ impl<K, V> Unset for BTreeMap<K, V> {
 }
 
 impl Unset for String {
+    fn unset(&self) -> bool {
+        self.is_empty()
+    }
+}
+
+impl Unset for TaskId {
     fn unset(&self) -> bool {
         self.is_empty()
     }
@@ -109,6 +115,7 @@ macro_rules! same {
 
 same!(
     String,
+    TaskId,
     bool,
     u16,
     u32,

@@ -100,7 +100,7 @@ fn instances_follow_the_accounts_shares() {
 fn a_refusal_pauses_only_its_account_and_the_task_resumes_its_session_after_the_reset() {
     let mut h = Harness::with(two_accounts());
     let turn = h.submit(vec![spec("t1"), spec("t2"), spec("t3")]);
-    let accounts: Vec<(String, String)> = requests(&turn)
+    let accounts: Vec<(TaskId, String)> = requests(&turn)
         .into_iter()
         .map(|r| (r.task_id, r.account))
         .collect();
@@ -227,7 +227,7 @@ fn a_task_naming_an_account_runs_only_on_its_instances() {
             ..spec("also-on-b")
         },
     ]);
-    let placed: Vec<(String, String)> = requests(&turn)
+    let placed: Vec<(TaskId, String)> = requests(&turn)
         .into_iter()
         .map(|r| (r.task_id, r.account))
         .collect();

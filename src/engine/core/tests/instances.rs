@@ -119,10 +119,7 @@ fn another_nodes_instances_take_work_and_its_loss_hands_the_work_back_uncounted(
         call,
         node: "b".into(),
     });
-    assert_eq!(
-        stops(&turn),
-        [("a".to_owned(), StopReason::InstanceTerminated)]
-    );
+    assert_eq!(stops(&turn), [("a".into(), StopReason::InstanceTerminated)]);
     assert!(instances(&mut h).is_empty());
     h.finish("a", failure(FailureClass::Interrupted));
     let task = h.task("a");

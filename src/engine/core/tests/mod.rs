@@ -21,7 +21,7 @@ use std::time::{Duration, SystemTime};
 use super::{Answer, CallId, Core, Effect, EngineConfig, Input, Timer, Turn};
 use crate::engine::{
     error::Result,
-    model::task::{FailureClass, Priority, Task, TaskResult, TaskSpec, TaskStatus},
+    model::task::{FailureClass, Priority, Task, TaskId, TaskResult, TaskSpec, TaskStatus},
     ports::{RunOutcome, Snapshot, StopReason},
     workflow::{WorkflowInfo, WorkflowPlan},
 };
@@ -155,7 +155,7 @@ fn with_priority(id: &str, priority: Priority) -> TaskSpec {
 
 fn depending(id: &str, on: &[&str]) -> TaskSpec {
     TaskSpec {
-        depends_on: on.iter().map(|d| d.to_string()).collect(),
+        depends_on: on.iter().map(|d| TaskId::from(*d)).collect(),
         ..spec(id)
     }
 }
@@ -206,7 +206,7 @@ fn plan(tasks: Vec<TaskSpec>) -> WorkflowPlan {
 }
 
 /// The ids of the runs a turn started, in order.
-fn started(turn: &Turn) -> Vec<String> {
+fn started(turn: &Turn) -> Vec<TaskId> {
     turn.effects
         .iter()
         .filter_map(|e| match e {
@@ -217,7 +217,7 @@ fn started(turn: &Turn) -> Vec<String> {
 }
 
 /// The stops a turn asked for.
-fn stops(turn: &Turn) -> Vec<(String, StopReason)> {
+fn stops(turn: &Turn) -> Vec<(TaskId, StopReason)> {
     turn.effects
         .iter()
         .filter_map(|e| match e {

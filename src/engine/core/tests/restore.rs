@@ -60,7 +60,7 @@ fn work_in_flight_comes_back_after_a_crash() {
     });
     // The restored queue keeps its order: the retried task was queued first.
     assert_eq!(started(&turn), ["was-running-may-retry"]);
-    let order: Vec<String> = ["was-running-may-retry", "queued-1", "queued-2"]
+    let order: Vec<TaskId> = ["was-running-may-retry", "queued-1", "queued-2"]
         .iter()
         .flat_map(|id| started(&h.complete(id)))
         .collect();

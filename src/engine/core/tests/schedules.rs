@@ -101,7 +101,7 @@ fn a_schedule_fires_at_its_time_and_not_before() {
     assert_eq!(run.name, "test");
     assert_eq!(run.task_ids.len(), 2);
     // The plan's own ids are replaced, and the dependency follows them.
-    assert!(!run.task_ids.contains(&"plan".to_string()));
+    assert!(!run.task_ids.contains(&"plan".into()));
     assert_eq!(started(&due), [run.task_ids[0].clone()]);
     let build = h.task(&run.task_ids[1]);
     assert_eq!(build.spec.depends_on, [run.task_ids[0].clone()]);
