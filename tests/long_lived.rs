@@ -258,13 +258,12 @@ async fn a_line_too_long_to_read_fails_the_task_at_once_in_either_mode() {
 async fn a_process_started_ahead_goes_with_a_scale_down_and_one_that_died_is_replaced() {
     let (config, _dir, dir) = one_instance();
     let server = TestServer::start_with_agent(config, long_lived()).await;
-    // Killed while it waited: the task that comes starts a process of its own.
+    // Killed while it waited: it is reaped at once, not left a zombie until the next task
+    // (which starts a process of its own).
     let ready = spare_in(&dir, &[]).await;
     unsafe { libc::kill(ready as i32, libc::SIGKILL) };
-    // A zombie until the instance looks at it. (Its cwd goes while it is still exiting,
-    // before its exit can be waited for: only the zombie state says it has ended.)
-    until("the killed process is a zombie", || {
-        stat_field(ready, 0).as_deref() == Some("Z")
+    until("the killed process is reaped", || {
+        stat_field(ready, 1).and_then(|p| p.parse::<u32>().ok()) != Some(std::process::id())
     })
     .await;
     let task = server.submit(spec("after a death")).await;

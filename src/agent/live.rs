@@ -20,6 +20,7 @@ use serde_json::json;
 use tokio::{
     io::AsyncWriteExt,
     process::{Child, ChildStdin, ChildStdout, Command},
+    sync::oneshot,
     task::JoinHandle,
 };
 
@@ -42,7 +43,7 @@ pub type Slots = Mutex<HashMap<String, Arc<tokio::sync::Mutex<Slot>>>>;
 #[derive(Default)]
 pub struct Slot {
     /// Started ahead with a fresh session; it has run no task yet.
-    spare: Option<Live>,
+    spare: Option<Parked>,
     /// Processes that ran their task, on their way out; retiring the instance (and
     /// shutdown) waits for them.
     leaving: Vec<JoinHandle<()>>,
@@ -63,6 +64,70 @@ impl Drop for Live {
     fn drop(&mut self) {
         // Whatever it started goes with it.
         signal_group(self.pid, libc::SIGKILL);
+    }
+}
+
+/// How long the end of a process's stderr is waited for once it has exited.
+const TAIL_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// A process started ahead, held by a task of its own until a task takes it: one that
+/// dies while it waits is reaped (and logged) then, not when the instance's next task
+/// comes, which could be hours later.
+struct Parked {
+    take: oneshot::Sender<()>,
+    /// The process when taken; `None` when it ended first.
+    held: JoinHandle<Option<Live>>,
+}
+
+impl Parked {
+    fn park(mut live: Live, instance: &str) -> Self {
+        let (take, taken) = oneshot::channel();
+        let instance = instance.to_owned();
+        let held = tokio::spawn(async move {
+            tokio::select! {
+                // Taken, or the slot is gone (the process then goes with `live`).
+                _ = taken => Some(live),
+                status = live.child.wait() => {
+                    let tail = live.stderr.take();
+                    // What it started goes with it, and with them its hold on stderr.
+                    drop(live);
+                    tokio::spawn(async move {
+                        let stderr = match tail {
+                            Some(tail) => tokio::time::timeout(TAIL_WAIT, tail)
+                                .await
+                                .ok()
+                                .and_then(Result::ok)
+                                .unwrap_or_default(),
+                            None => String::new(),
+                        };
+                        tracing::warn!(
+                            instance,
+                            status = ?status,
+                            stderr = stderr.trim_end(),
+                            "the instance's process started ahead ended before its task; the \
+                             next task starts one of its own"
+                        );
+                    });
+                    None
+                }
+            }
+        });
+        Self { take, held }
+    }
+
+    /// The process, if it is still running.
+    async fn take(self) -> Option<Live> {
+        let _ = self.take.send(());
+        self.held.await.ok().flatten()
+    }
+
+    /// Ends the process as [`Live::leave`] does.
+    fn leave(self, grace: std::time::Duration) -> JoinHandle<()> {
+        tokio::spawn(async move {
+            if let Some(live) = self.take().await {
+                let _ = live.leave(grace).await;
+            }
+        })
     }
 }
 
@@ -175,7 +240,7 @@ impl ProcessAgent {
     fn start_spare(&self, (instance, account): (&str, &str), slot: &mut Slot, dir: &Path) {
         slot.leaving.retain(|leaving| !leaving.is_finished());
         match self.spawn_live((instance, account), dir) {
-            Ok(live) => slot.spare = Some(live),
+            Ok(live) => slot.spare = Some(Parked::park(live, instance)),
             Err(e) => {
                 tracing::warn!(instance, cause = %e, "cannot start the instance's next process");
             }
@@ -220,8 +285,8 @@ impl ProcessAgent {
 
     /// The instance's spare if it can take this task: started in its directory, alive,
     /// and (with a memory limit) not grown past it while it waited.
-    fn take_spare(&self, slot: &mut Slot, dir: &Path) -> Option<Live> {
-        let mut spare = slot.spare.take()?;
+    async fn take_spare(&self, slot: &mut Slot, dir: &Path) -> Option<Live> {
+        let mut spare = slot.spare.take()?.take().await?;
         let alive = matches!(spare.child.try_wait(), Ok(None));
         let small = match (self.command.memory_limit, spare.pid) {
             (Some(limit), Some(pid)) => {
@@ -257,7 +322,7 @@ impl ProcessAgent {
         let dir = request.working_directory.as_path();
         let handle = self.slot(instance);
         let mut slot = handle.lock().await;
-        let mut live = match self.take_spare(&mut slot, dir) {
+        let mut live = match self.take_spare(&mut slot, dir).await {
             Some(live) => live,
             // None ready (the first task, another directory, a process that died): a cold
             // start.
@@ -334,8 +399,7 @@ impl ProcessAgent {
                 outcome.signal = status.signal();
             }
             if let Some(stderr) = live.stderr.take()
-                && let Ok(Ok(tail)) =
-                    tokio::time::timeout(std::time::Duration::from_secs(2), stderr).await
+                && let Ok(Ok(tail)) = tokio::time::timeout(TAIL_WAIT, stderr).await
             {
                 outcome.stderr_tail = tail;
             }
