@@ -14,15 +14,14 @@ use std::{
 
 use claude_swarm::{
     agent::{AgentCommand, ProcessAgent},
-    config::SIMULATE_AGENT,
     engine::{EngineConfig, model::account::AccountSpec},
     pb::{self, AccountState, TaskStatus as S},
 };
 use common::real_cli::claude;
 use common::{
-    BIN, TestServer, config,
+    TestServer, config,
     fake_api::{FakeApi, Reply},
-    spec, status,
+    simulated_command, spec, status,
 };
 use tempfile::TempDir;
 use tonic::Code;
@@ -92,29 +91,29 @@ async fn instance_of(server: &TestServer, account: &str) -> String {
         .unwrap()
 }
 
+/// The simulated agent with two accounts, where a's API refuses every new session for
+/// `seconds` (reporting that reset); a resumed session is not refused (see
+/// `agent::simulated`).
+fn refusing_on_a(seconds: u64) -> ProcessAgent {
+    ProcessAgent::new(AgentCommand {
+        accounts: BTreeMap::from([
+            (
+                "a".into(),
+                env(&[("SWARM_SIM_RATE_LIMIT", &seconds.to_string())]),
+            ),
+            ("b".into(), Vec::new()),
+        ]),
+        ..simulated_command()
+    })
+}
+
 fn paused(status: &pb::GetStatusResponse, name: &str) -> bool {
     account(status, name).state == AccountState::Paused as i32
 }
 
 #[tokio::test]
 async fn a_refusal_on_one_of_two_accounts_pauses_only_it_and_the_task_completes_after_the_reset() {
-    let agent = ProcessAgent::new(AgentCommand {
-        program: BIN.into(),
-        leading_args: vec![SIMULATE_AGENT.into()],
-        label: "simulated".into(),
-        stop_grace: Duration::from_secs(2),
-        env: Vec::new(),
-        long_lived: false,
-        keep_worktrees: false,
-        memory_limit: None,
-        workspace_root: None,
-        // a's API refuses every new session for 2 seconds (see `agent::simulated`).
-        accounts: BTreeMap::from([
-            ("a".into(), env(&[("SWARM_SIM_RATE_LIMIT", "2")])),
-            ("b".into(), Vec::new()),
-        ]),
-    });
-    let server = TestServer::start_with_agent(two_accounts(), agent).await;
+    let server = TestServer::start_with_agent(two_accounts(), refusing_on_a(2)).await;
     let (on_a, on_b) = (
         instance_of(&server, "a").await,
         instance_of(&server, "b").await,
@@ -168,6 +167,74 @@ async fn a_refusal_on_one_of_two_accounts_pauses_only_it_and_the_task_completes_
     let a = account(&after, "a");
     assert_eq!(a.state, AccountState::Active as i32);
     assert_eq!((a.refusals, a.window.as_str()), (1, "five_hour"));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_pause_lifted_by_hand_over_rest_lets_the_task_complete_before_the_reset() {
+    // The reset is an hour away.
+    let server = TestServer::start_with_agent(two_accounts(), refusing_on_a(3600)).await;
+    let limited = server
+        .submit(pb::TaskSpec {
+            account: "a".into(),
+            ..spec("first on a")
+        })
+        .await;
+    let paused_now = status_until(&server, "account a paused", |s| paused(s, "a")).await;
+    let until = account(&paused_now, "a")
+        .paused_until
+        .expect("paused until");
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!(
+        until.seconds > now + 3000,
+        "paused for about an hour: {until:?}"
+    );
+
+    let http = reqwest::Client::new();
+    let base = format!("http://{}", server.addr);
+    let resumed = http
+        .post(format!("{base}/accounts/a/resume"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resumed.status(), 200);
+    let body: serde_json::Value = resumed.json().await.unwrap();
+    assert_eq!(body["name"], "a");
+    assert_eq!(body["state"], "active", "{body}");
+    assert!(body.get("paused_until").is_none(), "{body}");
+
+    // The task resumes its session on a at once, an hour before the reported reset.
+    let done = server.wait(&limited.id).await;
+    assert_eq!(status(&done), S::Completed, "{done:?}");
+    assert_eq!(done.attempts, 1, "the refused run did not count");
+    assert!(done.completed_at.unwrap().seconds < until.seconds);
+    assert!(!paused(&swarm(&server).await, "a"));
+
+    // An unknown account is not found, on either surface; an empty name names the field.
+    let unknown = http
+        .post(format!("{base}/accounts/nope/resume"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+    let refused = server
+        .swarm()
+        .resume_account(pb::ResumeAccountRequest { name: "".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    assert!(refused.message().contains("name"), "{}", refused.message());
+    let missing = server
+        .swarm()
+        .resume_account(pb::ResumeAccountRequest {
+            name: "nope".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), Code::NotFound);
     server.stop().await;
 }
 

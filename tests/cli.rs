@@ -216,6 +216,17 @@ async fn client_subcommands_drive_a_server() {
         account.is_some_and(|l| l.starts_with("default") && l.contains("active")),
         "{out}"
     );
+    // Lifting a pause of an account that is not held back answers it as it is.
+    let (ok, out, err) = client(&server, &["resume-account", "default"]);
+    assert!(
+        ok && out
+            .lines()
+            .nth(1)
+            .is_some_and(|l| l.starts_with("default") && l.contains("active")),
+        "{out}{err}"
+    );
+    let (ok, _, err) = client(&server, &["resume-account", "nope"]);
+    assert!(!ok && err.contains("NotFound"), "{err}");
     let (ok, _, err) = client(&server, &["submit", "x", "--account", "nope"]);
     assert!(
         !ok && err.contains("account") && err.contains("unknown account \"nope\""),

@@ -210,9 +210,9 @@ async fn every_route_and_rpc_refuses_a_foreign_host_and_every_call_that_acts_a_f
         }
     }
     // Eleven POST or DELETE operations (a stream token's issue, a workflow's validation
-    // and an approval's decision among them), the five that change schedules, the two that
-    // change webhooks, and the two event streams.
-    assert_eq!(origin_checked, 20);
+    // and an approval's decision among them), the one that lifts an account's pause, the
+    // five that change schedules, the two that change webhooks, and the two event streams.
+    assert_eq!(origin_checked, 21);
 
     // gRPC over HTTP/2 (a foreign `:authority`, or a foreign `Origin`) and grpc-web.
     let rpcs = every_rpc();

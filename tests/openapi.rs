@@ -168,6 +168,7 @@ async fn the_document_lists_exactly_the_served_routes_and_each_answers() {
                 .replace("/instances/{id}", &format!("/instances/{instance}"))
                 .replace("/workflows/{id}", &format!("/workflows/{workflow}"))
                 .replace("/approvals/{id}", &format!("/approvals/{approval}"))
+                .replace("/accounts/{name}", "/accounts/default")
                 .replace(
                     "/schedules/{id}",
                     &format!("/schedules/{}", schedules[usize::from(method == "DELETE")]),

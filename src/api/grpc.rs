@@ -51,6 +51,13 @@ impl pb::swarm_service_server::SwarmService for Service {
     async fn get_status(&self, _: Request<pb::GetStatusRequest>) -> Reply<pb::GetStatusResponse> {
         reply(Service::get_status(self).await)
     }
+
+    async fn resume_account(
+        &self,
+        r: Request<pb::ResumeAccountRequest>,
+    ) -> Reply<pb::AccountStatus> {
+        reply(Service::resume_account(self, r.into_inner()).await)
+    }
 }
 
 #[tonic::async_trait]

@@ -154,6 +154,20 @@ impl Service {
         Ok(status)
     }
 
+    pub async fn resume_account(
+        &self,
+        request: pb::ResumeAccountRequest,
+    ) -> Result<pb::AccountStatus> {
+        if request.name.is_empty() {
+            return Err(EngineError::invalid(
+                "name",
+                "an account's name is required",
+            ));
+        }
+        involve(&request.name);
+        Ok((&self.engine.resume_account(request.name).await?).into())
+    }
+
     pub async fn submit_task(
         &self,
         request: pb::SubmitTaskRequest,

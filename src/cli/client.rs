@@ -176,6 +176,13 @@ pub(super) async fn client(
                 print_accounts(&s.accounts);
             })?;
         }
+        Command::ResumeAccount { name } => {
+            let account = SwarmServiceClient::with_interceptor(channel, bearer)
+                .resume_account(pb::ResumeAccountRequest { name })
+                .await?
+                .into_inner();
+            print(json, &account, |a| print_accounts(std::slice::from_ref(a)))?;
+        }
         Command::Submit {
             prompt,
             name,

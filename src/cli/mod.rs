@@ -87,6 +87,13 @@ enum Command {
     },
     /// Show the swarm's status.
     Status,
+    /// Lift an account's usage-limit pause now, before the reset its runs reported (needs
+    /// an admin key); if the limit still holds, the next refused run pauses it again.
+    #[command(name = "resume-account")]
+    ResumeAccount {
+        /// A name from the server's `accounts` (`default` when none are configured).
+        name: String,
+    },
     /// Submit one task.
     Submit {
         prompt: String,

@@ -141,6 +141,7 @@ fn failed(answer: Answer, error: &EngineError) -> Answer {
         Answer::Done => Answer::Done,
         Answer::Schedule(_) => Answer::Schedule(Err(e)),
         Answer::Schedules(_) => Answer::Schedules(Err(e)),
+        Answer::Account(_) => Answer::Account(Err(e)),
     }
 }
 

@@ -19,7 +19,7 @@ use super::{
     core::{Answer, ApprovalQuery, CallId, Decision, EngineConfig, Input},
     error::{EngineError, Result},
     events::Subscription,
-    model::{event::EventFilter, task::TaskId},
+    model::{account::AccountSummary, event::EventFilter, task::TaskId},
     ports::{Agent, Snapshot, Store, StoreError},
     schedule::{Schedule, ScheduleSpec},
     workflow::WorkflowPlan,
@@ -252,6 +252,11 @@ impl Engine {
         self.call(|call| Input::DeleteSchedule { call, id }).await
     }
 
+    /// Lifts an account's pause or limit now; answers with its state after.
+    pub async fn resume_account(&self, name: String) -> Result<AccountSummary> {
+        self.call(|call| Input::ResumeAccount { call, name }).await
+    }
+
     /// Runs a schedule now; answers with the run's workflow.
     pub async fn trigger_schedule(&self, id: String) -> Result<WorkflowInfo> {
         self.call(|call| Input::TriggerSchedule { call, id }).await
@@ -318,6 +323,7 @@ from_answer! {
     Vec<Approval> => Approvals,
     Schedule => Schedule,
     Vec<Schedule> => Schedules,
+    AccountSummary => Account,
 }
 
 impl FromAnswer for SwarmStatus {

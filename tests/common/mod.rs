@@ -26,7 +26,12 @@ use tonic::transport::Channel;
 pub const BIN: &str = env!("CARGO_BIN_EXE_claude-swarm");
 
 pub fn simulated_agent() -> ProcessAgent {
-    ProcessAgent::new(AgentCommand {
+    ProcessAgent::new(simulated_command())
+}
+
+/// The simulated agent's command, for a test to change.
+pub fn simulated_command() -> AgentCommand {
+    AgentCommand {
         program: BIN.into(),
         leading_args: vec![SIMULATE_AGENT.into()],
         label: "simulated".into(),
@@ -37,7 +42,7 @@ pub fn simulated_agent() -> ProcessAgent {
         memory_limit: None,
         accounts: Default::default(),
         workspace_root: None,
-    })
+    }
 }
 
 pub fn config(instances: usize) -> EngineConfig {

@@ -3,6 +3,7 @@
 
 import { timestampDate, type Timestamp } from "@bufbuild/protobuf/wkt";
 import {
+  AccountState,
   InstanceStatus,
   Priority,
   TaskStatus,
@@ -21,6 +22,7 @@ export const instanceWord = (s: InstanceStatus) => word(InstanceStatus, s);
 export const workflowWord = (s: WorkflowStatus) => word(WorkflowStatus, s);
 export const failureWord = (f: FailureClass) => word(FailureClass, f);
 export const approvalWord = (s: ApprovalState) => word(ApprovalState, s);
+export const accountWord = (s: AccountState) => word(AccountState, s);
 
 export const TERMINAL = new Set([
   TaskStatus.COMPLETED,

@@ -59,6 +59,17 @@ function stop(child) {
   });
 }
 
+/** A page in a browser context of its own (its own session storage), and its errors. */
+async function freshTab() {
+  const context = await browser.newContext();
+  const tab = await context.newPage();
+  tab.setDefaultTimeout(LIMIT);
+  const errors = [];
+  tab.on("console", (m) => m.type() === "error" && errors.push(m.text()));
+  tab.on("pageerror", (e) => errors.push(String(e)));
+  return { context, tab, errors };
+}
+
 let passed = 0;
 async function step(name, work) {
   await work();
@@ -262,17 +273,12 @@ try {
   });
   await stop(server);
 
-  await step("with keys, the page asks for one; a read-only key shows no buttons; a pause shows", async () => {
+  await step("with keys, the page asks for one; a read-only key shows no buttons; a pause shows, and an admin lifts it", async () => {
     const dir = join(data, "keys");
     mkdirSync(dir, { recursive: true });
     const keyed = await serve({ dir, env: { SWARM_API_KEYS: `reader:read:${READER},boss:admin:${ADMIN}` } });
     const url = `http://${keyed.address}`;
-    const context = await browser.newContext();
-    const tab = await context.newPage();
-    tab.setDefaultTimeout(LIMIT);
-    const tabErrors = [];
-    tab.on("console", (m) => m.type() === "error" && tabErrors.push(m.text()));
-    tab.on("pageerror", (e) => tabErrors.push(String(e)));
+    const { context, tab, errors: tabErrors } = await freshTab();
     await tab.goto(`${url}/`);
     await tab.waitForSelector("#key-form");
     await tab.screenshot({ path: join(shots, "key.png") });
@@ -293,17 +299,36 @@ try {
     await tab.reload();
     await tab.waitForSelector("body[data-stream=live][data-role=read]");
     // A rate limit pauses the only account: the overview says so, and until when.
-    await fetch(`${url}/tasks`, {
+    const limited = await fetch(`${url}/tasks`, {
       method: "POST",
       headers: { "content-type": "application/json", authorization: `Bearer ${ADMIN}` },
       body: JSON.stringify({ prompt: "limited sim:rate_limit=120" }),
     });
+    const { task_id: limitedId } = await limited.json();
     await tab.goto(`${url}/#/`);
     await tab.waitForSelector("#banner:not([hidden]):text('Dispatching is paused')");
     await tab.waitForSelector("#banner:text('until')");
+    await tab.waitForSelector("tr[data-account=default] .badge.paused");
     await tab.screenshot({ path: join(shots, "paused.png") });
+    if (await tab.$("tr[data-account=default] button.resume")) throw new Error("a read-only key is offered Resume");
     if (tabErrors.length) throw new Error(`console errors: ${tabErrors.join("\n")}`);
     await context.close();
+
+    // An admin lifts the pause from the overview: the banner goes, and the refused task
+    // resumes its session and completes two minutes before the reset it was given.
+    const { context: adminContext, tab: admin, errors: adminErrors } = await freshTab();
+    await admin.goto(`${url}/`);
+    await admin.fill("#key-form input[name=key]", ADMIN);
+    await admin.click("#key-form button");
+    await admin.waitForSelector("body[data-stream=live][data-role=admin]");
+    await admin.click("tr[data-account=default] button.resume");
+    await admin.waitForSelector("#account-notice:text('default: resumed')");
+    await admin.waitForSelector("tr[data-account=default] .badge.active");
+    await admin.waitForSelector("#banner[hidden]", { state: "attached" });
+    await admin.goto(`${url}/#/task/${limitedId}`);
+    await admin.waitForSelector("#task-status:text('completed')");
+    if (adminErrors.length) throw new Error(`console errors: ${adminErrors.join("\n")}`);
+    await adminContext.close();
     await stop(keyed.child);
   });
 

@@ -55,6 +55,8 @@ const RULES: &[Rule] = &[
     // Nodes of one database: the link checks the database's secret itself.
     rule(OPEN,    Some("claude_swarm.v1.NodeService/Attach"),             &[]),
     rule(READ,    Some("claude_swarm.v1.SwarmService/GetStatus"),         &["GET /status"]),
+    // What the agents may spend: lifting an account's usage-limit pause is admin's.
+    rule(ADMIN,   Some("claude_swarm.v1.SwarmService/ResumeAccount"),     &["POST /accounts/{name}/resume"]),
     rule(READ,    None,                                       &["GET /metrics", "GET /openapi.json", "GET /docs"]),
     rule(READ,    Some("grpc.reflection.v1.ServerReflection/ServerReflectionInfo"),      &[]),
     rule(READ,    Some("grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"), &[]),

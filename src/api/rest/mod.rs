@@ -34,13 +34,14 @@ pub use error::ApiError;
 pub use json::to_json;
 
 use super::{MAX_REQUEST_BYTES, auth::tokens, dashboard, metrics, service::Service};
+use crate::pb;
 use approvals::{decide_approval, get_approval, list_approvals};
 use docs::{docs, openapi};
 use error::ApiResult;
 use instances::{
     get_instance, list_instances, scale_instances, spawn_instances, terminate_instance,
 };
-use json::{JSON, respond};
+use json::{Id, JSON, respond};
 use streams::{sse_events, ws_events};
 use tasks::{cancel_task, get_task, list_tasks, submit_task, submit_tasks};
 use workflows::{
@@ -136,6 +137,7 @@ fn endpoints() -> Vec<Endpoint> {
         endpoint(M::GET, "/approvals", list_approvals),
         endpoint(M::GET, "/approvals/{id}", get_approval),
         endpoint(M::POST, "/approvals/{id}/decision", decide_approval),
+        endpoint(M::POST, "/accounts/{name}/resume", resume_account).body_types(&[]),
         endpoint(M::GET, "/events", sse_events).stream(),
         endpoint(M::GET, "/ws/stream", ws_events).stream(),
         // Served outside the gateway (its state comes as an extension), documented with it.
@@ -230,6 +232,14 @@ async fn health() -> Response {
 
 async fn status(State(g): State<Gateway>) -> ApiResult {
     respond(&g.service.get_status().await?)
+}
+
+async fn resume_account(State(g): State<Gateway>, Id(name): Id) -> ApiResult {
+    respond(
+        &g.service
+            .resume_account(pb::ResumeAccountRequest { name })
+            .await?,
+    )
 }
 
 #[cfg(test)]

@@ -211,18 +211,40 @@ impl Core {
 
     /// Each account with its state now and its live instances.
     pub(super) fn account_summaries(&self) -> Vec<AccountSummary> {
-        self.accounts
-            .iter()
-            .map(|account| AccountSummary {
-                status: account.status(self.now),
-                instances_live: self
-                    .pool
-                    .live()
-                    .filter(|i| i.account == account.name)
-                    .count() as u64,
-                account: account.clone(),
-            })
-            .collect()
+        self.accounts.iter().map(|a| self.summary(a)).collect()
+    }
+
+    fn summary(&self, account: &Account) -> AccountSummary {
+        AccountSummary {
+            status: account.status(self.now),
+            instances_live: self
+                .pool
+                .live()
+                .filter(|i| i.account == account.name)
+                .count() as u64,
+            account: account.clone(),
+        }
+    }
+
+    /// Lifts the account's pause and limit now: a person knows the limit is over before
+    /// the reset the CLI reported (a plan changed, a limit raised). Its instances take work
+    /// at once; if the limit still holds, the next run's refusal pauses it again (and that
+    /// run goes back to the queue, its attempt not counted).
+    pub(super) fn resume_account(&mut self, name: &str) -> Result<AccountSummary> {
+        let Some(account) = self.account_mut(name) else {
+            return Err(EngineError::NotFound {
+                kind: "account",
+                id: name.to_owned(),
+            });
+        };
+        let lifted = account.paused_until.take().is_some() | account.limited_until.take().is_some();
+        if lifted {
+            tracing::info!(account = %name, "the account's usage limit was lifted by hand");
+            self.accounts_changed = true;
+            self.dispatch();
+        }
+        let account = self.account_named(name).expect("found above");
+        Ok(self.summary(account))
     }
 
     /// Nothing can be dispatched before then because every account is paused, and why.

@@ -7,7 +7,7 @@ use super::{ApprovalQuery, Decision, SwarmStatus, TaskPage, TaskQuery};
 use crate::engine::{
     error::Result,
     model::{
-        account::LimitReport,
+        account::{AccountSummary, LimitReport},
         approval::{Approval, ApprovalId, PermissionDenial},
         event::AgentOutput,
         instance::Instance,
@@ -177,6 +177,11 @@ pub enum Input {
         call: CallId,
         id: ScheduleId,
     },
+    /// Lift an account's pause or limit now (a person knows it is over early).
+    ResumeAccount {
+        call: CallId,
+        name: String,
+    },
 }
 
 /// What the core asks the actor to do.
@@ -249,6 +254,7 @@ pub enum Answer {
     Done,
     Schedule(Result<Schedule>),
     Schedules(Result<Vec<Schedule>>),
+    Account(Result<AccountSummary>),
 }
 
 /// A turn's output: the changes to store, then the effects to execute.

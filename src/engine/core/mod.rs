@@ -445,6 +445,10 @@ impl Core {
                 self.reply(call, Answer::Schedule(value));
             }
             Input::TriggerSchedule { call, id } => self.trigger_schedule(call, &id),
+            Input::ResumeAccount { call, name } => {
+                let value = self.resume_account(&name);
+                self.reply(call, Answer::Account(value));
+            }
         }
     }
 

@@ -1,7 +1,10 @@
-// Overview: the instances, the queue by priority, tasks by state, spend against budget.
+// Overview: the instances, the queue by priority, tasks by state, spend against budget,
+// the accounts and their usage limits (an admin may lift a pause from here).
 
+import { AccountState, type AccountStatus } from "../../../typescript/src/gen/claude_swarm/v1/swarm_pb.js";
+import { api, caller, message } from "../api.js";
 import { h, refill } from "../dom.js";
-import { bytes, instanceWord, usd } from "../format.js";
+import { accountWord, bytes, instanceWord, time, usd } from "../format.js";
 import { refreshStatus, store } from "../live.js";
 import type { View } from "../main.js";
 
@@ -14,7 +17,34 @@ function counts(title: string, rows: [string, bigint | number][]) {
   );
 }
 
+/** An account's row; a held-back one has a Resume button for an admin. */
+function account(a: AccountStatus, notice: HTMLElement) {
+  const held = a.state === AccountState.PAUSED || a.state === AccountState.LIMITED;
+  const resume = async () => {
+    try {
+      await api.swarm.resumeAccount({ name: a.name });
+      notice.textContent = `${a.name}: resumed`;
+    } catch (error) {
+      notice.textContent = `${a.name}: ${message(error)}`;
+    }
+    refreshStatus(0);
+  };
+  return h(
+    "tr",
+    { "data-account": a.name },
+    h("td", null, a.name),
+    h("td", null, h("span", { class: `badge ${accountWord(a.state)}` }, accountWord(a.state))),
+    h("td", null, `${a.instancesLive} of ${a.instances}`),
+    h("td", null, a.window),
+    h("td", null, a.utilization === undefined ? "" : `${Math.round(a.utilization * 100)}%`),
+    h("td", null, time(a.pausedUntil)),
+    h("td", null, String(a.refusals)),
+    h("td", null, held && caller.can("admin") ? h("button", { class: "resume", onclick: resume }, "Resume") : ""),
+  );
+}
+
 export function overview(main: HTMLElement): View {
+  const notice = h("p", { class: "notice", id: "account-notice" });
   const root = h("div", { class: "overview" });
   main.append(h("h2", null, "Overview"), root);
   refreshStatus(0);
@@ -88,6 +118,14 @@ export function overview(main: HTMLElement): View {
             ),
           ),
         ),
+        h("h3", null, "Accounts"),
+        h(
+          "table",
+          { class: "grid accounts" },
+          h("tr", null, ["account", "state", "instances", "window", "utilization", "paused until", "refusals", ""].map((c) => h("th", null, c))),
+          s.accounts.map((a) => account(a, notice)),
+        ),
+        notice,
       );
     },
   };

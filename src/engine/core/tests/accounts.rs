@@ -365,3 +365,76 @@ fn a_reset_far_away_holds_an_account_at_most_eight_days() {
     assert_eq!(a.paused_until, Some(h.now + eight_days));
     assert_eq!(a.resets_at, Some(century), "shown as reported");
 }
+
+#[test]
+fn a_pause_lifted_by_hand_lets_the_account_take_work_at_once_and_a_new_refusal_pauses_it_again() {
+    let mut h = Harness::with(two_accounts());
+    h.submit(vec![spec("t1"), spec("t2")]);
+    let reset = h.now + Duration::from_secs(3600);
+    h.input(Input::Limit {
+        task: "t1".into(),
+        report: report(LimitStatus::Rejected, reset, None),
+    });
+    h.finish("t1", refused("session-1"));
+    assert_eq!(state(&mut h, "a"), AccountStatus::Paused);
+    assert_eq!(h.task("t1").status, TaskStatus::Queued);
+
+    // Lifted an hour early: t1 starts on a in the same turn, resuming its session.
+    let (call, turn) = h.call(|call| Input::ResumeAccount {
+        call,
+        name: "a".into(),
+    });
+    let Some(Answer::Account(Ok(summary))) = reply(&turn, call) else {
+        panic!("no account in the answer")
+    };
+    assert_eq!(summary.status, AccountStatus::Active);
+    assert_eq!(summary.account.paused_until, None);
+    assert_eq!(turn.batch.accounts.len(), 2, "the lifted pause is stored");
+    let resumed = requests(&turn);
+    assert_eq!(resumed.len(), 1);
+    assert_eq!(
+        (resumed[0].task_id.as_str(), resumed[0].account.as_str()),
+        ("t1", "a")
+    );
+    assert_eq!(
+        resumed[0].options.resume_session.as_deref(),
+        Some("session-1")
+    );
+
+    // The limit still held: the next refusal pauses a again, the attempt not counted.
+    h.input(Input::Limit {
+        task: "t1".into(),
+        report: report(LimitStatus::Rejected, reset, None),
+    });
+    h.finish("t1", refused("session-1"));
+    assert_eq!(state(&mut h, "a"), AccountStatus::Paused);
+    assert_eq!(h.task("t1").attempts, 0);
+
+    // An account that is not held back is answered as it is; an unknown one is not found.
+    let (call, turn) = h.call(|call| Input::ResumeAccount {
+        call,
+        name: "b".into(),
+    });
+    let Some(Answer::Account(Ok(b))) = reply(&turn, call) else {
+        panic!("no account in the answer")
+    };
+    assert_eq!(b.status, AccountStatus::Active);
+    assert!(turn.batch.accounts.is_empty(), "nothing changed");
+    let (call, turn) = h.call(|call| Input::ResumeAccount {
+        call,
+        name: "c".into(),
+    });
+    let Some(Answer::Account(Err(e))) = reply(&turn, call) else {
+        panic!("an unknown account was answered")
+    };
+    assert!(
+        matches!(
+            e,
+            crate::engine::error::EngineError::NotFound {
+                kind: "account",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+}
