@@ -455,6 +455,27 @@ async fn a_pause_and_the_refused_task_survive_a_restart_of_serve() {
     assert_eq!(a.refusals, 1);
     let waiting = server.get(&limited.id).await;
     assert_eq!((status(&waiting), waiting.attempts), (S::Queued, 0));
+    // The pause's event was stored with it, and is replayed with its account.
+    use claude_swarm::pb::event_service_client::EventServiceClient;
+    let mut replay = EventServiceClient::new(server.channel.clone())
+        .stream_events(pb::StreamEventsRequest {
+            after_sequence: Some(0),
+            kinds: vec![pb::EventKind::AccountChanged as i32],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let event = replay.message().await.unwrap().expect("the pause's event");
+    let Some(pb::event::Payload::Account(paused_event)) = event.payload else {
+        panic!("an account_changed event without its account: {event:?}")
+    };
+    assert_eq!(
+        (paused_event.name.as_str(), paused_event.state),
+        ("a", AccountState::Paused as i32)
+    );
+    assert_eq!(paused_event.paused_until.as_ref(), Some(&until));
+    drop(replay);
     let done = server.wait(&limited.id).await;
     assert_eq!(status(&done), S::Completed, "{done:?}");
     assert_eq!(done.attempts, 1);

@@ -28,7 +28,7 @@ use claude_swarm::{
     },
     pb,
 };
-use common::{TestServer, config, serve::Served, simulated_agent, spec};
+use common::{TestServer, config, serve::Served, simulated_agent, spec, status};
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
@@ -484,5 +484,51 @@ async fn an_approval_waiting_on_a_person_is_posted_to_its_webhook() {
     assert!(!marker.exists());
     server.cancel(&task.id).await;
     server.wait(&task.id).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_account_paused_by_its_usage_limit_is_posted_to_its_webhook_and_only_then() {
+    let (url, _script, mut hits) = receiver(&[], Answer::Ok).await;
+    let server = with_webhooks(vec![configured("limits", &url, &["account_paused"], 0.05)]).await;
+    // The only account's API refuses: it is paused for two minutes.
+    let limited = server.submit(spec("limited sim:rate_limit=120")).await;
+    let hit = next_hit(&mut hits).await;
+    verify(&hit);
+    assert_eq!(hit.header("x-swarm-event"), "account_paused");
+    let body = hit.json();
+    let account = &body["event"]["account"];
+    assert_eq!(account["name"], "default", "{body}");
+    assert_eq!(account["state"], "ACCOUNT_STATE_PAUSED", "{body}");
+    assert!(account["paused_until"].is_string(), "{body}");
+    assert_eq!(
+        body["event"]["kind"], "EVENT_KIND_ACCOUNT_CHANGED",
+        "{body}"
+    );
+    // Lifted by hand: the account's next change is an event, but not a pause, so not
+    // posted; the next delivery is the next pause's.
+    let resumed = reqwest::Client::new()
+        .post(format!("http://{}/accounts/default/resume", server.addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resumed.status(), StatusCode::OK);
+    assert_eq!(
+        status(&server.wait(&limited.id).await),
+        pb::TaskStatus::Completed
+    );
+    let again = server
+        .submit(spec("limited again sim:rate_limit=120"))
+        .await;
+    let next = next_hit(&mut hits).await.json();
+    assert_eq!(
+        next["event"]["account"]["state"], "ACCOUNT_STATE_PAUSED",
+        "the lift was not posted: {next}"
+    );
+    assert!(
+        next["sequence"].as_u64() > body["sequence"].as_u64(),
+        "{next}"
+    );
+    server.cancel(&again.id).await;
     server.stop().await;
 }

@@ -593,6 +593,7 @@ impl From<&Event> for pb::Event {
                 Payload::Output(o) => P::Output(o.as_ref().into()),
                 Payload::Approval(a) => P::Approval(a.as_ref().into()),
                 Payload::Denial(d) => P::Denial(d.as_ref().into()),
+                Payload::Account(a) => P::Account(a.as_ref().into()),
             }),
         }
     }

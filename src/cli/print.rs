@@ -260,6 +260,7 @@ pub(super) fn print_event(e: &pb::Event) {
             super::approvals::call_text(&d.tool_name, d.input.as_ref(), 60),
             head(&d.message, 60)
         ),
+        Some(Payload::Account(a)) => format!("{} {}", a.name, word::<AccountStatus>(a.state)),
         None => String::new(),
     };
     let subject = [&e.task_id, &e.instance_id, &e.workflow_id]

@@ -16,7 +16,10 @@ use super::{
 };
 use crate::{
     engine::workflow::WorkflowStatus,
-    engine::{Engine, EngineError, Event, EventFilter, EventKind, Payload, WorkflowInfo},
+    engine::{
+        Engine, EngineError, Event, EventFilter, EventKind, Payload, WorkflowInfo,
+        model::{account::AccountStatus, task::unix_seconds},
+    },
     pb,
 };
 
@@ -24,11 +27,12 @@ use crate::{
 pub const SIGNATURE_HEADER: &str = "x-swarm-signature";
 
 /// The events a webhook's topics can come from.
-const KINDS: [EventKind; 4] = [
+const KINDS: [EventKind; 5] = [
     EventKind::TaskCompleted,
     EventKind::TaskFailed,
     EventKind::WorkflowFinished,
     EventKind::ApprovalRequested,
+    EventKind::AccountChanged,
 ];
 
 /// The topic of an event, if it has one.
@@ -41,6 +45,9 @@ pub fn topic_of(event: &Event) -> Option<Topic> {
             _ => Topic::WorkflowFailed,
         }),
         (EventKind::ApprovalRequested, _) => Some(Topic::ApprovalRequested),
+        (EventKind::AccountChanged, Payload::Account(a)) => {
+            (a.status == AccountStatus::Paused).then_some(Topic::AccountPaused)
+        }
         _ => None,
     }
 }
@@ -91,6 +98,13 @@ fn slack_text(topic: Topic, event: &Event) -> String {
         Payload::Approval(a) => format!(
             "claude-swarm: task {} asks to use {} (approval {}): claude-swarm approve {} or deny {}",
             a.task_id, a.tool_name, a.id, a.id, a.id
+        ),
+        Payload::Account(a) => format!(
+            "claude-swarm: account {} reached its usage limit; its instances take no work until \
+             unix time {} (or `claude-swarm resume-account {}`)",
+            a.account.name,
+            a.account.paused_until.map_or(0, unix_seconds),
+            a.account.name
         ),
         _ => format!("claude-swarm: {}", topic.as_str()),
     }

@@ -19,6 +19,9 @@ words! {
         WorkflowFailed = "workflow_failed",
         /// A tool call waits on a person's decision.
         ApprovalRequested = "approval_requested",
+        /// An account's usage limit refused a request: its instances take no work until
+        /// the reset (or until an admin lifts the pause).
+        AccountPaused = "account_paused",
     }
 }
 

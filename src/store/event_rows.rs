@@ -7,7 +7,10 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     approvals::{ApprovalRow, DenialRow},
-    rows::{InstanceRow, OutputRow, ResultRow, Row, TaskRow, TimeRow, Variant, WorkflowInfoRow},
+    rows::{
+        AccountSummaryRow, InstanceRow, OutputRow, ResultRow, Row, TaskRow, TimeRow, Variant,
+        WorkflowInfoRow,
+    },
 };
 use crate::engine::{
     Event, EventKind, FailureClass, Payload, Task, TaskId, TaskSpec, TaskStatus, ports::TaskRecord,
@@ -78,6 +81,7 @@ pub enum ChangeRow {
     Output(OutputRow),
     Approval(Box<ApprovalRow>),
     Denial(DenialRow),
+    Account(AccountSummaryRow),
 }
 
 /// An event as layouts 2 to 4 store it (from layout 3, a commit's events are one row).
@@ -113,6 +117,7 @@ impl EventRow {
                 Payload::Output(o) => ChangeRow::Output(Row::from_domain(o.as_ref())),
                 Payload::Approval(a) => ChangeRow::Approval(Box::new(Row::from_domain(a.as_ref()))),
                 Payload::Denial(d) => ChangeRow::Denial(Row::from_domain(d.as_ref())),
+                Payload::Account(a) => ChangeRow::Account(Row::from_domain(a.as_ref())),
             },
         }
     }
@@ -138,6 +143,7 @@ impl EventRow {
             ChangeRow::Output(o) => Payload::Output(Box::new(o.into_domain())),
             ChangeRow::Approval(a) => Payload::Approval(a.into_domain()),
             ChangeRow::Denial(d) => Payload::Denial(Box::new(d.into_domain())),
+            ChangeRow::Account(a) => Payload::Account(Box::new(a.into_domain())),
         };
         Event {
             sequence: self.sequence,

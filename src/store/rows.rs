@@ -17,7 +17,7 @@ use super::approvals::{DenialRow, PolicyRow};
 use crate::engine::{
     AgentOptions, AgentOutput, Attempt, DenialPolicy, FailureClass, FailurePolicy, Instance,
     InstanceStatus, Isolation, Priority, Task, TaskId, TaskResult, TaskSpec, TaskStatus, Usage,
-    model::account::{Account, AccountSpec},
+    model::account::{Account, AccountSpec, AccountStatus, AccountSummary},
     ports::{StoreError, TaskRecord, WorkflowRecord},
     workflow::{FanOut, FanOutSource, Segment, Template, WorkflowInfo, WorkflowStatus},
 };
@@ -363,6 +363,14 @@ mirror! {
         limited_until: Option<TimeRow>,
         api_retries: u64,
         refusals: u64,
+    }
+}
+
+mirror! {
+    AccountSummaryRow <=> AccountSummary {
+        account: AccountRow,
+        status: Variant<AccountStatus>,
+        instances_live: u64,
     }
 }
 

@@ -17,6 +17,7 @@ use crate::engine::{
             Account, AccountSpec, AccountStatus, AccountSummary, DEFAULT_ACCOUNT, HIGH_UTILIZATION,
             LimitReport, LimitStatus,
         },
+        event::{EventKind, Payload},
         instance::InstanceStatus,
         task::{TaskResult, TaskSpec, TaskStatus, unix_seconds},
     },
@@ -29,6 +30,11 @@ const PAUSE_WITHOUT_RESET: Duration = Duration::from_secs(60);
 /// days). A reset further away is a CLI's or clock's error, and a timer that far would be
 /// past what the actor's timers take.
 const MAX_HOLD: Duration = Duration::from_secs(8 * 24 * 3600);
+
+/// What holds an account back: its pause and its limit, each with its end.
+fn held(account: &Account) -> (Option<SystemTime>, Option<SystemTime>) {
+    (account.paused_until, account.limited_until)
+}
 
 /// The accounts of a configuration: the configured ones, or the one implicit account.
 pub(super) fn configured(specs: &[AccountSpec], initial_instances: usize) -> Vec<Account> {
@@ -132,6 +138,7 @@ impl Core {
         let Some(account) = self.account_mut(&name) else {
             return;
         };
+        let before = held(account);
         account.window = report.window.clone().or(account.window.take());
         account.utilization = report.utilization.or(account.utilization);
         account.resets_at = report.resets_at.or(account.resets_at);
@@ -162,8 +169,12 @@ impl Core {
             }
             LimitStatus::Allowed => account.limited_until = None,
         }
+        let changed = self.account_named(&name).map(held) != Some(before);
         self.accounts_changed = true;
         self.arm_account_timer(&name);
+        if changed {
+            self.publish_account(&name);
+        }
     }
 
     /// A run's CLI retried an API call.
@@ -203,10 +214,27 @@ impl Core {
             let ended = |t: &mut Option<SystemTime>| t.take_if(|t| *t <= now).is_some();
             let paused_ended = ended(&mut account.paused_until);
             let limit_ended = ended(&mut account.limited_until);
-            self.accounts_changed |= paused_ended || limit_ended;
+            if paused_ended || limit_ended {
+                self.accounts_changed = true;
+                self.publish_account(name);
+            }
         }
         self.arm_account_timer(name);
         self.dispatch();
+    }
+
+    /// Tells subscribers (and webhooks) the account's state.
+    fn publish_account(&mut self, name: &str) {
+        if let Some(account) = self.account_named(name) {
+            let summary = Box::new(self.summary(account));
+            self.publish(
+                EventKind::AccountChanged,
+                None,
+                None,
+                None,
+                Payload::Account(summary),
+            );
+        }
     }
 
     /// Each account with its state now and its live instances.
@@ -241,6 +269,7 @@ impl Core {
         if lifted {
             tracing::info!(account = %name, "the account's usage limit was lifted by hand");
             self.accounts_changed = true;
+            self.publish_account(name);
             self.dispatch();
         }
         let account = self.account_named(name).expect("found above");

@@ -7,6 +7,7 @@ use std::{
 };
 
 use super::{
+    account::AccountSummary,
     approval::{Approval, PermissionDenial},
     instance::Instance,
     task::{InstanceId, Task, TaskId, WorkflowId},
@@ -34,6 +35,9 @@ words! {
         ApprovalRequested = "approval_requested",
         ApprovalDecided = "approval_decided",
         PermissionDenied = "permission_denied",
+        /// An account was paused by its usage limit, limited by a warning, or let go again
+        /// (at its reset, or by hand).
+        AccountChanged = "account_changed",
     }
 }
 
@@ -64,6 +68,7 @@ pub enum Payload {
     Output(Box<AgentOutput>),
     Approval(Box<Approval>),
     Denial(Box<PermissionDenial>),
+    Account(Box<AccountSummary>),
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -4,7 +4,10 @@
 
 use super::*;
 use crate::engine::{
-    model::account::{Account, AccountSpec, AccountStatus, LimitReport, LimitStatus},
+    model::{
+        account::{Account, AccountSpec, AccountStatus, LimitReport, LimitStatus},
+        event::{EventKind, Payload},
+    },
     ports::RunRequest,
 };
 
@@ -54,6 +57,20 @@ fn requests(turn: &Turn) -> Vec<RunRequest> {
         .iter()
         .filter_map(|e| match e {
             Effect::StartRun { request, .. } => Some((**request).clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The accounts a turn's `account_changed` events name, with the state they show.
+fn account_events(turn: &Turn) -> Vec<(String, AccountStatus)> {
+    turn.batch
+        .events
+        .iter()
+        .filter_map(|e| match (&e.kind, &e.payload) {
+            (EventKind::AccountChanged, Payload::Account(a)) => {
+                Some((a.account.name.clone(), a.status))
+            }
             _ => None,
         })
         .collect()
@@ -139,9 +156,11 @@ fn a_refusal_pauses_only_its_account_and_the_task_resumes_its_session_after_the_
 
     // An early timer changes nothing; at the reset t1 resumes on a.
     h.advance(Duration::from_secs(30));
-    assert!(started(&h.fire(Timer::Account("a".into()))).is_empty());
+    let early = h.fire(Timer::Account("a".into()));
+    assert!(started(&early).is_empty() && account_events(&early).is_empty());
     h.advance(Duration::from_secs(30));
     let turn = h.fire(Timer::Account("a".into()));
+    assert_eq!(account_events(&turn), [("a".into(), AccountStatus::Active)]);
     let resumed = requests(&turn);
     assert_eq!(resumed.len(), 1);
     assert_eq!(resumed[0].task_id, "t1");
@@ -371,10 +390,11 @@ fn a_pause_lifted_by_hand_lets_the_account_take_work_at_once_and_a_new_refusal_p
     let mut h = Harness::with(two_accounts());
     h.submit(vec![spec("t1"), spec("t2")]);
     let reset = h.now + Duration::from_secs(3600);
-    h.input(Input::Limit {
+    let turn = h.input(Input::Limit {
         task: "t1".into(),
         report: report(LimitStatus::Rejected, reset, None),
     });
+    assert_eq!(account_events(&turn), [("a".into(), AccountStatus::Paused)]);
     h.finish("t1", refused("session-1"));
     assert_eq!(state(&mut h, "a"), AccountStatus::Paused);
     assert_eq!(h.task("t1").status, TaskStatus::Queued);
@@ -390,6 +410,7 @@ fn a_pause_lifted_by_hand_lets_the_account_take_work_at_once_and_a_new_refusal_p
     assert_eq!(summary.status, AccountStatus::Active);
     assert_eq!(summary.account.paused_until, None);
     assert_eq!(turn.batch.accounts.len(), 2, "the lifted pause is stored");
+    assert_eq!(account_events(&turn), [("a".into(), AccountStatus::Active)]);
     let resumed = requests(&turn);
     assert_eq!(resumed.len(), 1);
     assert_eq!(
@@ -420,6 +441,7 @@ fn a_pause_lifted_by_hand_lets_the_account_take_work_at_once_and_a_new_refusal_p
     };
     assert_eq!(b.status, AccountStatus::Active);
     assert!(turn.batch.accounts.is_empty(), "nothing changed");
+    assert!(account_events(&turn).is_empty());
     let (call, turn) = h.call(|call| Input::ResumeAccount {
         call,
         name: "c".into(),
