@@ -532,3 +532,35 @@ async fn an_account_paused_by_its_usage_limit_is_posted_to_its_webhook_and_only_
     server.cancel(&again.id).await;
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_spent_budget_is_posted_to_its_webhook() {
+    let (url, _script, mut hits) = receiver(&[], Answer::Ok).await;
+    let options = ServerOptions {
+        webhooks: vec![configured("money", &url, &["budget_spent"], 0.05)],
+        ..ServerOptions::default()
+    };
+    let config = claude_swarm::engine::EngineConfig {
+        budget_usd: Some(0.5),
+        ..config(1)
+    };
+    let server = TestServer::start_with_options(config, simulated_agent(), options).await;
+    let spender = server.submit(spec("spend sim:cost=0.6")).await;
+    assert_eq!(
+        status(&server.wait(&spender.id).await),
+        pb::TaskStatus::Completed
+    );
+    let hit = next_hit(&mut hits).await;
+    verify(&hit);
+    assert_eq!(hit.header("x-swarm-event"), "budget_spent");
+    let body = hit.json();
+    assert_eq!(body["event"]["budget"]["budget_usd"], 0.5, "{body}");
+    assert_eq!(body["event"]["budget"]["total_cost_usd"], 0.6, "{body}");
+    // Nothing more starts.
+    let waiting = server.submit(spec("after")).await;
+    assert_eq!(
+        status(&server.get(&waiting.id).await),
+        pb::TaskStatus::Queued
+    );
+    server.stop().await;
+}

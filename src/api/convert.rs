@@ -594,6 +594,10 @@ impl From<&Event> for pb::Event {
                 Payload::Approval(a) => P::Approval(a.as_ref().into()),
                 Payload::Denial(d) => P::Denial(d.as_ref().into()),
                 Payload::Account(a) => P::Account(a.as_ref().into()),
+                Payload::Budget(b) => P::Budget(pb::Budget {
+                    budget_usd: b.budget_usd,
+                    total_cost_usd: b.total_cost_usd,
+                }),
             }),
         }
     }

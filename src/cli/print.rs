@@ -261,6 +261,7 @@ pub(super) fn print_event(e: &pb::Event) {
             head(&d.message, 60)
         ),
         Some(Payload::Account(a)) => format!("{} {}", a.name, word::<AccountStatus>(a.state)),
+        Some(Payload::Budget(b)) => format!("${:.2} of ${:.2}", b.total_cost_usd, b.budget_usd),
         None => String::new(),
     };
     let subject = [&e.task_id, &e.instance_id, &e.workflow_id]

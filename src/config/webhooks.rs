@@ -15,7 +15,7 @@ pub(super) struct FileWebhook {
     /// `http://` or `https://`.
     url: String,
     /// `task_completed`, `task_failed`, `workflow_completed`, `workflow_failed`,
-    /// `approval_requested`, `account_paused`; all when empty.
+    /// `approval_requested`, `account_paused`, `budget_spent`; all when empty.
     #[serde(default)]
     events: Vec<String>,
     /// The HMAC-SHA256 key of `X-Swarm-Signature` (16 bytes at least), or

@@ -27,12 +27,13 @@ use crate::{
 pub const SIGNATURE_HEADER: &str = "x-swarm-signature";
 
 /// The events a webhook's topics can come from.
-const KINDS: [EventKind; 5] = [
+const KINDS: [EventKind; 6] = [
     EventKind::TaskCompleted,
     EventKind::TaskFailed,
     EventKind::WorkflowFinished,
     EventKind::ApprovalRequested,
     EventKind::AccountChanged,
+    EventKind::BudgetSpent,
 ];
 
 /// The topic of an event, if it has one.
@@ -48,6 +49,7 @@ pub fn topic_of(event: &Event) -> Option<Topic> {
         (EventKind::AccountChanged, Payload::Account(a)) => {
             (a.status == AccountStatus::Paused).then_some(Topic::AccountPaused)
         }
+        (EventKind::BudgetSpent, _) => Some(Topic::BudgetSpent),
         _ => None,
     }
 }
@@ -105,6 +107,11 @@ fn slack_text(topic: Topic, event: &Event) -> String {
             a.account.name,
             a.account.paused_until.map_or(0, unix_seconds),
             a.account.name
+        ),
+        Payload::Budget(b) => format!(
+            "claude-swarm: the swarm's budget of ${:.2} is spent (${:.2}); nothing more starts \
+             until budget_usd is raised",
+            b.budget_usd, b.total_cost_usd
         ),
         _ => format!("claude-swarm: {}", topic.as_str()),
     }

@@ -22,6 +22,8 @@ words! {
         /// An account's usage limit refused a request: its instances take no work until
         /// the reset (or until an admin lifts the pause).
         AccountPaused = "account_paused",
+        /// The swarm's budget is spent: nothing more starts until `budget_usd` is raised.
+        BudgetSpent = "budget_spent",
     }
 }
 

@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 use super::{
     approvals::{ApprovalRow, DenialRow},
     rows::{
-        AccountSummaryRow, InstanceRow, OutputRow, ResultRow, Row, TaskRow, TimeRow, Variant,
-        WorkflowInfoRow,
+        AccountSummaryRow, BudgetRow, InstanceRow, OutputRow, ResultRow, Row, TaskRow, TimeRow,
+        Variant, WorkflowInfoRow,
     },
 };
 use crate::engine::{
@@ -82,6 +82,7 @@ pub enum ChangeRow {
     Approval(Box<ApprovalRow>),
     Denial(DenialRow),
     Account(AccountSummaryRow),
+    Budget(BudgetRow),
 }
 
 /// An event as layouts 2 to 4 store it (from layout 3, a commit's events are one row).
@@ -118,6 +119,7 @@ impl EventRow {
                 Payload::Approval(a) => ChangeRow::Approval(Box::new(Row::from_domain(a.as_ref()))),
                 Payload::Denial(d) => ChangeRow::Denial(Row::from_domain(d.as_ref())),
                 Payload::Account(a) => ChangeRow::Account(Row::from_domain(a.as_ref())),
+                Payload::Budget(b) => ChangeRow::Budget(Row::from_domain(b.as_ref())),
             },
         }
     }
@@ -144,6 +146,7 @@ impl EventRow {
             ChangeRow::Approval(a) => Payload::Approval(a.into_domain()),
             ChangeRow::Denial(d) => Payload::Denial(Box::new(d.into_domain())),
             ChangeRow::Account(a) => Payload::Account(Box::new(a.into_domain())),
+            ChangeRow::Budget(b) => Payload::Budget(Box::new(b.into_domain())),
         };
         Event {
             sequence: self.sequence,

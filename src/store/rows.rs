@@ -17,7 +17,10 @@ use super::approvals::{DenialRow, PolicyRow};
 use crate::engine::{
     AgentOptions, AgentOutput, Attempt, DenialPolicy, FailureClass, FailurePolicy, Instance,
     InstanceStatus, Isolation, Priority, Task, TaskId, TaskResult, TaskSpec, TaskStatus, Usage,
-    model::account::{Account, AccountSpec, AccountStatus, AccountSummary},
+    model::{
+        account::{Account, AccountSpec, AccountStatus, AccountSummary},
+        event::Budget,
+    },
     ports::{StoreError, TaskRecord, WorkflowRecord},
     workflow::{FanOut, FanOutSource, Segment, Template, WorkflowInfo, WorkflowStatus},
 };
@@ -371,6 +374,13 @@ mirror! {
         account: AccountRow,
         status: Variant<AccountStatus>,
         instances_live: u64,
+    }
+}
+
+mirror! {
+    BudgetRow <=> Budget {
+        budget_usd: f64,
+        total_cost_usd: f64,
     }
 }
 

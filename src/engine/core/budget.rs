@@ -6,7 +6,11 @@ use std::time::Duration;
 
 use super::{Answer, CallId, Core, SwarmStatus};
 use crate::engine::{
-    model::{instance::InstanceStatus, task::TaskId},
+    model::{
+        event::{Budget, EventKind, Payload},
+        instance::InstanceStatus,
+        task::TaskId,
+    },
     ports::StopReason,
     workflow::WorkflowStatus,
 };
@@ -15,6 +19,29 @@ impl Core {
     /// Whether dispatching is held: the swarm's budget is spent.
     pub(super) fn paused(&self) -> bool {
         self.budget_spent().is_some()
+    }
+
+    /// The spending just reached the swarm's budget: subscribers (and webhooks) are told.
+    pub(super) fn budget_ran_out(&mut self) {
+        let Some(budget_usd) = self.config.budget_usd else {
+            return;
+        };
+        tracing::warn!(
+            budget_usd,
+            total_cost_usd = self.total_cost_usd,
+            "the swarm's budget is spent: nothing more starts until budget_usd is raised"
+        );
+        let budget = Budget {
+            budget_usd,
+            total_cost_usd: self.total_cost_usd,
+        };
+        self.publish(
+            EventKind::BudgetSpent,
+            None,
+            None,
+            None,
+            Payload::Budget(Box::new(budget)),
+        );
     }
 
     /// Why nothing more may start, if the swarm's budget is spent.

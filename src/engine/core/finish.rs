@@ -151,8 +151,12 @@ impl Core {
         self.total_usage.add(usage);
         self.total_turns += turns;
         if cost != 0.0 {
+            let was_spent = self.paused();
             self.total_cost_usd += cost;
             self.cost_changed = true;
+            if !was_spent && self.paused() {
+                self.budget_ran_out();
+            }
         }
         if let Some(instance) = instance.and_then(|id| self.pool.get_mut(id)) {
             instance.usage.add(usage);

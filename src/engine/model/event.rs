@@ -38,6 +38,8 @@ words! {
         /// An account was paused by its usage limit, limited by a warning, or let go again
         /// (at its reset, or by hand).
         AccountChanged = "account_changed",
+        /// The swarm's budget is spent: nothing more starts until `budget_usd` is raised.
+        BudgetSpent = "budget_spent",
     }
 }
 
@@ -69,6 +71,14 @@ pub enum Payload {
     Approval(Box<Approval>),
     Denial(Box<PermissionDenial>),
     Account(Box<AccountSummary>),
+    Budget(Box<Budget>),
+}
+
+/// The swarm's budget and what its runs have spent.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Budget {
+    pub budget_usd: f64,
+    pub total_cost_usd: f64,
 }
 
 #[derive(Clone, Debug, PartialEq)]
