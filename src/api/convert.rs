@@ -247,7 +247,8 @@ fn task_ids(ids: &[TaskId]) -> Vec<String> {
     ids.iter().map(String::from).collect()
 }
 
-fn non_empty(s: String) -> Option<String> {
+/// A proto string field, where empty means unset.
+pub fn non_empty(s: String) -> Option<String> {
     (!s.is_empty()).then_some(s)
 }
 

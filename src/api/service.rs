@@ -10,7 +10,7 @@ use tokio::sync::watch;
 use super::{
     audit::involve,
     auth::{Caller, Role},
-    convert::{from_pb, json_of},
+    convert::{from_pb, json_of, non_empty},
     stream_limit::{DEFAULT_MAX_STREAMS_PER_KEY, StreamLimit, StreamSlot},
 };
 use crate::{
@@ -46,10 +46,6 @@ pub struct Service {
     notifier: Option<crate::notify::Notifier>,
     /// The node link, on the owner of a shared database (`GetStatus` lists the nodes).
     node_link: Option<crate::cluster::leader::NodeLink>,
-}
-
-fn opt(s: String) -> Option<String> {
-    (!s.is_empty()).then_some(s)
 }
 
 /// `tasks[i].command` of the first of `tasks` that is a shell step.
@@ -142,14 +138,10 @@ impl Service {
     }
 
     pub async fn get_status(&self) -> Result<pb::GetStatusResponse> {
-        let mut status: pb::GetStatusResponse = (&self.engine.status().await?).into();
+        let swarm = self.engine.status().await?;
+        let mut status: pb::GetStatusResponse = (&swarm).into();
         if let Some(link) = &self.node_link {
-            let instances = self.engine.instances().await?;
-            let own = instances
-                .iter()
-                .filter(|i| crate::engine::model::instance::remote_node(&i.id).is_none())
-                .count();
-            status.nodes = link.nodes(u32::try_from(own).unwrap_or(u32::MAX));
+            status.nodes = link.nodes(u32::try_from(swarm.instances_local).unwrap_or(u32::MAX));
         }
         Ok(status)
     }
@@ -222,9 +214,9 @@ impl Service {
                 .iter()
                 .map(|p| from_pb("priority", *p, Some(crate::engine::Priority::Normal)))
                 .collect::<Result<_>>()?,
-            workflow_id: opt(request.workflow_id),
+            workflow_id: non_empty(request.workflow_id),
             limit: request.limit as usize,
-            page_token: opt(request.page_token),
+            page_token: non_empty(request.page_token),
         };
         let page = self.engine.list_tasks(query).await?;
         Ok(pb::ListTasksResponse {
@@ -246,7 +238,7 @@ impl Service {
         &self,
         request: pb::SpawnInstancesRequest,
     ) -> Result<pb::SpawnInstancesResponse> {
-        let dir = opt(request.working_directory).map(Into::into);
+        let dir = non_empty(request.working_directory).map(Into::into);
         let instances = self.engine.spawn_instances(request.count, dir).await?;
         instances.iter().for_each(|i| involve(&i.id));
         Ok(pb::SpawnInstancesResponse {
@@ -340,8 +332,8 @@ impl Service {
                 .iter()
                 .map(|s| from_pb("state", *s, None))
                 .collect::<Result<_>>()?,
-            task_id: opt(request.task_id).map(TaskId::from),
-            workflow_id: opt(request.workflow_id),
+            task_id: non_empty(request.task_id).map(TaskId::from),
+            workflow_id: non_empty(request.workflow_id),
         };
         let approvals = self.engine.approvals(query).await?;
         Ok(pb::ListApprovalsResponse {
@@ -405,9 +397,9 @@ impl Service {
     pub async fn stream_events(&self, request: pb::StreamEventsRequest) -> Result<EventFeed> {
         let slot = self.streams.take()?;
         let filter = EventFilter {
-            task_id: opt(request.task_id).map(TaskId::from),
-            workflow_id: opt(request.workflow_id),
-            instance_id: opt(request.instance_id),
+            task_id: non_empty(request.task_id).map(TaskId::from),
+            workflow_id: non_empty(request.workflow_id),
+            instance_id: non_empty(request.instance_id),
             kinds: request
                 .kinds
                 .iter()

@@ -1,7 +1,7 @@
 //! `ScheduleService`: the request's target (a workflow document or one task) checked as
 //! ExecuteWorkflow and SubmitTask check theirs, then handed to the engine.
 
-use super::{Result, Service, first_command, opt, plan_commands};
+use super::{Result, Service, first_command, non_empty, plan_commands};
 use crate::{
     api::convert::from_pb,
     engine::{
@@ -106,5 +106,5 @@ impl Service {
 }
 
 fn id(schedule_id: String) -> Result<String> {
-    opt(schedule_id).ok_or_else(|| EngineError::invalid("schedule_id", "is required"))
+    non_empty(schedule_id).ok_or_else(|| EngineError::invalid("schedule_id", "is required"))
 }

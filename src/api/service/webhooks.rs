@@ -1,6 +1,6 @@
 //! `WebhookService`: thin calls into the notifier.
 
-use super::{Result, Service, opt};
+use super::{Result, Service, non_empty};
 use crate::{api::convert::webhook_spec, engine::EngineError, notify::Notifier, pb};
 
 impl Service {
@@ -40,5 +40,5 @@ impl Service {
 }
 
 fn id(webhook_id: String) -> Result<String> {
-    opt(webhook_id).ok_or_else(|| EngineError::invalid("webhook_id", "is required"))
+    non_empty(webhook_id).ok_or_else(|| EngineError::invalid("webhook_id", "is required"))
 }

@@ -8,7 +8,7 @@ use super::{Answer, CallId, Core, SwarmStatus};
 use crate::engine::{
     model::{
         event::{Budget, EventKind, Payload},
-        instance::InstanceStatus,
+        instance::{InstanceStatus, remote_node},
         task::TaskId,
     },
     ports::StopReason,
@@ -110,6 +110,11 @@ impl Core {
             turns: self.total_turns,
             accounts: self.account_summaries(),
             approvals_pending: self.approvals_pending(),
+            instances_local: self
+                .pool
+                .live()
+                .filter(|i| remote_node(&i.id).is_none())
+                .count() as u64,
         }
     }
 

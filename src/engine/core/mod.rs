@@ -161,6 +161,8 @@ pub struct SwarmStatus {
     pub accounts: Vec<AccountSummary>,
     /// Approvals waiting on a person.
     pub approvals_pending: u64,
+    /// Live instances this node runs itself (not on a node attached to it).
+    pub instances_local: u64,
 }
 
 /// A task and its place in the dependency graph.
