@@ -218,3 +218,24 @@ def test_over_tls_the_client_trusts_the_given_certificate(tmp_path):
             assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
     finally:
         server.stop()
+
+
+def test_an_account_paused_by_its_limit_is_resumed_and_the_task_completes(client):
+    # The only account's API refuses new sessions with a reset two minutes away.
+    events = client.stream_events(0, kinds=[pb.EVENT_KIND_ACCOUNT_CHANGED], timeout=30)
+    try:
+        task = client.submit("limited sim:rate_limit=120")
+        paused = next(iter(events))
+    finally:
+        events.cancel()
+    assert paused.account.name == "default"
+    assert paused.account.state == pb.ACCOUNT_STATE_PAUSED
+
+    resumed = client.resume_account("default")
+    assert resumed.state == pb.ACCOUNT_STATE_ACTIVE
+    assert not resumed.HasField("paused_until")
+    assert client.wait(task.id, timeout=30).status == pb.TASK_STATUS_COMPLETED
+
+    with pytest.raises(grpc.RpcError) as error:
+        client.resume_account("no-such-account")
+    assert error.value.code() == grpc.StatusCode.NOT_FOUND, error.value.details()

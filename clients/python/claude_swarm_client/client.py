@@ -229,6 +229,10 @@ class Client:
     def status(self) -> pb.GetStatusResponse:
         return self.swarm.GetStatus(pb.GetStatusRequest(), timeout=self.timeout)
 
+    def resume_account(self, name: str) -> pb.AccountStatus:
+        """Lifts an account's usage-limit pause now (needs an admin key); its state after."""
+        return self.swarm.ResumeAccount(pb.ResumeAccountRequest(name=name), timeout=self.timeout)
+
     def stream_events(
         self,
         after_sequence: Optional[int] = None,
